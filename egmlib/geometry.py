@@ -1,0 +1,443 @@
+"""Triangle surface meshes, the idealised bi-atrial surface and its recording sites.
+
+Units: millimetres. Axes of the bi-atrial model: +x towards the patient's left, +y posterior,
++z superior.
+
+Any surface given as arrays ``(vertices, faces)`` can be used in place of the built-in atria
+(:meth:`AtrialGeometry.from_arrays`), so a user can bring a patient's segmented atria. Face
+orientation defines the outward side (right-hand rule): electrodes sit on the side the normals
+point to.
+
+The idealised geometry follows the prototype recorded in ``shared/MEASURED.md``: LA radius 23 mm
+and RA radius 25 mm shells (centres 56 mm apart here instead of the prototype's 50, so that the
+electrode layers 1.5 mm off each shell stay clear of each other and each atrium's electrodes can
+span a closed heart surface for the potential-to-potential BEM), holes cut by cones (LA: four pulmonary veins of
+radius 6 mm and the mitral valve, 13 mm; RA: venae cavae, 9 mm, and tricuspid valve, 14 mm), joined
+by Bachmann's bundle (superior-anterior) and a septal / coronary-sinus link (posterior-inferior),
+each modelled as extra stiffness between paired nodes of the two shells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
+from scipy.sparse import csgraph
+from scipy.spatial import ConvexHull, cKDTree
+
+__all__ = [
+    "AtrialGeometry",
+    "MeshError",
+    "RecordingSites",
+    "TriMesh",
+    "biatrial_geometry",
+    "ellipsoid_mesh",
+    "farthest_point_sampling",
+    "recording_sites",
+    "sphere_mesh",
+]
+
+RA, LA = 0, 1
+REGION_NAMES = ("RA", "LA")
+
+
+class MeshError(ValueError):
+    """A mesh given as arrays is not a valid triangle surface."""
+
+
+@dataclass(frozen=True, eq=False)
+class TriMesh:
+    """A triangle surface mesh: ``vertices`` (n, 3) float64 in mm and ``faces`` (m, 3) int64.
+
+    Construction validates the arrays (finite coordinates, indices in range, no repeated index in a
+    face, no degenerate face, no unreferenced vertex) and raises :class:`MeshError` otherwise.
+    """
+
+    vertices: NDArray[np.float64]
+    faces: NDArray[np.int64]
+
+    def __post_init__(self) -> None:
+        v = np.ascontiguousarray(np.asarray(self.vertices, dtype=np.float64))
+        f = np.asarray(self.faces)
+        if v.ndim != 2 or v.shape[1] != 3 or len(v) < 3:
+            raise MeshError(f"vertices must have shape (n >= 3, 3); got {v.shape}")
+        if not np.all(np.isfinite(v)):
+            bad = int(np.flatnonzero(~np.isfinite(v).all(axis=1))[0])
+            raise MeshError(f"vertices must be finite; vertex {bad} is {v[bad].tolist()}")
+        if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+            raise MeshError(f"faces must have shape (m >= 1, 3); got {f.shape}")
+        if not np.issubdtype(f.dtype, np.integer):
+            if not np.all(np.mod(f, 1) == 0):
+                raise MeshError("faces must hold integer vertex indices")
+        f = np.ascontiguousarray(f.astype(np.int64))
+        if f.min() < 0 or f.max() >= len(v):
+            raise MeshError(f"face indices must lie in [0, {len(v) - 1}]; "
+                            f"got [{f.min()}, {f.max()}]")
+        repeated = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 0] == f[:, 2])
+        if repeated.any():
+            raise MeshError(f"degenerate face {int(np.flatnonzero(repeated)[0])}: "
+                            "a vertex index repeats")
+        cross = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        area2 = np.linalg.norm(cross, axis=1)
+        edge = np.linalg.norm(v[f[:, 1]] - v[f[:, 0]], axis=1)
+        tiny = area2 <= 1e-10 * max(float(np.mean(edge)) ** 2, 1e-300)
+        if tiny.any():
+            raise MeshError(f"degenerate face {int(np.flatnonzero(tiny)[0])}: zero area "
+                            "(collinear or coincident vertices)")
+        used = np.zeros(len(v), bool)
+        used[f.ravel()] = True
+        if not used.all():
+            raise MeshError(f"{int((~used).sum())} vertices belong to no face "
+                            f"(first: {int(np.flatnonzero(~used)[0])}); remove them")
+        object.__setattr__(self, "vertices", v)
+        object.__setattr__(self, "faces", f)
+        self.vertices.setflags(write=False)
+        self.faces.setflags(write=False)
+
+    # --- basic measures --------------------------------------------------------------------
+    @property
+    def n_vertices(self) -> int:
+        return len(self.vertices)
+
+    @property
+    def n_faces(self) -> int:
+        return len(self.faces)
+
+    def face_normals(self) -> NDArray[np.float64]:
+        """Unit normals of the faces (right-hand rule)."""
+        v, f = self.vertices, self.faces
+        n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        return n / np.linalg.norm(n, axis=1, keepdims=True)
+
+    def face_areas(self) -> NDArray[np.float64]:
+        """Areas of the faces (mm^2)."""
+        v, f = self.vertices, self.faces
+        return 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]),
+                                    axis=1)
+
+    def vertex_areas(self) -> NDArray[np.float64]:
+        """Lumped (barycentric) area per vertex: a third of each incident face (mm^2)."""
+        return np.bincount(self.faces.ravel(), np.repeat(self.face_areas() / 3.0, 3),
+                           minlength=self.n_vertices)
+
+    def vertex_normals(self) -> NDArray[np.float64]:
+        """Area-weighted unit vertex normals."""
+        fn = self.face_normals() * self.face_areas()[:, None]
+        n = np.zeros_like(self.vertices)
+        for k in range(3):
+            np.add.at(n, self.faces[:, k], fn)
+        return n / np.linalg.norm(n, axis=1, keepdims=True)
+
+    def edges(self) -> NDArray[np.int64]:
+        """Unique undirected edges (e, 2), smaller index first."""
+        f = self.faces
+        e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+        return np.unique(np.sort(e, axis=1), axis=0)
+
+    def edge_lengths(self) -> NDArray[np.float64]:
+        e = self.edges()
+        return np.linalg.norm(self.vertices[e[:, 0]] - self.vertices[e[:, 1]], axis=1)
+
+    def boundary_edges(self) -> NDArray[np.int64]:
+        """Edges used by exactly one face (the rims of holes)."""
+        f = self.faces
+        e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+        uniq, counts = np.unique(e, axis=0, return_counts=True)
+        return uniq[counts == 1]
+
+    def is_closed(self) -> bool:
+        """True when every edge is shared by exactly two faces."""
+        f = self.faces
+        e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+        _, counts = np.unique(e, axis=0, return_counts=True)
+        return bool(np.all(counts == 2))
+
+    def signed_volume(self) -> float:
+        """Signed enclosed volume (mm^3); positive for a closed mesh with outward normals."""
+        v, f = self.vertices, self.faces
+        return float(np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum()
+                     / 6.0)
+
+    def adjacency(self) -> sparse.csr_matrix:
+        """Vertex adjacency (n, n) as a symmetric 0/1 sparse matrix."""
+        e = self.edges()
+        n = self.n_vertices
+        a = sparse.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+        return (a + a.T).tocsr()
+
+    def submesh(self, keep: NDArray[np.bool_]) -> tuple[TriMesh, NDArray[np.int64]]:
+        """The mesh of the faces whose three vertices are all kept; returns it and the indices
+        of its vertices in this mesh. Unreferenced vertices are dropped."""
+        keep = np.asarray(keep, bool)
+        faces = self.faces[keep[self.faces].all(axis=1)]
+        used = np.unique(faces)
+        remap = -np.ones(self.n_vertices, np.int64)
+        remap[used] = np.arange(len(used))
+        return TriMesh(self.vertices[used], remap[faces]), used
+
+    # --- FEM ------------------------------------------------------------------------------
+    def stiffness(self) -> sparse.csr_matrix:
+        """P1 finite-element stiffness (cotangent Laplacian), symmetric positive semi-definite.
+
+        ``K[i, j] = -(cot a_ij + cot b_ij) / 2`` for an edge ij with opposite angles a, b, and
+        ``K[i, i] = -sum_j K[i, j]`` (unit conductivity; Neumann boundaries at hole rims).
+        """
+        v, f = self.vertices, self.faces
+        rows, cols, vals = [], [], []
+        for k in range(3):
+            i, j, o = f[:, k], f[:, (k + 1) % 3], f[:, (k + 2) % 3]
+            a, b = v[i] - v[o], v[j] - v[o]
+            cot = np.einsum("ij,ij->i", a, b) / np.linalg.norm(np.cross(a, b), axis=1)
+            rows += [i, j]
+            cols += [j, i]
+            vals += [-0.5 * cot, -0.5 * cot]
+        n = self.n_vertices
+        off = sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows),
+                                                        np.concatenate(cols))), shape=(n, n))
+        off = off.tocsr()
+        return (off - sparse.diags(np.asarray(off.sum(axis=1)).ravel())).tocsr()
+
+    def largest_component(self) -> tuple[TriMesh, NDArray[np.int64]]:
+        """The largest edge-connected component and the indices of its vertices."""
+        _, lab = csgraph.connected_components(self.adjacency(), directed=False)
+        keep = lab == np.bincount(lab).argmax()
+        return self.submesh(keep)
+
+
+def _fibonacci_sphere(n: int) -> NDArray[np.float64]:
+    """``n`` nearly evenly spread unit vectors (golden-angle spiral)."""
+    i = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * i / n
+    r = np.sqrt(1.0 - z * z)
+    phi = np.pi * (3.0 - np.sqrt(5.0)) * i
+    return np.column_stack([r * np.cos(phi), r * np.sin(phi), z])
+
+
+def sphere_mesh(radius: float, edge: float, center: ArrayLike = (0.0, 0.0, 0.0)) -> TriMesh:
+    """A closed, outward-oriented triangulated sphere with mean edge close to ``edge`` (mm).
+
+    Nodes on a golden-angle spiral, triangulated by their convex hull. A triangulated surface of
+    near-equilateral triangles carries sqrt(3)/2 e^2 of area per node, which sets the node count.
+    """
+    n = max(12, round(4.0 * np.pi * radius**2 / (np.sqrt(3.0) / 2.0 * edge**2)))
+    p = _fibonacci_sphere(n)
+    faces = ConvexHull(p).simplices.astype(np.int64)
+    # orient outwards: the normal must point along the face centroid (sphere centred at 0)
+    nrm = np.cross(p[faces[:, 1]] - p[faces[:, 0]], p[faces[:, 2]] - p[faces[:, 0]])
+    flip = np.einsum("ij,ij->i", nrm, p[faces].mean(axis=1)) < 0
+    faces[flip] = faces[flip][:, ::-1]
+    return TriMesh(p * radius + np.asarray(center, float), faces)
+
+
+def ellipsoid_mesh(semi_axes: ArrayLike, edge: float, center: ArrayLike = (0.0, 0.0, 0.0),
+                   rotation: ArrayLike | None = None) -> TriMesh:
+    """A closed, outward-oriented ellipsoid: a sphere mesh of the mean radius, stretched.
+
+    ``rotation`` is a 3x3 rotation matrix applied before the translation to ``center``.
+    """
+    a = np.asarray(semi_axes, float)
+    r_mean = float(np.cbrt(np.prod(a)))
+    unit = sphere_mesh(1.0, edge / r_mean)
+    v = unit.vertices * a
+    if rotation is not None:
+        v = v @ np.asarray(rotation, float).T
+    return TriMesh(v + np.asarray(center, float), unit.faces)
+
+
+def farthest_point_sampling(points: ArrayLike, n: int,
+                            start: int = 0) -> NDArray[np.int64]:
+    """Indices of ``n`` points chosen greedily, each farthest (Euclidean) from those chosen.
+
+    Deterministic given ``start``. O(n * len(points)) with vectorised distance updates.
+    """
+    p = np.asarray(points, float)
+    if not 1 <= n <= len(p):
+        raise ValueError(f"n must lie in [1, {len(p)}] (the number of points); got {n}")
+    chosen = np.empty(n, np.int64)
+    chosen[0] = start
+    dist = np.linalg.norm(p - p[start], axis=1)
+    for k in range(1, n):
+        chosen[k] = int(np.argmax(dist))
+        dist = np.minimum(dist, np.linalg.norm(p - p[chosen[k]], axis=1))
+    return chosen
+
+
+@dataclass(frozen=True, eq=False)
+class RecordingSites:
+    """Where the EGMs are recorded.
+
+    Attributes:
+        vertex: index of the tissue vertex under each electrode (n_rec,).
+        electrodes: electrode positions (n_rec, 3), ``offset_mm`` above ``vertex`` along the
+            outward normal.
+        offset_mm: the electrode height above the surface.
+    """
+
+    vertex: NDArray[np.int64]
+    electrodes: NDArray[np.float64]
+    offset_mm: float
+
+
+@dataclass(frozen=True, eq=False)
+class AtrialGeometry:
+    """An atrial surface ready for simulation.
+
+    Attributes:
+        mesh: the tissue surface (one mesh; several components are allowed when ``links`` join
+            them).
+        region: per-vertex region code (0 = RA, 1 = LA); a user mesh is all one region.
+        links: (L, 2) vertex pairs coupled by extra stiffness (inter-atrial connections).
+        link_names: a name per link pair ("bachmann" or "septal").
+        pacing: vertices of the sinus-node pacing patch.
+        landmarks: named points (mm), for figures and protocols.
+    """
+
+    mesh: TriMesh
+    region: NDArray[np.int64]
+    links: NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    link_names: tuple[str, ...] = ()
+    pacing: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    landmarks: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+
+    @classmethod
+    def from_arrays(cls, vertices: ArrayLike, faces: ArrayLike,
+                    pacing_point: ArrayLike | None = None,
+                    pacing_radius_mm: float = 4.0) -> AtrialGeometry:
+        """Wrap a user surface (for example a patient's segmented atria).
+
+        The pacing patch is the vertices within ``pacing_radius_mm`` of ``pacing_point``
+        (default: the most superior vertex). The surface must be edge-connected.
+        """
+        mesh = TriMesh(np.asarray(vertices, float), np.asarray(faces))
+        n_comp, _ = csgraph.connected_components(mesh.adjacency(), directed=False)
+        if n_comp != 1:
+            raise MeshError(f"the surface has {n_comp} disconnected parts; give one connected "
+                            "surface (or join parts with links through AtrialGeometry(...))")
+        v = mesh.vertices
+        point = v[np.argmax(v[:, 2])] if pacing_point is None else np.asarray(pacing_point,
+                                                                                 float)
+        pacing = _patch(v, point, pacing_radius_mm)
+        return cls(mesh=mesh, region=np.zeros(mesh.n_vertices, np.int64), pacing=pacing,
+                   landmarks={"sinus_node": v[pacing[0]]})
+
+    @property
+    def n_vertices(self) -> int:
+        return self.mesh.n_vertices
+
+
+def _patch(v: NDArray[np.float64], point: NDArray[np.float64], radius: float
+           ) -> NDArray[np.int64]:
+    """Vertices within ``radius`` of ``point``, nearest first (at least the nearest one)."""
+    d = np.linalg.norm(v - point, axis=1)
+    idx = np.flatnonzero(d <= radius)
+    if len(idx) == 0:
+        idx = np.array([int(np.argmin(d))])
+    return idx[np.argsort(d[idx])].astype(np.int64)
+
+
+def _unit(x: ArrayLike) -> NDArray[np.float64]:
+    x = np.asarray(x, float)
+    return x / np.linalg.norm(x)
+
+
+# Hole directions from each atrium's centre (x left, y posterior, z superior) and radii in mm.
+_RA_HOLES = {"SVC": ((0.0, 0.3, 1.0), 9.0), "IVC": ((0.0, 0.3, -1.0), 9.0),
+             "TV": ((0.35, -0.85, -0.35), 14.0)}
+_LA_HOLES = {"LSPV": ((0.45, 0.75, 0.45), 6.0), "LIPV": ((0.45, 0.75, -0.45), 6.0),
+             "RSPV": ((-0.3, 0.85, 0.45), 6.0), "RIPV": ((-0.3, 0.85, -0.45), 6.0),
+             "MV": ((-0.1, -0.75, -0.6), 13.0)}
+
+
+def _shell(center: NDArray[np.float64], radius: float, stretch: tuple[float, float, float],
+           edge: float, holes: dict[str, tuple[tuple[float, float, float], float]]
+           ) -> tuple[TriMesh, dict[str, NDArray[np.float64]]]:
+    """An ellipsoid-like shell with holes cut by cones from its centre."""
+    full = ellipsoid_mesh(np.asarray(stretch) * radius, edge, center)
+    u = full.vertices - center
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    keep = np.ones(full.n_vertices, bool)
+    marks = {}
+    for name, (direction, r_hole) in holes.items():
+        d = _unit(direction)
+        keep &= u @ d < np.cos(np.arcsin(min(r_hole / radius, 1.0)))
+        marks[name] = center + d * radius * np.asarray(stretch)
+    mesh, _ = full.submesh(keep)
+    mesh, _ = mesh.largest_component()
+    return mesh, marks
+
+
+def biatrial_geometry(edge_mm: float = 2.0, la_radius: float = 23.0, ra_radius: float = 25.0,
+                      separation: float = 56.0, stretch: tuple[float, float, float] = (1.0, 0.92,
+                                                                                          1.06),
+                      bachmann_radius_mm: float = 7.5, septal_radius_mm: float = 6.5,
+                      pacing_radius_mm: float = 4.0) -> AtrialGeometry:
+    """The idealised bi-atrial surface (see the module docstring for its sources).
+
+    Args:
+        edge_mm: target mean edge length (about 1.5-2 mm for the paper profile).
+        la_radius, ra_radius: shell radii (mm); ``stretch`` scales the (x, y, z) semi-axes.
+        separation: distance between the shell centres (mm); RA at -x, LA at +x.
+        bachmann_radius_mm, septal_radius_mm: radius of the RA patch whose nodes are each linked
+            to their nearest LA node (Bachmann's bundle: superior-anterior; septal link:
+            posterior-inferior, near the coronary sinus).
+        pacing_radius_mm: radius of the sinus-node pacing patch at the anterolateral SVC rim.
+    """
+    if not 0.5 <= edge_mm <= 10.0:
+        raise ValueError(f"edge_mm must lie in [0.5, 10] mm; got {edge_mm}")
+    c_ra = np.array([-separation / 2, 0.0, 0.0])
+    c_la = np.array([separation / 2, 0.0, 0.0])
+    ra, marks_ra = _shell(c_ra, ra_radius, stretch, edge_mm, _RA_HOLES)
+    la, marks_la = _shell(c_la, la_radius, stretch, edge_mm, _LA_HOLES)
+    v = np.concatenate([ra.vertices, la.vertices])
+    f = np.concatenate([ra.faces, la.faces + ra.n_vertices])
+    mesh = TriMesh(v, f)
+    region = np.concatenate([np.full(ra.n_vertices, RA), np.full(la.n_vertices, LA)])
+
+    la_tree = cKDTree(la.vertices)
+    links, names = [], []
+    ra_semi = np.asarray(stretch) * ra_radius
+    for name, direction, radius in (("bachmann", (1.0, -0.6, 0.6), bachmann_radius_mm),
+                                    ("septal", (1.0, 0.45, -0.55), septal_radius_mm)):
+        anchor = c_ra + _unit(direction) * ra_semi
+        ra_nodes = np.flatnonzero(np.linalg.norm(ra.vertices - anchor, axis=1) <= radius)
+        _, la_nodes = la_tree.query(ra.vertices[ra_nodes])
+        pairs = np.unique(np.column_stack([ra_nodes, la_nodes + ra.n_vertices]), axis=0)
+        links.append(pairs)
+        names += [name] * len(pairs)
+
+    # sinus node: on the RA, just lateral-anterior of the SVC rim
+    svc_dir = _unit(_RA_HOLES["SVC"][0])
+    svc_angle = np.arcsin(_RA_HOLES["SVC"][1] / ra_radius)
+    lateral = _unit(np.cross(svc_dir, (0.0, 1.0, 0.0)))  # towards -x (lateral RA)
+    tilt = svc_angle + 6.0 / ra_radius
+    sn_dir = _unit(np.cos(tilt) * svc_dir + np.sin(tilt) * _unit(lateral + (0.0, -0.5, 0.0)))
+    sn_point = c_ra + sn_dir * ra_semi
+    pacing = _patch(ra.vertices, sn_point, pacing_radius_mm)
+
+    landmarks = {**{f"RA_{k}": m for k, m in marks_ra.items()},
+                 **{f"LA_{k}": m for k, m in marks_la.items()},
+                 "sinus_node": ra.vertices[pacing[0]], "RA_center": c_ra, "LA_center": c_la}
+    return AtrialGeometry(mesh=mesh, region=region, links=np.concatenate(links),
+                          link_names=tuple(names), pacing=pacing, landmarks=landmarks)
+
+
+def recording_sites(geometry: AtrialGeometry | TriMesh, n_rec: int, offset_mm: float = 1.5
+                    ) -> RecordingSites:
+    """``n_rec`` recording sites spread evenly over the tissue by farthest-point sampling,
+    with electrodes ``offset_mm`` above the surface along the outward vertex normal.
+
+    The sampling starts from the vertex nearest the centroid's most superior point, so the
+    result is deterministic for a given mesh.
+    """
+    mesh = geometry.mesh if isinstance(geometry, AtrialGeometry) else geometry
+    if not 1 <= n_rec <= mesh.n_vertices:
+        raise ValueError(f"n_rec must lie in [1, {mesh.n_vertices}] (the tissue vertices); "
+                         f"got {n_rec}")
+    if not offset_mm > 0:
+        raise ValueError(f"offset_mm must be positive; got {offset_mm}")
+    start = int(np.argmax(mesh.vertices[:, 2]))
+    idx = farthest_point_sampling(mesh.vertices, n_rec, start=start)
+    electrodes = mesh.vertices[idx] + offset_mm * mesh.vertex_normals()[idx]
+    return RecordingSites(vertex=idx, electrodes=electrodes, offset_mm=float(offset_mm))

@@ -1,0 +1,572 @@
+"""Monodomain reaction-diffusion with the Mitchell-Schaeffer model on an atrial surface.
+
+Model (Mitchell & Schaeffer, Bull. Math. Biol. 65:767, 2003), dimensionless voltage v in [0, 1]
+(transmembrane voltage V_m = 100 v - 80 mV), time in ms::
+
+    dv/dt = h v^2 (1 - v) / tau_in - v / tau_out + J_stim + div(D grad v)
+    dh/dt = (1 - h) / tau_open   if v < v_gate
+            -h / tau_close       otherwise
+
+Discretisation: P1 finite elements on the triangle surface, cotangent stiffness ``K`` (plus the
+inter-atrial links as extra stiffness between paired nodes), lumped mass ``M``; the diffusion term
+of node i is ``-D_i (M^-1 K v)_i``. A per-node D (fibrosis, heterogeneity) therefore scales the
+node's lumped Laplacian instead of entering the element integrals; this keeps one stiffness matrix
+shared by every simulation of a batch (shared/MEASURED.md: block-diagonal matrices were 2x slower)
+and is exact wherever D is locally constant. Forward Euler for v, Rush-Larsen (exact exponential
+update at frozen v) for the gate.
+
+Batching: ``S`` simulations are the columns of one (n_nodes, S) state in torch float32, advanced by
+one sparse matrix product per step. :func:`simulate_reference` is a plain scipy float64 version of
+the same equations for one simulation, used to cross-check the batched engine and as the speed
+baseline in ``make bench``.
+
+Protocols (parameter ranges: shared/DESIGN.md section 4 and shared/MEASURED.md):
+
+* **SR**: the sinus-node patch is paced (2 ms stimulus) at a cycle length of 600-1000 ms,
+  D 0.5-1.0 mm^2/ms, tau_close 130-150 ms. Conduction velocity comes out 0.6-1.2 m/s.
+* **AF**: remodelled tissue (tau_close 55-70 ms, LA shorter than RA; D 0.15-0.3 mm^2/ms), smooth
+  heterogeneity of tau_close, optional fibrotic patches (D x 0.2), started from a broken-wavefront
+  "phase field": each atrium gets a rotating wave whose phase is the longitude about a random
+  axis, the state of each node taken from a single cell's action potential at that phase (two
+  phase singularities per atrium). Runs whose activity dies (max v < 0.1) are flagged.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from scipy import sparse
+from scipy.sparse import csgraph
+
+from .geometry import LA, RA, AtrialGeometry
+from .runs import progress
+
+__all__ = [
+    "MS_FIXED",
+    "SimulationResult",
+    "SimulationSpec",
+    "Simulator",
+    "conduction_velocity",
+    "draw_specs",
+    "simulate_reference",
+    "single_cell_ap",
+]
+
+#: Mitchell-Schaeffer constants shared by every simulation (ms), DESIGN.md section 4.
+MS_FIXED = {"tau_in": 0.3, "tau_out": 6.0, "tau_open": 120.0, "v_gate": 0.13}
+#: Threshold of an activation (upward crossing of v).
+V_ACTIVATION = 0.5
+#: Below this maximum voltage a simulation without pacing is dead (it has no automaticity).
+V_DEAD = 0.1
+#: Stimulus: current (1/ms) and duration (ms) applied to the pacing patch.
+STIM_AMPLITUDE, STIM_DURATION = 0.5, 2.0
+#: Voltage of the membrane model in mV: V_m = V_SCALE * v + V_REST.
+V_SCALE, V_REST = 100.0, -80.0
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    """The parameters of one simulation, drawn by :func:`draw_specs` and stored with the data.
+
+    Attributes:
+        sim_id: identifier, unique within a data set.
+        rhythm: ``"SR"`` or ``"AF"``.
+        seed: seed of this simulation's own random fields (heterogeneity, fibrosis).
+        D: base diffusivity (mm^2/ms).
+        tau_close_ra, tau_close_la: gate closing time constant per atrium (ms).
+        cycle_length_ms: SR pacing cycle length (0 for AF).
+        heterogeneity: relative amplitude of the smooth tau_close field (0 = uniform).
+        fibrosis: patches as (centre vertex, radius mm); D is multiplied by ``fibrosis_factor``
+            inside them.
+        fibrosis_factor: D multiplier in fibrotic patches.
+        start_axes: AF only, the rotation axis (unit 3-vector) of the initial wave in RA and LA.
+        link_strength: inter-atrial link stiffness relative to the mean mesh edge stiffness
+            (one value per batch: it enters the shared stiffness matrix).
+        pacing_shift: index into the geometry's pacing patch ordering used as the patch centre
+            (a small jitter of the sinus-node position between SR simulations).
+    """
+
+    sim_id: int
+    rhythm: str
+    seed: int
+    D: float
+    tau_close_ra: float
+    tau_close_la: float
+    cycle_length_ms: float = 0.0
+    heterogeneity: float = 0.0
+    fibrosis: tuple[tuple[int, float], ...] = ()
+    fibrosis_factor: float = 0.2
+    start_axes: tuple[tuple[float, float, float], ...] = ()
+    link_strength: float = 1.0
+    pacing_shift: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SimulationSpec:
+        d = dict(d)
+        d["fibrosis"] = tuple(tuple(p) for p in d.get("fibrosis", ()))
+        d["start_axes"] = tuple(tuple(a) for a in d.get("start_axes", ()))
+        return cls(**d)
+
+
+def _random_unit(rng: np.random.Generator) -> tuple[float, float, float]:
+    u = rng.normal(size=3)
+    u /= np.linalg.norm(u)
+    return (float(u[0]), float(u[1]), float(u[2]))
+
+
+def draw_specs(rhythm: str, n: int, seed: int | np.random.SeedSequence, geometry: AtrialGeometry,
+               first_id: int = 0) -> list[SimulationSpec]:
+    """Draw ``n`` simulation parameter sets of one rhythm from a seeded generator.
+
+    Ranges: SR D ~ U(0.5, 1.0), tau_close ~ U(130, 150) per atrium, cycle length ~ U(600, 1000)
+    ms, heterogeneity ~ U(0, 0.05); AF D ~ U(0.15, 0.3), tau_close RA ~ U(60, 70), LA ~ U(50, 62),
+    heterogeneity ~ U(0, 0.15), with probability 1/2 between 1 and 5 fibrotic patches of radius
+    5-10 mm (D x 0.2). The same ``seed`` gives the same list.
+    """
+    if rhythm not in ("SR", "AF"):
+        raise ValueError(f"rhythm must be 'SR' or 'AF'; got {rhythm!r}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0; got {n}")
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    specs = []
+    for k, child in enumerate(ss.spawn(n)):
+        rng = np.random.default_rng(child)
+        sim_seed = int(rng.integers(2**31 - 1))
+        if rhythm == "SR":
+            specs.append(SimulationSpec(
+                sim_id=first_id + k, rhythm="SR", seed=sim_seed,
+                D=float(rng.uniform(0.5, 1.0)),
+                tau_close_ra=float(rng.uniform(130, 150)),
+                tau_close_la=float(rng.uniform(130, 150)),
+                cycle_length_ms=float(rng.uniform(600, 1000)),
+                heterogeneity=float(rng.uniform(0.0, 0.05)),
+                pacing_shift=int(rng.integers(0, max(1, len(geometry.pacing) // 2)))))
+        else:
+            n_fib = int(rng.integers(1, 6)) if rng.random() < 0.5 else 0
+            fib = tuple((int(rng.integers(geometry.n_vertices)), float(rng.uniform(5, 10)))
+                        for _ in range(n_fib))
+            specs.append(SimulationSpec(
+                sim_id=first_id + k, rhythm="AF", seed=sim_seed,
+                D=float(rng.uniform(0.15, 0.3)),
+                tau_close_ra=float(rng.uniform(60, 70)),
+                tau_close_la=float(rng.uniform(50, 62)),
+                heterogeneity=float(rng.uniform(0.0, 0.15)),
+                fibrosis=fib,
+                start_axes=(_random_unit(rng), _random_unit(rng))))
+    return specs
+
+
+def _smooth_field(points: NDArray[np.float64], rng: np.random.Generator,
+                  n_modes: int = 12, wavelength_mm: float = 40.0) -> NDArray[np.float64]:
+    """A smooth random field with zero mean and unit standard deviation over ``points``:
+    a sum of random plane waves of wavelength around ``wavelength_mm``."""
+    k = rng.normal(size=(n_modes, 3))
+    k *= (2 * np.pi / wavelength_mm) / np.linalg.norm(k, axis=1, keepdims=True)
+    phase = rng.uniform(0, 2 * np.pi, n_modes)
+    f = np.cos(points @ k.T + phase).sum(axis=1)
+    return (f - f.mean()) / (f.std() + 1e-12)
+
+
+def node_fields(spec: SimulationSpec, geometry: AtrialGeometry
+                ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-node diffusivity D (mm^2/ms) and tau_close (ms) of one simulation."""
+    v = geometry.mesh.vertices
+    rng = np.random.default_rng(spec.seed)
+    tau = np.where(geometry.region == LA, spec.tau_close_la, spec.tau_close_ra).astype(float)
+    if spec.heterogeneity > 0:
+        tau *= 1.0 + spec.heterogeneity * np.clip(_smooth_field(v, rng), -2.5, 2.5)
+    d = np.full(len(v), spec.D)
+    for centre, radius in spec.fibrosis:
+        d[np.linalg.norm(v - v[centre], axis=1) <= radius] *= spec.fibrosis_factor
+    return d, tau
+
+
+def single_cell_ap(tau_close: float, duration_ms: float, dt: float = 0.05,
+                   v0: float = 0.3) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(v, h) of an isolated Mitchell-Schaeffer cell excited at t = 0 to ``v0``, sampled every
+    ``dt`` ms for ``duration_ms`` (rows: time)."""
+    c = MS_FIXED
+    n = int(round(duration_ms / dt)) + 1
+    out = np.empty((n, 2))
+    vv, hh = v0, 1.0
+    a_open, a_close = math.exp(-dt / c["tau_open"]), math.exp(-dt / tau_close)
+    for i in range(n):
+        out[i] = vv, hh
+        dv = hh * vv * vv * (1 - vv) / c["tau_in"] - vv / c["tau_out"]
+        hh = 1 - (1 - hh) * a_open if vv < c["v_gate"] else hh * a_close
+        vv += dt * dv
+    return out[:, 0], out[:, 1]
+
+
+def _rotation_period_ms(radius_mm: float, D: float) -> float:
+    """Period of one rotation of the phase-field wave: the circumference over the conduction
+    velocity, CV ~ 0.95 sqrt(D) (shared/MEASURED.md)."""
+    return 2 * np.pi * radius_mm / (0.95 * math.sqrt(D))
+
+
+def phase_field_state(spec: SimulationSpec, geometry: AtrialGeometry, tau_close: NDArray
+                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Initial (v, h) of an AF simulation: one rotating broken wavefront per atrium."""
+    v0 = np.zeros(geometry.n_vertices)
+    h0 = np.ones(geometry.n_vertices)
+    x = geometry.mesh.vertices
+    for reg, axis in zip((RA, LA), spec.start_axes):
+        idx = np.flatnonzero(geometry.region == reg)
+        if len(idx) == 0:
+            continue
+        c = x[idx].mean(axis=0)
+        radius = float(np.linalg.norm(x[idx] - c, axis=1).mean())
+        a = np.asarray(axis, float)
+        # an orthonormal frame (e1, e2) perpendicular to the axis
+        e1 = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(a, e1)
+        rel = x[idx] - c
+        theta = np.mod(np.arctan2(rel @ e2, rel @ e1), 2 * np.pi)
+        period = _rotation_period_ms(radius, spec.D)
+        ap_v, ap_h = single_cell_ap(float(np.median(tau_close[idx])), period, dt=0.1)
+        k = np.minimum((theta / (2 * np.pi) * period / 0.1).astype(int), len(ap_v) - 1)
+        v0[idx], h0[idx] = ap_v[k], ap_h[k]
+    return v0, h0
+
+
+def _laplacian(geometry: AtrialGeometry, link_strength: float = 1.0
+               ) -> tuple[sparse.csr_matrix, NDArray[np.float64]]:
+    """Stiffness with inter-atrial links (link stiffness = ``link_strength`` times the mean
+    |off-diagonal| stiffness of the mesh) and the lumped mass."""
+    k = geometry.mesh.stiffness()
+    if len(geometry.links):
+        off = -k.data[k.data < 0]
+        w = link_strength * float(off.mean())
+        i, j = geometry.links[:, 0], geometry.links[:, 1]
+        n = geometry.n_vertices
+        kl = sparse.coo_matrix((np.full(len(i), -w), (i, j)), shape=(n, n))
+        kl = kl + kl.T
+        k = (k + kl - sparse.diags(np.asarray(kl.sum(axis=1)).ravel())).tocsr()
+    return k, geometry.mesh.vertex_areas()
+
+
+@dataclass
+class SimulationResult:
+    """What a batch of simulations recorded (after the discarded transient).
+
+    Attributes:
+        specs: the simulations, one per column.
+        t_ms: recording times (ms from the end of the transient).
+        traces: per lead, float32 array (S, n_out, n_samples) of lead @ sources.
+        activation_count: (S, n_nodes) activations during the recording.
+        first_activation_ms: (S, n_nodes) first activation time in the recording (nan: none).
+        snapshots: (S, n_snapshots, n_nodes) float32 voltages (dimensionless v) at
+            ``snapshot_ms``.
+        snapshot_ms: times of the snapshots (ms from the end of the transient).
+        wavefronts: (S, n_checks) number of separate wavefronts (connected sets of nodes that
+            activated in the last ``WAVEFRONT_WINDOW_MS``) at regular checks.
+        alive: (S,) True when the maximum voltage stayed above ``V_DEAD`` at every check.
+        activations: per simulation, the (node, time ms) of every activation, if asked for.
+    """
+
+    specs: list[SimulationSpec]
+    t_ms: NDArray[np.float64]
+    traces: dict[str, NDArray[np.float32]]
+    activation_count: NDArray[np.int32]
+    first_activation_ms: NDArray[np.float32]
+    snapshots: NDArray[np.float32]
+    snapshot_ms: NDArray[np.float64]
+    wavefronts: NDArray[np.int32]
+    alive: NDArray[np.bool_]
+    activations: list[NDArray[np.float64]] | None = field(default=None)
+
+
+WAVEFRONT_WINDOW_MS = 10.0
+
+
+class Simulator:
+    """Batched monodomain Mitchell-Schaeffer solver on one atrial geometry.
+
+    Args:
+        geometry: the tissue surface.
+        dt: time step (ms); must divide the recording interval.
+        device: torch device (``"cpu"`` or ``"cuda"``).
+        threads: torch intra-op threads (default: all cores).
+    """
+
+    def __init__(self, geometry: AtrialGeometry, dt: float = 0.1, device: str = "cpu",
+                 threads: int | None = None) -> None:
+        if not 0 < dt <= 0.2:
+            raise ValueError(f"dt must lie in (0, 0.2] ms; got {dt}")
+        self.geometry = geometry
+        self.dt = float(dt)
+        self.device = torch.device(device)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self._adjacency = self._graph()
+
+    def _graph(self) -> sparse.csr_matrix:
+        a = self.geometry.mesh.adjacency().tolil()
+        for i, j in self.geometry.links:
+            a[i, j] = a[j, i] = 1
+        return a.tocsr()
+
+    def operators(self, link_strength: float) -> tuple[sparse.csr_matrix, NDArray]:
+        """(stiffness with links, lumped mass) for a link strength."""
+        return _laplacian(self.geometry, link_strength)
+
+    def max_stable_dt(self, d_max: float, link_strength: float = 1.0) -> float:
+        """Largest forward-Euler-stable step for the diffusion term: 2 / (D_max lambda_max)."""
+        from scipy.sparse.linalg import eigsh
+
+        k, m = self.operators(link_strength)
+        lam = eigsh(k, k=1, M=sparse.diags(m), which="LA", return_eigenvectors=False,
+                    tol=1e-3)[0]
+        return 2.0 / (d_max * float(lam))
+
+    def run(self, specs: Sequence[SimulationSpec], duration_ms: float, *,
+            transient_ms: float = 0.0, leads: Mapping[str, NDArray] | None = None,
+            record_dt_ms: float = 2.0, snapshot_ms: Sequence[float] = (),
+            check_every_ms: float = 50.0, log_activations: bool = False,
+            show_progress: bool = True) -> SimulationResult:
+        """Advance the simulations ``specs`` together for ``transient_ms + duration_ms``.
+
+        Args:
+            specs: one simulation per column; they may mix rhythms.
+            duration_ms: recorded time after the transient.
+            transient_ms: initial time simulated and discarded.
+            leads: named dense matrices (n_out, n_nodes); each records ``lead @ q`` every
+                ``record_dt_ms``, with q the membrane current sources of
+                :func:`egmlib.electrograms.current_sources` (mV units, 1/r convention).
+            snapshot_ms: times (after the transient) at which v of every node is kept.
+            check_every_ms: interval of the liveness and wavefront checks.
+            log_activations: keep every activation (node, time) (tests, CV measurement).
+        """
+        if not specs:
+            raise ValueError("specs must hold at least one simulation")
+        dt, n = self.dt, self.geometry.n_vertices
+        rec_every = round(record_dt_ms / dt)
+        if rec_every < 1 or abs(rec_every * dt - record_dt_ms) > 1e-9:
+            raise ValueError(f"dt = {dt} ms must divide record_dt_ms = {record_dt_ms} ms")
+        link = {s.link_strength for s in specs}
+        if len(link) != 1:
+            raise ValueError("simulations of one batch must share link_strength")
+        k, mass = self.operators(link.pop())
+        n_steps_tr = round(transient_ms / dt)
+        n_rec = int(round(duration_ms / record_dt_ms))
+        n_steps = n_steps_tr + n_rec * rec_every
+        dev, f32 = self.device, torch.float32
+        s = len(specs)
+
+        # per-node, per-simulation fields
+        d_nodes = np.empty((n, s))
+        tau_close = np.empty((n, s))
+        v0 = np.zeros((n, s))
+        h0 = np.ones((n, s))
+        for j, spec in enumerate(specs):
+            d_nodes[:, j], tau_close[:, j] = node_fields(spec, self.geometry)
+            if spec.rhythm == "AF":
+                v0[:, j], h0[:, j] = phase_field_state(spec, self.geometry, tau_close[:, j])
+        lam_dt = self.max_stable_dt(float(d_nodes.max()), specs[0].link_strength)
+        if dt > 0.9 * lam_dt:
+            raise ValueError(f"dt = {dt} ms is unstable for D_max = {d_nodes.max():.3g}; "
+                             f"use dt <= {0.9 * lam_dt:.3g} ms")
+
+        minv = sparse.diags(1.0 / mass)
+        lap = (minv @ k).tocsr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            lap_t = torch.sparse_csr_tensor(
+                torch.from_numpy(lap.indptr), torch.from_numpy(lap.indices),
+                torch.from_numpy(lap.data.astype(np.float32)), size=(n, n), device=dev,
+                check_invariants=False)
+        d_t = torch.from_numpy(d_nodes).to(dev, f32)
+        # sources q = -V_SCALE * (D/D_ref) * (K v) = -V_SCALE * D * M * (M^-1 K v), D_ref 1
+        src_scale = (-V_SCALE * d_nodes * mass[:, None])
+        src_t = torch.from_numpy(src_scale).to(dev, f32)
+        a_close = torch.from_numpy(np.exp(-dt / tau_close)).to(dev, f32)
+        c = MS_FIXED
+        a_open = math.exp(-dt / c["tau_open"])
+        inv_tin, inv_tout, vg = 1.0 / c["tau_in"], 1.0 / c["tau_out"], c["v_gate"]
+        v = torch.from_numpy(v0).to(dev, f32)
+        h = torch.from_numpy(h0).to(dev, f32)
+
+        # pacing: a (n, s) mask and each column's cycle length (in steps)
+        pace_mask = torch.zeros((n, s), dtype=f32, device=dev)
+        cl_steps = np.zeros(s, dtype=np.int64)
+        for j, spec in enumerate(specs):
+            if spec.rhythm == "SR":
+                centre = self.geometry.pacing[spec.pacing_shift % len(self.geometry.pacing)]
+                x = self.geometry.mesh.vertices
+                r_patch = max(np.linalg.norm(x[self.geometry.pacing] - x[
+                    self.geometry.pacing[0]], axis=1).max(), 1e-9)
+                patch = np.flatnonzero(np.linalg.norm(x - x[centre], axis=1) <= r_patch)
+                pace_mask[patch, j] = STIM_AMPLITUDE
+                cl_steps[j] = round(spec.cycle_length_ms / dt)
+        stim_steps = round(STIM_DURATION / dt)
+        paced = np.flatnonzero(cl_steps > 0)
+
+        leads = dict(leads or {})
+        lead_t = {name: torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)).to(dev)
+                  for name, m in leads.items()}
+        for name, m in leads.items():
+            if m.ndim != 2 or m.shape[1] != n:
+                raise ValueError(f"lead {name!r} must have shape (n_out, {n}); got {m.shape}")
+        traces = {name: torch.empty((n_rec, m.shape[0], s), dtype=f32, device=dev)
+                  for name, m in lead_t.items()}
+
+        snap_steps = {n_steps_tr + round(t / dt): i for i, t in enumerate(snapshot_ms)}
+        snaps = torch.zeros((len(snapshot_ms), n, s), dtype=f32)
+        check_every = max(1, round(check_every_ms / dt))
+        wavefronts: list[NDArray] = []
+        alive = np.ones(s, bool)
+        t_last = torch.full((n, s), -1e9, dtype=f32, device=dev)
+        t_first = torch.full((n, s), float("nan"), dtype=f32, device=dev)
+        count = torch.zeros((n, s), dtype=torch.int32, device=dev)
+        events: list[list[NDArray]] = [[] for _ in range(s)]
+        stim = torch.zeros((n, s), dtype=f32, device=dev)
+        af_cols = np.array([sp.rhythm == "AF" for sp in specs])
+
+        with torch.inference_mode():
+            for step in progress(range(n_steps), desc="simulate", total=n_steps,
+                                 disable=not show_progress, mininterval=1.0, leave=False):
+                t = step * dt
+                lv = torch.sparse.mm(lap_t, v)
+                recording = step >= n_steps_tr
+                if recording and (step - n_steps_tr) % rec_every == 0:
+                    q = src_t * lv
+                    r = (step - n_steps_tr) // rec_every
+                    for name, m in lead_t.items():
+                        traces[name][r] = m @ q
+                dv = h * v * v * (1.0 - v) * inv_tin - v * inv_tout - d_t * lv
+                if len(paced):
+                    phase = step % np.maximum(cl_steps, 1)
+                    on = (cl_steps > 0) & (phase < stim_steps)
+                    if on.any():
+                        stim.zero_()
+                        stim[:, on] = pace_mask[:, on]
+                        dv += stim
+                h = torch.where(v < vg, 1.0 - (1.0 - h) * a_open, h * a_close)
+                v_new = v + dt * dv
+                up = (v < V_ACTIVATION) & (v_new >= V_ACTIVATION)
+                if recording:
+                    # linear interpolation of the crossing time within the step
+                    frac = (V_ACTIVATION - v) / (v_new - v + 1e-12)
+                    t_cross = (t - transient_ms) + dt * frac
+                    t_last = torch.where(up, t_cross, t_last)
+                    t_first = torch.where(up & torch.isnan(t_first), t_cross, t_first)
+                    count += up.to(torch.int32)
+                    if log_activations and bool(up.any()):
+                        nodes, cols = torch.nonzero(up, as_tuple=True)
+                        tc = t_cross[nodes, cols].cpu().numpy()
+                        for col in np.unique(cols.cpu().numpy()):
+                            sel = (cols == int(col)).cpu().numpy()
+                            events[col].append(np.column_stack([nodes.cpu().numpy()[sel],
+                                                                tc[sel]]))
+                v = v_new
+                if step in snap_steps:
+                    snaps[snap_steps[step]] = v.cpu()
+                if recording and (step - n_steps_tr) % check_every == 0 and step > n_steps_tr:
+                    vmax = v.amax(dim=0).cpu().numpy()
+                    alive &= ~(af_cols & (vmax < V_DEAD))
+                    recent = ((t - transient_ms) - t_last < WAVEFRONT_WINDOW_MS).cpu().numpy()
+                    wavefronts.append(self._count_fronts(recent))
+                if step % 1000 == 0 and not bool(torch.isfinite(v).all()):
+                    raise FloatingPointError(f"non-finite voltage at t = {t:.1f} ms")
+
+        out_traces = {name: tr.permute(2, 1, 0).cpu().numpy().copy()
+                      for name, tr in traces.items()}
+        acts = None
+        if log_activations:
+            acts = [np.concatenate(e) if e else np.zeros((0, 2)) for e in events]
+        return SimulationResult(
+            specs=list(specs),
+            t_ms=np.arange(n_rec) * record_dt_ms,
+            traces=out_traces,
+            activation_count=count.T.cpu().numpy(),
+            first_activation_ms=t_first.T.cpu().numpy(),
+            snapshots=snaps.permute(2, 0, 1).numpy().copy(),
+            snapshot_ms=np.asarray(snapshot_ms, float),
+            wavefronts=(np.stack(wavefronts, axis=1).astype(np.int32) if wavefronts
+                        else np.zeros((s, 0), np.int32)),
+            alive=alive,
+            activations=acts,
+        )
+
+    def _count_fronts(self, recent: NDArray[np.bool_]) -> NDArray[np.int64]:
+        """Connected components of recently activated nodes, per column."""
+        out = np.zeros(recent.shape[1], np.int64)
+        for j in range(recent.shape[1]):
+            idx = np.flatnonzero(recent[:, j])
+            if len(idx):
+                sub = self._adjacency[idx][:, idx]
+                out[j] = csgraph.connected_components(sub, directed=False)[0]
+        return out
+
+
+def conduction_velocity(geometry: AtrialGeometry, activation_ms: NDArray) -> NDArray:
+    """Conduction velocity (m/s, equal to mm/ms) per triangle from nodal activation times.
+
+    The activation time is interpolated linearly on each triangle; its surface gradient g gives
+    the local velocity 1 / |g|. Triangles with a missing (nan) time or a vanishing gradient
+    (collision of wavefronts) give nan.
+    """
+    v, f = geometry.mesh.vertices, geometry.mesh.faces
+    t = np.asarray(activation_ms, float)
+    e = np.stack([v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]], axis=1)  # (m, 2, 3)
+    dt_ = np.stack([t[f[:, 1]] - t[f[:, 0]], t[f[:, 2]] - t[f[:, 0]]], axis=1)
+    gram = np.einsum("mij,mkj->mik", e, e)
+    coef = np.linalg.solve(gram, np.nan_to_num(dt_)[..., None])[..., 0]
+    speed = np.linalg.norm(np.einsum("mi,mij->mj", coef, e), axis=1)
+    with np.errstate(divide="ignore"):
+        cv = np.where(speed > 1e-9, 1.0 / speed, np.nan)
+    cv[~np.isfinite(dt_).all(axis=1)] = np.nan
+    return cv
+
+
+def simulate_reference(geometry: AtrialGeometry, spec: SimulationSpec, duration_ms: float,
+                       dt: float = 0.1, record_every: int = 20,
+                       lead: NDArray | None = None) -> dict[str, NDArray]:
+    """One simulation with plain scipy.sparse float64, step by step (readable; the baseline).
+
+    Returns ``{"v": (n_samples, n_nodes) voltages, "trace": (n_samples, n_out)}`` sampled every
+    ``record_every`` steps. Same equations as :class:`Simulator` (no transient, no checks).
+    """
+    k, mass = _laplacian(geometry, spec.link_strength)
+    lap = (sparse.diags(1.0 / mass) @ k).tocsr()
+    d, tau = node_fields(spec, geometry)
+    n = geometry.n_vertices
+    if spec.rhythm == "AF":
+        v, h = phase_field_state(spec, geometry, tau)
+    else:
+        v, h = np.zeros(n), np.ones(n)
+    c = MS_FIXED
+    a_close, a_open = np.exp(-dt / tau), math.exp(-dt / c["tau_open"])
+    stim = np.zeros(n)
+    if spec.rhythm == "SR":
+        x = geometry.mesh.vertices
+        centre = geometry.pacing[spec.pacing_shift % len(geometry.pacing)]
+        r_patch = max(np.linalg.norm(x[geometry.pacing] - x[geometry.pacing[0]], axis=1).max(),
+                      1e-9)
+        stim[np.linalg.norm(x - x[centre], axis=1) <= r_patch] = STIM_AMPLITUDE
+    cl = round(spec.cycle_length_ms / dt) if spec.rhythm == "SR" else 0
+    n_steps = round(duration_ms / dt)
+    vs, trs = [], []
+    for step in range(n_steps):
+        lv = lap @ v
+        if step % record_every == 0:
+            vs.append(v.copy())
+            if lead is not None:
+                trs.append(lead @ (-V_SCALE * d * mass * lv))
+        dv = h * v * v * (1 - v) / c["tau_in"] - v / c["tau_out"] - d * lv
+        if cl and step % cl < round(STIM_DURATION / dt):
+            dv = dv + stim
+        h = np.where(v < c["v_gate"], 1 - (1 - h) * a_open, h * a_close)
+        v = v + dt * dv
+    return {"v": np.array(vs), "trace": np.array(trs) if trs else np.zeros((0, 0))}

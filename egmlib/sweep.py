@@ -1,0 +1,523 @@
+"""Run a notebook over a grid of parameters, serially, on local cores or on a Dask cluster.
+
+Each point of the grid (for example k x seed x generator) is one papermill run of the notebook in
+its own folder ``<sweep_dir>/<key>/``, where ``key`` is :func:`run_key` of the point:
+
+``params.json``
+    the notebook's name and every parameter injected (profile values, base parameters, the
+    point); written before the run starts.
+``<notebook>.ipynb``
+    the executed notebook (``<notebook>.failed.ipynb`` when it failed, see
+    :func:`egmlib.pipeline.execute_notebook`).
+``run.log``
+    the kernel's stdout and stderr, and the traceback of a failure.
+``DONE``
+    written atomically, last, only on success (JSON: wall time, provenance). A run counts as
+    finished only when ``DONE`` is present and ``params.json`` equals the parameters asked for;
+    anything else (a crash, a failure, a partial folder, changed base parameters) is redone from
+    an empty folder. The notebook writes its own outputs (``result.json``) into the folder it gets
+    as ``out_dir``; they never count as finished without ``DONE``.
+
+A rerun of :func:`run_sweep` therefore skips finished runs and retries failed or partial ones.
+A failure is recorded in the :class:`SweepReport` (error, log, failed notebook) and never stops
+the other runs. ``<sweep_dir>/sweep.json`` holds the last report, for the aggregating notebook.
+
+Parallelism: ``workers=1`` runs serially in this process (the baseline for a speed-up);
+otherwise a ``dask.distributed.LocalCluster`` of single-threaded worker processes, or an existing
+cluster when ``scheduler_address`` is given (its workers must see ``sweep_dir`` and the notebook
+at the same paths). Every run sets ``OMP_NUM_THREADS=1`` (and the BLAS equivalents) before its
+kernel starts, so parallel runs do not oversubscribe the cores; kernels inherit the environment.
+
+CLI: ``python -m egmlib.sweep --profile smoke [--workers N] [--scheduler ADDRESS] [--dry-run]``
+runs ``notebooks/05_augment.ipynb`` over the profile's grid into ``<run_dir>/sweep/`` and then
+``notebooks/06_sweep.ipynb`` (when it exists) to aggregate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import params as _params
+from .pipeline import NotebookError, execute_notebook, profile_parameters
+from .runs import load_json, progress, provenance, repo_root, resolve_run_dir, save_json
+
+__all__ = [
+    "DEFAULT_GRID",
+    "THREAD_ENV",
+    "PlannedRun",
+    "RunRecord",
+    "SweepReport",
+    "expand_grid",
+    "is_finished",
+    "main",
+    "plan_sweep",
+    "profile_grid",
+    "run_key",
+    "run_sweep",
+]
+
+#: Environment of every run's kernel: one thread per run (numpy/BLAS/torch) and no progress bars.
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "EGMLIB_QUIET": "1",
+}
+
+#: The CLI's grid when the profile YAML has no ``sweep_k`` / ``sweep_seeds`` / ``sweep_generators``.
+DEFAULT_GRID: dict[str, list[Any]] = {
+    "generator": ["vae_s", "vae_c"],
+    "k": [*range(0, 25, 2), 25],
+    "seed": [0, 1, 2, 3, 4],
+}
+
+#: Profile YAML key -> grid parameter of the augmentation notebook.
+GRID_KEYS = {"sweep_generators": "generator", "sweep_k": "k", "sweep_seeds": "seed"}
+
+SWEEP_NOTEBOOK = "05_augment"
+AGGREGATE_NOTEBOOK = "06_sweep"
+MARKER = "DONE"
+PARAMS_FILE = "params.json"
+LOG_FILE = "run.log"
+
+
+# --------------------------------------------------------------------------------------------
+# grid and keys
+# --------------------------------------------------------------------------------------------
+
+def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, the first key varying slowest.
+
+    >>> expand_grid({"k": [0, 2], "seed": [0, 1]})
+    [{'k': 0, 'seed': 0}, {'k': 0, 'seed': 1}, {'k': 2, 'seed': 0}, {'k': 2, 'seed': 1}]
+    """
+    for name, values in grid.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise ValueError(f"grid {name!r}: expected a non-empty list of values, got {values!r}")
+    names = list(grid)
+    return [dict(zip(names, combo)) for combo in itertools.product(*grid.values())]
+
+
+def _canonical(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def run_key(params: Mapping[str, Any], notebook: str = "") -> str:
+    """A stable 12-hex-digit key of ``params`` (order-independent) and the notebook's name."""
+    text = json.dumps({"notebook": notebook, "params": _canonical(dict(params))},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------
+# records and report
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class RunRecord:
+    """One run of the sweep.
+
+    Attributes:
+        key: :func:`run_key` of the grid point; the run's folder is ``<sweep_dir>/<key>``.
+        params: the grid point (the full parameters are in ``folder/params.json``).
+        folder: the run's folder.
+        status: ``done`` (ran now), ``skipped`` (finished before) or ``failed``.
+        wall_s: seconds the run took (for a skipped run: when it ran).
+        error: ``Name: message`` of a failure, else ``""``.
+        notebook: the executed notebook (the ``.failed.ipynb`` one for a failure).
+        log: the run's log (kernel output; traceback of a failure).
+    """
+
+    key: str
+    params: dict[str, Any]
+    folder: Path
+    status: str
+    wall_s: float = 0.0
+    error: str = ""
+    notebook: Path | None = None
+    log: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "params": self.params, "folder": str(self.folder),
+                "status": self.status, "wall_s": round(self.wall_s, 3), "error": self.error,
+                "notebook": str(self.notebook) if self.notebook else None,
+                "log": str(self.log) if self.log else None}
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did: runs done now, skipped (finished before) and failed."""
+
+    notebook: str
+    sweep_dir: Path
+    mode: str
+    elapsed_s: float = 0.0
+    done: list[RunRecord] = field(default_factory=list)
+    skipped: list[RunRecord] = field(default_factory=list)
+    failed: list[RunRecord] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No run failed."""
+        return not self.failed
+
+    @property
+    def runs(self) -> list[RunRecord]:
+        return [*self.done, *self.skipped, *self.failed]
+
+    def summary(self) -> str:
+        """A few lines: counts, wall time against the summed run time, and each failure."""
+        busy = sum(r.wall_s for r in self.done) + sum(r.wall_s for r in self.failed)
+        lines = [
+            f"sweep of {self.notebook} in {self.sweep_dir} ({self.mode}): {len(self.runs)} runs: "
+            f"{len(self.done)} done, {len(self.skipped)} skipped (finished before), "
+            f"{len(self.failed)} failed; {self.elapsed_s:.1f} s wall for {busy:.1f} s of runs"]
+        for r in self.failed:
+            lines.append(f"  FAILED {r.key} {r.params}: {r.error}")
+            lines.append(f"         log: {r.log}  notebook: {r.notebook}")
+        if self.failed:
+            lines.append("  rerun the sweep to retry the failed runs (finished runs are skipped)")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"notebook": self.notebook, "sweep_dir": str(self.sweep_dir), "mode": self.mode,
+                "elapsed_s": round(self.elapsed_s, 3),
+                "runs": [r.to_dict() for r in self.runs]}
+
+
+# --------------------------------------------------------------------------------------------
+# planning
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class PlannedRun:
+    """One run of a sweep as planned: its key, grid point, folder, the content its
+    ``params.json`` must have, and whether it finished before."""
+
+    key: str
+    point: dict[str, Any]
+    folder: Path
+    record: dict[str, Any]  # what params.json holds
+    finished: bool
+
+
+def is_finished(folder: str | Path, expected: Mapping[str, Any]) -> bool:
+    """True when ``folder`` holds the ``DONE`` marker and a ``params.json`` equal to
+    ``expected``."""
+    folder = Path(folder)
+    if not (folder / MARKER).is_file() or not (folder / PARAMS_FILE).is_file():
+        return False
+    try:
+        return load_json(folder / PARAMS_FILE) == _canonical(dict(expected))
+    except (OSError, ValueError):
+        return False
+
+
+def plan_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_dir: str | Path,
+               base_parameters: Mapping[str, Any] | None = None,
+               profile_file: str | Path | None = None) -> list[PlannedRun]:
+    """The runs of a sweep, each with its key, folder, parameters and whether it is finished."""
+    notebook, sweep_dir = Path(notebook), Path(sweep_dir)
+    base: dict[str, Any] = dict(profile_parameters(profile_file)) if profile_file else {}
+    base.update(base_parameters or {})
+    planned, seen = [], set()
+    for point in expand_grid(grid):
+        key = run_key(point, notebook.stem)
+        if key in seen:
+            raise ValueError(f"grid point {point} appears twice")
+        seen.add(key)
+        record = _canonical({"notebook": notebook.name, "parameters": {**base, **point}})
+        folder = sweep_dir / key
+        planned.append(PlannedRun(key, point, folder, record, is_finished(folder, record)))
+    return planned
+
+
+# --------------------------------------------------------------------------------------------
+# one run (a top-level function, so that Dask can ship it to worker processes)
+# --------------------------------------------------------------------------------------------
+
+@contextmanager
+def _environment(values: Mapping[str, str], restore: bool) -> Iterator[None]:
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        if restore:
+            for name, value in old.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _run_one(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one grid point from an empty folder; return its record as a dict. Never raises for a
+    failure of the notebook: the failure is the record."""
+    notebook, folder = Path(task["notebook"]), Path(task["folder"])
+    parameters = dict(task["record"]["parameters"])
+    if task["out_param"]:
+        parameters[task["out_param"]] = str(folder)
+    output, log = folder / f"{notebook.stem}.ipynb", folder / LOG_FILE
+    rec = {"key": task["key"], "params": task["point"], "folder": str(folder), "log": str(log),
+           "notebook": None, "error": "", "status": "failed", "wall_s": 0.0}
+    try:
+        if folder.exists():
+            shutil.rmtree(folder)  # a partial or stale run starts again from nothing
+        folder.mkdir(parents=True)
+        save_json(folder / PARAMS_FILE, task["record"])
+    except OSError as exc:
+        rec["error"] = f"{type(exc).__name__}: could not prepare {folder}: {exc}"
+        return rec
+    start = time.perf_counter()
+    with _environment(THREAD_ENV, restore=task["restore_env"]), \
+            open(log, "w", encoding="utf-8") as fh:
+        fh.write(f"# {notebook} {json.dumps(task['point'])} pid {os.getpid()} "
+                 f"started {datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        fh.flush()
+        try:
+            execute_notebook(notebook, output, parameters, cwd=task["cwd"],
+                             timeout=task["timeout"], log_file=fh, progress_bar=False)
+        except Exception as exc:
+            rec["wall_s"] = time.perf_counter() - start
+            if isinstance(exc, NotebookError):
+                rec["error"] = f"{exc.ename}: {exc.evalue}"
+                rec["notebook"] = str(exc.failed_path) if exc.failed_path else None
+                fh.write(f"\n# FAILED after {rec['wall_s']:.1f} s: {exc}\n{exc.traceback}\n")
+            else:
+                rec["error"] = f"{type(exc).__name__}: {exc}"
+                fh.write(f"\n# FAILED after {rec['wall_s']:.1f} s\n{traceback.format_exc()}\n")
+            return rec
+        rec["wall_s"] = time.perf_counter() - start
+        fh.write(f"\n# finished in {rec['wall_s']:.1f} s\n")
+    save_json(folder / MARKER, {
+        "key": task["key"], "wall_s": rec["wall_s"],
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "provenance": provenance(parameters)})
+    rec.update(status="done", notebook=str(output))
+    return rec
+
+
+def _record(rec: Mapping[str, Any]) -> RunRecord:
+    return RunRecord(key=rec["key"], params=dict(rec["params"]), folder=Path(rec["folder"]),
+                     status=rec["status"], wall_s=float(rec["wall_s"]), error=rec["error"],
+                     notebook=Path(rec["notebook"]) if rec["notebook"] else None,
+                     log=Path(rec["log"]) if rec["log"] else None)
+
+
+def _skipped(p: PlannedRun, stem: str) -> RunRecord:
+    try:
+        wall = float(load_json(p.folder / MARKER).get("wall_s", 0.0))
+    except (OSError, ValueError, AttributeError):
+        wall = 0.0
+    return RunRecord(p.key, p.point, p.folder, "skipped", wall,
+                     notebook=p.folder / f"{stem}.ipynb", log=p.folder / LOG_FILE)
+
+
+# --------------------------------------------------------------------------------------------
+# the sweep
+# --------------------------------------------------------------------------------------------
+
+def run_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_dir: str | Path,
+              base_parameters: Mapping[str, Any] | None = None,
+              profile_file: str | Path | None = None, workers: int | None = None,
+              scheduler_address: str | None = None, timeout: int = 3600,
+              out_param: str | None = "out_dir", cwd: str | Path | None = None) -> SweepReport:
+    """Run ``notebook`` once per point of ``grid``, each in ``<sweep_dir>/<run_key>/``.
+
+    Args:
+        notebook: the notebook to run.
+        grid: parameter name -> list of values; see :func:`expand_grid`.
+        sweep_dir: the sweep's folder.
+        base_parameters: injected into every run (they update the profile's values; the grid
+            point updates them).
+        profile_file: a YAML profile whose notebook parameters every run gets.
+        workers: ``1``: serially in this process; ``n``: a LocalCluster of ``n`` single-threaded
+            worker processes (default: ``os.cpu_count()``, at most one per run to do).
+        scheduler_address: run on this existing Dask cluster instead (``workers`` is ignored).
+        timeout: seconds allowed per cell.
+        out_param: the notebook parameter that receives the run's folder (``None``: none).
+        cwd: the kernels' working directory; default: the notebook's folder.
+
+    Returns:
+        A :class:`SweepReport`; also saved as ``<sweep_dir>/sweep.json``.
+    """
+    notebook, sweep_dir = Path(notebook).resolve(), Path(sweep_dir).resolve()
+    if not notebook.is_file():
+        raise FileNotFoundError(f"notebook {notebook} does not exist")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    planned = plan_sweep(notebook, grid, sweep_dir, base_parameters, profile_file)
+    todo = [p for p in planned if not p.finished]
+    n_workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
+    serial = scheduler_address is None and n_workers == 1
+    mode = ("serial" if serial else f"Dask cluster {scheduler_address}" if scheduler_address
+            else f"LocalCluster, {n_workers} worker processes")
+    report = SweepReport(notebook.name, sweep_dir, mode)
+    report.skipped = [_skipped(p, notebook.stem) for p in planned if p.finished]
+    tasks = [{"key": p.key, "point": p.point, "folder": str(p.folder), "record": p.record,
+              "notebook": str(notebook), "out_param": out_param, "timeout": timeout,
+              "cwd": str(cwd or notebook.parent), "restore_env": serial} for p in todo]
+
+    start = time.perf_counter()
+    if not tasks:
+        records = []
+    elif serial:
+        records = [_run_one(task) for task in progress(tasks, desc=f"sweep {notebook.stem}")]
+    else:
+        records = _run_dask(tasks, n_workers, scheduler_address, notebook.stem)
+    report.elapsed_s = time.perf_counter() - start
+
+    order = {p.key: i for i, p in enumerate(planned)}
+    for rec in sorted(records, key=lambda r: order[r["key"]]):
+        (report.done if rec["status"] == "done" else report.failed).append(_record(rec))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    save_json(sweep_dir / "sweep.json", {**report.to_dict(), "grid": _canonical(dict(grid))})
+    return report
+
+
+def _run_dask(tasks: list[dict[str, Any]], n_workers: int, scheduler_address: str | None,
+              stem: str) -> list[dict[str, Any]]:
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler_address:
+        client = Client(scheduler_address)
+    else:
+        cluster = LocalCluster(n_workers=n_workers, processes=True, threads_per_worker=1,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        tag = uuid.uuid4().hex[:6]
+        futures = {client.submit(_run_one, task, key=f"sweep-{stem}-{task['key']}-{tag}"): task
+                   for task in tasks}
+        records = []
+        for future in progress(as_completed(futures), desc=f"sweep {stem}", total=len(futures)):
+            try:
+                records.append(future.result())
+            except Exception as exc:  # the worker died or the task could not run at all
+                task = futures[future]
+                records.append({"key": task["key"], "params": task["point"],
+                                "folder": task["folder"], "status": "failed", "wall_s": 0.0,
+                                "error": f"{type(exc).__name__}: {exc}", "notebook": None,
+                                "log": str(Path(task["folder"]) / LOG_FILE)})
+        return records
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+def profile_grid(profile_yaml: Path | None) -> dict[str, list[Any]]:
+    """The CLI's grid: ``sweep_generators``, ``sweep_k``, ``sweep_seeds`` of the profile YAML,
+    each falling back to :data:`DEFAULT_GRID`."""
+    data: dict[str, Any] = {}
+    if profile_yaml is not None and profile_yaml.is_file():
+        with open(profile_yaml, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    grid = {}
+    for yaml_key, name in GRID_KEYS.items():
+        values = data.get(yaml_key, DEFAULT_GRID[name])
+        item = str if name == "generator" else int
+        if (not isinstance(values, list) or not values
+                or not all(isinstance(v, item) and not isinstance(v, bool) for v in values)):
+            raise _params.ParameterError(
+                f"{profile_yaml}: {yaml_key} must be a non-empty list of {item.__name__}, "
+                f"got {values!r}")
+        grid[name] = values
+    return grid
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m egmlib.sweep --profile P [--workers N] [--scheduler ADDRESS] [--dry-run]``."""
+    parser = argparse.ArgumentParser(prog="python -m egmlib.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="default", choices=_params.PROFILES)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local worker processes (default: all cores; 1: serial)")
+    parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    parser.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    args = parser.parse_args(argv)
+
+    root = repo_root()
+    notebook = root / "notebooks" / f"{SWEEP_NOTEBOOK}.ipynb"
+    if not notebook.is_file():
+        print(f"error: the sweep runs notebooks/{SWEEP_NOTEBOOK}.ipynb, which does not exist "
+              f"yet under {root}", file=sys.stderr)
+        return 2
+    profile_yaml = root / "params" / f"{args.profile}.yaml"
+    if args.profile != "default" and not profile_yaml.is_file():
+        print(f"error: profile file {profile_yaml} does not exist", file=sys.stderr)
+        return 2
+    # The default profile is the notebooks' own values; its YAML (if any) only sets the grid.
+    profile_file = profile_yaml if args.profile != "default" else None
+    try:
+        grid = profile_grid(profile_yaml)
+        values = profile_parameters(profile_file) if profile_file else {}
+    except _params.ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run_dir = resolve_run_dir(args.profile, values.get("run_dir", ""))
+    base = {"profile": args.profile, "run_dir": str(run_dir)}
+    sweep_dir = run_dir / "sweep"
+
+    if args.dry_run:
+        planned = plan_sweep(notebook, grid, sweep_dir, base, profile_file)
+        todo = [p for p in planned if not p.finished]
+        shape = " x ".join(f"{len(v)} {k}" for k, v in grid.items())
+        print(f"sweep of {notebook.name} into {sweep_dir}: {len(planned)} runs ({shape}); "
+              f"{len(planned) - len(todo)} finished, {len(todo)} to run")
+        for p in todo:
+            print(f"  {p.key} {p.point}")
+        return 0
+
+    report = run_sweep(notebook, grid, sweep_dir, base, profile_file, workers=args.workers,
+                       scheduler_address=args.scheduler, timeout=args.timeout)
+    print(report.summary())
+    if not report.ok:
+        return 1
+    aggregate = root / "notebooks" / f"{AGGREGATE_NOTEBOOK}.ipynb"
+    if aggregate.is_file():
+        output = run_dir / "notebooks" / aggregate.name
+        start = time.perf_counter()
+        try:
+            execute_notebook(aggregate, output,
+                             {"profile": args.profile, "run_dir": str(run_dir)}
+                             if profile_file else {}, profile_file=profile_file,
+                             timeout=args.timeout)
+        except NotebookError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{AGGREGATE_NOTEBOOK:<12} {time.perf_counter() - start:7.1f} s  -> {output}")
+    else:
+        print(f"notebooks/{AGGREGATE_NOTEBOOK}.ipynb does not exist yet: nothing aggregated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

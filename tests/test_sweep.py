@@ -1,0 +1,197 @@
+"""egmlib.sweep: grids, keys, skip/redo rules, failures, the Dask path and the CLI.
+
+The swept notebook is tests/fixtures/probe.ipynb: it writes the parameters it received to
+``<out_dir>/result.json`` and then raises ValueError when ``fail`` is true.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from egmlib import sweep
+from egmlib.runs import load_json, save_json
+from egmlib.sweep import expand_grid, is_finished, plan_sweep, run_key, run_sweep
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PROBE = FIXTURES / "probe.ipynb"
+
+
+def _result(record) -> dict:
+    return json.loads((record.folder / "result.json").read_text())
+
+
+def test_expand_grid_order_and_errors():
+    grid = expand_grid({"k": [0, 2, 25], "seed": [0, 1], "generator": ["vae_s"]})
+    assert len(grid) == 6
+    assert grid[0] == {"k": 0, "seed": 0, "generator": "vae_s"}
+    assert grid[1] == {"k": 0, "seed": 1, "generator": "vae_s"}
+    assert grid[-1] == {"k": 25, "seed": 1, "generator": "vae_s"}
+    for bad in ({"k": []}, {"k": 3}, {"k": "abc"}):
+        with pytest.raises(ValueError, match="'k'"):
+            expand_grid(bad)
+
+
+def test_run_key_is_stable_short_and_order_free():
+    key = run_key({"k": 2, "seed": 1}, "05_augment")
+    assert key == run_key({"seed": 1, "k": 2}, "05_augment")
+    assert len(key) == 12 and int(key, 16) >= 0
+    assert key != run_key({"k": 2, "seed": 2}, "05_augment")
+    assert key != run_key({"k": 2, "seed": 1}, "other")
+    assert run_key({"k": (1, 2)}) == run_key({"k": [1, 2]})
+    # the same on every machine and Python run (a hash of the canonical JSON)
+    assert run_key({"k": 2, "seed": 1}, "05_augment") == key
+
+
+@pytest.mark.notebook
+def test_serial_sweep_then_rerun_skips(tmp_path):
+    grid = {"x": [1, 2]}
+    report = run_sweep(PROBE, grid, tmp_path, base_parameters={"seed": 4}, workers=1, timeout=60)
+    assert report.mode == "serial" and report.ok
+    assert [r.params for r in report.done] == [{"x": 1}, {"x": 2}]
+    assert not report.skipped and not report.failed
+    for rec in report.done:
+        result = _result(rec)
+        assert result["x"] == rec.params["x"] and result["seed"] == 4
+        assert result["omp_num_threads"] == "1"
+        assert rec.folder == tmp_path / run_key(rec.params, "probe")
+        assert load_json(rec.folder / "params.json") == {
+            "notebook": "probe.ipynb", "parameters": {"seed": 4, "x": rec.params["x"]}}
+        assert load_json(rec.folder / "DONE")["provenance"]["params"]["x"] == rec.params["x"]
+        assert rec.notebook == rec.folder / "probe.ipynb" and rec.notebook.is_file()
+        assert "# finished in" in rec.log.read_text()
+        assert rec.wall_s > 0
+    assert "2 runs: 2 done, 0 skipped" in report.summary()
+    saved = load_json(tmp_path / "sweep.json")
+    assert [r["status"] for r in saved["runs"]] == ["done", "done"]
+    assert saved["grid"] == {"x": [1, 2]}
+    mtimes = [(r.folder / "result.json").stat().st_mtime_ns for r in report.done]
+
+    again = run_sweep(PROBE, grid, tmp_path, base_parameters={"seed": 4}, workers=1, timeout=60)
+    assert not again.done and not again.failed
+    assert [r.key for r in again.skipped] == [r.key for r in report.done]
+    assert [r.wall_s for r in again.skipped] == pytest.approx([r.wall_s for r in report.done],
+                                                              abs=1e-3)
+    assert [(r.folder / "result.json").stat().st_mtime_ns for r in again.skipped] == mtimes
+    # other base parameters: the same folders, but not finished any more
+    planned = plan_sweep(PROBE, grid, tmp_path, base_parameters={"seed": 5})
+    assert [p.folder for p in planned] == [r.folder for r in report.done]
+    assert [p.finished for p in planned] == [False, False]
+
+
+@pytest.mark.notebook
+def test_failed_run_is_reported_and_only_it_is_retried(tmp_path):
+    grid = {"x": [3], "fail": [False, True]}
+    # two runs on a LocalCluster of two worker processes (the default path for workers > 1)
+    report = run_sweep(PROBE, grid, tmp_path, workers=2, timeout=60)
+    assert report.mode.startswith("LocalCluster, 2 worker")
+    assert [r.params for r in report.done] == [{"x": 3, "fail": False}]
+    assert [r.params for r in report.failed] == [{"x": 3, "fail": True}]
+    bad = report.failed[0]
+    assert bad.error == "ValueError: probe asked to fail (x=3)"
+    assert bad.log == bad.folder / "run.log"
+    assert "ValueError: probe asked to fail (x=3)" in bad.log.read_text()
+    assert bad.notebook == bad.folder / "probe.failed.ipynb" and bad.notebook.is_file()
+    assert not (bad.folder / "DONE").exists()
+    assert _result(bad)["fail"] is True  # its partial output exists but does not count
+    assert (_result(report.done[0])["x"], _result(report.done[0])["fail"]) == (3, False)
+    summary = report.summary()
+    assert "1 done, 0 skipped (finished before), 1 failed" in summary
+    assert f"FAILED {bad.key}" in summary and str(bad.log) in summary
+    assert load_json(tmp_path / "sweep.json")["runs"][1]["error"] == bad.error
+
+    good_done = (report.done[0].folder / "DONE").stat().st_mtime_ns
+    again = run_sweep(PROBE, grid, tmp_path, workers=2, timeout=60)
+    assert again.mode == "serial"  # one run left to do: no cluster
+    assert [r.key for r in again.skipped] == [report.done[0].key]
+    assert [r.key for r in again.failed] == [bad.key] and not again.done
+    assert (report.done[0].folder / "DONE").stat().st_mtime_ns == good_done
+
+
+@pytest.mark.notebook
+def test_partial_run_folder_is_redone(tmp_path):
+    grid = {"x": [7]}
+    (planned,) = plan_sweep(PROBE, grid, tmp_path)
+    planned.folder.mkdir(parents=True)
+    save_json(planned.folder / "params.json", planned.record)
+    save_json(planned.folder / "result.json", {"x": -1})  # left by an interrupted run
+    (planned.folder / "stale.txt").write_text("from the interrupted run")
+    assert not is_finished(planned.folder, planned.record)  # no DONE marker
+
+    report = run_sweep(PROBE, grid, tmp_path, workers=1, timeout=60)
+    assert [r.key for r in report.done] == [planned.key] and not report.skipped
+    assert _result(report.done[0])["x"] == 7
+    assert not (planned.folder / "stale.txt").exists()  # redone from an empty folder
+    assert is_finished(planned.folder, planned.record)
+    # a DONE marker next to other parameters does not count either
+    assert not is_finished(planned.folder, {**planned.record, "parameters": {"x": 8}})
+
+
+@pytest.mark.notebook
+def test_sweep_on_an_existing_dask_cluster(tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                      dashboard_address=None) as cluster:
+        report = run_sweep(PROBE, {"x": [11, 12]}, tmp_path, base_parameters={"seed": 2},
+                           scheduler_address=cluster.scheduler_address, timeout=60)
+    assert report.mode == f"Dask cluster {cluster.scheduler_address}"
+    assert report.ok and [r.params["x"] for r in report.done] == [11, 12]
+    results = [_result(r) for r in report.done]
+    assert [(r["x"], r["seed"], r["omp_num_threads"]) for r in results] == [
+        (11, 2, "1"), (12, 2, "1")]
+    assert all((r.folder / "DONE").is_file() for r in report.done)
+
+
+def test_cli_names_the_missing_notebook(tmp_path, monkeypatch, capsys):
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.setattr(sweep, "repo_root", lambda: tmp_path)
+    assert sweep.main(["--profile", "smoke"]) == 2
+    assert "notebooks/05_augment.ipynb" in capsys.readouterr().err
+
+
+def _cli_repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "params").mkdir()
+    shutil.copy(PROBE, root / "notebooks" / "05_augment.ipynb")
+    (root / "params" / "smoke.yaml").write_text(
+        f"run_dir: {tmp_path / 'run'}\nseed: 9\n"
+        "sweep_k: [0, 3]\nsweep_seeds: [1]\nsweep_generators: [vae_s]\n")
+    return root
+
+
+def test_cli_grid_from_profile_and_default():
+    assert sweep.profile_grid(None) == sweep.DEFAULT_GRID
+    assert sweep.DEFAULT_GRID["k"] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 25]
+    assert len(expand_grid(sweep.DEFAULT_GRID)) == 14 * 5 * 2
+
+
+def test_cli_dry_run(tmp_path, monkeypatch, capsys):
+    root = _cli_repo(tmp_path)
+    monkeypatch.setattr(sweep, "repo_root", lambda: root)
+    assert sweep.main(["--profile", "smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs (1 generator x 2 k x 1 seed); 0 finished, 2 to run" in out
+    assert run_key({"generator": "vae_s", "k": 3, "seed": 1}, "05_augment") in out
+    assert not (tmp_path / "run" / "sweep").exists()
+
+
+@pytest.mark.notebook
+def test_cli_runs_the_profile_grid(tmp_path, monkeypatch, capsys):
+    root = _cli_repo(tmp_path)
+    monkeypatch.setattr(sweep, "repo_root", lambda: root)
+    assert sweep.main(["--profile", "smoke", "--workers", "1", "--timeout", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "2 done, 0 skipped" in out and "06_sweep.ipynb does not exist yet" in out
+    sweep_dir = tmp_path / "run" / "sweep"
+    for k in (0, 3):
+        folder = sweep_dir / run_key({"generator": "vae_s", "k": k, "seed": 1}, "05_augment")
+        assert load_json(folder / "result.json") | {"seed": 1, "profile": "smoke"} == \
+            load_json(folder / "result.json")
+        assert load_json(folder / "params.json")["parameters"] == {
+            "generator": "vae_s", "k": k, "seed": 1, "profile": "smoke",
+            "run_dir": str(tmp_path / "run")}
