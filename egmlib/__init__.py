@@ -10,7 +10,15 @@ Modules (one concept each):
 - :mod:`egmlib.geometry`     triangle meshes, the bi-atrial surface, recording sites
 - :mod:`egmlib.simulate`     monodomain Mitchell-Schaeffer on the atrial surface, SR and AF
 - :mod:`egmlib.electrograms` unipolar EGMs by the current-source approximation
+- :mod:`egmlib.torso`        torso variants and their electrode layouts
+- :mod:`egmlib.forward`      BEM torso models, transfer matrices, reference, noise, Tikhonov
 - :mod:`egmlib.data`         building, saving, loading, windowing and splitting the data set
+- :mod:`egmlib.models`       VAE-S and VAE-C (convolutional VAEs over time x sites windows)
+- :mod:`egmlib.train`        losses, training loop, checkpoints, normalisation, seeding
+- :mod:`egmlib.generate`     sampling, filtering and selecting synthetic EGMs
+- :mod:`egmlib.metrics`      every number the notebooks report
+- :mod:`egmlib.pipeline`     running the notebooks in order with papermill, atomically
+- :mod:`egmlib.sweep`        parameter sweeps over notebooks, locally or on a Dask cluster
 - :mod:`egmlib.plots`        figure helpers with one house style
 """
 

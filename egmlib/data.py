@@ -12,8 +12,27 @@ Layout of ``<run_dir>/data/`` (written into a temporary folder and renamed when 
 ``split.npy``          (n_windows,) int8, 0 train, 1 validation, 2 test (by simulation)
 ``df_hz.npy``          (n_sims, n_rec) float32, dominant frequency per site from the 500 Hz EGM
 ``egm_500hz_examples.npy``  (n_sims, 4, n_samples) float32, four sites at 500 Hz (figures)
+``bspm.npy``           (n_windows, n_torsos, T, 64) float32, noise-free BSPM windows of every
+                       torso on its 64-electrode subset, referenced to the mean over those leads
+``transfer.npy``       (n_torsos, 64, n_rec) float64, potential-to-potential transfer matrices
+                       from the recording sites to the 64 electrodes, with the same reference
+``torso_split.npy``    (n_torsos,) int8, 0 train, 2 test (the last ``test_torsos`` torsos)
+``bspm_examples.npy``  (2, T, n_vertices of torso 0) float32, the first SR and AF window on the
+                       whole torso 0 surface (maps)
 ``geometry.npz``       vertices, faces, region, links, pacing, site vertices, electrodes
-``maps.npz``           per simulation: first activation time per node, voltage snapshots
+``torsos.npz``         per torso: vertices, faces, 64-electrode subset
+``maps.npz``           per simulation: activation time per node (SR: since its stimulus; AF:
+                       first activation in the recording), voltage snapshots
+
+BSPMs come from the same membrane-current sources as the EGMs, through the torso-only BEM of
+:func:`egmlib.forward.torso_lead_field` (one per torso). To record every torso at every time step
+cheaply, the stacked lead fields L (all torso vertices x tissue nodes) are compressed once by an
+SVD, L ~ W R with R of rank r (singular values above 1e-7 of the largest, which keeps the
+relative error of realistic BSPMs below 1e-5): the simulator records R q (r values per step) and
+the BSPM of torso t is W_t R q. The separate Barr-type matrices in ``transfer.npy`` (another
+discretisation, :func:`egmlib.forward.transfer_matrix`) map EGMs to BSPMs for the Tikhonov
+inverse and for synthetic EGMs; their agreement with the source-based BSPMs is measured at build
+time and stored in the manifest.
 
 Arrays are plain ``.npy`` files, so :func:`load_dataset` memory-maps them.
 """
@@ -32,27 +51,42 @@ from numpy.typing import NDArray
 from scipy.signal import resample_poly
 
 from . import metrics
-from .electrograms import infinite_medium_lead_field
+from .electrograms import BETA_MM, infinite_medium_lead_field
+from .forward import heart_surface, torso_lead_field, transfer_matrix
 from .geometry import AtrialGeometry, RecordingSites, TriMesh, biatrial_geometry, recording_sites
 from .runs import load_json, progress, provenance, save_json, sha256_file
 from .simulate import SimulationResult, SimulationSpec, Simulator, conduction_velocity, draw_specs
+from .torso import Torso, make_torsos
 
 __all__ = [
     "LABELS",
     "DataError",
     "Dataset",
-    "build_egm_dataset",
+    "build_dataset",
+    "compress_lead_field",
+    "count_table",
+    "formulation_agreement",
     "load_dataset",
+    "noisy_bspm",
+    "physics_summary",
+    "reference_rows",
     "split_by_simulation",
+    "sr_activation_map",
+    "tikhonov_evaluation",
     "windows",
 ]
 
 LABELS = ("SR", "AF")
+#: on-disk format; a data set of another format is rebuilt rather than loaded
+FORMAT = "egmlib-dataset-2"
 RECORD_FS = 500.0
 SPLIT_NAMES = ("train", "val", "test")
 #: the parameters that determine the data set (a change means a rebuild)
 DATA_KEYS = ("seed", "mesh_edge_mm", "n_rec", "electrode_offset_mm", "n_sr", "n_af", "dt_ms",
-             "transient_s", "record_s", "fs", "T", "hop_s", "test_fraction", "val_fraction")
+             "transient_s", "record_s", "fs", "T", "hop_s", "n_torsos", "test_torsos",
+             "torso_edge_mm", "test_fraction", "val_fraction")
+#: singular values of the stacked torso lead fields kept, relative to the largest
+LEAD_RANK_TOL = 1e-7
 #: DF search bands (Hz). SR unipolar EGMs carry most power on harmonics of the pacing rate, so SR
 #: DF is searched where the pacing rate can lie, after Botteron-Smith preprocessing at 500 Hz
 #: (shared/MEASURED.md); AF DF uses the plain Welch PSD in the physiological AF band.
@@ -127,6 +161,10 @@ class Dataset:
     split: NDArray[np.int8]
     df_hz: NDArray[np.float32]
     egm_500hz_examples: NDArray[np.float32]
+    bspm: NDArray[np.float32]
+    transfer: NDArray[np.float64]
+    torso_split: NDArray[np.int8]
+    bspm_examples: NDArray[np.float32]
 
     def part(self, name: str, rhythm: str | None = None) -> NDArray[np.bool_]:
         """Boolean mask of the windows of a split part (``train``, ``val``, ``test``), optionally
@@ -147,6 +185,20 @@ class Dataset:
                                offset_mm=float(g["offset_mm"]))
         return geom, sites
 
+    def torsos(self) -> list[Torso]:
+        """The torso variants (meshes with their 64-electrode subsets)."""
+        z = np.load(self.path / "torsos.npz")
+        out = []
+        for i in range(len(self.torso_split)):
+            mesh = TriMesh(z[f"vertices_{i}"], z[f"faces_{i}"])
+            out.append(Torso(mesh=mesh, electrodes=np.arange(mesh.n_vertices),
+                             subset64=z[f"subset_{i}"], name=f"torso{i:02d}"))
+        return out
+
+    def torso_subset(self, i: int) -> NDArray[np.int64]:
+        """Vertex indices of torso ``i``'s 64 electrodes."""
+        return np.load(self.path / "torsos.npz")[f"subset_{i}"]
+
     def maps(self) -> dict[str, NDArray]:
         """First activation times (n_sims, n_nodes) and voltage snapshots per simulation."""
         return dict(np.load(self.path / "maps.npz"))
@@ -156,7 +208,8 @@ class Dataset:
         return self.manifest["simulations"]
 
 
-ARRAYS = ("egm", "label", "sim_id", "start_s", "split", "df_hz", "egm_500hz_examples")
+ARRAYS = ("egm", "label", "sim_id", "start_s", "split", "df_hz", "egm_500hz_examples", "bspm",
+          "transfer", "torso_split", "bspm_examples")
 
 
 def load_dataset(run_dir: str | Path, verify: bool = True) -> Dataset:
@@ -228,13 +281,31 @@ def _select(res: SimulationResult, keep: NDArray[np.bool_]) -> SimulationResult:
 
 def _params_match(manifest: Mapping[str, Any], p: Mapping[str, Any]) -> bool:
     old = manifest.get("params", {})
-    return all(old.get(k) == p[k] for k in DATA_KEYS)
+    return manifest.get("format") == FORMAT and all(old.get(k) == p[k] for k in DATA_KEYS)
 
 
-def build_egm_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = False,
-                      show_progress: bool = True) -> Dataset:
+def compress_lead_field(lead: NDArray, rel_tol: float = LEAD_RANK_TOL
+                        ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Factor ``lead`` (n_out, n_nodes) as W @ R keeping the singular values above ``rel_tol``
+    times the largest: W (n_out, r), R (r, n_nodes) with orthonormal rows.
+
+    Computed from the eigen-decomposition of the small Gram matrix ``lead @ lead.T``.
+    """
+    gram = lead @ lead.T
+    w, u = np.linalg.eigh(gram)
+    order = np.argsort(w)[::-1]
+    w, u = np.clip(w[order], 0, None), u[:, order]
+    sv = np.sqrt(w)
+    r = int(np.sum(sv > rel_tol * sv[0]))
+    u, sv = u[:, :r], sv[:r]
+    basis = (u.T @ lead) / sv[:, None]
+    return u * sv, basis
+
+
+def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = False,
+                  show_progress: bool = True) -> Dataset:
     """Simulate the SR and AF data set of parameters ``p`` (see :mod:`egmlib.params`, notebook
-    01_data) into ``<run_dir>/data`` and return it loaded.
+    01_data), EGMs and BSPMs, into ``<run_dir>/data`` and return it loaded.
 
     An existing complete data set made with the same parameters is loaded instead, unless
     ``rebuild``. The folder is written under a temporary name and renamed when complete, so an
@@ -250,13 +321,28 @@ def build_egm_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: boo
         except DataError:
             pass
 
+    ss_sr, ss_af, ss_split, ss_torso = np.random.SeedSequence(p["seed"]).spawn(4)
     geom = biatrial_geometry(p["mesh_edge_mm"])
     sites = recording_sites(geom, p["n_rec"], p["electrode_offset_mm"])
     lead = infinite_medium_lead_field(sites.electrodes, geom.mesh.vertices)
-    sim = Simulator(geom, dt=p["dt_ms"])
-    ss_sr, ss_af, ss_split = np.random.SeedSequence(p["seed"]).spawn(3)
-    snapshot_ms = [float(t) for t in np.linspace(0, min(400.0, p["record_s"] * 1000 - 2), 5)]
 
+    # torsos: source-based lead fields (compressed) and the Barr-type transfer matrices
+    torsos = make_torsos(p["n_torsos"], int(ss_torso.generate_state(1)[0]),
+                         edge_mm=p["torso_edge_mm"])
+    scale = BETA_MM / (4.0 * np.pi)  # the 1/r lead fields in the units of the EGMs
+    torso_leads = [scale * torso_lead_field(t, geom.mesh.vertices) for t in torsos]
+    w_all, basis = compress_lead_field(np.concatenate(torso_leads))
+    bounds = np.cumsum([0] + [t.mesh.n_vertices for t in torsos])
+    w_torso = [w_all[bounds[i]:bounds[i + 1]] for i in range(len(torsos))]
+    subsets = [t.subset_vertices for t in torsos]
+    heart = heart_surface(sites.electrodes, geom.region[sites.vertex])
+    transfer = np.stack([
+        reference_rows(transfer_matrix(heart.vertices, heart.faces, t.mesh.vertices,
+                                       t.mesh.faces)[sub])
+        for t, sub in zip(torsos, subsets)])
+
+    sim = Simulator(geom, dt=p["dt_ms"])
+    snapshot_ms = [float(t) for t in np.linspace(0, min(400.0, p["record_s"] * 1000 - 2), 5)]
     results: list[SimulationResult] = []
     replaced = {}
     total = p["n_sr"] + p["n_af"]
@@ -264,22 +350,26 @@ def build_egm_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: boo
                   disable=not show_progress) as bar:
         for rhythm, n, ss, first in (("SR", p["n_sr"], ss_sr, 0),
                                      ("AF", p["n_af"], ss_af, 100_000)):
-            res, replaced[rhythm] = _simulate_rhythm(sim, rhythm, n, ss, first, p,
-                                                     {"egm": lead}, snapshot_ms, bar)
+            res, replaced[rhythm] = _simulate_rhythm(
+                sim, rhythm, n, ss, first, p, {"egm": lead, "torso": basis}, snapshot_ms, bar)
             results += res
 
     specs: list[SimulationSpec] = [s for r in results for s in r.specs]
     egm500 = np.concatenate([r.traces["egm"] for r in results])  # (S, n_rec, n)
+    coef500 = np.concatenate([r.traces["torso"] for r in results])  # (S, r, n)
     first_act = np.concatenate([r.first_activation_ms for r in results])
     snaps = np.concatenate([r.snapshots for r in results])
-    fronts = [r.wavefronts for r in results]
     count = np.concatenate([r.activation_count for r in results])
 
     # windows at fs
     w, start = windows(egm500, RECORD_FS, p["fs"], p["T"], p["hop_s"])  # (n_w, S, n_rec, T)
+    wc, _ = windows(coef500, RECORD_FS, p["fs"], p["T"], p["hop_s"])  # (n_w, S, r, T)
     n_w, n_sims = w.shape[0], w.shape[1]
     egm = np.ascontiguousarray(w.transpose(1, 0, 3, 2).reshape(n_sims * n_w, p["T"],
                                                                p["n_rec"]))
+    coef = wc.transpose(1, 0, 3, 2).reshape(n_sims * n_w, p["T"], -1).astype(np.float64)
+    bspm = np.stack([reference_rows(coef @ (wt[sub]).T, axis=-1)
+                     for wt, sub in zip(w_torso, subsets)], axis=1).astype(np.float32)
     sim_ids = np.array([s.sim_id for s in specs], np.int32)
     labels = np.array([LABELS.index(s.rhythm) for s in specs], np.int8)
     win_sim = np.repeat(sim_ids, n_w)
@@ -287,6 +377,11 @@ def build_egm_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: boo
     win_start = np.tile(start, n_sims).astype(np.float32)
     split = split_by_simulation(win_sim, win_label, p["test_fraction"], p["val_fraction"],
                                 int(ss_split.generate_state(1)[0]))
+    torso_split = np.zeros(len(torsos), np.int8)
+    torso_split[len(torsos) - p["test_torsos"]:] = 2
+    examples = [int(np.flatnonzero(win_label == j)[0]) for j in range(len(LABELS))]
+    bspm_examples = np.stack([reference_rows(coef[i] @ w_torso[0].T, axis=-1)
+                              for i in examples]).astype(np.float32)
 
     # per-simulation measurements at 500 Hz
     df = np.zeros((n_sims, p["n_rec"]), np.float32)
@@ -307,19 +402,23 @@ def build_egm_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: boo
                                     if r.wavefronts.shape[1] else 0.0,
                                     "activated_fraction": float((count[k] > 0).mean())}
             if spec.rhythm == "SR":
+                first_act[k] = sr_activation_map(first_act[k], spec.cycle_length_ms,
+                                                 p["transient_s"] * 1000.0)
                 cv = conduction_velocity(geom, first_act[k])
                 info["cv_median_m_s"] = float(np.nanmedian(cv))
                 info["pacing_hz"] = 1000.0 / spec.cycle_length_ms
             sims_info.append(info)
         offset += len(r.specs)
-    del fronts
 
     example_sites = np.linspace(0, p["n_rec"] - 1, 4).round().astype(int)
     arrays = {
         "egm": egm, "label": win_label, "sim_id": win_sim, "start_s": win_start,
         "split": split, "df_hz": df,
         "egm_500hz_examples": np.ascontiguousarray(egm500[:, example_sites, :]),
+        "bspm": bspm, "transfer": transfer, "torso_split": torso_split,
+        "bspm_examples": bspm_examples,
     }
+    agreement = formulation_agreement(egm, bspm, transfer)
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".data.tmp-", dir=run_dir))
     try:
@@ -329,7 +428,12 @@ def build_egm_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: boo
         np.savez(tmp / "geometry.npz", vertices=geom.mesh.vertices, faces=geom.mesh.faces,
                  region=geom.region, links=geom.links, pacing=geom.pacing,
                  site_vertex=sites.vertex, electrodes=sites.electrodes,
-                 offset_mm=sites.offset_mm, example_sites=example_sites)
+                 offset_mm=sites.offset_mm, example_sites=example_sites,
+                 heart_vertices=heart.vertices, heart_faces=heart.faces)
+        np.savez(tmp / "torsos.npz", **{f"{k}_{i}": v for i, t in enumerate(torsos)
+                                        for k, v in (("vertices", t.mesh.vertices),
+                                                     ("faces", t.mesh.faces),
+                                                     ("subset", subsets[i]))})
         np.savez(tmp / "maps.npz", first_activation_ms=first_act, snapshots=snaps,
                  snapshot_ms=np.asarray(snapshot_ms))
         for f in sorted(tmp.iterdir()):
@@ -341,7 +445,7 @@ def build_egm_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: boo
         counts = {f"{part}_{rhythm}": int(((split == i) & (win_label == j)).sum())
                   for i, part in enumerate(SPLIT_NAMES) for j, rhythm in enumerate(LABELS)}
         manifest = {
-            "format": "egmlib-dataset-1",
+            "format": FORMAT,
             "labels": list(LABELS),
             "split_names": list(SPLIT_NAMES),
             "record_fs": RECORD_FS,
@@ -354,6 +458,11 @@ def build_egm_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: boo
             "counts": counts,
             "replaced_terminated_af": replaced.get("AF", 0),
             "n_nodes": geom.n_vertices,
+            "torsos": [{"name": t.name, "n_vertices": t.mesh.n_vertices,
+                        "split": SPLIT_NAMES[int(torso_split[i])], "parameters": t.parameters}
+                       for i, t in enumerate(torsos)],
+            "lead_rank": int(basis.shape[0]),
+            "formulation_agreement": agreement,
             "simulations": sims_info,
             "params": {k: p[k] for k in DATA_KEYS},
             "provenance": provenance({k: p[k] for k in DATA_KEYS}, p["seed"]),
@@ -366,6 +475,47 @@ def build_egm_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: boo
     return load_dataset(run_dir, verify=False)
 
 
+def sr_activation_map(first_activation_ms: NDArray, cycle_length_ms: float,
+                      transient_ms: float) -> NDArray:
+    """SR activation times relative to the stimulus that caused them.
+
+    The simulator keeps each node's first activation after the transient; nodes still reached by
+    the beat paced before the transient ended come first. Stimuli fall at multiples of the cycle
+    length, so taking the time since the first stimulus after the transient modulo the cycle
+    length gives every node's delay from its own stimulus (valid while a beat activates the
+    atria in less than one cycle length, as it does here: about 100-160 ms).
+    """
+    t_stim = np.ceil(transient_ms / cycle_length_ms - 1e-9) * cycle_length_ms - transient_ms
+    return np.mod(np.asarray(first_activation_ms) - t_stim, cycle_length_ms)
+
+
+def reference_rows(x: NDArray, axis: int = 0) -> NDArray[np.float64]:
+    """Subtract the mean over torso leads along ``axis`` (rows of a transfer matrix, or the
+    lead axis of BSPM windows): the paper's reference."""
+    x = np.asarray(x, float)
+    return x - x.mean(axis=axis, keepdims=True)
+
+
+def formulation_agreement(egm: NDArray, bspm: NDArray, transfer: NDArray,
+                          n_windows: int = 64) -> dict[str, float]:
+    """How well the Barr-type transfer matrices reproduce the source-based BSPMs.
+
+    For up to ``n_windows`` windows spread over the data set and every torso: the correlation
+    over (time, leads) between ``EGM @ A.T`` and the stored BSPM, and the relative error
+    ||difference|| / ||BSPM||; medians and worst cases are returned.
+    """
+    idx = np.unique(np.linspace(0, len(egm) - 1, min(n_windows, len(egm))).round().astype(int))
+    pred = np.einsum("wtc,kec->wkte", np.asarray(egm[idx], float), transfer)
+    ref = np.asarray(bspm[idx], float)
+    a = (pred - pred.mean(axis=(2, 3), keepdims=True)).reshape(len(idx), len(transfer), -1)
+    b = (ref - ref.mean(axis=(2, 3), keepdims=True)).reshape(len(idx), len(transfer), -1)
+    corr = (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    rel = np.linalg.norm((pred - ref).reshape(*corr.shape, -1), axis=-1) / np.linalg.norm(
+        ref.reshape(*corr.shape, -1), axis=-1)
+    return {"corr_median": float(np.median(corr)), "corr_min": float(corr.min()),
+            "rel_error_median": float(np.median(rel)), "rel_error_max": float(rel.max())}
+
+
 def _replace_dir(new: Path, target: Path) -> None:
     """Put folder ``new`` at ``target``, replacing an old one with two renames."""
     old = None
@@ -375,3 +525,100 @@ def _replace_dir(new: Path, target: Path) -> None:
     new.rename(target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def physics_summary(ds: Dataset) -> dict[str, Any]:
+    """The checks of the simulated physics, per rhythm, from the manifest's per-simulation data.
+
+    SR: conduction velocity (median per simulation, m/s), fraction of tissue activated, and the
+    fraction of simulations whose median site DF equals the pacing rate within 0.1 Hz.
+    AF: DF (median over sites per simulation), mean number of wavefronts, terminated runs that
+    were replaced.
+    """
+    sims = ds.simulations
+    sr = [s for s in sims if s["spec"]["rhythm"] == "SR"]
+    af = [s for s in sims if s["spec"]["rhythm"] == "AF"]
+    out: dict[str, Any] = {}
+    if sr:
+        cv = np.array([s["cv_median_m_s"] for s in sr])
+        df_err = np.array([abs(s["df_median_hz"] - s["pacing_hz"]) for s in sr])
+        out["SR"] = {"n_sims": len(sr), "cv_min_m_s": float(cv.min()),
+                     "cv_max_m_s": float(cv.max()),
+                     "activated_min": float(min(s["activated_fraction"] for s in sr)),
+                     "df_equals_pacing": float((df_err <= 0.1).mean())}
+    if af:
+        df = np.array([s["df_median_hz"] for s in af])
+        wf = np.array([s["wavefronts_mean"] for s in af])
+        out["AF"] = {"n_sims": len(af), "df_min_hz": float(df.min()),
+                     "df_max_hz": float(df.max()), "wavefronts_min": float(wf.min()),
+                     "wavefronts_max": float(wf.max()),
+                     "replaced_terminated": int(ds.manifest["replaced_terminated_af"])}
+    return out
+
+
+def count_table(ds: Dataset) -> str:
+    """Windows per split part and rhythm, and simulations per rhythm, as a text table."""
+    c = ds.manifest["counts"]
+    lines = [f"{'part':<8}" + "".join(f"{r:>8}" for r in LABELS)]
+    for part in SPLIT_NAMES:
+        lines.append(f"{part:<8}" + "".join(f"{c[f'{part}_{r}']:>8}" for r in LABELS))
+    n_sims = [sum(s["spec"]["rhythm"] == r for s in ds.simulations) for r in LABELS]
+    lines.append(f"{'sims':<8}" + "".join(f"{n:>8}" for n in n_sims))
+    return "\n".join(lines)
+
+
+def noisy_bspm(ds: Dataset, windows_idx: NDArray, torso: int, snr_db: float,
+               seed: int) -> NDArray[np.float64]:
+    """BSPM windows (n, T, 64) of torso ``torso`` with white Gaussian noise at ``snr_db`` per
+    window (same seed, same noise), re-referenced to the mean over the 64 leads."""
+    from .forward import add_noise
+
+    rng = np.random.default_rng([seed, torso])
+    b = np.asarray(ds.bspm[np.asarray(windows_idx), torso], float)
+    return reference_rows(add_noise(b, snr_db, rng, axis=(1, 2)), axis=-1)
+
+
+def tikhonov_evaluation(ds: Dataset, snr_db: float, seed: int, part: str = "test",
+                        max_windows: int = 40, method: str = "lcurve") -> dict[str, Any]:
+    """Zero-order Tikhonov reconstruction of the EGMs of ``part`` from noisy BSPMs, per rhythm.
+
+    Every window of the part (at most ``max_windows`` per rhythm, evenly spread) is reconstructed
+    from the BSPM of every test torso (every torso when none is held out), with lambda chosen per
+    window at the L-curve corner (or by GCV). Metrics come from :func:`egmlib.metrics.compare`
+    (per site, then mean and std).
+
+    Returns ``{rhythm: {"corr_mean", "corr_std", "rmse_mean", ..., "lambda_median", "n"}}`` and,
+    under ``"example"``, one reconstructed window per rhythm with its truth and L-curve.
+    """
+    from .forward import gcv_lambda, lcurve_lambda, svd, tikhonov
+
+    if method not in ("lcurve", "gcv"):
+        raise ValueError(f"method must be 'lcurve' or 'gcv'; got {method!r}")
+    choose = lcurve_lambda if method == "lcurve" else gcv_lambda
+    torsos = np.flatnonzero(ds.torso_split == 2)
+    if len(torsos) == 0:
+        torsos = np.arange(len(ds.torso_split))
+    out: dict[str, Any] = {"example": {}}
+    for rhythm in LABELS:
+        idx = np.flatnonzero(ds.part(part, rhythm))
+        if len(idx) == 0:
+            continue
+        idx = idx[np.unique(np.linspace(0, len(idx) - 1, min(max_windows, len(idx))
+                                        ).round().astype(int))]
+        truth, recon, lams = [], [], []
+        for t in torsos:
+            dec = svd(ds.transfer[t])
+            b = noisy_bspm(ds, idx, int(t), snr_db, seed)
+            for k, w in enumerate(idx):
+                lam, curve = choose(dec, b[k].T)
+                recon.append(tikhonov(dec, b[k].T, lam).T)
+                truth.append(np.asarray(ds.egm[w], float))
+                lams.append(lam)
+                if k == 0 and t == torsos[0]:
+                    out["example"][rhythm] = {"window": int(w), "torso": int(t),
+                                              "truth": truth[-1], "recon": recon[-1],
+                                              "lambda": lam, "curve": curve}
+        res = metrics.compare(np.stack(truth), np.stack(recon))
+        res.update(lambda_median=float(np.median(lams)), n=len(recon))
+        out[rhythm] = res
+    return out

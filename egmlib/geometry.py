@@ -11,8 +11,9 @@ point to.
 The idealised geometry follows the prototype recorded in ``shared/MEASURED.md``: LA radius 23 mm
 and RA radius 25 mm shells (centres 56 mm apart here instead of the prototype's 50, so that the
 electrode layers 1.5 mm off each shell stay clear of each other and each atrium's electrodes can
-span a closed heart surface for the potential-to-potential BEM), holes cut by cones (LA: four pulmonary veins of
-radius 6 mm and the mitral valve, 13 mm; RA: venae cavae, 9 mm, and tricuspid valve, 14 mm), joined
+span a closed heart surface for the potential-to-potential BEM), holes cut by cones (LA: four
+pulmonary veins of radius 6 mm and the mitral valve, 13 mm; RA: venae cavae, 9 mm, and tricuspid
+valve, 14 mm), joined
 by Bachmann's bundle (superior-anterior) and a septal / coronary-sinus link (posterior-inferior),
 each modelled as extra stiffness between paired nodes of the two shells.
 """
@@ -412,7 +413,8 @@ def biatrial_geometry(edge_mm: float = 2.0, la_radius: float = 23.0, ra_radius: 
     svc_angle = np.arcsin(_RA_HOLES["SVC"][1] / ra_radius)
     lateral = _unit(np.cross(svc_dir, (0.0, 1.0, 0.0)))  # towards -x (lateral RA)
     tilt = svc_angle + 6.0 / ra_radius
-    sn_dir = _unit(np.cos(tilt) * svc_dir + np.sin(tilt) * _unit(lateral + (0.0, -0.5, 0.0)))
+    towards = _unit(lateral + np.array([0.0, -0.5, 0.0]))  # lateral and a little anterior
+    sn_dir = _unit(np.cos(tilt) * svc_dir + np.sin(tilt) * towards)
     sn_point = c_ra + sn_dir * ra_semi
     pacing = _patch(ra.vertices, sn_point, pacing_radius_mm)
 

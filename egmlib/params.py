@@ -10,10 +10,10 @@ Every notebook starts with a single code cell tagged ``parameters`` that assigns
 
 and stops with a :class:`ParameterError` that names the parameter and what is allowed.
 
-Profiles (``params/smoke.yaml``, ``params/paper.yaml``) are flat YAML files shared by every notebook,
-so a name that belongs to another notebook is accepted and ignored. The embedded default profile is
-the notebooks' own parameter cells; ``tests/test_params.py`` checks that they equal the defaults in
-:data:`SPECS`, so the two never drift apart.
+Profiles (``params/smoke.yaml``, ``params/paper.yaml``) are flat YAML files shared by every
+notebook, so a name that belongs to another notebook is accepted and ignored. The embedded
+default profile is the notebooks' own parameter cells; ``tests/test_params.py`` checks that they
+equal the defaults in :data:`SPECS`, so the two never drift apart.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class Spec:
         """Return ``value`` (ints promoted to float where a float is asked) or raise."""
         if self.kind is list:
             if not isinstance(value, (list, tuple)):
-                raise ParameterError(f"parameter {name!r}: got {value!r}; allowed: {self.allowed()}")
+                raise ParameterError(
+                    f"parameter {name!r}: got {value!r}; allowed: {self.allowed()}")
             return [Spec(None, self.item, self.low, self.high).check(f"{name}[{i}]", v)
                     for i, v in enumerate(value)]
         ok_type = isinstance(value, self.kind) and not (
@@ -96,7 +97,8 @@ class Spec:
             raise ParameterError(f"parameter {name!r}: got {value!r}; allowed: {self.allowed()}")
         if self.choices is not None and value not in self.choices:
             raise ParameterError(f"parameter {name!r}: got {value!r}; allowed: {self.allowed()}")
-        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+        below = self.low is not None and value < self.low
+        if below or (self.high is not None and value > self.high):
             raise ParameterError(f"parameter {name!r}: got {value!r}; allowed: {self.allowed()}")
         return value
 
@@ -126,6 +128,10 @@ SPECS: dict[str, Spec] = {
     "fs": Spec(100.0, float, 10.0, 500.0, help="sampling rate of the network windows (Hz)"),
     "T": Spec(400, int, 16, 4000, help="window length in samples at fs (paper: 400)"),
     "hop_s": Spec(0.5, float, 0.05, 60.0, help="hop between consecutive windows (s)"),
+    "n_torsos": Spec(4, int, 1, 50, help="torso variants (the paper used ten transfer matrices)"),
+    "test_torsos": Spec(1, int, 0, 49, help="torsos held out for testing (the last ones)"),
+    "torso_edge_mm": Spec(27.5, float, 10.0, 60.0, help="mean edge of the torso mesh (mm)"),
+    "snr_db": Spec(20.0, float, -10.0, 80.0, help="SNR of the white noise added to BSPMs (dB)"),
     "test_fraction": Spec(0.2, float, 0.0, 0.9, help="fraction of simulations held out for test"),
     "val_fraction": Spec(0.15, float, 0.0, 0.9,
                          help="fraction of simulations held out for validation"),
@@ -135,7 +141,8 @@ SPECS: dict[str, Spec] = {
 NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01_data": ("profile", "run_dir", "seed", "rebuild", "mesh_edge_mm", "n_rec",
                 "electrode_offset_mm", "n_sr", "n_af", "dt_ms", "transient_s", "record_s",
-                "batch", "fs", "T", "hop_s", "test_fraction", "val_fraction"),
+                "batch", "fs", "T", "hop_s", "n_torsos", "test_torsos", "torso_edge_mm",
+                "snr_db", "test_fraction", "val_fraction"),
 }
 
 
@@ -147,6 +154,9 @@ def _check_01(p: Mapping[str, Any]) -> None:
             f"record_s = {p['record_s']:g} s; allowed: T <= fs * record_s")
     if p["test_fraction"] + p["val_fraction"] >= 0.9:
         raise ParameterError("parameters 'test_fraction' + 'val_fraction' must stay below 0.9")
+    if p["test_torsos"] >= p["n_torsos"]:
+        raise ParameterError(f"parameter 'test_torsos': got {p['test_torsos']}; allowed: fewer "
+                             f"than n_torsos = {p['n_torsos']} (training needs a torso)")
     if 500.0 % p["fs"] > 1e-9 and abs(500.0 % p["fs"] - p["fs"]) > 1e-9:
         raise ParameterError(f"parameter 'fs': got {p['fs']!r}; allowed: a divisor of 500 Hz "
                              "(the simulator records at 500 Hz)")

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 
 from .runs import atomic_path
 
-__all__ = ["RHYTHM_COLORS", "savefig", "use_style"]
+__all__ = ["RHYTHM_COLORS", "mesh_axes", "mesh_views", "savefig", "torsos_figure", "use_style"]
 
 #: One colour per rhythm, used by every figure.
 RHYTHM_COLORS = {"SR": "#1f77b4", "AF": "#d62728"}
@@ -44,3 +44,80 @@ def savefig(fig: plt.Figure, name: str, folder: str | Path) -> Path:
         meta = {"Software": None} if path.suffix == ".png" else None
         fig.savefig(tmp, metadata=meta)
     return path
+
+
+def mesh_axes(ax, vertices, faces, values=None, cmap="viridis", vmin=None, vmax=None,
+              elev=20.0, azim=-90.0, title=""):
+    """Draw a triangle mesh coloured by per-vertex ``values`` on a 3D axes (azim -90: seen
+    from the front, +y being posterior); returns a ScalarMappable for a colour bar."""
+    import numpy as np
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    tri = vertices[faces]
+    if values is None:
+        colors = "#d9d9d9"
+        coll = Poly3DCollection(tri, facecolors=colors, edgecolors="none", linewidths=0)
+        mappable = None
+    else:
+        fv = np.nanmean(np.asarray(values, float)[faces], axis=1)
+        norm = mpl.colors.Normalize(vmin=np.nanmin(fv) if vmin is None else vmin,
+                                    vmax=np.nanmax(fv) if vmax is None else vmax)
+        cm = mpl.colormaps[cmap]
+        rgba = cm(norm(np.nan_to_num(fv, nan=norm.vmin)))
+        coll = Poly3DCollection(tri, facecolors=rgba, edgecolors="none", linewidths=0)
+        mappable = mpl.cm.ScalarMappable(norm=norm, cmap=cm)
+    ax.add_collection3d(coll)
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    c, r = (lo + hi) / 2, (hi - lo).max() / 2
+    ax.set_xlim(c[0] - r, c[0] + r)
+    ax.set_ylim(c[1] - r, c[1] + r)
+    ax.set_zlim(c[2] - r, c[2] + r)
+    ax.set_box_aspect((1, 1, 1), zoom=1.5)
+    ax.view_init(elev=elev, azim=azim)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return mappable
+
+
+def mesh_views(vertices, faces, values=None, *, label="", cmap="viridis", vmin=None, vmax=None,
+               points=None, title="", views=(("anterior", -90.0), ("posterior", 90.0))):
+    """A figure of a surface seen from several sides (x left, y posterior, z superior), coloured
+    by per-vertex ``values``; ``points`` (n, 3) are drawn as dots (for example electrodes)."""
+    fig = plt.figure(figsize=(3.6 * len(views) + 0.6, 3.6))
+    mappable = None
+    for i, (name, azim) in enumerate(views):
+        ax = fig.add_subplot(1, len(views), i + 1, projection="3d")
+        mappable = mesh_axes(ax, vertices, faces, values, cmap, vmin, vmax, elev=15.0,
+                              azim=azim, title=name)
+        if points is not None:
+            ax.scatter(*points.T, s=3, c="k", depthshade=True)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=fig.axes, shrink=0.7, label=label)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def torsos_figure(torsos, atria_vertices, atria_faces, max_torsos: int = 4):
+    """Torso variants (translucent) with the atria inside and the 64-electrode subset (dots)."""
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    shown = torsos[:max_torsos]
+    fig = plt.figure(figsize=(2.8 * len(shown), 3.6))
+    for i, t in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), i + 1, projection="3d")
+        v, f = t.mesh.vertices, t.mesh.faces
+        ax.add_collection3d(Poly3DCollection(v[f], facecolors="#c6dbef", edgecolors="#9ecae1",
+                                             linewidths=0.2, alpha=0.15))
+        ax.add_collection3d(Poly3DCollection(atria_vertices[atria_faces], facecolors="#d62728",
+                                             edgecolors="none", alpha=0.9))
+        ax.scatter(*t.electrode_positions[t.subset64].T, s=4, c="k")
+        lo, hi = v.min(axis=0), v.max(axis=0)
+        c, r = (lo + hi) / 2, (hi - lo).max() / 2
+        ax.set(xlim=(c[0] - r, c[0] + r), ylim=(c[1] - r, c[1] + r), zlim=(c[2] - r, c[2] + r))
+        ax.set_box_aspect((1, 1, 1), zoom=1.3)
+        ax.view_init(elev=10, azim=-60)
+        ax.set_axis_off()
+        ax.set_title(t.name)
+    return fig

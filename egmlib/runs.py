@@ -200,7 +200,7 @@ def quiet() -> bool:
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None,
              **kwargs: Any) -> Iterable[T]:
     """A tqdm progress bar, silent in CI (``CI`` or ``EGMLIB_QUIET`` set)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bar: notebooks run headless under papermill
 
     disable = bool(kwargs.pop("disable", False)) or quiet()
     return tqdm(iterable, desc=desc, total=total, disable=disable, **kwargs)

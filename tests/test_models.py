@@ -1,0 +1,183 @@
+"""ConvVAE shapes at every profile size, the loss parts, VAE-C labels and priors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from egmlib.models import (
+    LOSS_PARTS,
+    ConvVAE,
+    LossWeights,
+    TemporalSmooth,
+    VAEConfig,
+    kl_divergence,
+    shrink_strides,
+    stft_logmag,
+    vae_loss,
+)
+
+
+def smooth_windows(n: int, T: int, C: int, seed: int = 0) -> torch.Tensor:
+    """Smooth multichannel test signals in [-1, 1]: travelling sinusoids plus a pulse."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)[None, :, None] / 100.0
+    c = np.arange(C)[None, None, :]
+    f = rng.uniform(1.0, 4.0, (n, 1, 1))
+    ph = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+    x = 0.6 * np.sin(2 * np.pi * f * t + ph + 0.2 * c) + 0.3 * np.cos(2 * np.pi * 0.5 * t + 0.1 * c)
+    return torch.from_numpy(x.astype(np.float32))
+
+
+@pytest.mark.parametrize("T,C", [(100, 32), (100, 24), (37, 5), (400, 256)])
+def test_shapes_and_loss_parts(T, C):
+    torch.manual_seed(0)
+    cfg = VAEConfig(T=T, C=C, latent=8)
+    model = ConvVAE(cfg)
+    x = smooth_windows(2, T, C)
+    x_hat, mu, logvar = model(x)
+    assert x_hat.shape == (2, T, C) and mu.shape == (2, 8) and logvar.shape == (2, 8)
+    assert x_hat.abs().max() <= 1.0
+    parts = vae_loss(x, x_hat, mu, logvar, beta=0.1)
+    for k, v in parts.items():
+        assert torch.isfinite(v), k
+    total = sum(parts[k] for k in LOSS_PARTS)
+    assert torch.allclose(total, parts["total"], rtol=1e-6, atol=1e-6)
+    assert parts["kl_raw"] >= 0 and parts["kl_true"] >= 0
+    parts["total"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # the encoder's and decoder's maps divide exactly
+    tp, cp = cfg.padded_shape
+    assert tp % math.prod(cfg.enc_strides[0]) == 0 and cp % math.prod(cfg.enc_strides[1]) == 0
+    assert tp >= T and cp >= C
+
+
+def test_paper_size_forward():
+    cfg = VAEConfig(T=400, C=2048, latent=250)
+    assert cfg.enc_strides == ((2, 2, 2), (4, 4, 2))      # the authors' strides are kept
+    assert cfg.dec_strides == ((2, 2, 2, 2), (4, 4, 2, 4))
+    assert cfg.enc_map_shape == (50, 64) and cfg.dec_map_shape == (25, 16)
+    model = ConvVAE(cfg).eval()
+    with torch.no_grad():
+        x_hat, mu, _ = model(torch.zeros(1, 400, 2048))
+    assert x_hat.shape == (1, 400, 2048) and mu.shape == (1, 250)
+
+
+def test_stride_rule():
+    assert shrink_strides((4, 4, 2), 2048, 4) == (4, 4, 2)
+    assert shrink_strides((4, 4, 2), 32, 4) == (2, 2, 2)
+    assert shrink_strides((4, 4, 2), 24, 4) == (2, 2, 1)
+    assert shrink_strides((4, 4, 2, 4), 256, 4) == (4, 4, 2, 2)
+    assert shrink_strides((4, 4, 2), 3, 4) == (1, 1, 1)
+    assert VAEConfig(T=400, C=256).dec_map_shape == (25, 4)
+
+
+def test_kl_nonnegative_and_zero_at_prior():
+    g = torch.Generator().manual_seed(1)
+    mu, logvar = torch.randn(16, 6, generator=g), torch.randn(16, 6, generator=g)
+    assert (kl_divergence(mu, logvar) >= -1e-6).all()
+    prior = (torch.randn(16, 6, generator=g), torch.randn(16, 6, generator=g))
+    assert (kl_divergence(mu, logvar, prior) >= -1e-6).all()
+    assert kl_divergence(prior[0], prior[1], prior).abs().max() < 1e-5
+    assert kl_divergence(torch.zeros(2, 3), torch.zeros(2, 3)).abs().max() == 0
+    # free bits: the KL term never drops below 0.5 nats per latent dimension
+    x = smooth_windows(2, 50, 4)
+    parts = vae_loss(x, x, torch.zeros(2, 6), torch.zeros(2, 6), beta=1.0)
+    assert float(parts["kl_raw"]) == pytest.approx(3.0)
+    assert float(parts["mse"]) == 0 and float(parts["corr"]) == pytest.approx(0, abs=1e-5)
+    assert float(parts["spec_hf"]) == pytest.approx(0, abs=1e-5)
+    assert float(parts["spec_spurious"]) == pytest.approx(0, abs=1e-5)
+
+
+def test_loss_hand_values():
+    x = smooth_windows(3, 64, 5)
+    x_hat = 0.5 * x + 0.1
+    mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)
+    p = vae_loss(x, x_hat, mu, logvar, beta=0.0)
+    assert float(p["mse"]) == pytest.approx(0.35 * float(((x_hat - x) ** 2).mean()), rel=1e-5)
+    d = (torch.diff(x_hat, dim=1) - torch.diff(x, dim=1)).abs().mean()
+    assert float(p["deriv_l1"]) == pytest.approx(0.30 * float(d), rel=1e-5)
+    assert float(p["pearson"]) == pytest.approx(1.0, abs=1e-5)      # scale and shift invariant
+    assert float(p["kl"]) == 0.0
+    # more high-frequency energy in the reconstruction is penalised as spurious
+    noisy = x + 0.2 * torch.sin(torch.arange(64.0) * 2.8)[None, :, None]
+    q = vae_loss(x, noisy, mu, logvar, beta=0.0)
+    assert float(q["spec_spurious"]) > 0 and float(q["spec_hf"]) > 0
+
+
+def test_stft_matches_torch_stft():
+    x = smooth_windows(2, 100, 3) + 0.05 * torch.randn(2, 100, 3)
+    for k0 in (0, 8):
+        a, la = stft_logmag(x, 32, 8, k_start=k0)
+        b, lb = stft_logmag(x, 32, 8, k_start=k0, method="torch")
+        assert a.shape == b.shape == (2, 13, 3, 17 - k0)
+        assert torch.allclose(a, b, atol=1e-4) and torch.allclose(la, lb, atol=1e-3)
+    w_fast, w_ref = LossWeights(), LossWeights(stft="torch")
+    y = x.flip(1)
+    pf = vae_loss(x, y, torch.zeros(2, 2), torch.zeros(2, 2), 0.1, weights=w_fast)
+    pr = vae_loss(x, y, torch.zeros(2, 2), torch.zeros(2, 2), 0.1, weights=w_ref)
+    assert float(pf["total"]) == pytest.approx(float(pr["total"]), rel=1e-5)
+
+
+def test_temporal_smooth_fast_path_equals_conv():
+    m = TemporalSmooth(1, 5)
+    x = torch.randn(2, 1, 30, 7)
+    fast = m(x)
+    m.fast = False
+    assert torch.allclose(fast, m(x), atol=1e-6)
+
+
+def test_vae_c_labels_and_prior():
+    torch.manual_seed(0)
+    model = ConvVAE(VAEConfig(T=100, C=32, latent=6, n_classes=2))
+    x = smooth_windows(3, 100, 32)
+    y = torch.tensor([0, 1, 1])
+    x_hat, mu, logvar = model(x, y)
+    pm, plv = model.prior(y)
+    assert pm.shape == (3, 6) and torch.equal(pm[1], model.prior_mu[1])
+    parts = vae_loss(x, x_hat, mu, logvar, 1.0, prior=(pm, plv))
+    parts["total"].backward()
+    assert model.prior_mu.grad is not None and model.prior_logvar.grad is not None
+    # the label reaches the decoder
+    z = torch.zeros(1, 6)
+    out0, out1 = model.decode(z, torch.tensor([0])), model.decode(z, torch.tensor([1]))
+    assert not torch.allclose(out0, out1)
+    soft = model.decode(z, torch.tensor([[0.5, 0.5]]))
+    assert soft.shape == (1, 100, 32)
+    assert model.sample(4, 1, generator=torch.Generator().manual_seed(0)).shape == (4, 100, 32)
+
+
+def test_bad_inputs():
+    vae_s = ConvVAE(VAEConfig(T=100, C=32, latent=4))
+    vae_c = ConvVAE(VAEConfig(T=100, C=32, latent=4, n_classes=2))
+    x = torch.zeros(2, 100, 32)
+    with pytest.raises(ValueError, match="x: expected"):
+        vae_s(torch.zeros(2, 100, 31))
+    with pytest.raises(ValueError, match="y: VAE-S"):
+        vae_s(x, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="y: VAE-C needs"):
+        vae_c(x)
+    with pytest.raises(ValueError, match="unknown class label 2"):
+        vae_c(x, torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="z: expected"):
+        vae_s.decode(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="n_classes"):
+        VAEConfig(n_classes=1)
+    with pytest.raises(ValueError, match=r"VAEConfig\.T"):
+        VAEConfig(T=0)
+    with pytest.raises(ValueError, match="x_hat"):
+        vae_loss(x, torch.zeros(2, 100, 30), torch.zeros(2, 4), torch.zeros(2, 4), 0.1)
+    with pytest.raises(ValueError, match="n:"):
+        vae_s.sample(0)
+
+
+def test_config_round_trip():
+    cfg = VAEConfig(T=100, C=24, latent=5, n_classes=2)
+    assert VAEConfig.from_dict(cfg.to_dict()) == cfg
+    assert VAEConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="unknown field"):
+        VAEConfig.from_dict({"T": 10, "bogus": 1})

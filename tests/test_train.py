@@ -1,0 +1,165 @@
+"""Training loop, normaliser, checkpoints, determinism and the throughput helper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from egmlib.models import ConvVAE, VAEConfig
+from egmlib.train import (
+    HISTORY_KEYS,
+    Normalizer,
+    TrainingDivergedError,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    train_vae,
+    training_throughput,
+)
+
+T, C = 100, 32
+
+
+def smooth_windows(n: int, T: int = T, C: int = C, seed: int = 0,
+                   amplitude: float = 1.0) -> np.ndarray:
+    """Smooth multichannel test signals: travelling sinusoids (data units: ``amplitude``)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)[None, :, None] / 100.0
+    c = np.arange(C)[None, None, :]
+    f = rng.uniform(1.0, 3.0, (n, 1, 1))
+    ph = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+    x = 0.6 * np.sin(2 * np.pi * f * t + ph + 0.15 * c) + 0.3 * np.cos(2 * np.pi * 0.7 * t
+                                                                         + 0.1 * c)
+    return (amplitude * x).astype(np.float32)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    r = (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-12)
+    return float(r.mean())
+
+
+def small_model(seed: int = 0, **kw) -> ConvVAE:
+    seed_everything(seed)
+    return ConvVAE(VAEConfig(T=T, C=C, latent=8, **kw))
+
+
+def test_normalizer_fit_transform_inverse():
+    X = smooth_windows(6, amplitude=5.0)
+    X[0, 0, 0] = 500.0                      # one outlier does not set the scale
+    norm = Normalizer().fit(X)
+    assert 3.0 < norm.scale < 6.0
+    Z = norm.transform(X)
+    assert Z.dtype == np.float32 and Z.min() >= -1 and Z.max() <= 1
+    inside = np.abs(X) < norm.scale
+    assert np.allclose(norm.inverse(Z)[inside], X[inside], rtol=1e-6)
+    again = Normalizer.from_dict(norm.to_dict())
+    assert again.scale == norm.scale and np.array_equal(again.transform(X), Z)
+    with pytest.raises(RuntimeError, match="fit"):
+        Normalizer().transform(X)
+    with pytest.raises(ValueError, match="X:"):
+        Normalizer().fit(X[0])
+
+
+def test_overfit_tiny_set():
+    """A few smooth windows are reconstructed with correlation > 0.9 after 80 steps."""
+    X = smooth_windows(8)
+    model = small_model()
+    hist = train_vae(model, X, None, X, None, epochs=80, batch_size=8, lr=5e-3,
+                     beta_max=1e-4, warmup_epochs=0, patience=80, lr_decay=1.0,
+                     progress=False)
+    with torch.no_grad():
+        x_hat = model(torch.from_numpy(X))[0].numpy()
+    assert pearson(X, x_hat) > 0.9
+    assert hist["val"]["pearson"][hist["best_epoch"]] > 0.9
+    for k in HISTORY_KEYS:
+        assert len(hist["train"][k]) == hist["epochs_run"] == len(hist["val"][k])
+        assert np.all(np.isfinite(hist["train"][k]))
+
+
+def test_schedule_early_stopping_on_validation_and_checkpoint(tmp_path):
+    X = smooth_windows(12, seed=1, amplitude=3.0)
+    Xv = smooth_windows(4, seed=2, amplitude=3.0)
+    norm = Normalizer().fit(X)
+    model = small_model()
+    ckpt = tmp_path / "vae.pt"
+    hist = train_vae(model, X, None, Xv, None, epochs=6, batch_size=4, lr=1e-3, beta_max=0.01,
+                     warmup_epochs=4, patience=2, checkpoint_path=ckpt, progress=False,
+                     normalizer=norm, extra={"params": {"profile": "smoke"}, "seed": 0})
+    assert hist["beta"][:4] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])
+    assert hist["lr"][:3] == pytest.approx([1e-3, 0.95e-3, 0.95**2 * 1e-3])
+    monitor = hist["val"]["monitor"]
+    assert hist["best_epoch"] == int(np.argmin(monitor))   # the validation loss, not training
+    assert hist["best_val"] == pytest.approx(min(monitor))
+    # monitor = validation loss at beta_max
+    v = hist["val"]
+    assert monitor[0] == pytest.approx(v["total"][0] - v["kl"][0] + 0.01 * v["kl_raw"][0])
+
+    # round trip: identical outputs
+    loaded, norm2, meta = load_checkpoint(ckpt)
+    assert norm2.scale == norm.scale
+    assert meta["provenance"]["params"] == {"profile": "smoke"}
+    assert meta["history"]["epochs_run"] == hist["epochs_run"]
+    x = torch.from_numpy(norm.transform(Xv))
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    for u, w in zip(a, b):
+        assert torch.equal(u, w)
+
+    # a non-finite loss stops with a clear error and leaves the last good checkpoint alone
+    before = ckpt.read_bytes()
+    bad = X.copy()
+    bad[:] = np.nan
+    with pytest.raises(TrainingDivergedError, match="non-finite loss"):
+        train_vae(model, bad, None, Xv, None, epochs=2, batch_size=4, lr=1e-3,
+                  checkpoint_path=ckpt, progress=False)
+    assert ckpt.read_bytes() == before
+
+
+def test_same_seed_same_weights():
+    X = smooth_windows(8, seed=3)
+    Xv = smooth_windows(4, seed=4)
+    states = []
+    for _ in range(2):
+        model = small_model(seed=7, n_classes=2)
+        y = np.array([0, 1] * 4)
+        train_vae(model, X, y, Xv, np.array([0, 1, 0, 1]), epochs=2, batch_size=4, seed=5,
+                  progress=False)
+        states.append(model.state_dict())
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_save_checkpoint_atomic_and_bad_inputs(tmp_path):
+    model = small_model()
+    path = save_checkpoint(tmp_path / "sub" / "m.pt", model, None, {}, {"note": "x"})
+    _, norm, meta = load_checkpoint(path)
+    assert norm is None and meta["extra"] == {"note": "x"}
+    assert [p.name for p in path.parent.iterdir()] == ["m.pt"]   # no temporary file left
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+
+    X = smooth_windows(4)
+    with pytest.raises(ValueError, match="X_train: expected"):
+        train_vae(model, X[:, :50], None, X, None, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        train_vae(model, X, None, X, None, epochs=0, progress=False)
+    with pytest.raises(ValueError, match="y_train: VAE-C needs labels"):
+        train_vae(small_model(n_classes=2), X, None, X, None, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="y_val: unknown class label 3"):
+        train_vae(small_model(n_classes=2), X, np.zeros(4, int), X, np.array([0, 1, 3, 0]),
+                  epochs=1, progress=False)
+    with pytest.raises(ValueError, match="normalizer"):
+        train_vae(model, X, None, X, None, epochs=1, progress=False, normalizer=Normalizer())
+
+
+def test_training_throughput_runs():
+    cfg = VAEConfig(T=T, C=C, latent=8)
+    for variant in ("eager", "optimized"):
+        r = training_throughput(cfg, batch_size=4, n_batches=1, variant=variant)
+        assert r["windows_per_s"] > 0 and r["variant"] == variant
+    with pytest.raises(ValueError, match="variant"):
+        training_throughput(cfg, variant="fast")
