@@ -54,6 +54,7 @@ from . import metrics
 from .electrograms import BETA_MM, infinite_medium_lead_field
 from .forward import heart_surface, torso_lead_field, transfer_matrix
 from .geometry import AtrialGeometry, RecordingSites, TriMesh, biatrial_geometry, recording_sites
+from .params import ParameterError
 from .runs import load_json, progress, provenance, save_json, sha256_file
 from .simulate import SimulationResult, SimulationSpec, Simulator, conduction_velocity, draw_specs
 from .torso import Torso, make_torsos
@@ -222,8 +223,13 @@ def load_dataset(run_dir: str | Path, verify: bool = True) -> Dataset:
     mpath = path / "manifest.json"
     if not mpath.exists():
         raise DataError(f"{mpath} is missing: run notebooks/01_data.ipynb for this profile first")
-    manifest = load_json(mpath)
-    for name, info in manifest["files"].items():
+    try:
+        manifest = load_json(mpath)
+        files = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{mpath} is corrupt ({type(exc).__name__}): rerun "
+                        "notebooks/01_data.ipynb with rebuild=True") from exc
+    for name, info in files.items():
         f = path / name
         if not f.exists():
             raise DataError(f"{f} is missing; the data set is incomplete: rerun "
@@ -324,6 +330,11 @@ def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = 
     ss_sr, ss_af, ss_split, ss_torso = np.random.SeedSequence(p["seed"]).spawn(4)
     geom = biatrial_geometry(p["mesh_edge_mm"])
     sites = recording_sites(geom, p["n_rec"], p["electrode_offset_mm"])
+    per_region = np.bincount(geom.region[sites.vertex], minlength=len(LABELS))
+    if per_region.min() < 4:
+        raise ParameterError(f"parameter 'n_rec': got {p['n_rec']}; each atrium needs at least 4 "
+                             f"recording sites to span a closed heart surface (got "
+                             f"{per_region.tolist()} for RA, LA): increase n_rec")
     lead = infinite_medium_lead_field(sites.electrodes, geom.mesh.vertices)
 
     # torsos: source-based lead fields (compressed) and the Barr-type transfer matrices

@@ -115,7 +115,7 @@ SPECS: dict[str, Spec] = {
     "rebuild": Spec(False, bool, help="rebuild artifacts even if identical ones exist"),
     # --- 01_data: geometry ---------------------------------------------------------------------
     "mesh_edge_mm": Spec(2.0, float, 1.0, 8.0, help="target mean edge of the atrial mesh (mm)"),
-    "n_rec": Spec(256, int, 4, 4096, help="recording sites (paper: 2048)"),
+    "n_rec": Spec(256, int, 16, 4096, help="recording sites (paper: 2048)"),
     "electrode_offset_mm": Spec(1.5, float, 0.5, 5.0,
                                 help="electrode height above the tissue along the normal (mm)"),
     # --- 01_data: simulation -------------------------------------------------------------------
@@ -135,6 +135,31 @@ SPECS: dict[str, Spec] = {
     "test_fraction": Spec(0.2, float, 0.0, 0.9, help="fraction of simulations held out for test"),
     "val_fraction": Spec(0.15, float, 0.0, 0.9,
                          help="fraction of simulations held out for validation"),
+    # --- 02_vae_s / 03_vae_c: generators ---------------------------------------------------
+    "latent": Spec(64, int, 2, 1024, help="latent dimension (paper: 250)"),
+    "epochs": Spec(15, int, 1, 10_000, help="maximum training epochs"),
+    "batch_size": Spec(16, int, 1, 1024, help="training batch size"),
+    "lr": Spec(1e-3, float, 1e-6, 1.0, help="Adam learning rate (x0.95 per epoch)"),
+    "beta_max": Spec(1e-3, float, 0.0, 10.0, help="final KL weight after the linear warm-up"),
+    "warmup_epochs": Spec(5, int, 0, 10_000, help="epochs of linear beta warm-up"),
+    "patience": Spec(6, int, 1, 10_000, help="early stopping: epochs without validation gain"),
+    "n_generate": Spec(200, int, 1, 100_000, help="windows generated (paper: 200)"),
+    "n_keep": Spec(25, int, 1, 100_000, help="windows kept after filtering (paper: 25)"),
+    "gen_mode": Spec("prior", str, choices=("prior", "guided"),
+                     help="z from the prior, or from a Gaussian fitted to training encodings"),
+    "device": Spec("cpu", str, choices=("cpu", "cuda"), help="torch device for training"),
+    # --- 04_fidelity -----------------------------------------------------------------------
+    "n_eval": Spec(100, int, 2, 100_000,
+                   help="generated windows per generator and rhythm for the fidelity metrics"),
+    # --- 05_augment / 06_sweep -------------------------------------------------------------
+    "k": Spec(18, int, 0, 100_000, help="synthetic EGM windows added to the training set"),
+    "generator": Spec("vae_s", str, choices=("none", "vae_s", "vae_c"),
+                      help="where the synthetic windows come from ('none': k must be 0)"),
+    "out_dir": Spec("", str, help="folder of this run's result.json; '' means "
+                                  "<run_dir>/05_augment/<generator>_k<k>_s<seed>"),
+    "recon_epochs": Spec(40, int, 1, 10_000, help="maximum epochs of the reconstruction network"),
+    "recon_patience": Spec(8, int, 1, 10_000, help="early stopping patience (reconstruction)"),
+    "sweep_dir": Spec("", str, help="folder of the sweep's runs; '' means <run_dir>/sweep"),
 }
 
 #: Which parameters each notebook takes, in the order of its parameters cell.
@@ -143,6 +168,16 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
                 "electrode_offset_mm", "n_sr", "n_af", "dt_ms", "transient_s", "record_s",
                 "batch", "fs", "T", "hop_s", "n_torsos", "test_torsos", "torso_edge_mm",
                 "snr_db", "test_fraction", "val_fraction"),
+    "02_vae_s": ("profile", "run_dir", "seed", "latent", "epochs", "batch_size", "lr",
+                 "beta_max", "warmup_epochs", "patience", "n_generate", "n_keep", "gen_mode",
+                 "device"),
+    "03_vae_c": ("profile", "run_dir", "seed", "latent", "epochs", "batch_size", "lr",
+                 "beta_max", "warmup_epochs", "patience", "n_generate", "n_keep", "gen_mode",
+                 "device"),
+    "04_fidelity": ("profile", "run_dir", "seed", "n_eval", "gen_mode"),
+    "05_augment": ("profile", "run_dir", "seed", "k", "generator", "out_dir", "snr_db",
+                   "recon_epochs", "recon_patience", "batch_size", "lr", "device"),
+    "06_sweep": ("profile", "run_dir", "sweep_dir"),
 }
 
 
@@ -163,7 +198,21 @@ def _check_01(p: Mapping[str, Any]) -> None:
 
 
 #: Cross-parameter checks per notebook, run after each parameter passed its own check.
-CROSS_CHECKS: dict[str, list[Callable[[Mapping[str, Any]], None]]] = {"01_data": [_check_01]}
+def _check_generate(p: Mapping[str, Any]) -> None:
+    if p["n_keep"] > p["n_generate"]:
+        raise ParameterError(f"parameter 'n_keep': got {p['n_keep']}; allowed: at most "
+                             f"n_generate = {p['n_generate']}")
+
+
+def _check_augment(p: Mapping[str, Any]) -> None:
+    if p["generator"] == "none" and p["k"] != 0:
+        raise ParameterError(f"parameter 'k': got {p['k']} with generator 'none'; allowed: 0 "
+                             "(choose generator 'vae_s' or 'vae_c' to add synthetic windows)")
+
+
+CROSS_CHECKS: dict[str, list[Callable[[Mapping[str, Any]], None]]] = {
+    "01_data": [_check_01], "02_vae_s": [_check_generate], "03_vae_c": [_check_generate],
+    "05_augment": [_check_augment]}
 
 
 class Params(dict):

@@ -121,3 +121,64 @@ def torsos_figure(torsos, atria_vertices, atria_faces, max_torsos: int = 4):
         ax.set_axis_off()
         ax.set_title(t.name)
     return fig
+
+
+def loss_curves(history, parts=("total", "mse", "deriv_l1", "spec_hf", "spec_spurious", "kl",
+                                "corr")):
+    """Training (solid) and validation (dashed) curves of each loss part, one panel each."""
+    fig, axes = plt.subplots(1, len(parts), figsize=(2.1 * len(parts), 2.4))
+    for ax, part in zip(axes, parts):
+        ax.plot(history["train"][part], color="k", lw=1, label="train")
+        ax.plot(history["val"][part], color="k", lw=1, ls="--", label="validation")
+        ax.axvline(history["best_epoch"], color="0.7", lw=0.8)
+        ax.set(title=part, xlabel="epoch")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def window_gallery(windows, title="", n=6, labels=None, vlim=None):
+    """Windows (n, T, C) as time x site images (top row) and as overlaid traces of 8 sites."""
+    import numpy as np
+
+    n = min(n, len(windows))
+    fig, axes = plt.subplots(2, n, figsize=(2.0 * n, 4.2), squeeze=False)
+    lim = vlim or float(np.percentile(np.abs(windows[:n]), 99.5))
+    for i in range(n):
+        w = np.asarray(windows[i])
+        axes[0, i].imshow(w.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                          interpolation="nearest")
+        axes[0, i].set(xticks=[], yticks=[], title=labels[i] if labels is not None else "")
+        sites = np.linspace(0, w.shape[1] - 1, 8).round().astype(int)
+        axes[1, i].plot(w[:, sites], lw=0.6)
+        axes[1, i].set_xticks([])
+        if i:
+            axes[1, i].set_yticks([])
+    axes[0, 0].set_ylabel("site")
+    axes[1, 0].set_ylabel("mV")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def metric_vs_k(summary, reference=None, ylabel="correlation"):
+    """Mean over seeds with its 95% interval against k, one panel per rhythm, one line per
+    generator; ``reference`` {rhythm: value} draws a horizontal line (Tikhonov)."""
+    import numpy as np
+
+    rhythms = sorted({rh for gen in summary.values() for rh in gen})
+    fig, axes = plt.subplots(1, len(rhythms), figsize=(4.2 * len(rhythms), 3.2), squeeze=False)
+    for ax, rhythm in zip(axes[0], rhythms):
+        for gen, by_rhythm in summary.items():
+            rows = by_rhythm.get(rhythm, [])
+            k = np.array([r["k"] for r in rows])
+            m = np.array([r["mean"] for r in rows])
+            ax.plot(k, m, marker="o", ms=3, label=gen)
+            ax.fill_between(k, [r["lo"] for r in rows], [r["hi"] for r in rows], alpha=0.2)
+        if reference and rhythm in reference:
+            ax.axhline(reference[rhythm], color="0.5", ls="--", lw=1, label="Tikhonov")
+        ax.set(xlabel="k (synthetic windows added)", ylabel=ylabel, title=rhythm)
+        ax.legend()
+    fig.tight_layout()
+    return fig

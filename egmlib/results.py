@@ -1,0 +1,123 @@
+"""Aggregating the augmentation sweep (notebook 06_sweep).
+
+Every run of notebook 05_augment writes a ``result.json`` holding at least::
+
+    {"k": int, "seed": int, "generator": str,
+     "network":  {"SR": {"corr_mean": ..., "rmse_mean": ..., ...}, "AF": {...}},
+     "tikhonov": {"SR": {...}, "AF": {...}}}
+
+This module collects them, summarises each metric against k per generator and rhythm with a
+confidence interval over seeds (Student t, 95%), and compares every k with k = 0 seed by seed
+(Wilcoxon signed-rank test, :func:`scipy.stats.wilcoxon`; paired because a seed fixes the network's
+initialisation and the noise, so the pairs differ only by the synthetic windows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from .runs import load_json
+
+__all__ = ["PAPER", "collect", "format_tests", "paired_tests", "summarise", "verdict"]
+
+#: The paper's numbers (arXiv 2512.14537), measured on its own (closed) data.
+PAPER = {"corr_without": 0.160, "corr_with_vae_s": 0.214, "best_k": "14-18",
+         "plateau_k": "20-25"}
+
+
+def collect(folders: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Every ``result.json`` below the given folders (recursively), each once, sorted by
+    (generator, k, seed). Files without the keys above are skipped."""
+    seen, out = set(), []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("result.json")):
+            rp = path.resolve()
+            if rp in seen:
+                continue
+            seen.add(rp)
+            r = load_json(path)
+            if all(key in r for key in ("k", "seed", "generator", "network")):
+                r["path"] = str(path)
+                out.append(r)
+    return sorted(out, key=lambda r: (r["generator"], r["k"], r["seed"]))
+
+
+def _t_interval(x: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def summarise(results: list[Mapping[str, Any]], metric: str = "corr_mean",
+              source: str = "network") -> dict[str, dict[str, list[dict[str, float]]]]:
+    """Per generator and rhythm, one row per k: mean over seeds, 95% t interval, n seeds."""
+    out: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for gen in sorted({r["generator"] for r in results}):
+        rows = [r for r in results if r["generator"] == gen]
+        for rhythm in sorted({rh for r in rows for rh in r[source]}):
+            table = []
+            for k in sorted({r["k"] for r in rows}):
+                x = np.array([r[source][rhythm][metric] for r in rows
+                              if r["k"] == k and rhythm in r[source]], float)
+                lo, hi = _t_interval(x)
+                table.append({"k": k, "mean": float(x.mean()), "lo": lo, "hi": hi,
+                              "n": len(x)})
+            out.setdefault(gen, {})[rhythm] = table
+    return out
+
+
+def paired_tests(results: list[Mapping[str, Any]], metric: str = "corr_mean"
+                 ) -> list[dict[str, Any]]:
+    """For each generator, rhythm and k > 0: the mean paired difference to k = 0 over the seeds
+    both have, and the two-sided Wilcoxon signed-rank p-value (nan with fewer than 2 pairs or
+    all differences zero)."""
+    rows = []
+    for gen in sorted({r["generator"] for r in results}):
+        runs = [r for r in results if r["generator"] == gen]
+        base = {r["seed"]: r for r in runs if r["k"] == 0}
+        for k in sorted({r["k"] for r in runs if r["k"] > 0}):
+            cur = {r["seed"]: r for r in runs if r["k"] == k}
+            seeds = sorted(set(base) & set(cur))
+            for rhythm in sorted(base[seeds[0]]["network"]) if seeds else []:
+                d = np.array([cur[s]["network"][rhythm][metric] - base[s]["network"][rhythm][metric]
+                              for s in seeds])
+                p = (float(stats.wilcoxon(d).pvalue) if len(d) >= 2 and np.any(d != 0)
+                     else float("nan"))
+                rows.append({"generator": gen, "rhythm": rhythm, "k": k, "n_pairs": len(d),
+                             "mean_diff": float(d.mean()), "p_value": p})
+    return rows
+
+
+def format_tests(rows: list[Mapping[str, Any]]) -> str:
+    """The paired comparisons as a text table."""
+    lines = [f"{'generator':<10}{'rhythm':<7}{'k':>4}{'pairs':>7}{'mean diff':>11}{'p':>8}"]
+    for r in rows:
+        lines.append(f"{r['generator']:<10}{r['rhythm']:<7}{r['k']:>4}{r['n_pairs']:>7}"
+                     f"{r['mean_diff']:>+11.3f}{r['p_value']:>8.3f}")
+    return "\n".join(lines)
+
+
+def verdict(results_: list[Mapping[str, Any]], metric: str = "corr_mean",
+            alpha: float = 0.05) -> str:
+    """One honest sentence per generator and rhythm: the best k by mean, its paired gain over
+    k = 0 and whether it is significant at ``alpha`` (no correction for the many k tested)."""
+    tests = paired_tests(results_, metric)
+    lines = []
+    for gen in sorted({r["generator"] for r in tests}):
+        for rhythm in sorted({r["rhythm"] for r in tests if r["generator"] == gen}):
+            rows = [r for r in tests if r["generator"] == gen and r["rhythm"] == rhythm]
+            best = max(rows, key=lambda r: r["mean_diff"])
+            sig = best["p_value"] < alpha
+            lines.append(
+                f"{gen}, {rhythm}: best k = {best['k']} changes {metric} by "
+                f"{best['mean_diff']:+.3f} against k = 0 (Wilcoxon p = {best['p_value']:.3f}, "
+                f"{best['n_pairs']} seeds): "
+                + ("a significant gain." if sig and best["mean_diff"] > 0 else
+                   "no significant gain from augmentation."))
+    return "\n".join(lines) if lines else "no k > 0 runs with matching k = 0 runs"

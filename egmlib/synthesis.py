@@ -1,0 +1,196 @@
+"""Training the generators on the data set and storing their synthetic EGM sets.
+
+The glue between :mod:`egmlib.data` and :mod:`egmlib.models` / :mod:`egmlib.train` /
+:mod:`egmlib.generate` that notebooks 02_vae_s and 03_vae_c call, and that 04 and 05 read back.
+
+Artifacts, per generator ``kind`` (``vae_s`` or ``vae_c``) under ``<run_dir>/<kind>/``:
+
+``checkpoint.pt``           weights, configuration, normaliser, history, provenance
+``synthetic_<RHYTHM>.npz``  ``kept`` (M, T, C) float32 mV, the M best of N generated windows by
+                            their smallest RMSE to any training window of that rhythm (the
+                            paper's filter: 200 generated, 25 kept), ``scores`` of the kept,
+                            ``all_scores`` (N,), ``idx`` (indices of the kept among the N),
+                            ``generated`` (N, T, C)
+``result.json``             the notebook's numbers, read back by the tests
+
+VAE-S is trained on SR windows only; VAE-C on SR and AF with the rhythm label. Training windows
+come from the data set's train split; early stopping watches the validation split (other
+simulations), never the training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import metrics
+from .data import LABELS, Dataset
+from .generate import encode_means, generate, select_best
+from .models import ConvVAE, VAEConfig
+from .runs import MissingInputError, atomic_path, provenance, require
+from .train import Normalizer, load_checkpoint, seed_everything, train_vae
+
+__all__ = [
+    "GENERATORS",
+    "generator_dir",
+    "latent_separation",
+    "load_generator",
+    "load_synthetic",
+    "reconstruct",
+    "reconstruction_metrics",
+    "save_synthetic",
+    "synthesize",
+    "train_generator",
+    "training_windows",
+]
+
+#: generator kind -> (notebook that makes it, rhythms it generates)
+GENERATORS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "vae_s": ("02_vae_s", ("SR",)),
+    "vae_c": ("03_vae_c", ("SR", "AF")),
+}
+
+
+def _kind(kind: str) -> None:
+    if kind not in GENERATORS:
+        raise ValueError(f"generator: got {kind!r}; allowed: {', '.join(GENERATORS)}")
+
+
+def generator_dir(run_dir: str | Path, kind: str) -> Path:
+    """``<run_dir>/<kind>``, created."""
+    _kind(kind)
+    path = Path(run_dir) / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def training_windows(ds: Dataset, kind: str, part: str = "train"
+                     ) -> tuple[NDArray[np.float32], NDArray[np.int64] | None]:
+    """Windows (and labels for VAE-C; ``None`` for VAE-S) of a split part for a generator."""
+    _kind(kind)
+    if kind == "vae_s":
+        return np.asarray(ds.egm[ds.part(part, "SR")]), None
+    mask = ds.part(part)
+    return np.asarray(ds.egm[mask]), np.asarray(ds.label[mask], np.int64)
+
+
+def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str | Path,
+                    show_progress: bool = True) -> tuple[ConvVAE, Normalizer, dict[str, Any]]:
+    """Build and train VAE-S or VAE-C with parameters ``p`` (notebook 02/03); the best model is
+    checkpointed to ``<run_dir>/<kind>/checkpoint.pt``. Returns (model, normaliser, history)."""
+    x_tr, y_tr = training_windows(ds, kind, "train")
+    x_va, y_va = training_windows(ds, kind, "val")
+    if len(x_tr) == 0 or len(x_va) == 0:
+        raise ValueError(f"the data set has no {'SR ' if kind == 'vae_s' else ''}windows in its "
+                         "train or validation split; rebuild it with more simulations")
+    seed_everything(p["seed"])
+    n_classes = 0 if kind == "vae_s" else len(LABELS)
+    model = ConvVAE(VAEConfig(T=x_tr.shape[1], C=x_tr.shape[2], latent=p["latent"],
+                              n_classes=n_classes))
+    norm = Normalizer().fit(x_tr)
+    history = train_vae(model, x_tr, y_tr, x_va, y_va, epochs=p["epochs"],
+                        batch_size=p["batch_size"], lr=p["lr"], beta_max=p["beta_max"],
+                        warmup_epochs=p["warmup_epochs"], patience=p["patience"],
+                        device=p["device"], seed=p["seed"],
+                        checkpoint_path=generator_dir(run_dir, kind) / "checkpoint.pt",
+                        progress=show_progress, normalizer=norm,
+                        extra={"params": dict(p), "seed": p["seed"], "kind": kind})
+    return model, norm, history
+
+
+def load_generator(run_dir: str | Path, kind: str, device: str = "cpu"
+                   ) -> tuple[ConvVAE, Normalizer, dict[str, Any]]:
+    """The trained generator of ``kind``; a clear error names the notebook that trains it."""
+    _kind(kind)
+    path = require(Path(run_dir) / kind / "checkpoint.pt", GENERATORS[kind][0])
+    model, norm, meta = load_checkpoint(path, device=device)
+    return model, norm, meta
+
+
+def reconstruct(model: ConvVAE, norm: Normalizer, x: NDArray, y: NDArray | None = None
+                ) -> NDArray[np.float32]:
+    """Encode and decode windows (z = encoder mean), in data units."""
+    import torch
+
+    xt = torch.from_numpy(norm.transform(np.asarray(x, np.float32)).astype(np.float32))
+    yt = None if y is None else torch.as_tensor(np.asarray(y, np.int64))
+    model.eval()
+    with torch.no_grad():
+        mu, _ = model.encode(xt, yt)
+        out = model.decode(mu, yt)
+    return norm.inverse(out.cpu().numpy()).astype(np.float32)
+
+
+def synthesize(model: ConvVAE, norm: Normalizer, ds: Dataset, kind: str, rhythm: str,
+               n_generate: int, n_keep: int, seed: int, mode: str = "prior"
+               ) -> dict[str, NDArray]:
+    """Generate ``n_generate`` windows of ``rhythm`` and keep the ``n_keep`` nearest to the
+    training windows of that rhythm (smallest RMSE to any of them)."""
+    _kind(kind)
+    if rhythm not in GENERATORS[kind][1]:
+        raise ValueError(f"rhythm: {kind} generates {GENERATORS[kind][1]}; got {rhythm!r}")
+    if not 1 <= n_keep <= n_generate:
+        raise ValueError(f"n_keep: got {n_keep}; allowed: 1 <= n_keep <= n_generate = "
+                         f"{n_generate}")
+    label = None if kind == "vae_s" else LABELS.index(rhythm)
+    ref = np.asarray(ds.egm[ds.part("train", rhythm)])
+    kw: dict[str, Any] = {}
+    if mode == "guided":
+        x_tr, y_tr = training_windows(ds, kind, "train")
+        kw = {"train_latents": encode_means(model, norm, x_tr, y_tr), "train_labels": y_tr}
+    gen = generate(model, norm, n_generate, label=label, seed=seed, mode=mode, **kw)
+    kept, all_scores, idx = select_best(gen, ref, n_keep)
+    return {"kept": kept.astype(np.float32), "scores": all_scores[idx], "all_scores": all_scores,
+            "idx": idx, "generated": gen}
+
+
+def save_synthetic(run_dir: str | Path, kind: str, rhythm: str, synth: Mapping[str, NDArray],
+                   params: Mapping[str, Any]) -> Path:
+    """Write ``synthetic_<rhythm>.npz`` atomically (with the parameters as JSON text)."""
+    import json
+
+    path = generator_dir(run_dir, kind) / f"synthetic_{rhythm}.npz"
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **synth,
+                 provenance=np.array(json.dumps(provenance(params), default=str)))
+    return path
+
+
+def load_synthetic(run_dir: str | Path, kind: str, rhythm: str = "SR") -> dict[str, NDArray]:
+    """The kept synthetic set of a generator (``kept``, ``scores``, ``all_scores``, ...)."""
+    _kind(kind)
+    path = Path(run_dir) / kind / f"synthetic_{rhythm}.npz"
+    if not path.exists():
+        raise MissingInputError(f"{path} is missing: run notebooks/{GENERATORS[kind][0]}.ipynb "
+                                "for this profile first")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files if k != "provenance"}
+
+
+def reconstruction_metrics(model: ConvVAE, norm: Normalizer, ds: Dataset, kind: str,
+                           part: str = "test") -> dict[str, dict[str, float]]:
+    """Correlation, RMSE and LSD (mean and std over sites and windows) of the reconstructions of
+    ``part``'s windows, per rhythm the generator knows."""
+    out = {}
+    for rhythm in GENERATORS[kind][1]:
+        x = np.asarray(ds.egm[ds.part(part, rhythm)])
+        y = None if kind == "vae_s" else np.full(len(x), LABELS.index(rhythm))
+        out[rhythm] = metrics.compare(x, reconstruct(model, norm, x, y))
+    return out
+
+
+def latent_separation(model: ConvVAE, norm: Normalizer, ds: Dataset, part: str = "test"
+                      ) -> dict[str, Any]:
+    """Encoder means of ``part``'s windows with their labels, and how well the rhythms separate
+    in them: silhouette score and a cross-validated linear probe (folds: five, or fewer when a
+    class has fewer windows)."""
+    x, y = training_windows(ds, "vae_c", part)
+    mu = encode_means(model, norm, x, y if model.config.n_classes else None)
+    folds = int(min(5, np.bincount(y).min()))
+    return {"mu": mu, "labels": y, "silhouette": metrics.silhouette(mu, y),
+            "linear_probe": metrics.linear_probe_accuracy(mu, y, seed=0, cv=folds)
+            if folds >= 2 else float("nan")}

@@ -1,0 +1,46 @@
+"""Sweep aggregation: hand-made result files with known means, intervals and paired tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from egmlib import results
+from egmlib.runs import save_json
+
+
+def _write(folder, gen, k, seed, corr):
+    save_json(folder / f"{gen}_k{k}_s{seed}" / "result.json",
+              {"k": k, "seed": seed, "generator": gen,
+               "network": {"SR": {"corr_mean": corr, "rmse_mean": 1.0 - corr}},
+               "tikhonov": {"SR": {"corr_mean": 0.5}}})
+
+
+def test_summary_and_paired_tests(tmp_path):
+    base = [0.10, 0.12, 0.14, 0.16, 0.18]
+    gain = [0.05, 0.03, 0.04, 0.06, 0.02]
+    for s in range(5):
+        _write(tmp_path, "vae_s", 0, s, base[s])
+        _write(tmp_path, "vae_s", 4, s, base[s] + gain[s])
+    (tmp_path / "junk").mkdir()
+    save_json(tmp_path / "junk" / "result.json", {"other": 1})  # not a 05 result: skipped
+    res = results.collect([tmp_path, tmp_path])  # a folder given twice counts once
+    assert len(res) == 10
+    table = results.summarise(res)["vae_s"]["SR"]
+    assert [row["k"] for row in table] == [0, 4]
+    assert table[0]["mean"] == pytest.approx(0.14)
+    half = stats.t.ppf(0.975, 4) * np.std(base, ddof=1) / np.sqrt(5)
+    assert table[0]["hi"] - table[0]["mean"] == pytest.approx(half)
+    (row,) = results.paired_tests(res)
+    assert row["k"] == 4 and row["n_pairs"] == 5
+    assert row["mean_diff"] == pytest.approx(0.04)
+    # all five differences positive: the exact two-sided signed-rank p-value is 2 / 2^5
+    assert row["p_value"] == pytest.approx(2 / 32)
+    assert "vae_s" in results.format_tests([row])
+
+
+def test_single_seed_has_no_interval(tmp_path):
+    _write(tmp_path, "vae_c", 0, 0, 0.2)
+    table = results.summarise(results.collect([tmp_path]))["vae_c"]["SR"]
+    assert table[0]["n"] == 1 and np.isnan(table[0]["lo"])
