@@ -196,7 +196,7 @@ def single_cell_ap(tau_close: float, duration_ms: float, dt: float = 0.05,
     """(v, h) of an isolated Mitchell-Schaeffer cell excited at t = 0 to ``v0``, sampled every
     ``dt`` ms for ``duration_ms`` (rows: time)."""
     c = MS_FIXED
-    n = int(round(duration_ms / dt)) + 1
+    n = round(duration_ms / dt) + 1
     out = np.empty((n, 2))
     vv, hh = v0, 1.0
     a_open, a_close = math.exp(-dt / c["tau_open"]), math.exp(-dt / tau_close)
@@ -290,6 +290,193 @@ class SimulationResult:
 WAVEFRONT_WINDOW_MS = 10.0
 
 
+# ------------------------------------------------------------------------------------------
+# the time-stepping kernel of Simulator.run
+#
+# Profiling the first version (one allocating torch expression per term) on the 2-core machine,
+# 3,500 nodes x 32 simulations: each step ran about 30 full passes over (n, S) arrays (each
+# allocating its result) for about 27 us each, against 80-100 us for the sparse product; the
+# per-step activation bookkeeping (interpolated crossing time, t_last, t_first, count over the
+# whole array) was a third of them. The kernel below keeps the sparse product and does:
+#   * 5 in-place passes (addcmul) for v, with the gate stored as y = 1 - h:
+#     a = v - v*v;  a -= a*y;  a -= tau_in/tau_out;  v' = v + (dt/tau_in) v*a;  v' -= (dt D) Lv
+#     (v' = v + dt (h v^2 (1-v) / tau_in - v / tau_out - D Lv) with the constants folded);
+#   * 4 for the Rush-Larsen gate written as y' = y A + B:  m = v < v_gate;
+#     A = where(m, a_open, a_close);  B = where(m, 0, 1 - a_close);  y' = B + y*A;
+#   * 2 for the activations, only while recording: above' = v' >= 0.5 (kept for the next step,
+#     so v < 0.5 need not be recomputed) and up = above' > above, then one nonzero(); the
+#     crossing time is interpolated only at those few entries (numpy, float32, the same
+#     formula), and count / first / last activation are folded from the event lists at each
+#     check (every ``check_every_ms``) instead of every step;
+#   * pacing from a schedule computed once (no numpy work per step), the stimulus array rebuilt
+#     only when the set of stimulated columns changes;
+#   * every buffer preallocated (ping-pong v / v'), the sparse product written with ``out=``.
+# The reordered float32 arithmetic differs from the plain expression by rounding only (a few
+# ulp per step). ``torch.compile`` of the elementwise part was tried (torch 2.13, gcc,
+# inductor's vectorised C++): it compiled in 3-6 s but ran the fused step 3-4x slower than
+# these eager passes on this machine, so it is not used.
+# ------------------------------------------------------------------------------------------
+class _StepBuffers:
+    """State and preallocated work arrays of one batch, advanced in place (see above).
+
+    The gate is stored as its complement y = 1 - h: recovery (v < v_gate) is then the exact
+    multiplication y' = y a_open, as precise as the plain 1 - (1 - h) a_open. (Storing h and
+    updating h' = h a + b lost enough precision during recovery to make the second beat of a
+    paced run arrive 0.002-0.003 ms early after 100 ms of conduction, three times the
+    float32-vs-float64 difference of the plain expression.)
+    """
+
+    def __init__(self, v: torch.Tensor, y: torch.Tensor, dd: torch.Tensor,
+                 a_close: torch.Tensor, dt: float) -> None:
+        c = MS_FIXED
+        self.v, self.y, self.dd, self.a_close = v.contiguous(), y.contiguous(), dd, a_close
+        # y' = y a_close + (1 - a_close) above the gate voltage; b_close from the float32
+        # a_close so that the fixed point is exactly y = 1
+        self.b_close = 1.0 - a_close
+        self.v_new = torch.empty_like(self.v)
+        self.lv = torch.zeros_like(self.v)
+        self.tmp = torch.empty_like(self.v)
+        self.gate_a = torch.empty_like(self.v)
+        self.gate_b = torch.empty_like(self.v)
+        self.below_gate = torch.empty(self.v.shape, dtype=torch.bool, device=v.device)
+        self.above = torch.empty_like(self.below_gate)
+        self.above_new = torch.empty_like(self.below_gate)
+        self.up = torch.empty_like(self.below_gate)
+        self.g_scale = dt / c["tau_in"]
+        self.leak = (dt / c["tau_out"]) / self.g_scale  # tau_in / tau_out
+        self.v_gate = c["v_gate"]
+        self.a_open = torch.tensor(math.exp(-dt / c["tau_open"]), dtype=v.dtype, device=v.device)
+        self.zero = torch.zeros((), dtype=v.dtype, device=v.device)
+
+    def laplacian(self, lap: torch.Tensor) -> None:
+        """lv = (M^-1 K) v."""
+        torch.mm(lap, self.v, out=self.lv)
+
+    def advance(self, stim_dt: torch.Tensor | None) -> None:
+        """v_new from v (and lv), and the gate in place; v itself is not modified."""
+        v, a = self.v, self.tmp
+        torch.addcmul(v, v, v, value=-1.0, out=a)  # v (1 - v)
+        a.addcmul_(a, self.y, value=-1.0)  # h v (1 - v), h = 1 - y
+        a.sub_(self.leak)
+        # v' = v + (dt / tau_in) v (h v (1 - v) - tau_in / tau_out) - dt D Lv
+        torch.addcmul(v, v, a, value=self.g_scale, out=self.v_new)
+        self.v_new.addcmul_(self.dd, self.lv, value=-1.0)
+        if stim_dt is not None:
+            self.v_new.add_(stim_dt)
+        # Rush-Larsen: y' = y a_open below the gate voltage, y a_close + (1 - a_close) above
+        torch.lt(v, self.v_gate, out=self.below_gate)
+        torch.where(self.below_gate, self.a_open, self.a_close, out=self.gate_a)
+        torch.where(self.below_gate, self.zero, self.b_close, out=self.gate_b)
+        torch.addcmul(self.gate_b, self.y, self.gate_a, out=self.y)
+
+    def start_detection(self) -> None:
+        torch.ge(self.v, V_ACTIVATION, out=self.above)
+
+    def up_crossings(self) -> torch.Tensor:
+        """Flat indices of the entries with v < V_ACTIVATION <= v_new."""
+        torch.ge(self.v_new, V_ACTIVATION, out=self.above_new)
+        torch.gt(self.above_new, self.above, out=self.up)
+        self.above, self.above_new = self.above_new, self.above
+        return torch.nonzero(self.up.view(-1)).view(-1)
+
+    def swap(self) -> None:
+        self.v, self.v_new = self.v_new, self.v
+
+
+class _StimulusSchedule:
+    """Which columns are stimulated at each step, as one small integer per step (-1: none)."""
+
+    def __init__(self, cl_steps: NDArray[np.int64], stim_steps: int, n_steps: int) -> None:
+        paced = np.flatnonzero(cl_steps > 0)
+        self._patterns: list[NDArray[np.bool_]] = []
+        self._keys = [-1] * n_steps
+        if not len(paced) or n_steps == 0:
+            return
+        steps = np.arange(n_steps)[:, None]
+        on = np.zeros((n_steps, len(cl_steps)), bool)
+        on[:, paced] = steps % cl_steps[paced] < stim_steps
+        rows = np.flatnonzero(on.any(axis=1))
+        if not len(rows):
+            return
+        uniq, inverse = np.unique(on[rows], axis=0, return_inverse=True)
+        self._patterns = list(uniq)
+        keys = np.full(n_steps, -1, np.int64)
+        keys[rows] = inverse.ravel()
+        self._keys = keys.tolist()
+
+    def __getitem__(self, step: int) -> int:
+        return self._keys[step]
+
+    def columns(self, key: int) -> NDArray[np.bool_]:
+        return self._patterns[key]
+
+
+def _stimulus_schedule(cl_steps: NDArray[np.int64], stim_steps: int, n_steps: int
+                       ) -> _StimulusSchedule:
+    return _StimulusSchedule(cl_steps, stim_steps, n_steps)
+
+
+class _ActivationLog:
+    """Activation events (flat index node * S + column, crossing time) gathered per step and
+    folded into count / first / last activation time at checks and at the end."""
+
+    def __init__(self, n: int, s: int, transient_ms: float, dt: float, keep_all: bool) -> None:
+        self.s, self.transient_ms, self.dt = s, transient_ms, dt
+        self.t_last = np.full(n * s, -1e9, np.float32)
+        self.t_first = np.full(n * s, np.nan, np.float32)
+        self.count = np.zeros(n * s, np.int32)
+        self._idx: list[NDArray[np.int64]] = []
+        self._tc: list[NDArray[np.float32]] = []
+        self._all: list[tuple[NDArray[np.int64], NDArray[np.float32]]] | None = (
+            [] if keep_all else None)
+
+    def add(self, t: float, idx: torch.Tensor, v: torch.Tensor, v_new: torch.Tensor) -> None:
+        """Crossings at flat indices ``idx`` in the step starting at ``t``: linear
+        interpolation of the crossing time within the step (float32, as the dense formula
+        (t - transient) + dt (0.5 - v) / (v_new - v + 1e-12))."""
+        if idx.device.type == "cpu":
+            i = idx.numpy()
+            v0, v1 = v.numpy()[i], v_new.numpy()[i]
+        else:
+            i = idx.cpu().numpy()
+            v0, v1 = v[idx].cpu().numpy(), v_new[idx].cpu().numpy()
+        one = np.float32
+        frac = (one(V_ACTIVATION) - v0) / (v1 - v0 + one(1e-12))
+        tc = one(t - self.transient_ms) + one(self.dt) * frac
+        self._idx.append(i)
+        self._tc.append(tc)
+        if self._all is not None:
+            self._all.append((i, tc))
+
+    def fold(self) -> None:
+        if not self._idx:
+            return
+        idx, tc = np.concatenate(self._idx), np.concatenate(self._tc)
+        self._idx, self._tc = [], []
+        self.count += np.bincount(idx, minlength=len(self.count)).astype(np.int32)
+        self.t_last[idx] = tc  # repeated indices: the last (latest) assignment wins
+        uniq, first = np.unique(idx, return_index=True)
+        new = np.isnan(self.t_first[uniq])
+        self.t_first[uniq[new]] = tc[first[new]]
+
+    def events(self) -> list[NDArray[np.float64]]:
+        """Per column, the (node, time) of every activation in time order (nodes ascending
+        within a step)."""
+        if not self._all:
+            return [np.zeros((0, 2)) for _ in range(self.s)]
+        idx = np.concatenate([a[0] for a in self._all])
+        tc = np.concatenate([a[1] for a in self._all])
+        col = idx % self.s
+        order = np.argsort(col, kind="stable")
+        bounds = np.searchsorted(col[order], np.arange(self.s + 1))
+        out = []
+        for j in range(self.s):
+            sel = order[bounds[j]:bounds[j + 1]]
+            out.append(np.column_stack([idx[sel] // self.s, tc[sel]]) if len(sel)
+                       else np.zeros((0, 2)))
+        return out
+
+
 class Simulator:
     """Batched monodomain Mitchell-Schaeffer solver on one atrial geometry.
 
@@ -359,7 +546,7 @@ class Simulator:
             raise ValueError("simulations of one batch must share link_strength")
         k, mass = self.operators(link.pop())
         n_steps_tr = round(transient_ms / dt)
-        n_rec = int(round(duration_ms / record_dt_ms))
+        n_rec = round(duration_ms / record_dt_ms)
         n_steps = n_steps_tr + n_rec * rec_every
         dev, f32 = self.device, torch.float32
         s = len(specs)
@@ -373,7 +560,13 @@ class Simulator:
             d_nodes[:, j], tau_close[:, j] = node_fields(spec, self.geometry)
             if spec.rhythm == "AF":
                 v0[:, j], h0[:, j] = phase_field_state(spec, self.geometry, tau_close[:, j])
-        lam_dt = self.max_stable_dt(float(d_nodes.max()), specs[0].link_strength)
+        # the stability limit needs the largest eigenvalue of M^-1 K (eigsh, about 0.4 s on the
+        # default geometry): computed once per link strength and kept on the simulator
+        cache = self.__dict__.setdefault("_stable_dt_at_unit_d", {})
+        link_s = specs[0].link_strength
+        if link_s not in cache:
+            cache[link_s] = self.max_stable_dt(1.0, link_s)
+        lam_dt = cache[link_s] / float(d_nodes.max())
         if dt > 0.9 * lam_dt:
             raise ValueError(f"dt = {dt} ms is unstable for D_max = {d_nodes.max():.3g}; "
                              f"use dt <= {0.9 * lam_dt:.3g} ms")
@@ -386,19 +579,17 @@ class Simulator:
                 torch.from_numpy(lap.indptr), torch.from_numpy(lap.indices),
                 torch.from_numpy(lap.data.astype(np.float32)), size=(n, n), device=dev,
                 check_invariants=False)
-        d_t = torch.from_numpy(d_nodes).to(dev, f32)
         # sources q = -V_SCALE * (D/D_ref) * (K v) = -V_SCALE * D * M * (M^-1 K v), D_ref 1
-        src_scale = (-V_SCALE * d_nodes * mass[:, None])
-        src_t = torch.from_numpy(src_scale).to(dev, f32)
-        a_close = torch.from_numpy(np.exp(-dt / tau_close)).to(dev, f32)
-        c = MS_FIXED
-        a_open = math.exp(-dt / c["tau_open"])
-        inv_tin, inv_tout, vg = 1.0 / c["tau_in"], 1.0 / c["tau_out"], c["v_gate"]
-        v = torch.from_numpy(v0).to(dev, f32)
-        h = torch.from_numpy(h0).to(dev, f32)
+        src_t = torch.from_numpy(-V_SCALE * d_nodes * mass[:, None]).to(dev, f32)
+        buf = _StepBuffers(
+            v=torch.from_numpy(v0).to(dev, f32),
+            y=1.0 - torch.from_numpy(h0).to(dev, f32),
+            dd=torch.from_numpy(dt * d_nodes).to(dev, f32),
+            a_close=torch.from_numpy(np.exp(-dt / tau_close)).to(dev, f32), dt=dt)
 
-        # pacing: a (n, s) mask and each column's cycle length (in steps)
-        pace_mask = torch.zeros((n, s), dtype=f32, device=dev)
+        # pacing: dt * the stimulus of each column, and a per-step schedule of which columns
+        # are stimulated (computed once, so the loop does no numpy work per step)
+        pace_dt = np.zeros((n, s), dtype=np.float32)
         cl_steps = np.zeros(s, dtype=np.int64)
         for j, spec in enumerate(specs):
             if spec.rhythm == "SR":
@@ -407,10 +598,12 @@ class Simulator:
                 r_patch = max(np.linalg.norm(x[self.geometry.pacing] - x[
                     self.geometry.pacing[0]], axis=1).max(), 1e-9)
                 patch = np.flatnonzero(np.linalg.norm(x - x[centre], axis=1) <= r_patch)
-                pace_mask[patch, j] = STIM_AMPLITUDE
+                pace_dt[patch, j] = dt * STIM_AMPLITUDE
                 cl_steps[j] = round(spec.cycle_length_ms / dt)
-        stim_steps = round(STIM_DURATION / dt)
-        paced = np.flatnonzero(cl_steps > 0)
+        schedule = _stimulus_schedule(cl_steps, round(STIM_DURATION / dt), n_steps)
+        pace_t = torch.from_numpy(pace_dt).to(dev)
+        stim = torch.zeros((n, s), dtype=f32, device=dev)
+        stim_key = -1
 
         leads = dict(leads or {})
         lead_t = {name: torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)).to(dev)
@@ -420,83 +613,68 @@ class Simulator:
                 raise ValueError(f"lead {name!r} must have shape (n_out, {n}); got {m.shape}")
         traces = {name: torch.empty((n_rec, m.shape[0], s), dtype=f32, device=dev)
                   for name, m in lead_t.items()}
+        q = torch.empty((n, s), dtype=f32, device=dev)
 
         snap_steps = {n_steps_tr + round(t / dt): i for i, t in enumerate(snapshot_ms)}
         snaps = torch.zeros((len(snapshot_ms), n, s), dtype=f32)
         check_every = max(1, round(check_every_ms / dt))
         wavefronts: list[NDArray] = []
         alive = np.ones(s, bool)
-        t_last = torch.full((n, s), -1e9, dtype=f32, device=dev)
-        t_first = torch.full((n, s), float("nan"), dtype=f32, device=dev)
-        count = torch.zeros((n, s), dtype=torch.int32, device=dev)
-        events: list[list[NDArray]] = [[] for _ in range(s)]
-        stim = torch.zeros((n, s), dtype=f32, device=dev)
+        acts = _ActivationLog(n, s, transient_ms, dt, keep_all=log_activations)
         af_cols = np.array([sp.rhythm == "AF" for sp in specs])
 
         with torch.inference_mode():
             for step in progress(range(n_steps), desc="simulate", total=n_steps,
                                  disable=not show_progress, mininterval=1.0, leave=False):
                 t = step * dt
-                lv = torch.sparse.mm(lap_t, v)
+                if step in snap_steps:  # v at time t, before this step's update
+                    snaps[snap_steps[step]] = buf.v.cpu()
+                buf.laplacian(lap_t)
                 recording = step >= n_steps_tr
                 if recording and (step - n_steps_tr) % rec_every == 0:
-                    q = src_t * lv
+                    torch.mul(src_t, buf.lv, out=q)
                     r = (step - n_steps_tr) // rec_every
                     for name, m in lead_t.items():
-                        traces[name][r] = m @ q
-                dv = h * v * v * (1.0 - v) * inv_tin - v * inv_tout - d_t * lv
-                if len(paced):
-                    phase = step % np.maximum(cl_steps, 1)
-                    on = (cl_steps > 0) & (phase < stim_steps)
-                    if on.any():
-                        stim.zero_()
-                        stim[:, on] = pace_mask[:, on]
-                        dv += stim
-                h = torch.where(v < vg, 1.0 - (1.0 - h) * a_open, h * a_close)
-                v_new = v + dt * dv
-                up = (v < V_ACTIVATION) & (v_new >= V_ACTIVATION)
+                        torch.mm(m, q, out=traces[name][r])
+                key = schedule[step]
+                if key >= 0 and key != stim_key:
+                    stim.zero_()
+                    on = torch.from_numpy(schedule.columns(key)).to(dev)
+                    stim[:, on] = pace_t[:, on]
+                    stim_key = key
+                buf.advance(stim if key >= 0 else None)
                 if recording:
-                    # linear interpolation of the crossing time within the step
-                    frac = (V_ACTIVATION - v) / (v_new - v + 1e-12)
-                    t_cross = (t - transient_ms) + dt * frac
-                    t_last = torch.where(up, t_cross, t_last)
-                    t_first = torch.where(up & torch.isnan(t_first), t_cross, t_first)
-                    count += up.to(torch.int32)
-                    if log_activations and bool(up.any()):
-                        nodes, cols = torch.nonzero(up, as_tuple=True)
-                        tc = t_cross[nodes, cols].cpu().numpy()
-                        for col in np.unique(cols.cpu().numpy()):
-                            sel = (cols == int(col)).cpu().numpy()
-                            events[col].append(np.column_stack([nodes.cpu().numpy()[sel],
-                                                                tc[sel]]))
-                v = v_new
-                if step in snap_steps:
-                    snaps[snap_steps[step]] = v.cpu()
+                    if step == n_steps_tr:
+                        buf.start_detection()
+                    idx = buf.up_crossings()
+                    if idx.numel():
+                        acts.add(t, idx, buf.v.view(-1), buf.v_new.view(-1))
+                buf.swap()
+                v = buf.v
                 if recording and (step - n_steps_tr) % check_every == 0 and step > n_steps_tr:
                     vmax = v.amax(dim=0).cpu().numpy()
                     alive &= ~(af_cols & (vmax < V_DEAD))
-                    recent = ((t - transient_ms) - t_last < WAVEFRONT_WINDOW_MS).cpu().numpy()
-                    wavefronts.append(self._count_fronts(recent))
-                if step % 1000 == 0 and not bool(torch.isfinite(v).all()):
+                    acts.fold()
+                    recent = ((t - transient_ms) - acts.t_last < WAVEFRONT_WINDOW_MS)
+                    wavefronts.append(self._count_fronts(recent.reshape(n, s)))
+                if step % 1000 == 0 and not bool(torch.isfinite(buf.v).all()):
                     raise FloatingPointError(f"non-finite voltage at t = {t:.1f} ms")
 
+        acts.fold()
         out_traces = {name: tr.permute(2, 1, 0).cpu().numpy().copy()
                       for name, tr in traces.items()}
-        acts = None
-        if log_activations:
-            acts = [np.concatenate(e) if e else np.zeros((0, 2)) for e in events]
         return SimulationResult(
             specs=list(specs),
             t_ms=np.arange(n_rec) * record_dt_ms,
             traces=out_traces,
-            activation_count=count.T.cpu().numpy(),
-            first_activation_ms=t_first.T.cpu().numpy(),
+            activation_count=acts.count.reshape(n, s).T.copy(),
+            first_activation_ms=acts.t_first.reshape(n, s).T.copy(),
             snapshots=snaps.permute(2, 0, 1).numpy().copy(),
             snapshot_ms=np.asarray(snapshot_ms, float),
             wavefronts=(np.stack(wavefronts, axis=1).astype(np.int32) if wavefronts
                         else np.zeros((s, 0), np.int32)),
             alive=alive,
-            activations=acts,
+            activations=acts.events() if log_activations else None,
         )
 
     def _count_fronts(self, recent: NDArray[np.bool_]) -> NDArray[np.int64]:

@@ -340,29 +340,12 @@ def test_activation_log_agrees_with_counts_and_first_times(batched_vs_reference)
         assert (ev[:, 1] >= 0).all() and (ev[:, 1] <= REF_MS).all()
 
 
-@pytest.mark.xfail(strict=True, reason="Simulator.run stores the snapshot of snapshot_ms = t "
-                   "after the update of step t/dt, i.e. v(t + dt), one step late")
 def test_snapshots_are_the_voltages_at_their_times(batched_vs_reference):
     specs, res, refs = batched_vs_reference
     for j in range(len(specs)):
         for i, t in enumerate(res.snapshot_ms):
             want = refs[j]["v"][round(t / DT)]
             assert np.abs(res.snapshots[j, i] - want).max() < 5e-3
-
-
-def test_snapshots_match_reference_one_step_later(batched_vs_reference):
-    """What the snapshots hold today (see the xfail above): the engine agrees with the reference
-    to float32 accuracy once the one-step shift is accounted for."""
-    specs, res, refs = batched_vs_reference
-    assert res.snapshots.shape == (2, 3, refs[0]["v"].shape[1])
-    for j in range(len(specs)):
-        for i, t in enumerate(res.snapshot_ms):
-            near = [np.abs(res.snapshots[j, i] - refs[j]["v"][round(t / DT) + s]).max()
-                    for s in (0, 1)]
-            assert min(near) < 5e-3
-
-
-# --- seeds -----------------------------------------------------------------------------------
 
 
 def _short_run(geom, sites, seed):

@@ -1,0 +1,216 @@
+"""Speed benchmarks: every figure is reported with a baseline measured in the same run.
+
+``python -m benchmarks.run [--quick] [--only simulator,data,transfer,train]`` prints one table
+and writes ``runs/bench/bench.json``. Nothing asserts a wall time: the machines are shared, so
+only ratios measured side by side in one run are meaningful (each timing is the best of a few
+repeats). ``--quick`` keeps the fast subset (shorter simulations, the smoke data set, n_rec 256,
+the 400 x 256 VAE).
+
+Sections (each a function returning a list of rows):
+
+* ``simulator``: node-steps/s of :meth:`egmlib.simulate.Simulator.run` (torch float32, batch of
+  simulations as columns) at batch 1, 8 and 24 against :func:`egmlib.simulate.simulate_reference`
+  (scipy float64, one simulation at a time), default geometry (``biatrial_geometry(2.0)``),
+  dt 0.1 ms, a 256-site lead recorded every 20 steps. Simulator times include its setup
+  (operators, the stability check).
+* ``data``: :func:`egmlib.data.build_dataset` of the smoke profile and (full mode) the default
+  01_data parameters, into a temporary run folder with ``rebuild=True``.
+* ``transfer``: :func:`egmlib.forward.time_transfer_matrix` at n_rec 256 and (full) 2048.
+* ``train``: :func:`egmlib.train.training_throughput`, eager against optimised, 400 x 256 and
+  (full) 400 x 2048, when that function exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from egmlib import params as params_mod
+from egmlib.runs import package_versions, repo_root, save_json
+
+Row = dict[str, Any]
+
+
+def _best(fn: Callable[[], Any], repeats: int) -> float:
+    """Best wall time of ``repeats`` calls (seconds)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+# ------------------------------------------------------------------------------------------
+def bench_simulator(quick: bool) -> list[Row]:
+    from egmlib.electrograms import infinite_medium_lead_field
+    from egmlib.geometry import biatrial_geometry, recording_sites
+    from egmlib.simulate import Simulator, draw_specs, simulate_reference
+
+    geom = biatrial_geometry(2.0)
+    n = geom.n_vertices
+    sites = recording_sites(geom, 256)
+    lead = infinite_medium_lead_field(sites.electrodes, geom.mesh.vertices)
+    lead32 = lead.astype(np.float32)
+    dt, duration = 0.1, (200.0 if quick else 500.0)
+    repeats = 2 if quick else 3
+    n_steps = round(duration / dt)
+
+    spec = draw_specs("AF", 1, 0, geom)[0]
+    sim = Simulator(geom, dt=dt)
+    jobs: dict[int, Callable[[], Any]] = {
+        0: lambda: simulate_reference(geom, spec, duration, dt=dt, record_every=20, lead=lead)}
+    for batch in (1, 8, 24):
+        specs = (draw_specs("SR", batch // 2, 1, geom)
+                 + draw_specs("AF", batch - batch // 2, 2, geom, first_id=batch // 2))
+        jobs[batch] = (lambda specs=specs: sim.run(
+            specs, duration, leads={"egm": lead32}, record_dt_ms=2.0, show_progress=False))
+    # interleaved repeats (baseline and every batch once per round), best time of each: the
+    # machine is shared, so a slow stretch hits all of them rather than one
+    best = dict.fromkeys(jobs, float("inf"))
+    for _ in range(repeats):
+        for key, job in jobs.items():
+            best[key] = min(best[key], _best(job, 1))
+    ref_rate = n * n_steps / best[0]
+    rows: list[Row] = [{"section": "simulator", "item": "scipy float64, one at a time",
+                        "batch": 1, "seconds": best[0], "node_steps_per_s": ref_rate,
+                        "ratio": 1.0, "baseline": "scipy loop"}]
+    for batch in (1, 8, 24):
+        rate = n * batch * n_steps / best[batch]
+        rows.append({"section": "simulator", "item": "torch float32 Simulator.run",
+                     "batch": batch, "seconds": best[batch], "node_steps_per_s": rate,
+                     "ratio": rate / ref_rate, "baseline": "scipy loop"})
+    for r in rows:
+        r.update(n_nodes=n, n_steps=n_steps, dt_ms=dt, threads=torch.get_num_threads())
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+def bench_data(quick: bool) -> list[Row]:
+    from egmlib.data import build_dataset
+
+    profiles = [("smoke", params_mod.load_profile(repo_root() / "params" / "smoke.yaml"))]
+    if not quick:
+        profiles.append(("default", {}))
+    rows: list[Row] = []
+    base = None
+    for name, values in profiles:
+        p = params_mod.validate("01_data", values)
+        with tempfile.TemporaryDirectory(prefix=f"bench-data-{name}-") as tmp:
+            t0 = time.perf_counter()
+            ds = build_dataset(p, Path(tmp), rebuild=True, show_progress=False)
+            seconds = time.perf_counter() - t0
+            n_windows = len(ds.label)
+        base = base or seconds
+        rows.append({"section": "data", "item": f"build_dataset ({name})", "seconds": seconds,
+                     "n_windows": n_windows, "n_sims": int(p["n_sr"] + p["n_af"]),
+                     "ratio": seconds / base, "baseline": "smoke build"})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+def bench_transfer(quick: bool) -> list[Row]:
+    from egmlib import forward
+
+    if not hasattr(forward, "time_transfer_matrix"):
+        return [{"section": "transfer", "item": "time_transfer_matrix missing", "skipped": True}]
+    rows: list[Row] = []
+    base = None
+    for n_rec in (256,) if quick else (256, 2048):
+        r = forward.time_transfer_matrix(n_rec)
+        seconds = r["heart_surface_s"] + r["transfer_matrix_s"]
+        base = base or seconds
+        rows.append({"section": "transfer", "item": f"transfer matrix n_rec {n_rec}",
+                     "seconds": seconds, "ratio": seconds / base, "baseline": "n_rec 256",
+                     **{k: v for k, v in r.items() if k != "n_rec"}, "n_rec": n_rec})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+def bench_train(quick: bool) -> list[Row]:
+    from egmlib import train
+    from egmlib.models import VAEConfig
+
+    if not hasattr(train, "training_throughput"):
+        return [{"section": "train", "item": "training_throughput missing", "skipped": True}]
+    rows: list[Row] = []
+    for c in (256,) if quick else (256, 2048):
+        cfg = VAEConfig(T=400, C=c)
+        batch, n_batches = (32, 4) if c <= 256 else (8, 3)
+        res = {v: train.training_throughput(cfg, batch_size=batch, n_batches=n_batches,
+                                            variant=v)
+               for v in ("eager", "optimized")}
+        base = res["eager"]["windows_per_s"]
+        for v, r in res.items():
+            rows.append({"section": "train", "item": f"VAE 400 x {c} {v}",
+                         "windows_per_s": r["windows_per_s"], "seconds": r["seconds"],
+                         "ratio": r["windows_per_s"] / base, "baseline": "eager",
+                         "batch": batch, "n_batches": n_batches, "threads": r["threads"]})
+    return rows
+
+
+SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
+    "simulator": bench_simulator,
+    "data": bench_data,
+    "transfer": bench_transfer,
+    "train": bench_train,
+}
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}"
+    return "" if x is None else str(x)
+
+
+def print_table(rows: list[Row]) -> None:
+    cols = [("section", "section"), ("item", "item"), ("batch", "batch"),
+            ("seconds", "s"), ("node_steps_per_s", "node-steps/s"),
+            ("windows_per_s", "windows/s"), ("ratio", "ratio"), ("baseline", "vs")]
+    table = [[_fmt(r.get(k)) for k, _ in cols] for r in rows]
+    widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
+              for i, (_, h) in enumerate(cols)]
+    print("  ".join(h.ljust(w) for (_, h), w in zip(cols, widths)))
+    print("  ".join("-" * w for w in widths))
+    for t in table:
+        print("  ".join(x.ljust(w) for x, w in zip(t, widths)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="the fast subset only")
+    ap.add_argument("--only", default="", help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    ap.add_argument("--out", default="", help="JSON path (default runs/bench/bench.json)")
+    args = ap.parse_args(argv)
+    names = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
+    unknown = [s for s in names if s not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    rows: list[Row] = []
+    timings = {}
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        rows.extend(SECTIONS[name](args.quick))
+        timings[name] = time.perf_counter() - t0
+    print_table(rows)
+    out = Path(args.out) if args.out else repo_root() / "runs" / "bench" / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_json(out, {"quick": args.quick, "sections": names, "section_seconds": timings,
+                    "threads": torch.get_num_threads(), "versions": package_versions(),
+                    "rows": rows})
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
