@@ -101,7 +101,7 @@ def test_invalid_values_name_the_parameter(values, name):
 
 
 def test_messages_say_what_is_allowed():
-    with pytest.raises(ParameterError, match=r"int in \[4, 4096\]"):
+    with pytest.raises(ParameterError, match=r"int in \[16, 4096\]"):
         validate("01_data", {"n_rec": 2})
     with pytest.raises(ParameterError, match="one of 'smoke', 'default', 'paper'"):
         validate("01_data", {"profile": "huge"})

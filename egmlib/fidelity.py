@@ -1,0 +1,635 @@
+"""Fidelity of the generated electrograms (notebook 04_fidelity), next to reference generators.
+
+Every number comes from :mod:`egmlib.metrics`. The generated sets are measured against the
+held-out *test* windows of their rhythm (simulations that neither VAE saw), and so are three
+reference generators, so that a reader can tell what a number means:
+
+``ceiling``
+    Real windows of other simulations (the training windows of the rhythm, ``n_eval`` drawn
+    without replacement while there are enough), measured exactly like a generated set. This is
+    what a generator that reproduces the real distribution perfectly, without copying the test
+    simulations, would score. (It is "held-out real windows against real windows of other
+    simulations", with the roles arranged so that every row is compared against the *same*
+    test windows: same reference pool, same nearest-neighbour advantage, same DF target.)
+``noisy copies``
+    Random training windows plus white Gaussian noise at a given SNR (per window and site:
+    noise variance = mean square of that site's window / 10^(SNR/10)). At high SNR they score
+    like the ceiling; their distance from it shows what noise of that size costs in each metric.
+``phase-randomised``
+    Fourier surrogates (Theiler et al., Physica D 58:77-94, 1992; multichannel form of Prichard &
+    Theiler, PRL 73:951, 1994) of random training windows: ``rfft`` along time, the phase of every
+    bin from DC+1 to below Nyquist replaced by ``phase + phi_f`` with ``phi_f ~ U(0, 2 pi)``
+    drawn once per window and frequency and *shared by all sites*, then ``irfft``. The amplitude
+    spectrum of every site is kept exactly (DC and Nyquist bins are untouched: they must stay
+    real), and because all sites are rotated by the same phase the cross-spectra between sites,
+    hence their lags and coherence, are kept too; what is destroyed is the timing of the
+    waveform inside the window (sharp deflections become Gaussian-looking noise with the right
+    spectrum). A surrogate therefore scores well on spectral metrics and badly on morphology:
+    a generator that scores like it has learned spectra but not waveforms.
+    ``shared=False`` draws one phase per site and frequency instead (keeps only the per-site
+    spectra).
+
+Protocol (:func:`fidelity_table`)
+---------------------------------
+(a) Morphology. A generated window has no real counterpart, so each one is paired with its
+    nearest held-out test window of the same rhythm: the smallest RMSE over all samples and sites
+    (:func:`nearest_pairs`). Correlation, RMSE and LSD per site are then computed on the pairs
+    by :func:`egmlib.metrics.compare` (mean +- std over sites and windows), the paper's
+    definitions. Nearest pairing flatters every row alike (a generated window is compared with
+    the real window it resembles most), which is why the ceiling row is needed.
+(b) Reconstruction fidelity of held-out windows, :func:`egmlib.synthesis.reconstruction_metrics`
+    (z = encoder mean), for VAE-S and VAE-C, with the active units of each model's own encoder.
+(c) Distributions in a *common* feature space: the encoder means of the VAE-C encoder, given the
+    label of the set's rhythm, for every set (real, VAE-S, VAE-C, references). One feature
+    extractor for all rows keeps the numbers comparable (VAE-S's own latent space is another
+    space); VAE-C is the one encoder trained on both rhythms. It is a learned, imperfect
+    extractor, more so on small profiles. Frechet distance and MMD^2 (RBF, median heuristic)
+    against the held-out windows; diversity (mean pairwise distance) of the set beside that of
+    the real windows; coverage (Naeem et al. 2020, ``k = min(5, n_real - 1)``) of the held-out
+    windows by the set; active units (variance of a feature over the set > 0.01).
+(d) Spectra. Mean Welch PSD with 10-90 % bands over windows and sites; the mean absolute
+    difference of the mean PSDs in dB; dominant frequency per site with
+    :data:`DF_SETTINGS` (SR: autocorrelation in 0.5-3 Hz, since the plain PSD peaks on
+    harmonics of the pacing rate, see :mod:`egmlib.metrics`; AF: plain Welch argmax in 3-12 Hz)
+    at ``fs = ds.manifest["fs"]``; ``df_abs_diff_hz`` is the mean over sites of
+    ``|mean DF of the set at the site - mean DF of the test windows at the site|`` (sites keep
+    their own rates, AF DF varies over the atria).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import metrics, synthesis
+from .data import LABELS, Dataset
+from .generate import encode_means, generate
+
+__all__ = [
+    "DF_SETTINGS",
+    "NOISY_SNR_DB",
+    "PAPER",
+    "add_noise",
+    "ceiling",
+    "df_figure",
+    "evaluation_sets",
+    "examples_figure",
+    "fidelity_table",
+    "format_table",
+    "latent_figure",
+    "nearest_pairs",
+    "noisy_copies",
+    "phase_randomised",
+    "psd_figure",
+    "row",
+    "surrogate",
+]
+
+#: Dominant-frequency method and band (Hz) per rhythm.
+DF_SETTINGS: dict[str, tuple[str, tuple[float, float]]] = {
+    "SR": ("autocorr", (0.5, 3.0)),
+    "AF": ("plain", (3.0, 12.0)),
+}
+#: SNRs (dB) of the noisy-copy reference rows.
+NOISY_SNR_DB: tuple[float, ...] = (20.0, 5.0)
+#: The paper's VAE-S fidelity figures (in-silico EGMs of another simulator and geometry).
+PAPER: dict[str, float] = {"lsd_mean": 2.39, "corr_mean": 0.56}
+
+_MODELS = ("vae_s", "vae_c")
+_LABEL = {"vae_s": "VAE-S", "vae_c": "VAE-C", "ceiling": "ceiling (real, other sims)",
+          "phase_randomised": "phase-randomised"}
+_DF_BIN = {"SR": 0.05, "AF": 0.1}
+_CHUNK_BYTES = 1 << 26
+
+
+def _label(name: str) -> str:
+    if name.startswith("noisy_"):
+        return f"noisy copies {name[6:-2]} dB"
+    return _LABEL.get(name, name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+
+
+def _int(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name}: got {value!r}; allowed: an int >= {low}")
+    return int(value)
+
+
+def _rhythm(rhythm: str) -> str:
+    if rhythm not in LABELS:
+        raise ValueError(f"rhythm: got {rhythm!r}; allowed: {', '.join(LABELS)}")
+    return rhythm
+
+
+def _part(ds: Dataset, part: str, rhythm: str, at_least: int = 1) -> NDArray[np.float32]:
+    x = np.asarray(ds.egm[ds.part(part, _rhythm(rhythm))])
+    if len(x) < at_least:
+        raise ValueError(f"ds: the {part} split holds {len(x)} {rhythm} window(s), fewer than "
+                         f"{at_least}; rebuild the data set (notebook 01_data) with more "
+                         "simulations")
+    return x
+
+
+def _draw(n_avail: int, n: int, rng: np.random.Generator) -> NDArray[np.int64]:
+    """``n`` indices into ``n_avail`` items: without replacement while possible."""
+    return rng.choice(n_avail, size=n, replace=n > n_avail).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference generators
+# ----------------------------------------------------------------------------------------------
+
+
+def ceiling(ds: Dataset, rhythm: str, n: int | None = None, seed: int = 0
+            ) -> NDArray[np.float32]:
+    """Real windows of other simulations than the test ones: the training windows of
+    ``rhythm`` (all of them, or ``n`` drawn without replacement while there are enough)."""
+    x = _part(ds, "train", rhythm)
+    if n is None:
+        return x
+    idx = _draw(len(x), _int(n, "n", 1), np.random.default_rng(seed))
+    return x[idx]
+
+
+def add_noise(x: NDArray, snr_db: float, rng: np.random.Generator) -> NDArray[np.float64]:
+    """``x`` ``(..., T, C)`` plus white Gaussian noise at ``snr_db`` per window and site
+    (noise variance = mean over time of ``x^2`` / 10^(snr_db / 10)); float64."""
+    snr = float(snr_db)
+    if not math.isfinite(snr):
+        raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number of dB")
+    a = np.asarray(x, np.float64)
+    power = np.mean(a * a, axis=-2, keepdims=True)
+    sd = np.sqrt(power / 10.0 ** (snr / 10.0))
+    return a + sd * rng.standard_normal(a.shape)
+
+
+def noisy_copies(ds: Dataset, rhythm: str, n: int, snr_db: float, seed: int
+                 ) -> NDArray[np.float64]:
+    """``n`` random training windows of ``rhythm`` plus white noise at ``snr_db`` (see
+    :func:`add_noise`)."""
+    rng = np.random.default_rng(seed)
+    x = _part(ds, "train", rhythm)
+    idx = _draw(len(x), _int(n, "n", 1), rng)
+    return add_noise(x[idx], snr_db, rng)
+
+
+def surrogate(x: NDArray, rng: np.random.Generator, shared: bool = True) -> NDArray[np.float64]:
+    """Phase-randomised surrogates of windows ``x`` ``(n, T, C)`` (module docstring)."""
+    a = np.asarray(x, np.float64)
+    if a.ndim != 3:
+        raise ValueError(f"x: expected windows shaped (n, T, C); got {a.shape}")
+    T = a.shape[1]
+    spec = np.fft.rfft(a, axis=1)
+    n_f = spec.shape[1]
+    shape = (a.shape[0], n_f, 1) if shared else (a.shape[0], n_f, a.shape[2])
+    phi = rng.uniform(0.0, 2.0 * np.pi, shape)
+    phi[:, 0] = 0.0                       # DC stays real
+    if T % 2 == 0:
+        phi[:, -1] = 0.0                  # so does the Nyquist bin of an even length
+    return np.fft.irfft(spec * np.exp(1j * phi), n=T, axis=1)
+
+
+def phase_randomised(ds: Dataset, rhythm: str, n: int, seed: int, shared: bool = True
+                     ) -> NDArray[np.float64]:
+    """Phase-randomised surrogates of ``n`` random training windows of ``rhythm``: the same
+    amplitude spectrum per site, random phases shared by all sites (``shared=False``: one
+    phase per site)."""
+    rng = np.random.default_rng(seed)
+    x = _part(ds, "train", rhythm)
+    idx = _draw(len(x), _int(n, "n", 1), rng)
+    return surrogate(x[idx], rng, shared=shared)
+
+
+# ----------------------------------------------------------------------------------------------
+# The sets and their measurement
+# ----------------------------------------------------------------------------------------------
+
+
+def nearest_pairs(candidates: NDArray, reference: NDArray
+                  ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """For each candidate window ``(N, T, C)`` the index of the reference window ``(M, T, C)``
+    with the smallest RMSE over all samples and sites, and that RMSE."""
+    A = np.asarray(candidates)
+    B = np.asarray(reference)
+    if A.ndim != 3 or B.ndim != 3 or A.shape[1:] != B.shape[1:] or not len(A) or not len(B):
+        raise ValueError(f"candidates, reference: expected windows (N, T, C) and (M, T, C) with "
+                         f"N, M >= 1; got {A.shape} and {B.shape}")
+    d = A.shape[1] * A.shape[2]
+    rows = max(1, _CHUNK_BYTES // (8 * d))
+    best = np.full(len(A), np.inf)
+    arg = np.zeros(len(A), np.int64)
+    for sb in range(0, len(B), rows):
+        b = B[sb:sb + rows].reshape(-1, d).astype(np.float64)
+        b2 = np.einsum("ij,ij->i", b, b)
+        for sa in range(0, len(A), rows):
+            a = A[sa:sa + rows].reshape(-1, d).astype(np.float64)
+            d2 = np.einsum("ij,ij->i", a, a)[:, None] + b2[None, :] - 2.0 * (a @ b.T)
+            j = d2.argmin(axis=1)
+            v = d2[np.arange(len(a)), j]
+            better = v < best[sa:sa + rows]
+            best[sa:sa + rows][better] = v[better]
+            arg[sa:sa + rows][better] = sb + j[better]
+    return arg, np.sqrt(np.clip(best, 0.0, None) / d)
+
+
+def _load_models(run_dir: str | Path) -> dict[str, Any]:
+    return {k: synthesis.load_generator(run_dir, k)[:2] for k in _MODELS}
+
+
+def _generated(models: Mapping[str, Any], ds: Dataset, kind: str, rhythm: str, n: int,
+               seed: int, mode: str) -> NDArray[np.float32]:
+    model, norm = models[kind]
+    label = None if kind == "vae_s" else LABELS.index(rhythm)
+    kw: dict[str, Any] = {}
+    if mode == "guided":
+        x_tr, y_tr = synthesis.training_windows(ds, kind, "train")
+        kw = {"train_latents": encode_means(model, norm, x_tr, y_tr), "train_labels": y_tr}
+    return generate(model, norm, n, label=label, seed=seed, mode=mode, **kw)
+
+
+def _check(ds: Dataset, n_eval: Any, seed: Any, gen_mode: Any) -> tuple[int, int, str]:
+    if not isinstance(ds, Dataset) and not hasattr(ds, "part"):
+        raise ValueError(f"ds: expected a Dataset (egmlib.data.load_dataset); got {type(ds)}")
+    n = _int(n_eval, "n_eval", 2)
+    s = _int(seed, "seed", 0)
+    if gen_mode not in ("prior", "guided"):
+        raise ValueError(f"gen_mode: got {gen_mode!r}; allowed: 'prior' or 'guided'")
+    for rhythm in LABELS:
+        _part(ds, "test", rhythm, at_least=2)
+        _part(ds, "train", rhythm, at_least=2)
+    return n, s, gen_mode
+
+
+def evaluation_sets(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
+                    gen_mode: str = "prior", models: Mapping[str, Any] | None = None
+                    ) -> dict[str, dict[str, NDArray]]:
+    """``{rhythm: {set: windows (n_eval, T, C)}}``: the generated windows of VAE-S (SR) and
+    VAE-C (SR, AF) drawn with ``gen_mode``, and the reference sets. Missing generators raise
+    :class:`egmlib.runs.MissingInputError` naming the notebook that trains them."""
+    n, s, mode = _check(ds, n_eval, seed, gen_mode)
+    models = _load_models(run_dir) if models is None else models
+    out: dict[str, dict[str, NDArray]] = {}
+    for r_i, rhythm in enumerate(LABELS):
+        sets: dict[str, NDArray] = {}
+        for kind in _MODELS:
+            if rhythm in synthesis.GENERATORS[kind][1]:
+                sets[kind] = _generated(models, ds, kind, rhythm, n, s, mode)
+        base = s * 1000 + 10 * r_i
+        sets["ceiling"] = ceiling(ds, rhythm, n, base + 1)
+        for j, snr in enumerate(NOISY_SNR_DB):
+            sets[f"noisy_{snr:g}dB"] = noisy_copies(ds, rhythm, n, snr, base + 2 + j)
+        sets["phase_randomised"] = phase_randomised(ds, rhythm, n, base + 9)
+        out[rhythm] = sets
+    return out
+
+
+def _df(x: NDArray, fs: float, rhythm: str) -> NDArray[np.float64]:
+    method, band = DF_SETTINGS[rhythm]
+    return metrics.dominant_frequency(x, fs, band=band, method=method)
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _df_summary(df: NDArray) -> dict[str, float | None]:
+    ok = df[np.isfinite(df)]
+    if not ok.size:
+        return {"df_mean_hz": None, "df_median_hz": None, "df_std_hz": None}
+    return {"df_mean_hz": float(ok.mean()), "df_median_hz": float(np.median(ok)),
+            "df_std_hz": float(ok.std())}
+
+
+def _psd(x: NDArray, fs: float) -> tuple[NDArray, dict[str, list[float]]]:
+    f, p = metrics.welch_psd(x, fs)
+    flat = np.moveaxis(p, -2, 0).reshape(p.shape[-2], -1)      # (F, windows * sites)
+    return f, {"mean": flat.mean(axis=1).tolist(),
+               "p10": np.percentile(flat, 10, axis=1).tolist(),
+               "p90": np.percentile(flat, 90, axis=1).tolist()}
+
+
+def _db_diff(p: list[float], q: list[float]) -> float:
+    a, b = np.asarray(p), np.asarray(q)
+    floor = 1e-12 * max(a.max(), b.max(), 1e-300)
+    return float(np.mean(np.abs(10 * np.log10(np.maximum(a, floor) / np.maximum(b, floor)))))
+
+
+def row(windows: NDArray, real: NDArray, rhythm: str, fs: float,
+        feat: NDArray | None = None, real_feat: NDArray | None = None) -> dict[str, Any]:
+    """The measurements of one set against the held-out windows ``real`` of its rhythm:
+    ``morphology`` (nearest-pair :func:`egmlib.metrics.compare` plus the pairs' window RMSE),
+    ``distribution`` (when features are given) and ``spectral``."""
+    x = np.asarray(windows)
+    ref = np.asarray(real)
+    idx, pair_rmse = nearest_pairs(x, ref)
+    morph = metrics.compare(ref[idx], x)
+    morph["pair_rmse_window_mean"] = float(pair_rmse.mean())
+    morph["distinct_pairs"] = int(np.unique(idx).size)
+    out: dict[str, Any] = {"n": len(x), "morphology": morph}
+    if feat is not None and real_feat is not None:
+        k = min(5, len(real_feat) - 1)
+        out["distribution"] = {
+            "frechet": metrics.frechet_distance(real_feat, feat),
+            "mmd2": metrics.mmd2(real_feat, feat),
+            "diversity": metrics.diversity(feat),
+            "coverage": metrics.coverage(real_feat, feat, k=k),
+            "active_units": metrics.active_units(feat),
+        }
+    df, df_real = _df(x, fs, rhythm), _df(ref, fs, rhythm)
+    with warnings.catch_warnings():  # all-NaN sites give NaN ('Mean of empty slice'), handled
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_site = np.abs(np.nanmean(df.reshape(-1, df.shape[-1]), axis=0)
+                          - np.nanmean(df_real.reshape(-1, df_real.shape[-1]), axis=0))
+    spectral = _df_summary(df)
+    spectral["df_abs_diff_hz"] = (_finite(float(np.nanmean(per_site)))
+                                  if np.isfinite(per_site).any() else None)
+    out["spectral"] = spectral
+    out["_df"] = df
+    return out
+
+
+def _pca2(real_feats: NDArray) -> tuple[NDArray, NDArray]:
+    mean = real_feats.mean(axis=0)
+    _, _, vt = np.linalg.svd(real_feats - mean, full_matrices=False)
+    comp = np.zeros((2, real_feats.shape[1]))
+    comp[:min(2, len(vt))] = vt[:2]
+    return mean, comp
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return _finite(float(obj))
+    return obj
+
+
+def fidelity_table(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
+                   gen_mode: str = "prior",
+                   sets: Mapping[str, Mapping[str, NDArray]] | None = None) -> dict[str, Any]:
+    """The fidelity section: every row of (a) morphology, (c) distribution and (d) spectra, the
+    (b) reconstruction metrics, class separation, figure data (``curves``) and settings; a
+    JSON-ready dict (non-finite values become ``None``). ``sets`` (from
+    :func:`evaluation_sets` with the same arguments) avoids generating twice."""
+    n, s, mode = _check(ds, n_eval, seed, gen_mode)
+    models = _load_models(run_dir)
+    if sets is None:
+        sets = evaluation_sets(ds, run_dir, n, s, mode, models=models)
+    fs = float(ds.manifest["fs"])
+    model_c, norm_c = models["vae_c"]
+
+    def features(x: NDArray, rhythm: str) -> NDArray:
+        return encode_means(model_c, norm_c, np.asarray(x, np.float32),
+                            np.full(len(x), LABELS.index(rhythm)))
+
+    rows: list[dict[str, Any]] = []
+    real_stats: dict[str, Any] = {}
+    psd: dict[str, Any] = {}
+    df_hist: dict[str, Any] = {}
+    latent: dict[str, Any] = {}
+    feats: dict[tuple[str, str], NDArray] = {}
+    for rhythm in LABELS:
+        real = _part(ds, "test", rhythm, at_least=2)
+        rf = features(real, rhythm)
+        feats[("real", rhythm)] = rf
+        f, real_psd = _psd(real, fs)
+        df_real = _df(real, fs, rhythm)
+        real_stats[rhythm] = {"n": len(real), "diversity": metrics.diversity(rf),
+                              "active_units": metrics.active_units(rf), **_df_summary(df_real)}
+        psd[rhythm] = {"f": f.tolist(), "sets": {"real": real_psd}}
+        lo, hi = DF_SETTINGS[rhythm][1]
+        edges = np.arange(lo, hi + _DF_BIN[rhythm] / 2, _DF_BIN[rhythm])
+        df_hist[rhythm] = {"edges": edges.tolist(), "method": DF_SETTINGS[rhythm][0],
+                           "counts": {"real": np.histogram(df_real[np.isfinite(df_real)],
+                                                           edges)[0].tolist()}}
+        for name, x in sets[rhythm].items():
+            gf = features(x, rhythm)
+            feats[(name, rhythm)] = gf
+            r = row(x, real, rhythm, fs, gf, rf)
+            df = r.pop("_df")
+            _, set_psd = _psd(x, fs)
+            r["spectral"]["psd_db_diff"] = _db_diff(set_psd["mean"], real_psd["mean"])
+            psd[rhythm]["sets"][name] = set_psd
+            df_hist[rhythm]["counts"][name] = np.histogram(df[np.isfinite(df)], edges)[0].tolist()
+            rows.append({"set": name, "label": _label(name), "rhythm": rhythm,
+                         "kind": "model" if name in _MODELS else "reference", **r})
+    # the latent picture: PCA of the held-out windows' common features, every set projected
+    mean, comp = _pca2(np.concatenate([feats[("real", r)] for r in LABELS]))
+    for (name, rhythm), v in feats.items():
+        if name in ("real", *_MODELS):
+            latent.setdefault(name, {})[rhythm] = ((v - mean) @ comp.T).tolist()
+    # (b) reconstructions, with the active units of each model's own encoder on held-out windows
+    recon: dict[str, Any] = {}
+    for kind in _MODELS:
+        model, norm = models[kind]
+        x, y = synthesis.training_windows(ds, kind, "test")
+        mu = encode_means(model, norm, x, y if kind == "vae_c" else None)
+        recon[kind] = {**synthesis.reconstruction_metrics(model, norm, ds, kind),
+                       "active_units": metrics.active_units(mu), "latent": model.config.latent}
+    # class separation: real held-out windows (VAE-C's encoder) and VAE-C's generated windows
+    sep = synthesis.latent_separation(model_c, norm_c, ds)
+    gen_f = np.concatenate([feats[("vae_c", r)] for r in LABELS])
+    gen_y = np.repeat(np.arange(len(LABELS)), [len(feats[("vae_c", r)]) for r in LABELS])
+    separation = {
+        "real_test": {"silhouette": sep["silhouette"], "linear_probe": sep["linear_probe"]},
+        "vae_c_generated": {"silhouette": metrics.silhouette(gen_f, gen_y),
+                            "linear_probe": metrics.linear_probe_accuracy(
+                                gen_f, gen_y, seed=0, cv=min(5, n))},
+    }
+    table = {
+        "settings": {
+            "n_eval": n, "seed": s, "gen_mode": mode, "fs": fs,
+            "pairing": "each generated window with its nearest held-out test window of the same "
+                       "rhythm (smallest RMSE over samples and sites)",
+            "features": "VAE-C encoder means with the set's rhythm label, for every set",
+            "coverage_k": {r: min(5, real_stats[r]["n"] - 1) for r in LABELS},
+            "df": {r: {"method": m, "band_hz": list(b)} for r, (m, b) in DF_SETTINGS.items()},
+            "noisy_snr_db": list(NOISY_SNR_DB),
+            "surrogate": "rfft, uniform random phase per window and frequency shared by all "
+                         "sites (DC and Nyquist kept), irfft",
+        },
+        "real": real_stats,
+        "rows": rows,
+        "reconstruction": recon,
+        "separation": separation,
+        "paper": {"set": "vae_s", "rhythm": "SR", **PAPER},
+        "curves": {"psd": psd, "df_hist": df_hist, "latent": latent},
+    }
+    return _clean(table)
+
+
+# ----------------------------------------------------------------------------------------------
+# Printing
+# ----------------------------------------------------------------------------------------------
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(table: Mapping[str, Any]) -> str:
+    """The table in the paper's form (LSD, correlation) with RMSE, the distributional and DF
+    columns, the paper's VAE-S figures as a separate row, then reconstructions and separation."""
+    head = (f"{'rhythm':<6} {'set':<27} {'n':>4} {'corr':>13} {'LSD':>13} {'RMSE':>7} "
+            f"{'FD':>8} {'MMD2':>7} {'cover':>5} {'|dDF|Hz':>7} {'PSD dB':>6}")
+    lines = ["Generated windows vs held-out test windows (nearest-window pairs; mean +- std over "
+             "sites and windows)", head, "-" * len(head)]
+    for r in table["rows"]:
+        m, d, sp = r["morphology"], r.get("distribution", {}), r["spectral"]
+        lines.append(
+            f"{r['rhythm']:<6} {r['label']:<27} {r['n']:>4} "
+            f"{_fmt(m['corr_mean'])+' +- '+_fmt(m['corr_std']):>13} "
+            f"{_fmt(m['lsd_mean'])+' +- '+_fmt(m['lsd_std']):>13} {_fmt(m['rmse_mean'], '.3f'):>7} "
+            f"{_fmt(d.get('frechet'), '.3g'):>8} {_fmt(d.get('mmd2'), '.3f'):>7} "
+            f"{_fmt(d.get('coverage')):>5} {_fmt(sp['df_abs_diff_hz']):>7} "
+            f"{_fmt(sp['psd_db_diff'], '.1f'):>6}")
+    p = table["paper"]
+    lines.append(f"{p['rhythm']:<6} {'paper (different data)':<27} {'':>4} "
+                 f"{_fmt(p['corr_mean']):>13} {_fmt(p['lsd_mean']):>13}")
+    lines += ["", "Real held-out windows: " + "; ".join(
+        f"{rh} n={v['n']}, diversity {_fmt(v['diversity'], '.3g')}, active units "
+        f"{v['active_units']}, median DF {_fmt(v['df_median_hz'])} Hz"
+        for rh, v in table["real"].items())]
+    lines += ["", "Reconstruction of held-out windows (z = encoder mean)",
+              f"{'model':<6} {'rhythm':<6} {'corr':>13} {'LSD':>13} {'RMSE':>7}  active units"]
+    for kind, rec in table["reconstruction"].items():
+        for rh in LABELS:
+            if rh in rec:
+                v = rec[rh]
+                lines.append(f"{_label(kind):<6} {rh:<6} "
+                             f"{_fmt(v['corr_mean'])+' +- '+_fmt(v['corr_std']):>13} "
+                             f"{_fmt(v['lsd_mean'])+' +- '+_fmt(v['lsd_std']):>13} "
+                             f"{_fmt(v['rmse_mean'], '.3f'):>7}  "
+                             f"{rec['active_units']} of {rec['latent']}")
+    sep = table["separation"]
+    lines += ["", "Class separation (SR vs AF) in the VAE-C encoder space: " + "; ".join(
+        f"{name.replace('_', ' ')}: silhouette {_fmt(v['silhouette'])}, linear probe "
+        f"{_fmt(v['linear_probe'])}" for name, v in sep.items())]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures (data from the table; windows from evaluation_sets)
+# ----------------------------------------------------------------------------------------------
+
+_STYLE = {"real": ("k", "-"), "vae_s": ("#2ca02c", "-"), "vae_c": ("#9467bd", "-"),
+          "ceiling": ("0.5", ":"), "phase_randomised": ("#ff7f0e", "--")}
+
+
+def _style(name: str) -> tuple[str, str]:
+    return _STYLE.get(name, ("#8c564b", "-."))
+
+
+def psd_figure(table: Mapping[str, Any], names: tuple[str, ...] = ("real", "vae_s", "vae_c")):
+    """Mean Welch PSD (log scale) with the 10-90 % band over windows and sites, real held-out
+    windows against the generated sets, one panel per rhythm."""
+    import matplotlib.pyplot as plt
+
+    psd = table["curves"]["psd"]
+    fig, axes = plt.subplots(1, len(psd), figsize=(4.6 * len(psd), 3.2), squeeze=False)
+    for ax, (rhythm, c) in zip(axes[0], psd.items()):
+        f = np.asarray(c["f"])
+        for name in names:
+            if name not in c["sets"]:
+                continue
+            v = c["sets"][name]
+            color, ls = _style(name)
+            ax.semilogy(f[1:], np.asarray(v["mean"])[1:], color=color, ls=ls, lw=1.2,
+                        label=_label(name))
+            ax.fill_between(f[1:], np.asarray(v["p10"])[1:], np.asarray(v["p90"])[1:],
+                            color=color, alpha=0.15, lw=0)
+        ax.set(xlabel="frequency (Hz)", ylabel="PSD (mV$^2$/Hz)", title=rhythm)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def df_figure(table: Mapping[str, Any],
+              names: tuple[str, ...] = ("real", "vae_s", "vae_c", "ceiling", "phase_randomised")):
+    """Dominant-frequency distributions (per site and window, as densities), per rhythm."""
+    import matplotlib.pyplot as plt
+
+    hist = table["curves"]["df_hist"]
+    fig, axes = plt.subplots(1, len(hist), figsize=(4.6 * len(hist), 3.0), squeeze=False)
+    for ax, (rhythm, h) in zip(axes[0], hist.items()):
+        edges = np.asarray(h["edges"])
+        for name in names:
+            if name not in h["counts"]:
+                continue
+            cnt = np.asarray(h["counts"][name], float)
+            dens = cnt / max(cnt.sum(), 1.0) / np.diff(edges)
+            color, ls = _style(name)
+            ax.stairs(dens, edges, color=color, ls=ls, lw=1.2, label=_label(name))
+        band = table["settings"]["df"][rhythm]
+        ax.set(xlabel=f"DF (Hz; {band['method']}, {band['band_hz'][0]:g}-"
+                      f"{band['band_hz'][1]:g} Hz)", ylabel="density", title=rhythm)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def latent_figure(table: Mapping[str, Any]):
+    """Held-out windows (filled) and generated windows (open: VAE-C circles, VAE-S crosses) in
+    the first two principal components of the VAE-C encoder means of the held-out windows."""
+    import matplotlib.pyplot as plt
+
+    from .plots import RHYTHM_COLORS
+
+    lat = table["curves"]["latent"]
+    fig, ax = plt.subplots(figsize=(4.4, 3.8))
+    marks = {"real": dict(marker="o"), "vae_c": dict(marker="o", facecolors="none"),
+             "vae_s": dict(marker="x")}
+    for name, by_rhythm in lat.items():
+        for rhythm, pts in by_rhythm.items():
+            p = np.asarray(pts).reshape(-1, 2)
+            ax.scatter(p[:, 0], p[:, 1], s=14, color=RHYTHM_COLORS[rhythm], lw=0.8,
+                       label=f"{_label(name)} {rhythm}", **marks[name])
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="VAE-C encoder means")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def examples_figure(ds: Dataset, sets: Mapping[str, Mapping[str, NDArray]], n_sites: int = 3,
+                    fs: float | None = None):
+    """One generated window per model and rhythm (colour) over its nearest held-out window
+    (black) at ``n_sites`` sites spread over the site index."""
+    import matplotlib.pyplot as plt
+
+    fs = float(ds.manifest["fs"]) if fs is None else fs
+    panels = [(kind, rh) for rh in LABELS for kind in _MODELS if kind in sets.get(rh, {})]
+    fig, axes = plt.subplots(len(panels), n_sites, figsize=(3.0 * n_sites, 1.7 * len(panels)),
+                             squeeze=False, sharex=True)
+    for i, (kind, rhythm) in enumerate(panels):
+        real = _part(ds, "test", rhythm)
+        gen = np.asarray(sets[rhythm][kind][:1])
+        j, _ = nearest_pairs(gen, real)
+        t = np.arange(gen.shape[1]) / fs
+        sites = np.linspace(0, gen.shape[2] - 1, n_sites).round().astype(int)
+        for a, c in zip(axes[i], sites):
+            a.plot(t, real[j[0], :, c], color="k", lw=0.9, label="held-out (nearest)")
+            a.plot(t, gen[0, :, c], color=_style(kind)[0], lw=0.9, label=_label(kind))
+            a.set_title(f"{_label(kind)} {rhythm}, site {c}", fontsize=8)
+        axes[i, 0].set_ylabel("mV")
+        axes[i, 0].legend(fontsize=7)
+    for a in axes[-1]:
+        a.set_xlabel("time (s)")
+    fig.tight_layout()
+    return fig
