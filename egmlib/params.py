@@ -157,8 +157,8 @@ SPECS: dict[str, Spec] = {
                       help="where the synthetic windows come from ('none': k must be 0)"),
     "out_dir": Spec("", str, help="folder of this run's result.json; '' means "
                                   "<run_dir>/05_augment/<generator>_k<k>_s<seed>"),
-    "recon_epochs": Spec(40, int, 1, 10_000, help="maximum epochs of the reconstruction network"),
-    "recon_patience": Spec(8, int, 1, 10_000, help="early stopping patience (reconstruction)"),
+    "recon_epochs": Spec(30, int, 1, 10_000, help="maximum epochs of the reconstruction network"),
+    "recon_patience": Spec(5, int, 1, 10_000, help="early stopping patience (reconstruction)"),
     "sweep_dir": Spec("", str, help="folder of the sweep's runs; '' means <run_dir>/sweep"),
 }
 
@@ -176,7 +176,7 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
                  "device"),
     "04_fidelity": ("profile", "run_dir", "seed", "n_eval", "gen_mode"),
     "05_augment": ("profile", "run_dir", "seed", "k", "generator", "out_dir", "snr_db",
-                   "recon_epochs", "recon_patience", "batch_size", "lr", "device"),
+                   "recon_epochs", "recon_patience", "device"),
     "06_sweep": ("profile", "run_dir", "sweep_dir"),
 }
 

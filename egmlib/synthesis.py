@@ -37,6 +37,7 @@ from .train import Normalizer, load_checkpoint, seed_everything, train_vae
 __all__ = [
     "GENERATORS",
     "generator_dir",
+    "kept_for_augmentation",
     "latent_separation",
     "load_generator",
     "load_synthetic",
@@ -194,3 +195,18 @@ def latent_separation(model: ConvVAE, norm: Normalizer, ds: Dataset, part: str =
     return {"mu": mu, "labels": y, "silhouette": metrics.silhouette(mu, y),
             "linear_probe": metrics.linear_probe_accuracy(mu, y, seed=0, cv=folds)
             if folds >= 2 else float("nan")}
+
+
+def kept_for_augmentation(run_dir: str | Path, generator: str) -> NDArray[np.float32] | None:
+    """The kept synthetic windows that notebook 05 draws its k from, best first.
+
+    ``"none"``: ``None``. VAE-S: its kept SR windows. VAE-C: its kept SR and AF windows
+    alternately (SR first), so any k mixes the rhythms about evenly, as the real data do.
+    """
+    if generator == "none":
+        return None
+    _kind(generator)
+    sets = [load_synthetic(run_dir, generator, r)["kept"] for r in GENERATORS[generator][1]]
+    n = min(len(s) for s in sets)
+    inter = np.stack([s[:n] for s in sets], axis=1).reshape(-1, *sets[0].shape[1:])
+    return np.concatenate([inter] + [s[n:] for s in sets]).astype(np.float32)

@@ -94,3 +94,60 @@ def test_generator_notebooks_results(smoke_run: Path, kind: str) -> None:
                                   synthesis.load_synthetic(smoke_run, kind, rhythms[0])["kept"])
     if kind == "vae_c":
         assert 0.0 <= result["separation"]["linear_probe"] <= 1.0
+
+
+def test_04_fidelity_results(smoke_run: Path) -> None:
+    result = json.loads((smoke_run / "04_fidelity" / "result.json").read_text())
+    rows = {(r["set"], r["rhythm"]): r for r in result["rows"]}
+    # the three model rows of the paper's table and the reference rows are all there
+    for key in (("vae_s", "SR"), ("vae_c", "SR"), ("vae_c", "AF"), ("ceiling", "SR"),
+                ("ceiling", "AF")):
+        assert key in rows, key
+    p = params.validate("04_fidelity", params.load_profile(ROOT / "params" / "smoke.yaml"))
+    assert rows[("vae_s", "SR")]["n"] == p.n_eval
+    # real windows of other simulations are at least as close in spectrum as untrained VAEs
+    assert (rows[("ceiling", "SR")]["morphology"]["lsd_mean"]
+            < rows[("vae_s", "SR")]["morphology"]["lsd_mean"])
+    assert result["paper"]["lsd_mean"] == 2.39 and result["paper"]["corr_mean"] == 0.56
+    for name in ("04_psd", "04_df", "04_latent", "04_examples"):
+        assert (smoke_run / "figures" / f"{name}.png").exists(), name
+
+
+def test_05_augment_results(smoke_run: Path) -> None:
+    p = params.validate("05_augment", params.load_profile(ROOT / "params" / "smoke.yaml"))
+    path = smoke_run / "05_augment" / f"{p.generator}_k{p.k}_s{p.seed}" / "result.json"
+    r = json.loads(path.read_text())
+    ds = data.load_dataset(smoke_run)
+    n_train_torsos = int((ds.torso_split == 0).sum())
+    assert r["k"] == p.k and r["generator"] == p.generator
+    # k synthetic pairs per training torso, and every real training window on every torso
+    assert r["counts"]["n_synth"] == p.k * n_train_torsos
+    assert r["counts"]["n_real"] == int(ds.part("train").sum()) * n_train_torsos
+    for method in ("network", "tikhonov"):
+        for rhythm in data.LABELS:
+            m = r[method][rhythm]
+            assert -1 <= m["corr_mean"] <= 1 and m["rmse_mean"] > 0, (method, rhythm)
+
+
+def test_sweep_and_06(smoke_run: Path, tmp_path: Path) -> None:
+    """A two-by-two grid through the Dask path on local cores, then 06_sweep reads it."""
+    from egmlib.sweep import run_sweep
+
+    sweep_dir = smoke_run / "sweep"
+    grid = {"generator": ["vae_s"], "k": [0, 2], "seed": [0, 1]}
+    report = run_sweep(ROOT / "notebooks" / "05_augment.ipynb", grid, sweep_dir,
+                       base_parameters={"run_dir": str(smoke_run)},
+                       profile_file=ROOT / "params" / "smoke.yaml", workers=2, timeout=600)
+    assert report.ok and len(report.done) == 4
+    again = run_sweep(ROOT / "notebooks" / "05_augment.ipynb", grid, sweep_dir,
+                      base_parameters={"run_dir": str(smoke_run)},
+                      profile_file=ROOT / "params" / "smoke.yaml", workers=1, timeout=600)
+    assert len(again.skipped) == 4 and not again.done
+    execute_notebook(ROOT / "notebooks" / "06_sweep.ipynb", tmp_path / "06.ipynb",
+                     parameters={"profile": "smoke", "run_dir": str(smoke_run),
+                                 "sweep_dir": str(sweep_dir)}, timeout=300)
+    r = json.loads((smoke_run / "06_sweep" / "result.json").read_text())
+    assert r["n_runs"] == 4
+    (row,) = [t for t in r["paired_tests"] if t["rhythm"] == "SR"]
+    assert row["k"] == 2 and row["n_pairs"] == 2
+    assert (smoke_run / "figures" / "06_corr_vs_k.png").exists()

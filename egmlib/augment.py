@@ -1,0 +1,409 @@
+"""The augmentation experiment (notebooks 05_augment and 06_sweep; ``shared/DESIGN.md`` section 7).
+
+One run, for a number ``k`` of synthetic windows and a ``seed`` (:func:`run_augmentation`):
+
+1. Training pairs (:func:`build_training_set`). Real: every training window (split 0) with the
+   BSPM of every training torso (``torso_split == 0``), white noise at ``snr_db`` per window
+   (:func:`egmlib.data.noisy_bspm`). Validation: every validation window (split 1) with every
+   training torso, noise likewise. Synthetic: the first ``k`` windows of the kept synthetic set
+   (the kept set is sorted best score first, :func:`egmlib.generate.select_best`) with every
+   training torso (:func:`pair_synthetic`): ``k * n_train_torsos`` more training pairs.
+2. The dual-branch VAE (:mod:`egmlib.recon`) is trained on them, early stopping on validation.
+3. Evaluation (:func:`evaluate`) on the test simulations (split 2) with the test torsos (every
+   torso when none is held out): per rhythm, correlation, RMSE and LSD
+   (:func:`egmlib.metrics.compare`) and the DF error, and the same numbers for zero-order
+   Tikhonov (lambda at the L-curve corner per window) on exactly the same noisy BSPMs.
+
+Noise. Seeds are derived from ``(seed, purpose)`` through ``numpy.random.SeedSequence``, so the
+training, validation and synthetic noise of one seed are independent draws. The test noise uses
+``eval_seed`` (default :data:`EVAL_NOISE_SEED`, the same for every ``k`` and ``seed``), so all runs
+of a sweep -- and the Tikhonov baseline -- are scored on identical noisy test BSPMs, and a paired
+comparison with ``k = 0`` isolates the effect of the training set.
+
+Synthetic BSPMs go through the Barr-type transfer matrices (``ds.transfer``) while real BSPMs come
+from the source-based forward model (``ds.bspm``); the two formulations agree to a median
+correlation stored in the data manifest (``formulation_agreement``), as in the paper, where the
+synthetic EGMs also had only a transfer matrix to reach the torso.
+
+DF error: ``|DF(reconstruction) - DF(truth)|`` per site and window, with
+:func:`egmlib.metrics.dominant_frequency` ``method="autocorr"`` in ``SR_BAND`` (0.5-3 Hz) for SR
+and ``method="plain"`` in ``AF_BAND`` (3-12 Hz) for AF, at the windows' ``fs`` (DF of a window
+that is constant in time is NaN and left out of the mean).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from egmlib import metrics
+from egmlib.data import LABELS, Dataset, noisy_bspm, reference_rows
+from egmlib.forward import add_noise, lcurve_lambda, svd, tikhonov
+from egmlib.recon import DualBranchVAE, ReconConfig, predict, train_recon
+from egmlib.train import seed_everything
+
+__all__ = [
+    "EVAL_NOISE_SEED",
+    "GENERATORS",
+    "TrainingSet",
+    "build_training_set",
+    "check_augment_args",
+    "evaluate",
+    "examples",
+    "pair_synthetic",
+    "result_record",
+    "run_augmentation",
+    "test_torsos",
+    "train_torsos",
+]
+
+#: Names of the sources of synthetic windows ("none": no augmentation, k must be 0).
+GENERATORS = ("none", "vae_s", "vae_c")
+#: Seed of the noise on the test BSPMs (shared by every run, see the module docstring).
+EVAL_NOISE_SEED = 20_251_216
+#: DF method and band per rhythm (see the module docstring).
+DF_SETTINGS = {"SR": ("autocorr", metrics.SR_BAND), "AF": ("plain", metrics.AF_BAND)}
+
+_TRAIN, _VAL, _SYNTH = 0, 1, 2  # purposes of derived noise seeds
+
+
+def _derived_seed(seed: int, purpose: int) -> int:
+    return int(np.random.SeedSequence([int(seed), purpose]).generate_state(1)[0])
+
+
+def _int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name}: got {value!r}; allowed: an int >= {low}")
+    return int(value)
+
+
+def check_augment_args(k: int, generator: str, n_kept: int) -> None:
+    """Raise ValueError naming the parameter when ``generator`` is not one of
+    :data:`GENERATORS`, ``k`` is not an int in ``0..n_kept``, or ``generator == "none"`` with
+    ``k != 0``."""
+    if generator not in GENERATORS:
+        raise ValueError(f"generator: got {generator!r}; allowed: one of "
+                         f"{', '.join(repr(g) for g in GENERATORS)}")
+    n_kept = _int("n_kept", n_kept, 0)
+    _int("k", k, 0)
+    if generator == "none" and k != 0:
+        raise ValueError(f"k: got {k} with generator 'none'; allowed: 0 (no synthetic windows "
+                         "without a generator)")
+    if k > n_kept:
+        raise ValueError(f"k: got {k}; allowed: at most {n_kept}, the size of the kept "
+                         "synthetic set")
+
+
+def train_torsos(ds: Dataset) -> NDArray[np.int64]:
+    """Indices of the training torsos (``torso_split == 0``)."""
+    t = np.flatnonzero(np.asarray(ds.torso_split) == 0)
+    if len(t) == 0:
+        raise ValueError("ds: has no training torso (torso_split == 0)")
+    return t
+
+
+def test_torsos(ds: Dataset) -> NDArray[np.int64]:
+    """Indices of the held-out torsos (``torso_split == 2``), or every torso when none is."""
+    t = np.flatnonzero(np.asarray(ds.torso_split) == 2)
+    return t if len(t) else np.arange(len(ds.torso_split))
+
+
+# ------------------------------------------------------------------------------------------------
+# Pairs
+# ------------------------------------------------------------------------------------------------
+def pair_synthetic(egm_synth: ArrayLike, transfer: ArrayLike, snr_db: float | None,
+                   rng: np.random.Generator) -> NDArray[np.float64]:
+    """BSPMs ``(k, n_torsos, T, 64)`` of synthetic EGMs ``(k, T, n_rec)`` through every transfer
+    matrix ``(n_torsos, 64, n_rec)`` (already on the 64-electrode subset): ``EGM @ A.T``,
+    referenced to the mean over the 64 leads, white noise at ``snr_db`` per window and torso
+    (:func:`egmlib.forward.add_noise`; ``None``: no noise), re-referenced -- as the real pairs."""
+    e = np.asarray(egm_synth, np.float64)
+    a = np.asarray(transfer, np.float64)
+    if e.ndim != 3:
+        raise ValueError(f"egm_synth: expected (k, T, n_rec); got shape {e.shape}")
+    if a.ndim != 3 or a.shape[2] != e.shape[2]:
+        raise ValueError(f"transfer: expected (n_torsos, n_electrodes, n_rec={e.shape[2]}); got "
+                         f"shape {a.shape}")
+    if not (np.all(np.isfinite(e)) and np.all(np.isfinite(a))):
+        raise ValueError("egm_synth: synthetic windows or transfer matrices are not finite")
+    clean = reference_rows(np.einsum("ktc,nec->knte", e, a), axis=-1)
+    if snr_db is None or e.shape[0] == 0:
+        return clean
+    return reference_rows(add_noise(clean, snr_db, rng, axis=(-2, -1)), axis=-1)
+
+
+@dataclass
+class TrainingSet:
+    """Training and validation pairs of one run (float32, data units) and their bookkeeping.
+
+    ``is_synth`` marks the synthetic training pairs (they come last); ``train_windows`` /
+    ``val_windows`` are the data set's window indices used, ``torsos`` the training torsos.
+    """
+
+    bspm_train: NDArray[np.float32]
+    egm_train: NDArray[np.float32]
+    bspm_val: NDArray[np.float32]
+    egm_val: NDArray[np.float32]
+    is_synth: NDArray[np.bool_]
+    n_real: int
+    n_synth: int
+    n_val: int
+    train_windows: NDArray[np.int64]
+    val_windows: NDArray[np.int64]
+    torsos: NDArray[np.int64]
+
+    def counts(self) -> dict[str, int]:
+        return {"n_real": self.n_real, "n_synth": self.n_synth, "n_val": self.n_val,
+                "n_train_windows": len(self.train_windows), "n_torsos": len(self.torsos)}
+
+
+def _check_synth(synth_egm: ArrayLike | None, ds: Dataset) -> NDArray | None:
+    if synth_egm is None:
+        return None
+    s = np.asarray(synth_egm)
+    want = tuple(ds.egm.shape[1:])
+    if s.ndim != 3 or s.shape[1:] != want:
+        raise ValueError(f"synth_egm: expected (n_kept, T, n_rec) = (n, {want[0]}, {want[1]}); "
+                         f"got {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("synth_egm: contains NaN or infinite values")
+    return s
+
+
+def build_training_set(ds: Dataset, synth_egm: ArrayLike | None, k: int, snr_db: float,
+                       seed: int) -> TrainingSet:
+    """Real, validation and ``k`` synthetic pairs per training torso (module docstring)."""
+    synth = _check_synth(synth_egm, ds)
+    n_kept = 0 if synth is None else len(synth)
+    _int("k", k, 0)
+    if k > n_kept:
+        raise ValueError(f"k: got {k}; allowed: at most {n_kept}, the size of the kept "
+                         "synthetic set" + (" (synth_egm is None)" if synth is None else ""))
+    if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
+        raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number (dB)")
+    torsos = train_torsos(ds)
+    tr = np.flatnonzero(ds.part("train"))
+    va = np.flatnonzero(ds.part("val"))
+    if len(tr) == 0 or len(va) == 0:
+        raise ValueError(f"ds: needs training and validation windows; has {len(tr)} and "
+                         f"{len(va)}")
+    s_tr, s_va = _derived_seed(seed, _TRAIN), _derived_seed(seed, _VAL)
+    egm_tr = np.asarray(ds.egm[tr], np.float32)
+    egm_va = np.asarray(ds.egm[va], np.float32)
+    b_tr = [noisy_bspm(ds, tr, int(t), snr_db, s_tr).astype(np.float32) for t in torsos]
+    b_va = [noisy_bspm(ds, va, int(t), snr_db, s_va).astype(np.float32) for t in torsos]
+    e_tr = [egm_tr] * len(torsos)
+    n_real = len(tr) * len(torsos)
+    n_synth = k * len(torsos)
+    if k > 0:
+        rng = np.random.default_rng(_derived_seed(seed, _SYNTH))
+        sel = np.asarray(synth[:k], np.float64)
+        b_syn = pair_synthetic(sel, np.asarray(ds.transfer)[torsos], snr_db, rng)
+        b_tr.append(b_syn.reshape(-1, *b_syn.shape[2:]).astype(np.float32))
+        e_tr.append(np.repeat(sel.astype(np.float32), len(torsos), axis=0))
+    is_synth = np.zeros(n_real + n_synth, bool)
+    is_synth[n_real:] = True
+    return TrainingSet(bspm_train=np.concatenate(b_tr), egm_train=np.concatenate(e_tr),
+                       bspm_val=np.concatenate(b_va),
+                       egm_val=np.concatenate([egm_va] * len(torsos)),
+                       is_synth=is_synth, n_real=n_real, n_synth=n_synth,
+                       n_val=len(va) * len(torsos), train_windows=tr, val_windows=va,
+                       torsos=torsos)
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------------
+def _df_error(truth: NDArray, recon: NDArray, fs: float, rhythm: str) -> NDArray[np.float64]:
+    method, band = DF_SETTINGS[rhythm]
+    return np.abs(metrics.dominant_frequency(recon, fs, band, method=method)
+                  - metrics.dominant_frequency(truth, fs, band, method=method))
+
+
+def _scores(truth: NDArray, recon: NDArray, df_err: NDArray) -> dict[str, float]:
+    out: dict[str, Any] = metrics.compare(truth, recon)
+    finite = df_err[np.isfinite(df_err)]
+    out["df_err_mean"] = float(finite.mean()) if finite.size else float("nan")
+    out["df_err_std"] = float(finite.std()) if finite.size else float("nan")
+    out["df_err_median"] = float(np.median(finite)) if finite.size else float("nan")
+    out["n"] = len(truth)
+    return out
+
+
+def evaluate(model: DualBranchVAE | None, ds: Dataset, snr_db: float,
+             seed: int = EVAL_NOISE_SEED, tikhonov_baseline: bool = True,
+             part: str = "test") -> dict[str, Any]:
+    """Score the network (``model``; ``None`` skips it) and zero-order Tikhonov on ``part``.
+
+    Every window of ``part`` (default the test simulations) is reconstructed from the BSPM of
+    every test torso (:func:`test_torsos`) with noise at ``snr_db`` drawn from ``seed``
+    (:func:`egmlib.data.noisy_bspm`); both methods see the same noisy BSPMs. Tikhonov uses the
+    torso's transfer matrix with lambda at the L-curve corner per window.
+
+    Returns ``{"network": {...}, "tikhonov": {...}, "n_windows", "torsos", "noise_seed",
+    "snr_db"}`` where each method maps ``"SR"``, ``"AF"`` (rhythms present) and ``"all"`` to
+    ``corr_mean/std``, ``rmse_mean/std``, ``lsd_mean/std``, ``df_err_mean/std/median`` (Hz) and
+    ``n`` (reconstructed windows); Tikhonov adds ``lambda_median``.
+    """
+    if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
+        raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number (dB)")
+    idx = np.flatnonzero(ds.part(part))
+    if len(idx) == 0:
+        raise ValueError(f"part: {part!r} has no windows")
+    torsos = test_torsos(ds)
+    fs = float(ds.manifest["fs"])
+    truth = np.asarray(ds.egm[idx], np.float64)
+    labels = np.asarray(ds.label[idx])
+    rec_net, rec_tik, lams = [], [], []
+    for t in torsos:
+        b = noisy_bspm(ds, idx, int(t), snr_db, seed)
+        if model is not None:
+            rec_net.append(predict(model, b.astype(np.float32)).astype(np.float64))
+        if tikhonov_baseline:
+            dec = svd(ds.transfer[int(t)])
+            sol = np.empty_like(truth)
+            for j in range(len(idx)):
+                lam, _ = lcurve_lambda(dec, b[j].T)
+                sol[j] = tikhonov(dec, b[j].T, lam).T
+                lams.append(lam)
+            rec_tik.append(sol)
+    n_t = len(torsos)
+    truth_all = np.concatenate([truth] * n_t)
+    lab_all = np.concatenate([labels] * n_t)
+    out: dict[str, Any] = {"n_windows": len(idx), "torsos": [int(t) for t in torsos],
+                           "noise_seed": int(seed), "snr_db": float(snr_db)}
+    for name, recs in (("network", rec_net), ("tikhonov", rec_tik)):
+        if not recs:
+            continue
+        rec = np.concatenate(recs)
+        res: dict[str, Any] = {}
+        dfs = []
+        for j, rhythm in enumerate(LABELS):
+            sel = lab_all == j
+            if not sel.any():
+                continue
+            err = _df_error(truth_all[sel], rec[sel], fs, rhythm)
+            dfs.append(err.ravel())
+            res[rhythm] = _scores(truth_all[sel], rec[sel], err)
+        res["all"] = _scores(truth_all, rec, np.concatenate(dfs))
+        if name == "tikhonov":
+            res["lambda_median"] = float(np.median(lams))
+        out[name] = res
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# One run
+# ------------------------------------------------------------------------------------------------
+def _history_summary(h: dict[str, Any]) -> dict[str, Any]:
+    best = h["best_epoch"]
+    return {"epochs_run": h["epochs_run"], "best_epoch": best, "best_val": h["best_val"],
+            "stopped_early": h["stopped_early"], "train_s": h["seconds"],
+            "pairs_per_s": h["pairs_per_s"], "val_corr_best": h["val"]["corr"][best],
+            "train_total": h["train"]["total"], "val_total": h["val"]["total"],
+            "val_corr": h["val"]["corr"], "settings": {k: v for k, v in h["settings"].items()
+                                                       if k != "config"}}
+
+
+def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int,
+                     snr_db: float = 20.0, epochs: int = 30, batch_size: int = 32,
+                     lr: float = 2e-3, patience: int = 5, generator: str | None = None,
+                     config: dict[str, Any] | None = None, device: str = "cpu",
+                     progress: bool = False, eval_seed: int = EVAL_NOISE_SEED,
+                     tikhonov_baseline: bool = True, threads: int | None = None,
+                     return_model: bool = False) -> dict[str, Any]:
+    """The whole experiment for one ``(k, seed)``: pairs, training, evaluation.
+
+    ``synth_egm``: the kept synthetic windows ``(n_kept, T, n_rec)`` in mV, best first, or
+    ``None``. ``generator`` names their source (:data:`GENERATORS`); by default ``"none"`` when
+    ``synth_egm`` is ``None`` (then ``k`` must be 0), and it must be given otherwise. ``config``
+    overrides :class:`egmlib.recon.ReconConfig` fields (sizes come from the data). Everything is
+    validated before any pair is built or any weight trained. ``threads``: see
+    :func:`egmlib.recon.train_recon` (one thread is fastest on a busy 2-core machine).
+
+    Returns a JSON-ready dict: ``k``, ``seed``, ``generator``, ``snr_db``, ``counts``
+    (``n_real``, ``n_synth``, ``n_val``, ...), ``test`` (:func:`evaluate`: network and Tikhonov
+    metrics by rhythm), ``history`` (summary), ``config``, ``wall_s``; with ``return_model`` also
+    ``model`` (not JSON).
+    """
+    t0 = time.perf_counter()
+    synth = _check_synth(synth_egm, ds)
+    if generator is None:
+        if synth is not None:
+            raise ValueError("generator: name the source of synth_egm, one of 'vae_s', 'vae_c'")
+        generator = "none"
+    if generator != "none" and synth is None:
+        raise ValueError(f"synth_egm: generator {generator!r} needs the kept synthetic windows; "
+                         "got None")
+    check_augment_args(k, generator, 0 if synth is None else len(synth))
+    _int("seed", seed, 0)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                        ("patience", patience)):
+        _int(name, value, 1)
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr: got {lr!r}; allowed: a finite number > 0")
+    if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
+        raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number (dB)")
+    T, n_rec = ds.egm.shape[1:]
+    overrides = dict(config or {})
+    for key in ("T", "n_electrodes", "n_rec", "bspm_scale", "egm_scale"):
+        if key in overrides:
+            raise ValueError(f"config: {key!r} is set from the data; remove it")
+    cfg = ReconConfig(T=int(T), n_electrodes=int(ds.bspm.shape[-1]), n_rec=int(n_rec),
+                      **overrides)
+
+    tset = build_training_set(ds, synth if generator != "none" else None, k, snr_db, seed)
+    seed_everything(seed)
+    model = DualBranchVAE(cfg)
+    hist = train_recon(model, tset.bspm_train, tset.egm_train, tset.bspm_val, tset.egm_val,
+                       epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                       patience=patience, device=device, progress=progress, threads=threads)
+    test = evaluate(model, ds, snr_db, seed=eval_seed, tikhonov_baseline=tikhonov_baseline)
+    out: dict[str, Any] = {"k": int(k), "seed": int(seed), "generator": generator,
+                           "snr_db": float(snr_db), "counts": tset.counts(), "test": test,
+                           "history": _history_summary(hist), "config": cfg.to_dict(),
+                           "wall_s": time.perf_counter() - t0}
+    if return_model:
+        out["model"] = model
+    return out
+
+
+def examples(model: DualBranchVAE, ds: Dataset, snr_db: float, seed: int = EVAL_NOISE_SEED
+             ) -> dict[str, dict[str, Any]]:
+    """For the first test window of each rhythm on the first test torso: the true EGM, the
+    network's and the Tikhonov reconstruction (lambda at the L-curve corner), from the same noisy
+    BSPM that :func:`evaluate` uses."""
+    torso = int(test_torsos(ds)[0])
+    dec = svd(ds.transfer[torso])
+    out = {}
+    for rhythm in LABELS:
+        idx = np.flatnonzero(ds.part("test", rhythm))
+        if len(idx) == 0:
+            continue
+        b = noisy_bspm(ds, idx[:1], torso, snr_db, seed)
+        lam, _ = lcurve_lambda(dec, b[0].T)
+        out[rhythm] = {"window": int(idx[0]), "torso": torso,
+                       "truth": np.asarray(ds.egm[idx[0]], float),
+                       "network": predict(model, b.astype(np.float32))[0],
+                       "tikhonov": tikhonov(dec, b[0].T, lam).T}
+    return out
+
+
+def result_record(run: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON of one 05 run, in the form :mod:`egmlib.results` aggregates: ``k``, ``seed``,
+    ``generator``, per-rhythm ``network`` and ``tikhonov`` metrics at the top level, plus the
+    counts, history, configuration, wall time and the notebook's parameters."""
+    test = run["test"]
+    return {"k": run["k"], "seed": run["seed"], "generator": run["generator"],
+            "network": {r: v for r, v in test["network"].items() if isinstance(v, dict)},
+            "tikhonov": {r: v for r, v in test["tikhonov"].items() if isinstance(v, dict)},
+            "tikhonov_lambda_median": test["tikhonov"].get("lambda_median"),
+            "test": {k: v for k, v in test.items() if k not in ("network", "tikhonov")},
+            "counts": run["counts"], "history": run["history"], "config": run["config"],
+            "wall_s": run["wall_s"], "params": dict(params)}

@@ -1,0 +1,473 @@
+"""The reconstruction network of the augmentation experiment: a dual-branch VAE, BSPM -> EGM.
+
+The paper group's model (``shared/DESIGN.md`` section 7): one encoder reads a BSPM window
+``(T, 64)`` into a shared latent Gaussian (mean, log-variance); two decoders read the latent, one
+back to the BSPM ``(T, 64)``, one to the EGM ``(T, n_rec)``. Both branches are trained jointly, so
+the latent has to explain the torso signal (the BSPM branch, a regulariser) and the heart signal
+(the EGM branch, the task).
+
+Layers (a function of ``T``, ``n_electrodes`` and ``n_rec`` only; :class:`ReconConfig`):
+
+* encoder: the electrodes are the channels of 1-D temporal convolutions. ``len(channels)``
+  ``Conv1d`` layers (kernel ``kernel``, stride 2, ``padding = kernel // 2``, so each maps ``n`` to
+  ``ceil(n / 2)``) with GELU, then a dense layer from the flattened map to ``2 * latent_dim``
+  (mean and log-variance). ``T = 400`` and ``channels = (32, 32, 64)`` give a 64 x 50 map.
+* each decoder: a dense layer from the latent to the encoder's last map, ``len(channels)`` stages of
+  linear x2 up-sampling + ``Conv1d`` + GELU (widths mirrored), a crop to ``T`` samples and a
+  1 x 1 convolution to the output channels (64 electrodes or ``n_rec`` sites): a learned
+  spatial basis applied at every time step, which keeps the large EGM branch cheap.
+
+Loss (:func:`recon_loss`), on normalised signals, means over time, channels and windows::
+
+    total = w_egm * MSE(EGM) + w_bspm * MSE(BSPM) + beta * KL + w_corr * (1 - corr(EGM))
+
+with ``KL`` the Gaussian KL to N(0, I) summed over latent dimensions and averaged over windows,
+and ``corr`` the mean per-site Pearson correlation over time of the reconstructed EGM (the
+experiment's headline metric). Defaults: ``w_egm = 1`` (the task), ``w_bspm = 0.5`` (the
+auxiliary branch, half weight so it shapes but does not dominate the latent), ``beta = 1e-3``
+(a light KL: the latent must carry detail of a 400 x 256 window; with KL summed over 64
+dimensions it is ~1e-3 x 100 against MSEs of order 0.1-1), ``w_corr = 0.1`` (a mild push on the
+shape of the signal, which MSE alone under-weights at low amplitude sites).
+
+Normalisation: BSPM and EGM are each divided by one number, the standard deviation over all
+training values (:meth:`DualBranchVAE.fit_scales`, called by :func:`train_recon` when the model is
+not fitted yet), kept as buffers in the ``state_dict`` and mirrored in the config;
+:func:`predict` takes and returns data units (mV). The BSPM branch reconstructs its (noisy)
+input.
+
+Training (:func:`train_recon`): Adam, gradient norm clipped to 1, mini-batches shuffled by a
+numpy Generator of ``seed``, early stopping on the validation total loss (eval mode, z = mean),
+best weights restored. Deterministic for a seed on one machine (same thread count).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+from torch import nn
+from torch.nn import functional as F
+
+from egmlib import runs
+from egmlib.train import configure_threads, seed_everything
+
+__all__ = [
+    "LOSS_KEYS",
+    "DualBranchVAE",
+    "ReconConfig",
+    "load_recon",
+    "predict",
+    "recon_loss",
+    "save_recon",
+    "train_recon",
+]
+
+#: The parts of :func:`recon_loss`, recorded per epoch in the history.
+LOSS_KEYS = ("total", "egm", "bspm", "kl", "corr_loss", "corr")
+
+
+@dataclass
+class ReconConfig:
+    """Sizes, loss weights and (once fitted) normalisation scales of :class:`DualBranchVAE`."""
+
+    T: int = 400
+    n_electrodes: int = 64
+    n_rec: int = 256
+    latent_dim: int = 64
+    channels: tuple[int, ...] = (32, 32, 64)
+    kernel: int = 5
+    w_egm: float = 1.0
+    w_bspm: float = 0.5
+    beta: float = 1e-3
+    w_corr: float = 0.1
+    bspm_scale: float | None = None
+    egm_scale: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        for name in ("T", "n_electrodes", "n_rec", "latent_dim", "kernel"):
+            v = getattr(self, name)
+            if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name}: got {v!r}; allowed: an int >= 1")
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel: got {self.kernel}; allowed: an odd int")
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError(f"channels: got {self.channels!r}; allowed: a non-empty tuple of "
+                             "ints >= 1")
+        for name in ("w_egm", "w_bspm", "beta", "w_corr"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}: got {v!r}; allowed: a finite number >= 0")
+
+    @property
+    def latent_length(self) -> int:
+        """Time length of the encoder's last map: ``ceil`` halving per layer."""
+        n = self.T
+        for _ in self.channels:
+            n = (n + 1) // 2
+        return n
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReconConfig:
+        return cls(**{k: (tuple(v) if k == "channels" else v) for k, v in d.items()})
+
+
+class _Decoder(nn.Module):
+    def __init__(self, cfg: ReconConfig, out_channels: int) -> None:
+        super().__init__()
+        self.T = cfg.T
+        self.start = (cfg.channels[-1], cfg.latent_length)
+        self.fc = nn.Linear(cfg.latent_dim, cfg.channels[-1] * cfg.latent_length)
+        widths = [*reversed(cfg.channels), cfg.channels[0]]
+        self.convs = nn.ModuleList(
+            nn.Conv1d(widths[i], widths[i + 1], cfg.kernel, padding=cfg.kernel // 2)
+            for i in range(len(cfg.channels)))
+        self.head = nn.Conv1d(widths[-1], out_channels, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent ``(B, d)`` -> channels-first output ``(B, out, T)``."""
+        h = F.gelu(self.fc(z)).view(z.shape[0], *self.start)
+        for conv in self.convs:
+            h = F.interpolate(h, scale_factor=2.0, mode="linear", align_corners=False)
+            h = F.gelu(conv(h))
+        return self.head(h[..., :self.T])
+
+
+class DualBranchVAE(nn.Module):
+    """BSPM encoder -> shared latent -> BSPM decoder and EGM decoder (see the module docstring).
+
+    Tensors are normalised windows shaped ``(batch, T, channels)`` (or ``(batch, channels, T)``
+    with ``channels_first=True``, the layout training uses: elementwise work on the transposed
+    views was ~10x slower on the CPU); :func:`predict` works in data units.
+    """
+
+    def __init__(self, config: ReconConfig) -> None:
+        super().__init__()
+        self.config = config
+        cfg = config
+        layers: list[nn.Module] = []
+        c_in = cfg.n_electrodes
+        for c in cfg.channels:
+            layers += [nn.Conv1d(c_in, c, cfg.kernel, stride=2, padding=cfg.kernel // 2),
+                       nn.GELU()]
+            c_in = c
+        self.encoder = nn.Sequential(*layers)
+        self.to_latent = nn.Linear(cfg.channels[-1] * cfg.latent_length, 2 * cfg.latent_dim)
+        self.dec_bspm = _Decoder(cfg, cfg.n_electrodes)
+        self.dec_egm = _Decoder(cfg, cfg.n_rec)
+        self.register_buffer("bspm_scale", torch.tensor(cfg.bspm_scale or 0.0,
+                                                        dtype=torch.float64))
+        self.register_buffer("egm_scale", torch.tensor(cfg.egm_scale or 0.0,
+                                                       dtype=torch.float64))
+
+    # --- normalisation ---------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        return float(self.bspm_scale) > 0 and float(self.egm_scale) > 0
+
+    def fit_scales(self, bspm: ArrayLike, egm: ArrayLike) -> DualBranchVAE:
+        """Set the BSPM and EGM scales to the standard deviation of all training values."""
+        scales = []
+        for name, x in (("bspm", bspm), ("egm", egm)):
+            a = np.asarray(x, np.float64)
+            s = float(a.std())
+            if not (math.isfinite(s) and s > 0):
+                raise ValueError(f"{name}: training values have no spread (std {s}); cannot "
+                                 "normalise")
+            scales.append(s)
+        self.bspm_scale.fill_(scales[0])
+        self.egm_scale.fill_(scales[1])
+        self.config.bspm_scale, self.config.egm_scale = scales
+        return self
+
+    def _scales(self) -> tuple[float, float]:
+        if not self.fitted:
+            raise RuntimeError("DualBranchVAE: scales not fitted; call fit_scales or train_recon")
+        return float(self.bspm_scale), float(self.egm_scale)
+
+    # --- the network -----------------------------------------------------------------------
+    def encode(self, bspm: torch.Tensor, channels_first: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised BSPM ``(B, T, n_electrodes)`` -> latent mean and log-variance ``(B, d)``."""
+        h = self.encoder(bspm if channels_first else bspm.transpose(1, 2))
+        mu, logvar = self.to_latent(h.flatten(1)).chunk(2, dim=-1)
+        return mu, logvar.clamp(-20.0, 10.0)
+
+    def decode_egm(self, z: torch.Tensor, channels_first: bool = False) -> torch.Tensor:
+        """Latent ``(B, d)`` -> normalised EGM ``(B, T, n_rec)``."""
+        y = self.dec_egm(z)
+        return y if channels_first else y.transpose(1, 2)
+
+    def decode_bspm(self, z: torch.Tensor, channels_first: bool = False) -> torch.Tensor:
+        """Latent ``(B, d)`` -> normalised BSPM ``(B, T, n_electrodes)``."""
+        y = self.dec_bspm(z)
+        return y if channels_first else y.transpose(1, 2)
+
+    def forward(self, bspm: torch.Tensor, channels_first: bool = False
+                ) -> dict[str, torch.Tensor]:
+        """``egm``, ``bspm`` (reconstructions), ``mu``, ``logvar``, ``z``; z is sampled in
+        training mode and equals ``mu`` in eval mode."""
+        mu, logvar = self.encode(bspm, channels_first)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        return {"egm": self.decode_egm(z, channels_first),
+                "bspm": self.decode_bspm(z, channels_first), "mu": mu, "logvar": logvar, "z": z}
+
+
+def _pearson_sites(x: torch.Tensor, y: torch.Tensor, dim: int, eps: float = 1e-8
+                   ) -> torch.Tensor:
+    """Mean over windows and sites of the Pearson correlation over time (axis ``dim``).
+
+    From moments (``E[xy] - E[x] E[y]``), which makes fewer full-size temporaries than centring
+    first (elementwise work on the big EGM tensors is a large share of a CPU step); fine in
+    float32 for normalised windows."""
+    mx, my = x.mean(dim), y.mean(dim)
+    sxy = (x * y).mean(dim) - mx * my
+    sxx = (x * x).mean(dim) - mx * mx
+    syy = (y * y).mean(dim) - my * my
+    return (sxy / torch.sqrt(sxx.clamp_min(0) * syy.clamp_min(0) + eps)).mean()
+
+
+def recon_loss(out: Mapping[str, torch.Tensor], bspm: torch.Tensor, egm: torch.Tensor,
+               config: ReconConfig, channels_first: bool = False) -> dict[str, torch.Tensor]:
+    """The loss parts on normalised windows (module docstring): ``total``, ``egm`` and ``bspm``
+    (MSEs), ``kl`` (summed over latent dimensions, mean over windows), ``corr_loss``
+    (``1 - corr``) and ``corr`` (mean per-site EGM correlation, a monitor). ``out`` is
+    :meth:`DualBranchVAE.forward`'s output in the same layout as the targets."""
+    mse_egm = F.mse_loss(out["egm"], egm)
+    mse_bspm = F.mse_loss(out["bspm"], bspm)
+    mu, logvar = out["mu"], out["logvar"]
+    kl = (-0.5 * (1.0 + logvar - mu * mu - logvar.exp()).sum(-1)).mean()
+    corr = _pearson_sites(out["egm"], egm, dim=2 if channels_first else 1)
+    corr_loss = 1.0 - corr
+    total = (config.w_egm * mse_egm + config.w_bspm * mse_bspm + config.beta * kl
+             + config.w_corr * corr_loss)
+    return {"total": total, "egm": mse_egm, "bspm": mse_bspm, "kl": kl, "corr_loss": corr_loss,
+            "corr": corr.detach()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+def _check_pairs(name: str, bspm: ArrayLike, egm: ArrayLike, cfg: ReconConfig
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    b = np.asarray(bspm)
+    e = np.asarray(egm)
+    if b.ndim != 3 or b.shape[1:] != (cfg.T, cfg.n_electrodes):
+        raise ValueError(f"bspm_{name}: expected (n, T={cfg.T}, {cfg.n_electrodes}); got "
+                         f"{b.shape}")
+    if e.ndim != 3 or e.shape[1:] != (cfg.T, cfg.n_rec):
+        raise ValueError(f"egm_{name}: expected (n, T={cfg.T}, n_rec={cfg.n_rec}); got {e.shape}")
+    if b.shape[0] != e.shape[0] or b.shape[0] == 0:
+        raise ValueError(f"egm_{name}: {e.shape[0]} windows for {b.shape[0]} BSPM windows "
+                         "(need the same number, at least one)")
+    for what, a in (("bspm", b), ("egm", e)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{what}_{name}: contains NaN or infinite values")
+    return b, e
+
+
+def _to_tensor(x: np.ndarray, scale: float, device: torch.device,
+               channels_first: bool = False) -> torch.Tensor:
+    """Normalised float32 tensor, ``(n, T, C)`` or contiguous ``(n, C, T)``."""
+    y = np.asarray(x, np.float32) / np.float32(scale)
+    if channels_first:
+        y = y.transpose(0, 2, 1)
+    return torch.from_numpy(np.ascontiguousarray(y)).to(device)
+
+
+@torch.no_grad()
+def _evaluate(model: DualBranchVAE, b: torch.Tensor, e: torch.Tensor, batch_size: int
+              ) -> dict[str, float]:
+    model.eval()
+    sums = dict.fromkeys(LOSS_KEYS, 0.0)
+    n = b.shape[0]
+    for s in range(0, n, batch_size):
+        bb, eb = b[s:s + batch_size], e[s:s + batch_size]
+        parts = recon_loss(model(bb, True), bb, eb, model.config, channels_first=True)
+        for k in LOSS_KEYS:
+            sums[k] += float(parts[k]) * bb.shape[0]
+    return {k: v / n for k, v in sums.items()}
+
+
+def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLike,
+                bspm_val: ArrayLike, egm_val: ArrayLike, epochs: int = 30, batch_size: int = 32,
+                lr: float = 2e-3, seed: int = 0, patience: int = 5, device: str = "cpu",
+                progress: bool = True, clip_norm: float = 1.0, threads: int | None = None
+                ) -> dict[str, Any]:
+    """Train ``model`` in place on pairs (BSPM ``(n, T, 64)``, EGM ``(n, T, n_rec)``, data units)
+    and return its history (plain values).
+
+    Scales are fitted on the training pairs when the model has none. Adam(``lr``), gradient norm
+    clipped to ``clip_norm``, ``batch_size`` windows per step, shuffled by ``seed``; early
+    stopping after ``patience`` epochs without a lower validation ``total`` (eval mode); the best
+    weights are restored. Training and validation pairs must come from different simulations.
+    ``threads``: torch CPU threads (default :func:`egmlib.train.configure_threads`: the
+    ``EGMLIB_THREADS`` variable or every core). On a busy 2-core machine one thread was 3-4x
+    faster than two (4.5-5.5 s vs 13-20 s per epoch of 930 pairs of 400 x 64 -> 400 x 256), with
+    identical numbers; run seeds as parallel one-thread processes instead.
+
+    History: ``train`` / ``val`` map each of :data:`LOSS_KEYS` to per-epoch values; also
+    ``epoch_s``, ``best_epoch`` (0-based), ``best_val``, ``epochs_run``, ``stopped_early``,
+    ``seconds`` (the whole call), ``pairs_per_s`` (training steps only) and ``settings``.
+    """
+    t_start = time.perf_counter()
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
+                             ("patience", patience, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}: got {value!r}; allowed: an int >= {low}")
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr: got {lr!r}; allowed: a finite number > 0")
+    cfg = model.config
+    b_tr, e_tr = _check_pairs("train", bspm_train, egm_train, cfg)
+    b_va, e_va = _check_pairs("val", bspm_val, egm_val, cfg)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked but CUDA is not available")
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        configure_threads(threads)
+    if not model.fitted:
+        model.fit_scales(b_tr, e_tr)
+    sb, se = model._scales()
+
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    model.to(dev)
+    xb_tr, xe_tr = _to_tensor(b_tr, sb, dev, True), _to_tensor(e_tr, se, dev, True)
+    xb_va, xe_va = _to_tensor(b_va, sb, dev, True), _to_tensor(e_va, se, dev, True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+
+    history: dict[str, Any] = {
+        "train": {k: [] for k in LOSS_KEYS}, "val": {k: [] for k in LOSS_KEYS},
+        "epoch_s": [], "best_epoch": None, "best_val": None, "epochs_run": 0,
+        "stopped_early": False, "seconds": None, "pairs_per_s": None,
+        "settings": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                     "patience": patience, "clip_norm": clip_norm, "device": device,
+                     "threads": torch.get_num_threads(), "n_train": int(b_tr.shape[0]),
+                     "n_val": int(b_va.shape[0]), "config": cfg.to_dict()},
+    }
+    best_state = copy.deepcopy(model.state_dict())
+    best_val = math.inf
+    since_best = 0
+    n = b_tr.shape[0]
+    train_time = 0.0
+    bar = runs.progress(range(epochs), desc="train recon") if progress else range(epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.from_numpy(rng.permutation(n))
+        sums = dict.fromkeys(LOSS_KEYS, 0.0)
+        for s in range(0, n, batch_size):
+            idx = order[s:s + batch_size]
+            bb, eb = xb_tr[idx], xe_tr[idx]
+            parts = recon_loss(model(bb, True), bb, eb, cfg, channels_first=True)
+            loss = parts["total"]
+            if not torch.isfinite(loss):
+                model.load_state_dict(best_state)
+                raise RuntimeError(f"training diverged: non-finite loss at epoch {epoch}; the "
+                                   "model was reset to its best weights; try a lower lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+            opt.step()
+            for k in LOSS_KEYS:
+                sums[k] += float(parts[k].detach()) * len(idx)
+        train_time += time.perf_counter() - t0
+        val = _evaluate(model, xb_va, xe_va, max(batch_size, 64))
+        for k in LOSS_KEYS:
+            history["train"][k].append(sums[k] / n)
+            history["val"][k].append(val[k])
+        history["epoch_s"].append(time.perf_counter() - t0)
+        history["epochs_run"] = epoch + 1
+        if val["total"] < best_val:
+            best_val = val["total"]
+            best_state = copy.deepcopy(model.state_dict())
+            history["best_epoch"], history["best_val"] = epoch, best_val
+            since_best = 0
+        else:
+            since_best += 1
+        if progress and hasattr(bar, "set_postfix"):
+            bar.set_postfix(train=f"{sums['total'] / n:.3f}", val=f"{val['total']:.3f}",
+                            corr=f"{val['corr']:.2f}")
+        if since_best >= patience:
+            history["stopped_early"] = True
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    history["pairs_per_s"] = n * history["epochs_run"] / train_time if train_time else None
+    history["seconds"] = time.perf_counter() - t_start
+    return history
+
+
+@torch.no_grad()
+def predict(model: DualBranchVAE, bspm: ArrayLike, batch_size: int = 64) -> NDArray[np.float32]:
+    """EGM windows ``(n, T, n_rec)`` (mV) reconstructed from BSPM windows ``(n, T, 64)`` or one
+    ``(T, 64)`` window (mV), through the latent mean (eval mode)."""
+    cfg = model.config
+    b = np.asarray(bspm)
+    single = b.ndim == 2
+    if single:
+        b = b[None]
+    if b.ndim != 3 or b.shape[1:] != (cfg.T, cfg.n_electrodes):
+        raise ValueError(f"bspm: expected (n, T={cfg.T}, {cfg.n_electrodes}) or (T, "
+                         f"{cfg.n_electrodes}); got {np.shape(bspm)}")
+    sb, se = model._scales()
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for s in range(0, b.shape[0], batch_size):
+        x = _to_tensor(b[s:s + batch_size], sb, dev)
+        mu, _ = model.encode(x)
+        out.append(model.decode_egm(mu).cpu().numpy())
+    model.train(was_training)
+    y = (np.concatenate(out) * np.float32(se)).astype(np.float32)
+    return y[0] if single else y
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+def save_recon(path: str | Path, model: DualBranchVAE,
+               history: Mapping[str, Any] | None = None,
+               extra: Mapping[str, Any] | None = None) -> Path:
+    """Write config, weights (with the scales), history and ``extra`` atomically."""
+    extra = dict(extra or {})
+    payload = {
+        "format": "egmlib.recon/1",
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "history": dict(history or {}),
+        "extra": extra,
+        "provenance": runs.provenance(extra.get("params", {}), seed=extra.get("seed")),
+    }
+    with runs.atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_recon(path: str | Path, device: str = "cpu") -> tuple[DualBranchVAE, dict[str, Any]]:
+    """Rebuild :func:`save_recon`'s model (eval mode) and return it with the rest of the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no reconstruction checkpoint here")
+    payload = torch.load(path, map_location=device, weights_only=False)
+    if payload.get("format") != "egmlib.recon/1":
+        raise ValueError(f"{path}: not an egmlib.recon/1 checkpoint")
+    model = DualBranchVAE(ReconConfig.from_dict(payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return model, {k: v for k, v in payload.items() if k != "state_dict"}
