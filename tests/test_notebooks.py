@@ -151,3 +151,20 @@ def test_sweep_and_06(smoke_run: Path, tmp_path: Path) -> None:
     (row,) = [t for t in r["paired_tests"] if t["rhythm"] == "SR"]
     assert row["k"] == 2 and row["n_pairs"] == 2
     assert (smoke_run / "figures" / "06_corr_vs_k.png").exists()
+
+
+def test_nbval_smoke_notebooks_reproduce(smoke_run: Path) -> None:
+    """nbval re-executes the executed smoke notebooks (their injected parameters included) and
+    compares the cells marked NBVAL_CHECK_OUTPUT: same seed, same numbers."""
+    import subprocess
+    import sys
+
+    nbs = [smoke_run / "notebooks" / f"{n}.ipynb" for n in ("01_data", "02_vae_s")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
+         "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
+         "--rootdir", str(smoke_run), *map(str, nbs)],
+        cwd=smoke_run, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "EGMLIB_QUIET": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout

@@ -24,8 +24,7 @@ def _parameters_cell(path: Path) -> dict:
     assert len(cells) == 1, f"{path.name}: exactly one cell must be tagged 'parameters'"
     ns: dict = {}
     exec("".join(c if isinstance(c, str) else "" for c in cells[0]["source"]), ns)
-    ns.pop("__builtins__", None)
-    return ns
+    return {k: v for k, v in ns.items() if not k.startswith("__")}  # builtins, annotations
 
 
 def test_there_is_a_notebook_to_check():
