@@ -316,7 +316,7 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
                      lr: float = 2e-3, patience: int = 5, generator: str | None = None,
                      config: dict[str, Any] | None = None, device: str = "cpu",
                      progress: bool = False, eval_seed: int = EVAL_NOISE_SEED,
-                     tikhonov_baseline: bool = True, threads: int | None = None,
+                     tikhonov_baseline: bool = True, threads: int | None = 1,
                      return_model: bool = False) -> dict[str, Any]:
     """The whole experiment for one ``(k, seed)``: pairs, training, evaluation.
 

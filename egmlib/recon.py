@@ -306,7 +306,7 @@ def _evaluate(model: DualBranchVAE, b: torch.Tensor, e: torch.Tensor, batch_size
 def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLike,
                 bspm_val: ArrayLike, egm_val: ArrayLike, epochs: int = 30, batch_size: int = 32,
                 lr: float = 2e-3, seed: int = 0, patience: int = 5, device: str = "cpu",
-                progress: bool = True, clip_norm: float = 1.0, threads: int | None = None
+                progress: bool = True, clip_norm: float = 1.0, threads: int | None = 1
                 ) -> dict[str, Any]:
     """Train ``model`` in place on pairs (BSPM ``(n, T, 64)``, EGM ``(n, T, n_rec)``, data units)
     and return its history (plain values).
@@ -315,9 +315,10 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     clipped to ``clip_norm``, ``batch_size`` windows per step, shuffled by ``seed``; early
     stopping after ``patience`` epochs without a lower validation ``total`` (eval mode); the best
     weights are restored. Training and validation pairs must come from different simulations.
-    ``threads``: torch CPU threads (default :func:`egmlib.train.configure_threads`: the
-    ``EGMLIB_THREADS`` variable or every core). On a busy 2-core machine one thread was 3-4x
-    faster than two (4.5-5.5 s vs 13-20 s per epoch of 930 pairs of 400 x 64 -> 400 x 256), with
+    ``threads``: torch CPU threads, 1 by default (``None``: :func:`egmlib.train.configure_threads`,
+    the ``EGMLIB_THREADS`` variable or every core). This network's small 1-D convolutions run
+    faster on one thread: 210-240 training pairs/s on one thread against 30-80 on two, measured
+    on the 2-core machine with nothing else running (930 pairs of 400 x 64 -> 400 x 256), with
     identical numbers; run seeds as parallel one-thread processes instead.
 
     History: ``train`` / ``val`` map each of :data:`LOSS_KEYS` to per-epoch values; also
