@@ -465,7 +465,7 @@ def load_recon(path: str | Path, device: str = "cpu") -> tuple[DualBranchVAE, di
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no reconstruction checkpoint here")
-    payload = torch.load(path, map_location=device, weights_only=False)
+    payload = torch.load(path, map_location=device, weights_only=True)  # no pickled code
     if payload.get("format") != "egmlib.recon/1":
         raise ValueError(f"{path}: not an egmlib.recon/1 checkpoint")
     model = DualBranchVAE(ReconConfig.from_dict(payload["config"]))
