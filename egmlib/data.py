@@ -83,8 +83,9 @@ FORMAT = "egmlib-dataset-2"
 RECORD_FS = 500.0
 SPLIT_NAMES = ("train", "val", "test")
 #: the parameters that determine the data set (a change means a rebuild)
+#: (``batch`` is among them: simulation parameters are drawn batch by batch from the seed)
 DATA_KEYS = ("seed", "mesh_edge_mm", "n_rec", "electrode_offset_mm", "n_sr", "n_af", "dt_ms",
-             "transient_s", "record_s", "fs", "T", "hop_s", "n_torsos", "test_torsos",
+             "transient_s", "record_s", "batch", "fs", "T", "hop_s", "n_torsos", "test_torsos",
              "torso_edge_mm", "test_fraction", "val_fraction")
 #: singular values of the stacked torso lead fields kept, relative to the largest
 LEAD_RANK_TOL = 1e-7
