@@ -446,18 +446,12 @@ def save_recon(path: str | Path, model: DualBranchVAE,
                history: Mapping[str, Any] | None = None,
                extra: Mapping[str, Any] | None = None) -> Path:
     """Write config, weights (with the scales), history and ``extra`` atomically."""
-    extra = dict(extra or {})
-    payload = {
+    return runs.save_torch_checkpoint(path, {
         "format": "egmlib.recon/1",
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "history": dict(history or {}),
-        "extra": extra,
-        "provenance": runs.provenance(extra.get("params", {}), seed=extra.get("seed")),
-    }
-    with runs.atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    }, extra)
 
 
 def load_recon(path: str | Path, device: str = "cpu") -> tuple[DualBranchVAE, dict[str, Any]]:

@@ -204,3 +204,18 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None,
 
     disable = bool(kwargs.pop("disable", False)) or quiet()
     return tqdm(iterable, desc=desc, total=total, disable=disable, **kwargs)
+
+
+def save_torch_checkpoint(path: str | Path, payload: dict[str, Any],
+                          extra: Mapping[str, Any] | None = None) -> Path:
+    """Write a torch checkpoint atomically: ``payload`` plus ``extra`` and the provenance built
+    from ``extra``'s ``params`` and ``seed`` entries (shared by the VAE and reconstruction
+    checkpoints)."""
+    import torch
+
+    extra = dict(extra or {})
+    full = {**payload, "extra": extra,
+            "provenance": provenance(extra.get("params", {}), seed=extra.get("seed"))}
+    with atomic_path(path) as tmp:
+        torch.save(full, tmp)
+    return Path(path)

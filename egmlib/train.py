@@ -174,20 +174,14 @@ def save_checkpoint(path: str | Path, model: ConvVAE, normalizer: Normalizer | N
     """Write weights, model config, normaliser, history, ``extra`` and provenance to ``path``
     atomically (:func:`egmlib.runs.atomic_path`). ``extra`` should hold plain values; its
     ``params`` and ``seed`` entries, if present, go into the provenance."""
-    extra = dict(extra or {})
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    payload = {
+    return runs.save_torch_checkpoint(path, {
         "format": "egmlib.vae/1",
         "config": model.config.to_dict(),
         "state_dict": state,
         "normalizer": normalizer.to_dict() if normalizer is not None else None,
         "history": dict(history or {}),
-        "extra": extra,
-        "provenance": runs.provenance(extra.get("params", {}), seed=extra.get("seed")),
-    }
-    with runs.atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    }, extra)
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu", optimized: bool = True
