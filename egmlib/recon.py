@@ -66,7 +66,9 @@ __all__ = [
     "load_recon",
     "predict",
     "recon_loss",
+    "recon_loss_moments",
     "save_recon",
+    "target_moments",
     "train_recon",
 ]
 
@@ -138,13 +140,17 @@ class _Decoder(nn.Module):
             for i in range(len(cfg.channels)))
         self.head = nn.Conv1d(widths[-1], out_channels, 1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent ``(B, d)`` -> channels-first output ``(B, out, T)``."""
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent ``(B, d)`` -> the map the 1 x 1 head reads, ``(B, channels[0], T)``."""
         h = F.gelu(self.fc(z)).view(z.shape[0], *self.start)
         for conv in self.convs:
             h = F.interpolate(h, scale_factor=2.0, mode="linear", align_corners=False)
             h = F.gelu(conv(h))
-        return self.head(h[..., :self.T])
+        return h[..., :self.T]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent ``(B, d)`` -> channels-first output ``(B, out, T)``."""
+        return self.head(self.features(z))
 
 
 class DualBranchVAE(nn.Module):
@@ -259,6 +265,65 @@ def recon_loss(out: Mapping[str, torch.Tensor], bspm: torch.Tensor, egm: torch.T
             "corr": corr.detach()}
 
 
+def target_moments(egm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-window, per-site time statistics of a channels-first target ``(B, C, T)``: the mean
+    and the centred sum of squares ``sum_t (e - mean)^2``, each ``(B, C)`` (what
+    :func:`recon_loss_moments` needs; they do not depend on the weights)."""
+    mean = egm.mean(-1)
+    return mean, (egm - mean.unsqueeze(-1)).pow(2).sum(-1)
+
+
+def recon_loss_moments(model: DualBranchVAE, bspm: torch.Tensor, egm: torch.Tensor,
+                       e_mean: torch.Tensor | None = None, e_css: torch.Tensor | None = None
+                       ) -> dict[str, torch.Tensor]:
+    """:func:`recon_loss` of ``model(bspm)`` against ``egm`` (channels-first, normalised), without
+    ever forming the reconstructed EGM -- the same numbers up to float rounding.
+
+    The EGM head is a 1 x 1 convolution, ``y[c, t] = W[c] . h[:, t] + b[c]`` with ``h`` the
+    decoder's last map ``(K, T)``, K = ``channels[0]`` (32) much smaller than the sites (256).
+    With ``hc = h - mean_t h`` (centred in time), ``P = hc e^T`` ``(K, C)`` and
+    ``G = hc hc^T`` ``(K, K)``, every sum over time the loss needs per window and site follows:
+
+    * mean: ``m_y[c] = W[c] . mean_t h + b[c]``;
+    * centred cross and square sums: ``sum_t (y - m_y)(e - m_e) = W[c] . P[:, c]`` and
+      ``sum_t (y - m_y)^2 = W[c]^T G W[c]``;
+    * squared error: ``sum_t (y - e)^2 = W^T G W - 2 W . P + sum_t (e - m_e)^2 + T (m_y - m_e)^2``,
+
+    so the MSE and the per-site Pearson correlation come from one batched matrix product with the
+    target instead of a dozen passes over ``(B, 256, 400)`` tensors, which were ~90% of a CPU
+    training step (memory-bound elementwise work). Centring ``h`` first keeps the variances free
+    of the cancellation that ``E[y^2] - E[y]^2`` suffers when a site's mean dominates.
+    ``e_mean``, ``e_css``: :func:`target_moments` of ``egm`` (computed here when not given).
+    """
+    cfg = model.config
+    mu, logvar = model.encode(bspm, channels_first=True)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if model.training else mu
+    bspm_hat = model.dec_bspm(z)
+    h = model.dec_egm.features(z)                                # (B, K, T)
+    if e_mean is None or e_css is None:
+        e_mean, e_css = target_moments(egm)
+    head = model.dec_egm.head
+    w = head.weight.view(head.out_channels, -1)                  # (C, K)
+    n_t = h.shape[-1]
+    h_mean = h.mean(-1)                                          # (B, K)
+    hc = h - h_mean.unsqueeze(-1)
+    p = torch.bmm(hc, egm.transpose(1, 2))                      # (B, K, C)
+    g = torch.bmm(hc, hc.transpose(1, 2))                       # (B, K, K)
+    s_ye = (p * w.T).sum(1)                                      # (B, C) centred cross sum
+    s_yy = ((g @ w.T) * w.T).sum(1)                              # (B, C) centred square sum
+    m_y = h_mean @ w.T + head.bias
+    sq_err = s_yy - 2 * s_ye + e_css + n_t * (m_y - e_mean).pow(2)
+    mse_egm = sq_err.sum() / sq_err.numel() / n_t
+    corr = (s_ye / torch.sqrt(s_yy.clamp_min(0) * e_css.clamp_min(0) + 1e-8 * n_t * n_t)).mean()
+    mse_bspm = F.mse_loss(bspm_hat, bspm)
+    kl = (-0.5 * (1.0 + logvar - mu * mu - logvar.exp()).sum(-1)).mean()
+    corr_loss = 1.0 - corr
+    total = (cfg.w_egm * mse_egm + cfg.w_bspm * mse_bspm + cfg.beta * kl
+             + cfg.w_corr * corr_loss)
+    return {"total": total, "egm": mse_egm, "bspm": mse_bspm, "kl": kl, "corr_loss": corr_loss,
+            "corr": corr.detach()}
+
+
 # ------------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------------
@@ -297,7 +362,7 @@ def _evaluate(model: DualBranchVAE, b: torch.Tensor, e: torch.Tensor, batch_size
     n = b.shape[0]
     for s in range(0, n, batch_size):
         bb, eb = b[s:s + batch_size], e[s:s + batch_size]
-        parts = recon_loss(model(bb, True), bb, eb, model.config, channels_first=True)
+        parts = recon_loss_moments(model, bb, eb)
         for k in LOSS_KEYS:
             sums[k] += float(parts[k]) * bb.shape[0]
     return {k: v / n for k, v in sums.items()}
@@ -315,6 +380,8 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     clipped to ``clip_norm``, ``batch_size`` windows per step, shuffled by ``seed``; early
     stopping after ``patience`` epochs without a lower validation ``total`` (eval mode); the best
     weights are restored. Training and validation pairs must come from different simulations.
+    The loss is computed by :func:`recon_loss_moments` (the numbers of :func:`recon_loss` without
+    forming the reconstructed EGM; 2.4x more pairs/s at batch 32, measured side by side).
     ``threads``: torch CPU threads, 1 by default (``None``: :func:`egmlib.train.configure_threads`,
     the ``EGMLIB_THREADS`` variable or every core). This network's small 1-D convolutions run
     faster on one thread: 210-240 training pairs/s on one thread against 30-80 on two, measured
@@ -349,6 +416,7 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     model.to(dev)
     xb_tr, xe_tr = _to_tensor(b_tr, sb, dev, True), _to_tensor(e_tr, se, dev, True)
     xb_va, xe_va = _to_tensor(b_va, sb, dev, True), _to_tensor(e_va, se, dev, True)
+    e_mean_tr, e_css_tr = target_moments(xe_tr)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 
     history: dict[str, Any] = {
@@ -374,7 +442,7 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
         for s in range(0, n, batch_size):
             idx = order[s:s + batch_size]
             bb, eb = xb_tr[idx], xe_tr[idx]
-            parts = recon_loss(model(bb, True), bb, eb, cfg, channels_first=True)
+            parts = recon_loss_moments(model, bb, eb, e_mean_tr[idx], e_css_tr[idx])
             loss = parts["total"]
             if not torch.isfinite(loss):
                 model.load_state_dict(best_state)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from egmlib.recon import (
     load_recon,
     predict,
     recon_loss,
+    recon_loss_moments,
     save_recon,
     train_recon,
 )
@@ -88,6 +91,33 @@ def test_loss_parts_and_weights():
     y = e + torch.randn_like(e)
     r = recon_loss({**perfect, "egm": y}, b, e, cfg)["corr"]
     assert abs(float(r) - metrics.pearson(e.numpy(), y.numpy()).mean()) < 1e-5
+
+
+def test_moment_loss_equals_the_direct_loss_and_its_gradients():
+    """recon_loss_moments (training's fast path) gives recon_loss's numbers and gradients: both
+    in float32 against recon_loss in float64 (the reference without rounding)."""
+    torch.manual_seed(3)
+    cfg = ReconConfig(T=T, n_electrodes=N_EL, n_rec=N_REC, w_egm=1.5, w_bspm=0.4, beta=0.02,
+                      w_corr=0.7, bspm_scale=1.0, egm_scale=1.0, **TINY)
+    m = DualBranchVAE(cfg).eval()  # z = mean: every path sees the same latent
+    m64 = copy.deepcopy(m).double()
+    b = torch.randn(5, N_EL, T)
+    with torch.no_grad():  # a target partly explained by the model, so correlations are not ~0
+        y = m(b, True)["egm"]
+        e = (y - y.mean(-1, keepdim=True)) / y.std(-1, keepdim=True) + torch.randn(5, N_REC, T)
+    ref = recon_loss(m64(b.double(), True), b.double(), e.double(), cfg, channels_first=True)
+    fast = recon_loss_moments(m, b, e)
+    assert float(ref["corr"]) > 0.5
+    for k in LOSS_KEYS:
+        r, f = float(ref[k].detach()), float(fast[k].detach())
+        assert abs(r - f) < 1e-5 * max(1.0, abs(r)), k
+    grads = []
+    for model, parts in ((m64, ref), (m, fast)):
+        model.zero_grad()
+        parts["total"].backward()
+        grads.append(torch.cat([p.grad.flatten().double() for p in model.parameters()]))
+    scale = float(grads[0].abs().max())
+    assert torch.allclose(grads[1], grads[0], rtol=1e-3, atol=1e-5 * scale)
 
 
 def test_overfits_a_tiny_set():
