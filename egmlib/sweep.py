@@ -19,6 +19,9 @@ its own folder ``<sweep_dir>/<key>/``, where ``key`` is :func:`run_key` of the p
     as ``out_dir``; they never count as finished without ``DONE``.
 
 A rerun of :func:`run_sweep` therefore skips finished runs and retries failed or partial ones.
+The CLI also records the digests of the inputs the runs read (:func:`input_fingerprint`: the
+data set's manifest, the generators' kept windows), so after a rebuilt data set or a retrained
+generator every run is redone rather than mixed with results of the old inputs.
 A failure is recorded in the :class:`SweepReport` (error, log, failed notebook) and never stops
 the other runs. ``<sweep_dir>/sweep.json`` holds the last report, for the aggregating notebook.
 
@@ -65,6 +68,8 @@ __all__ = [
     "RunRecord",
     "SweepReport",
     "expand_grid",
+    "file_digest",
+    "input_fingerprint",
     "is_finished",
     "main",
     "plan_sweep",
@@ -233,10 +238,35 @@ def is_finished(folder: str | Path, expected: Mapping[str, Any]) -> bool:
         return False
 
 
+def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 (hex, first 16 digits) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def input_fingerprint(run_dir: str | Path, generators: Sequence[str]) -> dict[str, str]:
+    """Digests of what the augmentation runs read from ``run_dir``: the data set's manifest
+    (which holds every array's checksum) and each generator's kept synthetic windows. Part of
+    every run's record, so a run made before the data or a generator changed (a rebuilt data set,
+    a retrained VAE) no longer counts as finished. Missing files are left out (the run itself
+    then fails with the notebook's clear message)."""
+    run_dir = Path(run_dir)
+    paths = [run_dir / "data" / "manifest.json"]
+    for gen in sorted(set(generators) - {"none"}):
+        paths += sorted((run_dir / gen).glob("synthetic_*.npz"))
+    return {str(p.relative_to(run_dir)): file_digest(p) for p in paths if p.is_file()}
+
+
 def plan_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_dir: str | Path,
                base_parameters: Mapping[str, Any] | None = None,
-               profile_file: str | Path | None = None) -> list[PlannedRun]:
-    """The runs of a sweep, each with its key, folder, parameters and whether it is finished."""
+               profile_file: str | Path | None = None,
+               inputs: Mapping[str, str] | None = None) -> list[PlannedRun]:
+    """The runs of a sweep, each with its key, folder, parameters and whether it is finished.
+    ``inputs`` (e.g. :func:`input_fingerprint`) joins every run's record: a finished run whose
+    recorded inputs differ is redone."""
     notebook, sweep_dir = Path(notebook), Path(sweep_dir)
     base: dict[str, Any] = dict(profile_parameters(profile_file)) if profile_file else {}
     base.update(base_parameters or {})
@@ -246,7 +276,10 @@ def plan_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_di
         if key in seen:
             raise ValueError(f"grid point {point} appears twice")
         seen.add(key)
-        record = _canonical({"notebook": notebook.name, "parameters": {**base, **point}})
+        record = {"notebook": notebook.name, "parameters": {**base, **point}}
+        if inputs:
+            record["inputs"] = dict(inputs)
+        record = _canonical(record)
         folder = sweep_dir / key
         planned.append(PlannedRun(key, point, folder, record, is_finished(folder, record)))
     return planned
@@ -342,7 +375,8 @@ def run_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_dir
               base_parameters: Mapping[str, Any] | None = None,
               profile_file: str | Path | None = None, workers: int | None = None,
               scheduler_address: str | None = None, timeout: int = 3600,
-              out_param: str | None = "out_dir", cwd: str | Path | None = None) -> SweepReport:
+              out_param: str | None = "out_dir", cwd: str | Path | None = None,
+              inputs: Mapping[str, str] | None = None) -> SweepReport:
     """Run ``notebook`` once per point of ``grid``, each in ``<sweep_dir>/<run_key>/``.
 
     Args:
@@ -358,6 +392,8 @@ def run_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_dir
         timeout: seconds allowed per cell.
         out_param: the notebook parameter that receives the run's folder (``None``: none).
         cwd: the kernels' working directory; default: the notebook's folder.
+        inputs: fingerprints of the runs' inputs (:func:`input_fingerprint`), recorded with each
+            run; runs finished with other inputs are redone.
 
     Returns:
         A :class:`SweepReport`; also saved as ``<sweep_dir>/sweep.json``.
@@ -367,7 +403,7 @@ def run_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_dir
         raise FileNotFoundError(f"notebook {notebook} does not exist")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    planned = plan_sweep(notebook, grid, sweep_dir, base_parameters, profile_file)
+    planned = plan_sweep(notebook, grid, sweep_dir, base_parameters, profile_file, inputs)
     todo = [p for p in planned if not p.finished]
     n_workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
     serial = scheduler_address is None and n_workers == 1
@@ -486,8 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = {"profile": args.profile, "run_dir": str(run_dir)}
     sweep_dir = run_dir / "sweep"
 
+    inputs = input_fingerprint(run_dir, grid["generator"])
     if args.dry_run:
-        planned = plan_sweep(notebook, grid, sweep_dir, base, profile_file)
+        planned = plan_sweep(notebook, grid, sweep_dir, base, profile_file, inputs)
         todo = [p for p in planned if not p.finished]
         shape = " x ".join(f"{len(v)} {k}" for k, v in grid.items())
         print(f"sweep of {notebook.name} into {sweep_dir}: {len(planned)} runs ({shape}); "
@@ -497,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     report = run_sweep(notebook, grid, sweep_dir, base, profile_file, workers=args.workers,
-                       scheduler_address=args.scheduler, timeout=args.timeout)
+                       scheduler_address=args.scheduler, timeout=args.timeout, inputs=inputs)
     print(report.summary())
     if not report.ok:
         return 1

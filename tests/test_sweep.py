@@ -80,6 +80,24 @@ def test_serial_sweep_then_rerun_skips(tmp_path):
     planned = plan_sweep(PROBE, grid, tmp_path, base_parameters={"seed": 5})
     assert [p.folder for p in planned] == [r.folder for r in report.done]
     assert [p.finished for p in planned] == [False, False]
+    # other inputs (a rebuilt data set, a retrained generator): not finished either
+    planned = plan_sweep(PROBE, grid, tmp_path, base_parameters={"seed": 4},
+                         inputs={"data/manifest.json": "0123456789abcdef"})
+    assert [p.finished for p in planned] == [False, False]
+
+
+def test_input_fingerprint_follows_the_files(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "vae_s").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text("{}")
+    (tmp_path / "vae_s" / "synthetic_SR.npz").write_bytes(b"abc")
+    fp = sweep.input_fingerprint(tmp_path, ["vae_s", "vae_c", "none"])
+    assert set(fp) == {"data/manifest.json", "vae_s/synthetic_SR.npz"}
+    # sha256("abc"), a known value
+    assert fp["vae_s/synthetic_SR.npz"] == "ba7816bf8f01cfea"
+    (tmp_path / "vae_s" / "synthetic_SR.npz").write_bytes(b"abd")
+    assert sweep.input_fingerprint(tmp_path, ["vae_s"])["vae_s/synthetic_SR.npz"] != fp[
+        "vae_s/synthetic_SR.npz"]
 
 
 @pytest.mark.notebook
