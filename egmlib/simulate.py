@@ -34,6 +34,7 @@ Protocols (parameter ranges: shared/DESIGN.md section 4 and shared/MEASURED.md):
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -288,6 +289,8 @@ class SimulationResult:
 
 
 WAVEFRONT_WINDOW_MS = 10.0
+#: most steps in one call of the numba kernel (about 5-10 ms of work at batch 24)
+MAX_CHUNK = 50
 
 
 # ------------------------------------------------------------------------------------------
@@ -418,7 +421,8 @@ def _stimulus_schedule(cl_steps: NDArray[np.int64], stim_steps: int, n_steps: in
 
 class _ActivationLog:
     """Activation events (flat index node * S + column, crossing time) gathered per step and
-    folded into count / first / last activation time at checks and at the end."""
+    folded into count / first / last activation time at checks and at the end (torch path);
+    the numba kernel writes count / first / last into this object's arrays directly."""
 
     def __init__(self, n: int, s: int, transient_ms: float, dt: float, keep_all: bool) -> None:
         self.s, self.transient_ms, self.dt = s, transient_ms, dt
@@ -447,6 +451,17 @@ class _ActivationLog:
         self._tc.append(tc)
         if self._all is not None:
             self._all.append((i, tc))
+
+    @property
+    def keeps_all(self) -> bool:
+        """Whether every event is kept for :meth:`events`."""
+        return self._all is not None
+
+    def record(self, idx: NDArray[np.int64], tc: NDArray[np.float32]) -> None:
+        """Keep the events of one step for :meth:`events` only: the numba kernel updates
+        count / first / last activation itself."""
+        if self._all is not None:
+            self._all.append((idx, tc.copy()))
 
     def fold(self) -> None:
         if not self._idx:
@@ -477,23 +492,162 @@ class _ActivationLog:
         return out
 
 
+#: accepted values of ``Simulator(backend=...)``
+BACKENDS = ("auto", "numba", "torch")
+
+
+def numba_available() -> bool:
+    """Whether the fused CPU kernel (``backend="numba"``) can be used here."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class _Setup:
+    """What both time-stepping loops of :meth:`Simulator.run` start from (numpy, float64 unless
+    said): per-node-and-column fields, the operators, pacing and the step bookkeeping."""
+
+    n: int
+    s: int
+    lap: sparse.csr_matrix  # M^-1 K
+    d_nodes: NDArray  # (n, s) D
+    tau_close: NDArray  # (n, s)
+    v0: NDArray
+    h0: NDArray
+    src: NDArray  # (n, s) -V_SCALE D M: the sources are src * (M^-1 K v)
+    pace_dt: NDArray[np.float32]  # (n, s) dt * stimulus current
+    cl_steps: NDArray[np.int64]  # (s,) pacing cycle in steps, 0: not paced
+    stim_steps: int
+    n_steps: int
+    n_steps_tr: int
+    rec_every: int
+    n_rec: int
+    check_every: int
+    snap_steps: dict[int, int]  # step -> snapshot index (v before that step)
+    leads: dict[str, NDArray[np.float32]]
+    af_cols: NDArray[np.bool_]
+
+
+class _ThreadChooser:
+    """The thread count of the numba kernel, chosen by the step rate measured while running.
+
+    The kernel has one barrier per step (its rows are split over the threads). On the 2-core
+    machine with nothing else running, 2 threads ran a step of 3,500 nodes x 24 simulations in
+    about half the time of one; with two other CPU-bound processes running, 2 threads took 8 ms a
+    step against 0.25-0.3 ms for one (a thread that waits at the barrier for a descheduled
+    partner). The results do not depend on the thread count (every entry is computed by one
+    thread in a fixed order), so the choice is free: each candidate (1 first, then
+    ``max_threads``) is timed over a short window, the faster one runs for ``period`` steps,
+    then the other is tried again; the period doubles (up to ``max_period``) while the choice
+    holds. A probe stops early when it is already 1.5x slower than the best rate known, so a
+    bad candidate costs about 40 steps.
+    """
+
+    def __init__(self, max_threads: int, window: int = 200, period: int = 4000,
+                 max_period: int = 64000) -> None:
+        self.candidates = [1, max_threads] if max_threads > 1 else [1]
+        self.window, self.period0, self.max_period = window, period, max_period
+        self.period = period
+        self.rate: dict[int, float] = {}  # seconds per step of each candidate, last window
+        self._probing = list(self.candidates)  # candidates still to time, the current first
+        self.current = self._probing[0]
+        self._incumbent: int | None = None
+        self._acc_s, self._acc_steps, self._since = 0.0, 0, 0
+        #: (threads, seconds per step) of every finished window, for tests and benchmarks
+        self.history: list[tuple[int, float]] = []
+
+    def update(self, seconds: float, steps: int) -> int:
+        """Account a kernel call of ``steps`` steps that took ``seconds``; returns the thread
+        count for the next call."""
+        self._acc_s += seconds
+        self._acc_steps += steps
+        self._since += steps
+        per_step = self._acc_s / self._acc_steps
+        if self._probing:
+            best = min(self.rate.values(), default=math.inf)
+            if self._acc_steps >= self.window or (self._acc_steps >= 40
+                                                   and per_step > 1.5 * best):
+                self._finish(per_step)
+                self._probing.pop(0)
+                if self._probing:
+                    self.current = self._probing[0]
+                else:
+                    self._choose()
+        elif self._acc_steps >= self.window:
+            self._finish(per_step)
+            if self._since >= self.period and len(self.candidates) > 1:
+                self._probing = [c for c in self.candidates if c != self.current]
+                self.current = self._probing[0]
+        return self.current
+
+    def _finish(self, per_step: float) -> None:
+        self.rate[self.current] = per_step
+        self.history.append((self.current, per_step))
+        self._acc_s, self._acc_steps = 0.0, 0
+
+    def _choose(self) -> None:
+        winner = min(self.rate, key=self.rate.__getitem__)
+        if self._incumbent is not None:
+            self.period = (min(2 * self.period, self.max_period) if winner == self._incumbent
+                           else self.period0)
+        self.current = self._incumbent = winner
+        self._since = 0
+
+
 class Simulator:
     """Batched monodomain Mitchell-Schaeffer solver on one atrial geometry.
+
+    Two implementations of the same time step (:meth:`run`):
+
+    * ``"numba"``: the fused CPU kernel of :mod:`egmlib._simulate_numba`, one parallel pass per
+      step over the stiffness rows doing the diffusion product, reaction, stimulus, gate and
+      activation detection; the activation count / first / last times are kept inside it.
+      Measured on the 2-core machine (README speed section): about 3x the torch path per step
+      at 24 simulations per batch. Its float32 arithmetic has no reductions across columns and
+      no fused multiply-adds, so its results do not depend on the thread count.
+    * ``"torch"``: the float32 torch tensors of ``_StepBuffers`` (a sparse CSR product and
+      about a dozen in-place elementwise passes per step); runs on CUDA too, and is the
+      reference the numba kernel is tested against.
+
+    The two agree to float32 rounding (a few ulp per step); chaotic AF runs amplify that, so a
+    data set is reproducible bit for bit only with the same backend (recorded in the data-set
+    manifest).
 
     Args:
         geometry: the tissue surface.
         dt: time step (ms); must divide the recording interval.
         device: torch device (``"cpu"`` or ``"cuda"``).
-        threads: torch intra-op threads (default: all cores).
+        threads: torch intra-op threads (default: all cores). The numba kernel uses as many
+            threads as torch is set to at the time of :meth:`run` (at most numba's own limit),
+            so one setting governs both.
+        backend: ``"auto"`` (numba on the CPU when it is installed, else torch), ``"numba"``
+            or ``"torch"``.
     """
 
     def __init__(self, geometry: AtrialGeometry, dt: float = 0.1, device: str = "cpu",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, backend: str = "auto") -> None:
         if not 0 < dt <= 0.2:
             raise ValueError(f"dt must lie in (0, 0.2] ms; got {dt}")
+        if backend not in BACKENDS:
+            raise ValueError(f"parameter 'backend' must be one of "
+                             f"{', '.join(repr(b) for b in BACKENDS)}; got {backend!r}")
         self.geometry = geometry
         self.dt = float(dt)
         self.device = torch.device(device)
+        if backend == "numba":
+            if self.device.type != "cpu":
+                raise ValueError(f"parameter 'backend': 'numba' runs on the CPU only; got "
+                                 f"device {device!r} (use backend='torch' or 'auto')")
+            if not numba_available():
+                raise ImportError("parameter 'backend': 'numba' needs the numba package "
+                                  "(pip install numba==0.68.1), or use backend='torch'")
+        if backend == "auto":
+            backend = "numba" if self.device.type == "cpu" and numba_available() else "torch"
+        #: the backend :meth:`run` uses (``"numba"`` or ``"torch"``)
+        self.backend = backend
         if threads is not None:
             torch.set_num_threads(threads)
         self._adjacency = self._graph()
@@ -535,6 +689,31 @@ class Simulator:
             check_every_ms: interval of the liveness and wavefront checks.
             log_activations: keep every activation (node, time) (tests, CV measurement).
         """
+        su = self._setup(specs, duration_ms, transient_ms, leads, record_dt_ms, snapshot_ms,
+                         check_every_ms)
+        acts = _ActivationLog(su.n, su.s, transient_ms, self.dt, keep_all=log_activations)
+        loop = self._loop_numba if self.backend == "numba" else self._loop_torch
+        traces, snaps, wavefronts, alive = loop(su, acts, transient_ms, show_progress)
+        n, s = su.n, su.s
+        return SimulationResult(
+            specs=list(specs),
+            t_ms=np.arange(su.n_rec) * record_dt_ms,
+            traces={name: np.ascontiguousarray(tr.transpose(2, 1, 0))
+                    for name, tr in traces.items()},
+            activation_count=acts.count.reshape(n, s).T.copy(),
+            first_activation_ms=acts.t_first.reshape(n, s).T.copy(),
+            snapshots=np.ascontiguousarray(snaps.transpose(2, 0, 1)),
+            snapshot_ms=np.asarray(snapshot_ms, float),
+            wavefronts=(np.stack(wavefronts, axis=1).astype(np.int32) if wavefronts
+                        else np.zeros((s, 0), np.int32)),
+            alive=alive,
+            activations=acts.events() if log_activations else None,
+        )
+
+    def _setup(self, specs: Sequence[SimulationSpec], duration_ms: float, transient_ms: float,
+               leads: Mapping[str, NDArray] | None, record_dt_ms: float,
+               snapshot_ms: Sequence[float], check_every_ms: float) -> _Setup:
+        """Check the arguments and compute what both loops need."""
         if not specs:
             raise ValueError("specs must hold at least one simulation")
         dt, n = self.dt, self.geometry.n_vertices
@@ -548,7 +727,6 @@ class Simulator:
         n_steps_tr = round(transient_ms / dt)
         n_rec = round(duration_ms / record_dt_ms)
         n_steps = n_steps_tr + n_rec * rec_every
-        dev, f32 = self.device, torch.float32
         s = len(specs)
 
         # per-node, per-simulation fields
@@ -570,25 +748,9 @@ class Simulator:
         if dt > 0.9 * lam_dt:
             raise ValueError(f"dt = {dt} ms is unstable for D_max = {d_nodes.max():.3g}; "
                              f"use dt <= {0.9 * lam_dt:.3g} ms")
+        lap = (sparse.diags(1.0 / mass) @ k).tocsr()
 
-        minv = sparse.diags(1.0 / mass)
-        lap = (minv @ k).tocsr()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            lap_t = torch.sparse_csr_tensor(
-                torch.from_numpy(lap.indptr), torch.from_numpy(lap.indices),
-                torch.from_numpy(lap.data.astype(np.float32)), size=(n, n), device=dev,
-                check_invariants=False)
-        # sources q = -V_SCALE * (D/D_ref) * (K v) = -V_SCALE * D * M * (M^-1 K v), D_ref 1
-        src_t = torch.from_numpy(-V_SCALE * d_nodes * mass[:, None]).to(dev, f32)
-        buf = _StepBuffers(
-            v=torch.from_numpy(v0).to(dev, f32),
-            y=1.0 - torch.from_numpy(h0).to(dev, f32),
-            dd=torch.from_numpy(dt * d_nodes).to(dev, f32),
-            a_close=torch.from_numpy(np.exp(-dt / tau_close)).to(dev, f32), dt=dt)
-
-        # pacing: dt * the stimulus of each column, and a per-step schedule of which columns
-        # are stimulated (computed once, so the loop does no numpy work per step)
+        # pacing: dt * the stimulus of each column and its cycle in steps
         pace_dt = np.zeros((n, s), dtype=np.float32)
         cl_steps = np.zeros(s, dtype=np.int64)
         for j, spec in enumerate(specs):
@@ -600,40 +762,80 @@ class Simulator:
                 patch = np.flatnonzero(np.linalg.norm(x - x[centre], axis=1) <= r_patch)
                 pace_dt[patch, j] = dt * STIM_AMPLITUDE
                 cl_steps[j] = round(spec.cycle_length_ms / dt)
-        schedule = _stimulus_schedule(cl_steps, round(STIM_DURATION / dt), n_steps)
-        pace_t = torch.from_numpy(pace_dt).to(dev)
-        stim = torch.zeros((n, s), dtype=f32, device=dev)
-        stim_key = -1
 
-        leads = dict(leads or {})
-        lead_t = {name: torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)).to(dev)
-                  for name, m in leads.items()}
-        for name, m in leads.items():
+        for name, m in (leads or {}).items():
             if m.ndim != 2 or m.shape[1] != n:
                 raise ValueError(f"lead {name!r} must have shape (n_out, {n}); got {m.shape}")
-        traces = {name: torch.empty((n_rec, m.shape[0], s), dtype=f32, device=dev)
+        return _Setup(
+            n=n, s=s, lap=lap, d_nodes=d_nodes, tau_close=tau_close, v0=v0, h0=h0,
+            # sources q = -V_SCALE * (D/D_ref) * (K v) = -V_SCALE * D * M * (M^-1 K v), D_ref 1
+            src=-V_SCALE * d_nodes * mass[:, None], pace_dt=pace_dt, cl_steps=cl_steps,
+            stim_steps=round(STIM_DURATION / dt), n_steps=n_steps, n_steps_tr=n_steps_tr,
+            rec_every=rec_every, n_rec=n_rec, check_every=max(1, round(check_every_ms / dt)),
+            snap_steps={n_steps_tr + round(t / dt): i for i, t in enumerate(snapshot_ms)},
+            leads={name: np.ascontiguousarray(m, dtype=np.float32)
+                   for name, m in (leads or {}).items()},
+            af_cols=np.array([sp.rhythm == "AF" for sp in specs]))
+
+    def _check(self, su: _Setup, acts: _ActivationLog, step: int, transient_ms: float,
+               v: NDArray[np.float32], alive: NDArray[np.bool_], wavefronts: list[NDArray]
+               ) -> None:
+        """Liveness (AF columns) and wavefront count after ``step``; ``v`` is the state."""
+        vmax = v.max(axis=0)
+        alive &= ~(su.af_cols & (vmax < V_DEAD))
+        acts.fold()
+        recent = ((step * self.dt - transient_ms) - acts.t_last < WAVEFRONT_WINDOW_MS)
+        wavefronts.append(self._count_fronts(recent.reshape(su.n, su.s)))
+
+    def _is_check_step(self, su: _Setup, step: int) -> bool:
+        return step > su.n_steps_tr and (step - su.n_steps_tr) % su.check_every == 0
+
+    def _loop_torch(self, su: _Setup, acts: _ActivationLog, transient_ms: float,
+                    show_progress: bool
+                    ) -> tuple[dict[str, NDArray], NDArray, list[NDArray], NDArray]:
+        """The time loop on torch tensors (``backend="torch"``; see ``_StepBuffers``).
+
+        Returns (traces per lead (n_rec, n_out, S), snapshots (n_snap, n, S), wavefront
+        counts per check, alive per column)."""
+        dt, n, s, n_steps_tr = self.dt, su.n, su.s, su.n_steps_tr
+        dev, f32 = self.device, torch.float32
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            lap_t = torch.sparse_csr_tensor(
+                torch.from_numpy(su.lap.indptr), torch.from_numpy(su.lap.indices),
+                torch.from_numpy(su.lap.data.astype(np.float32)), size=(n, n), device=dev,
+                check_invariants=False)
+        src_t = torch.from_numpy(su.src).to(dev, f32)
+        buf = _StepBuffers(
+            v=torch.from_numpy(su.v0).to(dev, f32),
+            y=1.0 - torch.from_numpy(su.h0).to(dev, f32),
+            dd=torch.from_numpy(dt * su.d_nodes).to(dev, f32),
+            a_close=torch.from_numpy(np.exp(-dt / su.tau_close)).to(dev, f32), dt=dt)
+        # a per-step schedule of which columns are stimulated (computed once, so the loop
+        # does no numpy work per step)
+        schedule = _stimulus_schedule(su.cl_steps, su.stim_steps, su.n_steps)
+        pace_t = torch.from_numpy(su.pace_dt).to(dev)
+        stim = torch.zeros((n, s), dtype=f32, device=dev)
+        stim_key = -1
+        lead_t = {name: torch.from_numpy(m).to(dev) for name, m in su.leads.items()}
+        traces = {name: torch.empty((su.n_rec, m.shape[0], s), dtype=f32, device=dev)
                   for name, m in lead_t.items()}
         q = torch.empty((n, s), dtype=f32, device=dev)
-
-        snap_steps = {n_steps_tr + round(t / dt): i for i, t in enumerate(snapshot_ms)}
-        snaps = torch.zeros((len(snapshot_ms), n, s), dtype=f32)
-        check_every = max(1, round(check_every_ms / dt))
+        snaps = torch.zeros((len(su.snap_steps), n, s), dtype=f32)
         wavefronts: list[NDArray] = []
         alive = np.ones(s, bool)
-        acts = _ActivationLog(n, s, transient_ms, dt, keep_all=log_activations)
-        af_cols = np.array([sp.rhythm == "AF" for sp in specs])
 
         with torch.inference_mode():
-            for step in progress(range(n_steps), desc="simulate", total=n_steps,
+            for step in progress(range(su.n_steps), desc="simulate", total=su.n_steps,
                                  disable=not show_progress, mininterval=1.0, leave=False):
                 t = step * dt
-                if step in snap_steps:  # v at time t, before this step's update
-                    snaps[snap_steps[step]] = buf.v.cpu()
+                if step in su.snap_steps:  # v at time t, before this step's update
+                    snaps[su.snap_steps[step]] = buf.v.cpu()
                 buf.laplacian(lap_t)
                 recording = step >= n_steps_tr
-                if recording and (step - n_steps_tr) % rec_every == 0:
+                if recording and (step - n_steps_tr) % su.rec_every == 0:
                     torch.mul(src_t, buf.lv, out=q)
-                    r = (step - n_steps_tr) // rec_every
+                    r = (step - n_steps_tr) // su.rec_every
                     for name, m in lead_t.items():
                         torch.mm(m, q, out=traces[name][r])
                 key = schedule[step]
@@ -650,32 +852,131 @@ class Simulator:
                     if idx.numel():
                         acts.add(t, idx, buf.v.view(-1), buf.v_new.view(-1))
                 buf.swap()
-                v = buf.v
-                if recording and (step - n_steps_tr) % check_every == 0 and step > n_steps_tr:
-                    vmax = v.amax(dim=0).cpu().numpy()
-                    alive &= ~(af_cols & (vmax < V_DEAD))
-                    acts.fold()
-                    recent = ((t - transient_ms) - acts.t_last < WAVEFRONT_WINDOW_MS)
-                    wavefronts.append(self._count_fronts(recent.reshape(n, s)))
+                if recording and self._is_check_step(su, step):
+                    self._check(su, acts, step, transient_ms, buf.v.cpu().numpy(), alive,
+                                wavefronts)
                 if step % 1000 == 0 and not bool(torch.isfinite(buf.v).all()):
                     raise FloatingPointError(f"non-finite voltage at t = {t:.1f} ms")
-
         acts.fold()
-        out_traces = {name: tr.permute(2, 1, 0).cpu().numpy().copy()
-                      for name, tr in traces.items()}
-        return SimulationResult(
-            specs=list(specs),
-            t_ms=np.arange(n_rec) * record_dt_ms,
-            traces=out_traces,
-            activation_count=acts.count.reshape(n, s).T.copy(),
-            first_activation_ms=acts.t_first.reshape(n, s).T.copy(),
-            snapshots=snaps.permute(2, 0, 1).numpy().copy(),
-            snapshot_ms=np.asarray(snapshot_ms, float),
-            wavefronts=(np.stack(wavefronts, axis=1).astype(np.int32) if wavefronts
-                        else np.zeros((s, 0), np.int32)),
-            alive=alive,
-            activations=acts.events() if log_activations else None,
-        )
+        return ({name: tr.cpu().numpy() for name, tr in traces.items()}, snaps.numpy(),
+                wavefronts, alive)
+
+    def _loop_numba(self, su: _Setup, acts: _ActivationLog, transient_ms: float,
+                    show_progress: bool
+                    ) -> tuple[dict[str, NDArray], NDArray, list[NDArray], NDArray]:
+        """The time loop on the fused numba kernel (``backend="numba"``), same returns as
+        :meth:`_loop_torch`.
+
+        The kernel runs the steps between two points where Python has to act (a recording
+        step, whose diffusion term gives the sources; a check; the step before a snapshot; a
+        finiteness check every 1000 steps; every recording step when all activations are
+        logged), so a 7 s run makes a few thousand calls. The lead products stay dense torch
+        matrix products (BLAS), each over the sources of up to 25 recordings at once.
+        """
+        import numba
+
+        from . import _simulate_numba as kernel
+
+        dt, n, s, n_tr, n_steps = self.dt, su.n, su.s, su.n_steps_tr, su.n_steps
+        f32 = np.float32
+        c = MS_FIXED
+        v = np.ascontiguousarray(su.v0, dtype=f32)
+        v_new = np.empty_like(v)
+        y = f32(1.0) - su.h0.astype(f32)
+        dd = (dt * su.d_nodes).astype(f32)
+        a_close = np.exp(-dt / su.tau_close).astype(f32)
+        lv = np.zeros((n, s), f32)
+        up = np.zeros((n, s), np.uint8)
+        src = su.src.astype(f32)
+        # sources of up to ``per_flush`` recordings side by side, then one product per lead:
+        # a (n_out, n) lead times (n, 24) sources per recording read the whole lead matrix
+        # for little arithmetic (2.8 ms per product measured on the shared machine, a third
+        # of the kernel's time); 25 recordings at once make it one compute-bound product
+        per_flush = max(1, min(25, su.n_rec))
+        q_buf = np.empty((n, per_flush * s), f32)
+        pending, first_rec = 0, 0
+        indptr = su.lap.indptr.astype(np.int32)
+        indices = su.lap.indices.astype(np.int32)
+        data = su.lap.data.astype(f32)
+        count = acts.count.reshape(n, s)
+        t_first = acts.t_first.reshape(n, s)
+        t_last = acts.t_last.reshape(n, s)
+        consts = (f32(dt / c["tau_in"]), f32(c["tau_in"] / c["tau_out"]), f32(c["v_gate"]),
+                  f32(math.exp(-dt / c["tau_open"])), f32(V_ACTIVATION))
+        lead_t = {name: torch.from_numpy(m) for name, m in su.leads.items()}
+        traces = {name: np.empty((su.n_rec, m.shape[0], s), f32) for name, m in su.leads.items()}
+        snaps = np.zeros((len(su.snap_steps), n, s), f32)
+        wavefronts: list[NDArray] = []
+        alive = np.ones(s, bool)
+        keep_all = acts.keeps_all
+
+        def flush(r0: int, k: int) -> None:
+            q_t = torch.from_numpy(q_buf[:, :k * s])
+            for name, m in lead_t.items():
+                out = torch.mm(m, q_t).numpy().reshape(m.shape[0], k, s)
+                traces[name][r0:r0 + k] = out.transpose(1, 0, 2)
+
+        # the steps after which Python acts
+        marks = np.zeros(n_steps, bool)
+        if n_steps:
+            marks[n_steps - 1] = True
+            marks[n_tr::su.rec_every] = True
+            marks[n_tr + su.check_every::su.check_every] = True
+            marks[::1000] = True
+            marks[MAX_CHUNK - 1::MAX_CHUNK] = True  # short calls: the thread choice can react
+            if keep_all:
+                marks[n_tr:] = True
+            for step in su.snap_steps:
+                if 1 <= step <= n_steps:
+                    marks[step - 1] = True
+        stops = np.flatnonzero(marks).tolist()
+
+        chooser = _ThreadChooser(max(1, min(torch.get_num_threads(),
+                                            numba.config.NUMBA_NUM_THREADS)))
+        self.last_thread_history = chooser.history
+        before = numba.get_num_threads()
+        cur = 0
+        try:
+            with progress(None, desc="simulate", total=n_steps, disable=not show_progress,
+                          mininterval=1.0, leave=False) as bar:
+                for stop in stops:
+                    if cur in su.snap_steps:  # v before step cur
+                        snaps[su.snap_steps[cur]] = v
+                    rec = stop >= n_tr and (stop - n_tr) % su.rec_every == 0
+                    keep_up = keep_all and stop >= n_tr
+                    numba.set_num_threads(chooser.current)
+                    t0 = time.perf_counter()
+                    kernel.advance(cur, stop - cur + 1, n_tr, transient_ms, dt, indptr,
+                                   indices, data, v, v_new, y, lv, dd, a_close, su.pace_dt,
+                                   su.cl_steps, su.stim_steps, *consts, count, t_first,
+                                   t_last, up, rec, keep_up, kernel.BLOCK)
+                    chooser.update(time.perf_counter() - t0, stop - cur + 1)
+                    if (stop - cur + 1) % 2:
+                        v, v_new = v_new, v
+                    if rec:
+                        if not pending:
+                            first_rec = (stop - n_tr) // su.rec_every
+                        np.multiply(src, lv, out=q_buf[:, pending * s:(pending + 1) * s])
+                        pending += 1
+                        if pending == per_flush:
+                            flush(first_rec, pending)
+                            pending = 0
+                    if keep_up:
+                        idx = np.flatnonzero(up)
+                        if len(idx):
+                            acts.record(idx, acts.t_last[idx])
+                    if stop >= n_tr and self._is_check_step(su, stop):
+                        self._check(su, acts, stop, transient_ms, v, alive, wavefronts)
+                    if stop % 1000 == 0 and not np.isfinite(v).all():
+                        raise FloatingPointError(
+                            f"non-finite voltage at t = {stop * dt:.1f} ms")
+                    bar.update(stop + 1 - cur)
+                    cur = stop + 1
+                if pending:
+                    flush(first_rec, pending)
+        finally:
+            numba.set_num_threads(before)
+        return traces, snaps, wavefronts, alive
 
     def _count_fronts(self, recent: NDArray[np.bool_]) -> NDArray[np.int64]:
         """Connected components of recently activated nodes, per column."""

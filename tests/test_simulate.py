@@ -4,7 +4,8 @@ Measured on the 4 mm bi-atrial mesh (874 nodes) at dt 0.1 ms: SR conduction velo
 triangles) 0.614 m/s at D 0.5 and 0.924 m/s at D 1.0 (ratio 1.50, i.e. CV ~ D^0.59); AF from the
 phase field at D 0.22-0.28: DF 4.35-5.7 Hz, 15-22 wavefronts at once. Batched float32 against
 scipy float64 over 200 ms: trace relative error 2e-5 (SR) and 1e-3 (AF), voltage difference below
-1e-3.
+1e-3, on both backends (the numba kernel and the torch tensors); the two backends agree to 5e-5
+of the trace scale.
 """
 
 from __future__ import annotations
@@ -273,8 +274,12 @@ def test_phase_field_on_the_biatrial_surface_uses_one_axis_per_atrium(biatrial):
 REF_MS = 200.0
 
 
+BACKENDS = ["torch"] + (["numba"] if simulate.numba_available() else [])
+
+
 @pytest.fixture(scope="module")
-def batched_vs_reference(biatrial, biatrial_sites):
+def reference_runs(biatrial, biatrial_sites):
+    """An SR and an AF simulation with the scipy float64 reference, 200 ms, every step."""
     specs = [
         SimulationSpec(0, "SR", 1, D=0.7, tau_close_ra=140.0, tau_close_la=140.0,
                        cycle_length_ms=600.0, heterogeneity=0.03, pacing_shift=1),
@@ -284,12 +289,19 @@ def batched_vs_reference(biatrial, biatrial_sites):
     ]
     lead = electrograms.infinite_medium_lead_field(biatrial_sites.electrodes,
                                                    biatrial.mesh.vertices)
-    with one_thread():
-        res = Simulator(biatrial, dt=DT).run(specs, REF_MS, leads={"egm": lead},
-                                             snapshot_ms=[0.0, 50.0, 150.0],
-                                             log_activations=True, show_progress=False)
     refs = [simulate.simulate_reference(biatrial, s, REF_MS + 2 * DT, dt=DT, record_every=1,
                                         lead=lead) for s in specs]
+    return specs, lead, refs
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def batched_vs_reference(request, biatrial, reference_runs):
+    """The same two simulations batched, on each backend."""
+    specs, lead, refs = reference_runs
+    with one_thread():
+        res = Simulator(biatrial, dt=DT, backend=request.param).run(
+            specs, REF_MS, leads={"egm": lead}, snapshot_ms=[0.0, 50.0, 150.0],
+            log_activations=True, show_progress=False)
     return specs, res, refs
 
 
@@ -348,18 +360,19 @@ def test_snapshots_are_the_voltages_at_their_times(batched_vs_reference):
             assert np.abs(res.snapshots[j, i] - want).max() < 5e-3
 
 
-def _short_run(geom, sites, seed):
+def _short_run(geom, sites, seed, backend="auto"):
     lead = electrograms.infinite_medium_lead_field(sites.electrodes, geom.mesh.vertices)
     specs = draw_specs("SR", 1, seed, geom) + draw_specs("AF", 1, seed, geom, first_id=1)
     with one_thread():
-        return Simulator(geom, dt=DT).run(specs, 60.0, leads={"egm": lead},
-                                          snapshot_ms=[30.0], show_progress=False)
+        return Simulator(geom, dt=DT, backend=backend).run(
+            specs, 60.0, leads={"egm": lead}, snapshot_ms=[30.0], show_progress=False)
 
 
-def test_same_seed_same_arrays_other_seed_other_arrays(biatrial, biatrial_sites):
-    a = _short_run(biatrial, biatrial_sites, 7)
-    b = _short_run(biatrial, biatrial_sites, 7)
-    c = _short_run(biatrial, biatrial_sites, 8)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_arrays_other_seed_other_arrays(biatrial, biatrial_sites, backend):
+    a = _short_run(biatrial, biatrial_sites, 7, backend)
+    b = _short_run(biatrial, biatrial_sites, 7, backend)
+    c = _short_run(biatrial, biatrial_sites, 8, backend)
     for name in ("activation_count", "snapshots", "wavefronts", "alive"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
     assert np.array_equal(a.first_activation_ms, b.first_activation_ms, equal_nan=True)
@@ -367,6 +380,105 @@ def test_same_seed_same_arrays_other_seed_other_arrays(biatrial, biatrial_sites)
     assert a.specs == b.specs and a.specs != c.specs
     assert not np.array_equal(a.traces["egm"], c.traces["egm"])
     assert not np.array_equal(a.snapshots, c.snapshots)
+
+
+# --- the numba kernel against the torch path -------------------------------------------------
+
+needs_numba = pytest.mark.skipif(not simulate.numba_available(), reason="numba not installed")
+
+
+def _both_backends(geom, sites, threads=1):
+    """SR (paced from t = 0) and AF (with fibrosis) on both backends: 20 ms discarded, 150 ms
+    recorded, snapshots and every activation kept."""
+    lead = electrograms.infinite_medium_lead_field(sites.electrodes, geom.mesh.vertices)
+    specs = draw_specs("SR", 2, 5, geom) + draw_specs("AF", 2, 5, geom, first_id=2)
+    out = {}
+    for backend in ("torch", "numba"):
+        with one_thread():
+            out[backend] = Simulator(geom, dt=DT, backend=backend).run(
+                specs, 150.0, transient_ms=20.0, leads={"egm": lead},
+                snapshot_ms=[0.0, 70.0, 149.0], log_activations=True, show_progress=False)
+    return out["torch"], out["numba"]
+
+
+@needs_numba
+def test_numba_and_torch_backends_agree(biatrial, biatrial_sites):
+    """Measured: traces within 5e-5 of their scale, voltages within 1e-5, the same activation
+    counts and wavefronts, activation times within 0.008 ms (float32 rounding in another
+    order; an event can fall one step later when v lands on the threshold)."""
+    t, n = _both_backends(biatrial, biatrial_sites)
+    assert n.traces["egm"].shape == t.traces["egm"].shape
+    scale = np.abs(t.traces["egm"]).max()
+    assert scale > 0.1
+    assert np.abs(n.traces["egm"] - t.traces["egm"]).max() <= 1e-3 * scale
+    assert np.abs(n.snapshots - t.snapshots).max() < 1e-3
+    assert np.abs(n.snapshots).max() > 0.5  # there are excited nodes to compare
+    assert np.array_equal(n.activation_count, t.activation_count)
+    assert n.activation_count.sum() > 1000
+    assert np.array_equal(np.isnan(n.first_activation_ms), np.isnan(t.first_activation_ms))
+    assert np.nanmax(np.abs(n.first_activation_ms - t.first_activation_ms)) < 0.05
+    assert np.array_equal(n.wavefronts, t.wavefronts) and np.array_equal(n.alive, t.alive)
+    for en, et in zip(n.activations, t.activations):
+        assert en.shape == et.shape
+        # the same events, compared node by node in time order
+        on = np.lexsort((en[:, 1], en[:, 0]))
+        ot = np.lexsort((et[:, 1], et[:, 0]))
+        assert np.array_equal(en[on, 0], et[ot, 0])
+        assert np.abs(en[on, 1] - et[ot, 1]).max() < 0.05
+
+
+@needs_numba
+def test_numba_results_do_not_depend_on_the_thread_count(biatrial, biatrial_sites,
+                                                          monkeypatch):
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one core: nothing to compare")
+    one = _short_run(biatrial, biatrial_sites, 7, "numba")
+
+    class TwoThreads(simulate._ThreadChooser):
+        def __init__(self, max_threads: int) -> None:
+            super().__init__(max_threads)
+            self.candidates, self._probing = [2], [2]
+            self.current = 2
+
+    monkeypatch.setattr(simulate, "_ThreadChooser", TwoThreads)
+    sim = Simulator(biatrial, dt=DT, backend="numba")
+    lead = electrograms.infinite_medium_lead_field(biatrial_sites.electrodes,
+                                                   biatrial.mesh.vertices)
+    specs = draw_specs("SR", 1, 7, biatrial) + draw_specs("AF", 1, 7, biatrial, first_id=1)
+    two = sim.run(specs, 60.0, leads={"egm": lead}, snapshot_ms=[30.0], show_progress=False)
+    assert {t for t, _ in sim.last_thread_history} == {2}
+    assert two.snapshots.tobytes() == one.snapshots.tobytes()
+    assert np.array_equal(two.activation_count, one.activation_count)
+    assert np.array_equal(two.first_activation_ms, one.first_activation_ms, equal_nan=True)
+    # the lead products are BLAS calls on the same data: equal to rounding
+    assert np.allclose(two.traces["egm"], one.traces["egm"], rtol=1e-5, atol=1e-6)
+
+
+def test_thread_chooser_keeps_the_faster_count_and_probes_again():
+    ch = simulate._ThreadChooser(2, window=100, period=1000, max_period=4000)
+    assert ch.current == 1  # one thread is timed first
+
+    def feed(steps, s_per_step):
+        for _ in range(steps // 20):
+            ch.update(20 * s_per_step[ch.current], 20)
+
+    # a busy machine: two threads 30x slower; the probe of 2 stops after 40 steps
+    slow2 = {1: 3e-4, 2: 9e-3}
+    feed(100, slow2)
+    assert ch.current == 2
+    feed(40, slow2)
+    assert ch.current == 1 and ch.history[-1][0] == 2
+    feed(1000, slow2)  # the period ends: 2 is tried again, loses, the period doubles
+    feed(100, slow2)
+    assert ch.current == 1 and ch.period == 2000
+    # the machine frees up: at the next probe two threads win and are kept
+    fast2 = {1: 3e-4, 2: 1.6e-4}
+    feed(2100, fast2)
+    feed(200, fast2)
+    assert ch.current == 2 and ch.period == 1000
+    assert simulate._ThreadChooser(1).candidates == [1]
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -385,6 +497,17 @@ def test_unstable_dt_is_refused(biatrial):
     for dt in (0.0, -0.1, 0.25):
         with pytest.raises(ValueError, match="dt must lie"):
             Simulator(biatrial, dt=dt)
+
+
+def test_bad_backend_is_refused_by_name(biatrial):
+    with pytest.raises(ValueError, match=r"parameter 'backend' must be one of 'auto', 'numba', "
+                                         r"'torch'; got 'cuda'"):
+        Simulator(biatrial, backend="cuda")
+    with pytest.raises(ValueError, match=r"'numba' runs on the CPU only"):
+        Simulator(biatrial, device="cuda", backend="numba")
+    sim = Simulator(biatrial, backend="auto")
+    assert sim.backend == ("numba" if simulate.numba_available() else "torch")
+    assert Simulator(biatrial, backend="torch").backend == "torch"
 
 
 def test_run_rejects_bad_arguments(biatrial):
