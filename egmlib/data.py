@@ -474,6 +474,9 @@ def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = 
                         "split": SPLIT_NAMES[int(torso_split[i])], "parameters": t.parameters}
                        for i, t in enumerate(torsos)],
             "lead_rank": int(basis.shape[0]),
+            # the numba and torch simulators agree to float32 rounding, which chaotic AF
+            # amplifies: the same parameters give the same arrays with the same backend
+            "simulator_backend": sim.backend,
             "formulation_agreement": agreement,
             "simulations": sims_info,
             "params": {k: p[k] for k in DATA_KEYS},

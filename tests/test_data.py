@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import one_thread
 
-from egmlib import data, params
+from egmlib import data, params, simulate
 from egmlib.data import DataError, load_dataset, split_by_simulation, windows
 from egmlib.geometry import biatrial_geometry
 from egmlib.runs import sha256_file
@@ -196,6 +196,7 @@ def test_manifest_holds_checksums_shapes_specs_and_provenance(tiny):
     assert prov["versions"]["numpy"] == np.__version__
     assert sum(m["counts"].values()) == len(ds.egm)
     assert m["n_nodes"] == biatrial_geometry(4.0).n_vertices
+    assert m["simulator_backend"] == ("numba" if simulate.numba_available() else "torch")
 
 
 def _copy(ds, tmp_path) -> Path:
