@@ -1,6 +1,6 @@
 """Speed benchmarks: every figure is reported with a baseline measured in the same run.
 
-``python -m benchmarks.run [--quick] [--only simulator,data,transfer,train]`` prints one table
+``python -m benchmarks.run [--quick] [--only SECTION,...]`` prints one table
 and writes ``runs/bench/bench.json``. Nothing asserts a wall time: the machines are shared, so
 only ratios measured side by side in one run are meaningful (each timing is the best of a few
 repeats). ``--quick`` keeps the fast subset (shorter simulations, the smoke data set, n_rec 256,
@@ -16,6 +16,8 @@ Sections (each a function returning a list of rows):
 * ``data``: :func:`egmlib.data.build_dataset` of the smoke profile and (full mode) the default
   01_data parameters, into a temporary run folder with ``rebuild=True``.
 * ``transfer``: :func:`egmlib.forward.time_transfer_matrix` at n_rec 256 and (full) 2048.
+* ``recon``, ``sweep``: the augmentation experiment (:mod:`benchmarks.augment`): training pairs/s
+  of the reconstruction network, and a small 05 grid serially against two workers.
 * ``train``: :func:`egmlib.train.training_throughput`, eager against optimised, 400 x 256 and
   (full) 400 x 2048, when that function exists.
 """
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.augment import bench_recon, bench_sweep
 from egmlib import params as params_mod
 from egmlib.runs import package_versions, repo_root, save_json
 
@@ -162,6 +165,8 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "data": bench_data,
     "transfer": bench_transfer,
     "train": bench_train,
+    "recon": bench_recon,
+    "sweep": bench_sweep,
 }
 
 
@@ -174,7 +179,8 @@ def _fmt(x: Any) -> str:
 def print_table(rows: list[Row]) -> None:
     cols = [("section", "section"), ("item", "item"), ("batch", "batch"),
             ("seconds", "s"), ("node_steps_per_s", "node-steps/s"),
-            ("windows_per_s", "windows/s"), ("ratio", "ratio"), ("baseline", "vs")]
+            ("windows_per_s", "windows/s"), ("pairs_per_s", "pairs/s"), ("ratio", "ratio"),
+            ("baseline", "vs")]
     table = [[_fmt(r.get(k)) for k, _ in cols] for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
               for i, (_, h) in enumerate(cols)]

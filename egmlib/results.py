@@ -23,7 +23,8 @@ from scipy import stats
 
 from .runs import load_json
 
-__all__ = ["PAPER", "collect", "format_tests", "paired_tests", "summarise", "verdict"]
+__all__ = ["PAPER", "collect", "format_tests", "paired_tests", "summarise", "sweep_cost",
+           "verdict"]
 
 #: The paper's numbers (arXiv 2512.14537), measured on its own (closed) data.
 PAPER = {"corr_without": 0.160, "corr_with_vae_s": 0.214, "best_k": "14-18",
@@ -121,3 +122,35 @@ def verdict(results_: list[Mapping[str, Any]], metric: str = "corr_mean",
                 + ("a significant gain." if sig and best["mean_diff"] > 0 else
                    "no significant gain from augmentation."))
     return "\n".join(lines) if lines else "no k > 0 runs with matching k = 0 runs"
+
+
+def sweep_cost(sweep_dir: str | Path, bench_json: str | Path | None = None) -> dict[str, Any]:
+    """What the sweep in ``sweep_dir`` cost: the number of finished runs, their summed and mean
+    wall times (each run's ``DONE`` marker), the wall time and mode of the last invocation
+    (``sweep.json``, which counts only the runs it did not skip), and -- when ``bench_json``
+    (``make bench``'s output) holds a ``sweep`` section -- the speed-up of parallel workers over
+    serial runs measured there on the same small grid. Summed run times over elapsed time is not
+    a speed-up: runs sharing the cores each take longer than alone."""
+    sweep_dir = Path(sweep_dir)
+    walls = []
+    for marker in sorted(sweep_dir.glob("*/DONE")):
+        try:
+            walls.append(float(load_json(marker)["wall_s"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    out: dict[str, Any] = {"n_runs": len(walls), "run_s_total": float(np.sum(walls)),
+                           "run_s_mean": float(np.mean(walls)) if walls else None,
+                           "last_elapsed_s": None, "last_mode": None, "last_n_run": None,
+                           "bench_speedup": None, "bench_rows": []}
+    if (sweep_dir / "sweep.json").is_file():
+        report = load_json(sweep_dir / "sweep.json")
+        out["last_elapsed_s"] = report.get("elapsed_s")
+        out["last_mode"] = report.get("mode")
+        out["last_n_run"] = sum(1 for r in report.get("runs", []) if r.get("status") != "skipped")
+    if bench_json is not None and Path(bench_json).is_file():
+        rows = [r for r in load_json(bench_json).get("rows", []) if r.get("section") == "sweep"
+                and not r.get("skipped")]
+        out["bench_rows"] = rows
+        if rows:
+            out["bench_speedup"] = float(max(r.get("ratio", 1.0) for r in rows))
+    return out

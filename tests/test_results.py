@@ -44,3 +44,24 @@ def test_single_seed_has_no_interval(tmp_path):
     _write(tmp_path, "vae_c", 0, 0, 0.2)
     table = results.summarise(results.collect([tmp_path]))["vae_c"]["SR"]
     assert table[0]["n"] == 1 and np.isnan(table[0]["lo"])
+
+
+def test_sweep_cost_reads_markers_report_and_bench(tmp_path):
+    for i, wall in enumerate((10.0, 20.0, 30.0)):
+        save_json(tmp_path / f"run{i}" / "DONE", {"wall_s": wall})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "DONE").write_text("not json")  # skipped, not fatal
+    save_json(tmp_path / "sweep.json", {"elapsed_s": 31.0, "mode": "LocalCluster, 2 workers",
+                                        "runs": [{"status": "done"}, {"status": "skipped"},
+                                                 {"status": "done"}]})
+    bench = tmp_path / "bench.json"
+    save_json(bench, {"rows": [{"section": "sweep", "ratio": 1.0},
+                               {"section": "sweep", "ratio": 1.8},
+                               {"section": "train", "ratio": 5.0}]})
+    cost = results.sweep_cost(tmp_path, bench)
+    assert cost["n_runs"] == 3 and cost["run_s_total"] == 60.0 and cost["run_s_mean"] == 20.0
+    assert cost["last_elapsed_s"] == 31.0 and cost["last_n_run"] == 2
+    assert cost["last_mode"] == "LocalCluster, 2 workers"
+    assert cost["bench_speedup"] == 1.8 and len(cost["bench_rows"]) == 2
+    empty = results.sweep_cost(tmp_path / "nothing")
+    assert empty["n_runs"] == 0 and empty["run_s_mean"] is None and empty["bench_speedup"] is None

@@ -1,0 +1,113 @@
+"""Benchmarks of the augmentation experiment (``python -m benchmarks.run --only recon,sweep``).
+
+Every figure comes with a baseline measured in the same run:
+
+* ``recon``: training pairs per second of :class:`egmlib.recon.DualBranchVAE` at the default
+  sizes (400 x 64 BSPM -> 400 x 256 EGM, batch 32), forward + loss + backward + Adam, with the
+  loss computed directly (:func:`egmlib.recon.recon_loss` on the formed reconstruction, the
+  baseline) and from moments (:func:`egmlib.recon.recon_loss_moments`, what training uses), on
+  one and on two threads.
+* ``sweep``: the same small grid of ``notebooks/05_augment.ipynb`` (k in {0, 18} x seeds {0, 1},
+  VAE-S) run serially and then on a ``LocalCluster`` of two single-threaded workers, each into
+  a fresh temporary sweep folder: the wall times and the speed-up (serial / parallel). Full mode
+  uses the default profile and needs its run directory (notebooks 01-02 run, ``make
+  reproduce``); ``--quick`` uses the smoke profile, which it builds when missing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+Row = dict[str, Any]
+
+
+def _pairs_per_s(fast: bool, threads: int, batch: int = 32, steps: int = 6) -> float:
+    from egmlib.recon import DualBranchVAE, ReconConfig, recon_loss, recon_loss_moments
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        cfg = ReconConfig(T=400, n_electrodes=64, n_rec=256, bspm_scale=1.0, egm_scale=1.0)
+        model = DualBranchVAE(cfg).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        b, e = torch.randn(batch, 64, 400), torch.randn(batch, 256, 400)
+
+        def step() -> None:
+            parts = (recon_loss_moments(model, b, e) if fast else
+                     recon_loss(model(b, True), b, e, cfg, channels_first=True))
+            opt.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+
+        step()
+        best = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return batch * steps / best
+
+
+def bench_recon(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    base = _pairs_per_s(False, 1)
+    for threads in (1,) if quick else (1, 2):
+        for fast in (False, True):
+            rate = base if (threads == 1 and not fast) else _pairs_per_s(fast, threads)
+            rows.append({"section": "recon",
+                         "item": f"recon training, {'moments' if fast else 'direct'} loss, "
+                                 f"{threads} thread{'s' if threads > 1 else ''}",
+                         "batch": 32, "pairs_per_s": rate, "ratio": rate / base,
+                         "baseline": "direct loss, 1 thread"})
+    return rows
+
+
+def bench_sweep(quick: bool) -> list[Row]:
+    from egmlib import params as params_mod
+    from egmlib.pipeline import run_pipeline
+    from egmlib.runs import repo_root, resolve_run_dir
+    from egmlib.sweep import run_sweep
+
+    root = repo_root()
+    profile = "smoke" if quick else "default"
+    profile_file = root / "params" / "smoke.yaml" if quick else None
+    values = params_mod.load_profile(profile_file) if profile_file else {}
+    run_dir = resolve_run_dir(profile, values.get("run_dir", ""))
+    needed = [run_dir / "data" / "manifest.json", run_dir / "vae_s" / "synthetic_SR.npz"]
+    if not all(p.exists() for p in needed):
+        if not quick:
+            return [{"section": "sweep", "skipped": True,
+                     "item": f"needs {run_dir} with notebooks 01-02 run (make reproduce)"}]
+        run_pipeline("smoke", only=["01_data", "02_vae_s"])
+    k_max = 4 if quick else 18
+    grid = {"generator": ["vae_s"], "k": [0, k_max], "seed": [0, 1]}
+    base = {"profile": profile, "run_dir": str(run_dir)}
+    notebook = root / "notebooks" / "05_augment.ipynb"
+    rows: list[Row] = []
+    walls = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
+            t0 = time.perf_counter()
+            report = run_sweep(notebook, grid, Path(tmp) / "sweep", base, profile_file,
+                               workers=workers)
+            walls[workers] = time.perf_counter() - t0
+            if not report.ok:
+                raise RuntimeError(f"benchmark sweep failed:\n{report.summary()}")
+            runs_s = [r.wall_s for r in report.done]
+        rows.append({"section": "sweep",
+                     "item": f"05 x {len(runs_s)} ({profile}), "
+                             f"{'serial' if workers == 1 else f'{workers} workers'}",
+                     "seconds": walls[workers], "ratio": walls[1] / walls[workers],
+                     "baseline": "serial (speed-up)",
+                     "run_s_mean": sum(runs_s) / len(runs_s)})
+    return rows
