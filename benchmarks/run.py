@@ -8,13 +8,16 @@ the 400 x 256 VAE).
 
 Sections (each a function returning a list of rows):
 
-* ``simulator``: node-steps/s of :meth:`egmlib.simulate.Simulator.run` (torch float32, batch of
-  simulations as columns) at batch 1, 8 and 24 against :func:`egmlib.simulate.simulate_reference`
-  (scipy float64, one simulation at a time), default geometry (``biatrial_geometry(2.0)``),
-  dt 0.1 ms, a 256-site lead recorded every 20 steps. Simulator times include its setup
-  (operators, the stability check).
+* ``simulator``: node-steps/s of :meth:`egmlib.simulate.Simulator.run` (float32, a batch of
+  simulations as columns) with the ``numba`` and ``torch`` backends side by side, at batch 1,
+  8, 24 and 48 (quick: 1 and 24), against :func:`egmlib.simulate.simulate_reference` (scipy
+  float64, one simulation at a time), default geometry (``biatrial_geometry(2.0)``, 3,500
+  nodes), dt 0.1 ms, a 256-site lead recorded every 20 steps. Simulator times include its
+  setup (operators, the stability check), not the numba compilation (a warm-up call first).
+  Rows carry the one-minute load average before and after the section and, for numba, how
+  many timing windows the kernel ran on each thread count (it chooses by measured rate).
 * ``data``: :func:`egmlib.data.build_dataset` of the smoke profile and (full mode) the default
-  01_data parameters, into a temporary run folder with ``rebuild=True``.
+  01_data parameters, into a temporary run folder with ``rebuild=True``, with the load.
 * ``transfer``: :func:`egmlib.forward.time_transfer_matrix` at n_rec 256 and (full) 2048.
 * ``recon``, ``sweep``: the augmentation experiment (:mod:`benchmarks.augment`): training pairs/s
   of the reconstruction network, and a small 05 grid serially against two workers.
@@ -25,6 +28,7 @@ Sections (each a function returning a list of rows):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -53,10 +57,15 @@ def _best(fn: Callable[[], Any], repeats: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------
+def _load() -> float:
+    """One-minute load average (other processes share the 2 cores)."""
+    return round(os.getloadavg()[0], 2)
+
+
 def bench_simulator(quick: bool) -> list[Row]:
     from egmlib.electrograms import infinite_medium_lead_field
     from egmlib.geometry import biatrial_geometry, recording_sites
-    from egmlib.simulate import Simulator, draw_specs, simulate_reference
+    from egmlib.simulate import Simulator, draw_specs, numba_available, simulate_reference
 
     geom = biatrial_geometry(2.0)
     n = geom.n_vertices
@@ -66,31 +75,50 @@ def bench_simulator(quick: bool) -> list[Row]:
     dt, duration = 0.1, (200.0 if quick else 500.0)
     repeats = 2 if quick else 3
     n_steps = round(duration / dt)
+    batches = (1, 24) if quick else (1, 8, 24, 48)
+    backends = ["numba", "torch"] if numba_available() else ["torch"]
 
     spec = draw_specs("AF", 1, 0, geom)[0]
-    sim = Simulator(geom, dt=dt)
-    jobs: dict[int, Callable[[], Any]] = {
-        0: lambda: simulate_reference(geom, spec, duration, dt=dt, record_every=20, lead=lead)}
-    for batch in (1, 8, 24):
-        specs = (draw_specs("SR", batch // 2, 1, geom)
-                 + draw_specs("AF", batch - batch // 2, 2, geom, first_id=batch // 2))
-        jobs[batch] = (lambda specs=specs: sim.run(
-            specs, duration, leads={"egm": lead32}, record_dt_ms=2.0, show_progress=False))
+    sims = {b: Simulator(geom, dt=dt, backend=b) for b in backends}
+    jobs: dict[tuple[str, int], Callable[[], Any]] = {
+        ("scipy", 1): lambda: simulate_reference(geom, spec, duration, dt=dt, record_every=20,
+                                                 lead=lead)}
+    for backend in backends:
+        for batch in batches:
+            specs = (draw_specs("SR", batch // 2, 1, geom)
+                     + draw_specs("AF", batch - batch // 2, 2, geom, first_id=batch // 2))
+            jobs[backend, batch] = (lambda specs=specs, sim=sims[backend]: sim.run(
+                specs, duration, leads={"egm": lead32}, record_dt_ms=2.0, show_progress=False))
+    # warm-up: the numba kernel is compiled (or loaded from its cache) on the first call
+    if "numba" in sims:
+        jobs["numba", batches[0]]()
     # interleaved repeats (baseline and every batch once per round), best time of each: the
     # machine is shared, so a slow stretch hits all of them rather than one
+    load0 = _load()
     best = dict.fromkeys(jobs, float("inf"))
+    threads_used: dict[tuple[str, int], list[int]] = {}
     for _ in range(repeats):
         for key, job in jobs.items():
-            best[key] = min(best[key], _best(job, 1))
-    ref_rate = n * n_steps / best[0]
-    rows: list[Row] = [{"section": "simulator", "item": "scipy float64, one at a time",
-                        "batch": 1, "seconds": best[0], "node_steps_per_s": ref_rate,
-                        "ratio": 1.0, "baseline": "scipy loop"}]
-    for batch in (1, 8, 24):
-        rate = n * batch * n_steps / best[batch]
-        rows.append({"section": "simulator", "item": "torch float32 Simulator.run",
-                     "batch": batch, "seconds": best[batch], "node_steps_per_s": rate,
-                     "ratio": rate / ref_rate, "baseline": "scipy loop"})
+            t = _best(job, 1)
+            if t < best[key]:
+                best[key] = t
+                if key[0] == "numba":  # thread counts the kernel chose in that run
+                    threads_used[key] = [c for c, _ in sims["numba"].last_thread_history]
+    load1 = _load()
+    ref_rate = n * n_steps / best["scipy", 1]
+    rows: list[Row] = []
+    for (backend, batch), seconds in best.items():
+        rate = n * batch * n_steps / seconds
+        item = {"scipy": "scipy float64, one at a time",
+                "torch": "Simulator.run torch float32",
+                "numba": "Simulator.run numba float32"}[backend]
+        row: Row = {"section": "simulator", "item": item, "backend": backend, "batch": batch,
+                    "seconds": seconds, "node_steps_per_s": rate, "ratio": rate / ref_rate,
+                    "baseline": "scipy loop", "load": f"{load0}-{load1}"}
+        if (backend, batch) in threads_used:
+            used = threads_used[backend, batch]
+            row["kernel_threads"] = {str(c): used.count(c) for c in sorted(set(used))}
+        rows.append(row)
     for r in rows:
         r.update(n_nodes=n, n_steps=n_steps, dt_ms=dt, threads=torch.get_num_threads())
     return rows
@@ -108,14 +136,18 @@ def bench_data(quick: bool) -> list[Row]:
     for name, values in profiles:
         p = params_mod.validate("01_data", values)
         with tempfile.TemporaryDirectory(prefix=f"bench-data-{name}-") as tmp:
+            load0 = _load()
             t0 = time.perf_counter()
             ds = build_dataset(p, Path(tmp), rebuild=True, show_progress=False)
             seconds = time.perf_counter() - t0
             n_windows = len(ds.label)
+            backend = ds.manifest.get("simulator_backend", "torch")
         base = base or seconds
         rows.append({"section": "data", "item": f"build_dataset ({name})", "seconds": seconds,
                      "n_windows": n_windows, "n_sims": int(p["n_sr"] + p["n_af"]),
-                     "ratio": seconds / base, "baseline": "smoke build"})
+                     "batch": int(p["batch"]), "backend": backend,
+                     "ratio": seconds / base, "baseline": "smoke build",
+                     "load": f"{load0}-{_load()}"})
     return rows
 
 
