@@ -648,6 +648,8 @@ class Simulator:
             backend = "numba" if self.device.type == "cpu" and numba_available() else "torch"
         #: the backend :meth:`run` uses (``"numba"`` or ``"torch"``)
         self.backend = backend
+        #: numba backend: (threads, seconds per step) of each timing window of the last run
+        self.last_thread_history: list[tuple[int, float]] = []
         if threads is not None:
             torch.set_num_threads(threads)
         self._adjacency = self._graph()
