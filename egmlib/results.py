@@ -31,14 +31,16 @@ PAPER = {"corr_without": 0.160, "corr_with_vae_s": 0.214, "best_k": "14-18",
          "plateau_k": "20-25"}
 
 
-def collect(folders: Iterable[str | Path]) -> list[dict[str, Any]]:
+def collect(folders: Iterable[str | Path], marker: str | None = None) -> list[dict[str, Any]]:
     """Every ``result.json`` below the given folders (recursively), each once, sorted by
-    (generator, k, seed). Files without the keys above are skipped."""
+    (generator, k, seed). Files without the keys above are skipped. With ``marker`` (the sweep's
+    ``"DONE"``), a result counts only when its folder holds that file: a run that wrote its
+    result and then failed, or was stopped, is not a finished run."""
     seen, out = set(), []
     for folder in folders:
         for path in sorted(Path(folder).rglob("result.json")):
             rp = path.resolve()
-            if rp in seen:
+            if rp in seen or (marker is not None and not (path.parent / marker).is_file()):
                 continue
             seen.add(rp)
             r = load_json(path)

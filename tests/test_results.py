@@ -65,3 +65,12 @@ def test_sweep_cost_reads_markers_report_and_bench(tmp_path):
     assert cost["bench_speedup"] == 1.8 and len(cost["bench_rows"]) == 2
     empty = results.sweep_cost(tmp_path / "nothing")
     assert empty["n_runs"] == 0 and empty["run_s_mean"] is None and empty["bench_speedup"] is None
+
+
+def test_collect_with_a_marker_skips_unfinished_runs(tmp_path):
+    rec = {"k": 2, "seed": 0, "generator": "vae_s", "network": {}}
+    save_json(tmp_path / "a" / "result.json", rec)
+    save_json(tmp_path / "a" / "DONE", {"wall_s": 1.0})
+    save_json(tmp_path / "b" / "result.json", {**rec, "seed": 1})  # no DONE: failed or stopped
+    assert [r["seed"] for r in results.collect([tmp_path])] == [0, 1]
+    assert [r["seed"] for r in results.collect([tmp_path], marker="DONE")] == [0]
