@@ -371,7 +371,7 @@ def _evaluate(model: DualBranchVAE, b: torch.Tensor, e: torch.Tensor, batch_size
 def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLike,
                 bspm_val: ArrayLike, egm_val: ArrayLike, epochs: int = 30, batch_size: int = 32,
                 lr: float = 2e-3, seed: int = 0, patience: int = 5, device: str = "cpu",
-                progress: bool = True, clip_norm: float = 1.0, threads: int | None = 1
+                progress: bool = True, clip_norm: float = 1.0, threads: int | None = None
                 ) -> dict[str, Any]:
     """Train ``model`` in place on pairs (BSPM ``(n, T, 64)``, EGM ``(n, T, n_rec)``, data units)
     and return its history (plain values).
@@ -382,11 +382,10 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     weights are restored. Training and validation pairs must come from different simulations.
     The loss is computed by :func:`recon_loss_moments` (the numbers of :func:`recon_loss` without
     forming the reconstructed EGM; 2.4x more pairs/s at batch 32, measured side by side).
-    ``threads``: torch CPU threads, 1 by default (``None``: :func:`egmlib.train.configure_threads`,
-    the ``EGMLIB_THREADS`` variable or every core). This network's small 1-D convolutions run
-    faster on one thread: 210-240 training pairs/s on one thread against 30-80 on two, measured
-    on the 2-core machine with nothing else running (930 pairs of 400 x 64 -> 400 x 256), with
-    identical numbers; run seeds as parallel one-thread processes instead.
+    ``threads``: torch CPU threads (``None``, the default: :func:`egmlib.train.configure_threads`,
+    the ``EGMLIB_THREADS`` variable or every core). With the moment loss, two threads train
+    1.6x faster than one on the 2-core machine (630 against 389 pairs/s, ``make bench``);
+    before it, when elementwise passes dominated, one thread was faster.
 
     History: ``train`` / ``val`` map each of :data:`LOSS_KEYS` to per-epoch values; also
     ``epoch_s``, ``best_epoch`` (0-based), ``best_val``, ``epochs_run``, ``stopped_early``,

@@ -25,11 +25,19 @@ generator every run is redone rather than mixed with results of the old inputs.
 A failure is recorded in the :class:`SweepReport` (error, log, failed notebook) and never stops
 the other runs. ``<sweep_dir>/sweep.json`` holds the last report, for the aggregating notebook.
 
-Parallelism: ``workers=1`` runs serially in this process (the baseline for a speed-up);
+Parallelism: ``workers=1`` runs serially in this process, each run with every core;
 otherwise a ``dask.distributed.LocalCluster`` of single-threaded worker processes, or an existing
 cluster when ``scheduler_address`` is given (its workers must see ``sweep_dir`` and the notebook
-at the same paths). Every run sets ``OMP_NUM_THREADS=1`` (and the BLAS equivalents) before its
-kernel starts, so parallel runs do not oversubscribe the cores; kernels inherit the environment.
+at the same paths). A parallel run sets ``OMP_NUM_THREADS=1`` (and the BLAS and ``EGMLIB_THREADS``
+equivalents) before its kernel starts, so parallel runs do not oversubscribe the cores; kernels
+inherit the environment.
+
+Which is faster depends on the machine. On the project's 2-core machine, two one-thread workers
+ran two default 05 runs in 216 s against 186 s serially (one thread each; ``make bench``, section
+``sweep``): the runs are bound by memory traffic, which two processes share, and the network
+trains 1.6x faster on two threads than on one. So the CLI runs serially with every core per run
+unless ``--workers`` says otherwise; parallel workers pay off on machines with more cores and
+memory channels, or on a cluster.
 
 CLI: ``python -m egmlib.sweep --profile smoke [--workers N] [--scheduler ADDRESS] [--dry-run]``
 runs ``notebooks/05_augment.ipynb`` over the profile's grid into ``<run_dir>/sweep/`` and then
@@ -85,8 +93,12 @@ THREAD_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "NUMEXPR_NUM_THREADS": "1",
     "VECLIB_MAXIMUM_THREADS": "1",
+    "EGMLIB_THREADS": "1",
     "EGMLIB_QUIET": "1",
 }
+
+#: Environment of a serial run's kernel: quiet, with every core for the one run.
+SERIAL_ENV = {"EGMLIB_QUIET": "1"}
 
 #: The CLI's grid when the profile YAML has no ``sweep_k`` / ``sweep_seeds`` / ``sweep_generators``.
 DEFAULT_GRID: dict[str, list[Any]] = {
@@ -323,7 +335,8 @@ def _run_one(task: dict[str, Any]) -> dict[str, Any]:
         rec["error"] = f"{type(exc).__name__}: could not prepare {folder}: {exc}"
         return rec
     start = time.perf_counter()
-    with _environment(THREAD_ENV, restore=task["restore_env"]), \
+    env = SERIAL_ENV if task["restore_env"] else THREAD_ENV
+    with _environment(env, restore=task["restore_env"]), \
             open(log, "w", encoding="utf-8") as fh:
         fh.write(f"# {notebook} {json.dumps(task['point'])} pid {os.getpid()} "
                  f"started {datetime.now(UTC).isoformat(timespec='seconds')}\n")
@@ -493,8 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m egmlib.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="default", choices=_params.PROFILES)
-    parser.add_argument("--workers", type=int, default=None,
-                        help="local worker processes (default: all cores; 1: serial)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="local worker processes (default 1: serial, every core per run; "
+                             "measured faster than parallel one-thread runs on 2 cores)")
     parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     parser.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
