@@ -106,6 +106,16 @@ def format_tests(rows: list[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _power_note(n_pairs: int, alpha: float) -> str:
+    """A note when ``n_pairs`` seeds cannot reach ``alpha``: the exact two-sided Wilcoxon
+    signed-rank test's smallest p-value is ``2 / 2**n`` (every difference of one sign)."""
+    p_min = 2.0 / 2.0 ** n_pairs
+    if p_min < alpha:
+        return ""
+    return (f" With {n_pairs} seeds the smallest attainable p is {p_min:.3f}, so no gain could "
+            f"reach p < {alpha:g}: more seeds are needed.")
+
+
 def verdict(results_: list[Mapping[str, Any]], metric: str = "corr_mean",
             alpha: float = 0.05) -> str:
     """One honest sentence per generator and rhythm: the best k by mean, its paired gain over
@@ -122,7 +132,8 @@ def verdict(results_: list[Mapping[str, Any]], metric: str = "corr_mean",
                 f"{best['mean_diff']:+.3f} against k = 0 (Wilcoxon p = {best['p_value']:.3f}, "
                 f"{best['n_pairs']} seeds): "
                 + ("a significant gain." if sig and best["mean_diff"] > 0 else
-                   "no significant gain from augmentation."))
+                   "no significant gain from augmentation.")
+                + _power_note(best["n_pairs"], alpha))
     return "\n".join(lines) if lines else "no k > 0 runs with matching k = 0 runs"
 
 

@@ -41,7 +41,9 @@ memory channels, or on a cluster.
 
 CLI: ``python -m egmlib.sweep --profile smoke [--workers N] [--scheduler ADDRESS] [--dry-run]``
 runs ``notebooks/05_augment.ipynb`` over the profile's grid into ``<run_dir>/sweep/`` and then
-``notebooks/06_sweep.ipynb`` (when it exists) to aggregate.
+``notebooks/06_sweep.ipynb`` (when it exists) to aggregate: in place for the default profile (its
+notebooks are committed with their outputs, as ``make reproduce`` leaves them), into
+``<run_dir>/notebooks/`` otherwise.
 """
 
 from __future__ import annotations
@@ -554,7 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     aggregate = root / "notebooks" / f"{AGGREGATE_NOTEBOOK}.ipynb"
     if aggregate.is_file():
-        output = run_dir / "notebooks" / aggregate.name
+        # like `make reproduce`: the default profile's notebook is committed with its outputs
+        output = (aggregate if args.profile == "default"
+                  else run_dir / "notebooks" / aggregate.name)
         start = time.perf_counter()
         try:
             execute_notebook(aggregate, output,

@@ -74,3 +74,10 @@ def test_collect_with_a_marker_skips_unfinished_runs(tmp_path):
     save_json(tmp_path / "b" / "result.json", {**rec, "seed": 1})  # no DONE: failed or stopped
     assert [r["seed"] for r in results.collect([tmp_path])] == [0, 1]
     assert [r["seed"] for r in results.collect([tmp_path], marker="DONE")] == [0]
+
+
+def test_power_note_names_the_smallest_attainable_p():
+    # exact two-sided Wilcoxon: all of n differences positive gives p = 2 / 2**n
+    assert stats.wilcoxon([0.1, 0.2, 0.3, 0.4]).pvalue == 0.125
+    assert "smallest attainable p is 0.125" in results._power_note(4, 0.05)
+    assert results._power_note(6, 0.05) == ""  # 2 / 64 = 0.031 can reach 0.05
