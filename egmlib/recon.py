@@ -254,10 +254,17 @@ def recon_loss(out: Mapping[str, torch.Tensor], bspm: torch.Tensor, egm: torch.T
     (``1 - corr``) and ``corr`` (mean per-site EGM correlation, a monitor). ``out`` is
     :meth:`DualBranchVAE.forward`'s output in the same layout as the targets."""
     mse_egm = F.mse_loss(out["egm"], egm)
-    mse_bspm = F.mse_loss(out["bspm"], bspm)
-    mu, logvar = out["mu"], out["logvar"]
-    kl = (-0.5 * (1.0 + logvar - mu * mu - logvar.exp()).sum(-1)).mean()
     corr = _pearson_sites(out["egm"], egm, dim=2 if channels_first else 1)
+    return _loss_parts(config, mse_egm, F.mse_loss(out["bspm"], bspm), out["mu"], out["logvar"],
+                       corr)
+
+
+def _loss_parts(config: ReconConfig, mse_egm: torch.Tensor, mse_bspm: torch.Tensor,
+                mu: torch.Tensor, logvar: torch.Tensor, corr: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+    """The weighted total and the parts of :data:`LOSS_KEYS` from the EGM and BSPM MSEs, the
+    latent Gaussian and the mean EGM correlation (shared by both ways of computing them)."""
+    kl = (-0.5 * (1.0 + logvar - mu * mu - logvar.exp()).sum(-1)).mean()
     corr_loss = 1.0 - corr
     total = (config.w_egm * mse_egm + config.w_bspm * mse_bspm + config.beta * kl
              + config.w_corr * corr_loss)
@@ -315,13 +322,7 @@ def recon_loss_moments(model: DualBranchVAE, bspm: torch.Tensor, egm: torch.Tens
     sq_err = s_yy - 2 * s_ye + e_css + n_t * (m_y - e_mean).pow(2)
     mse_egm = sq_err.sum() / sq_err.numel() / n_t
     corr = (s_ye / torch.sqrt(s_yy.clamp_min(0) * e_css.clamp_min(0) + 1e-8 * n_t * n_t)).mean()
-    mse_bspm = F.mse_loss(bspm_hat, bspm)
-    kl = (-0.5 * (1.0 + logvar - mu * mu - logvar.exp()).sum(-1)).mean()
-    corr_loss = 1.0 - corr
-    total = (cfg.w_egm * mse_egm + cfg.w_bspm * mse_bspm + cfg.beta * kl
-             + cfg.w_corr * corr_loss)
-    return {"total": total, "egm": mse_egm, "bspm": mse_bspm, "kl": kl, "corr_loss": corr_loss,
-            "corr": corr.detach()}
+    return _loss_parts(cfg, mse_egm, F.mse_loss(bspm_hat, bspm), mu, logvar, corr)
 
 
 # ------------------------------------------------------------------------------------------------
