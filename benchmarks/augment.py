@@ -108,6 +108,6 @@ def bench_sweep(quick: bool) -> list[Row]:
                      "item": f"05 x {len(runs_s)} ({profile}), "
                              f"{'serial' if workers == 1 else f'{workers} workers'}",
                      "seconds": walls[workers], "ratio": walls[1] / walls[workers],
-                     "baseline": "serial (speed-up)",
+                     "baseline": "serial (speed-up)", "workers": workers,
                      "run_s_mean": sum(runs_s) / len(runs_s)})
     return rows

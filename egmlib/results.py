@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from .runs import load_json
+from .sweep import MARKER
 
 __all__ = ["PAPER", "collect", "format_tests", "paired_tests", "summarise", "sweep_cost",
            "verdict"]
@@ -146,7 +147,7 @@ def sweep_cost(sweep_dir: str | Path, bench_json: str | Path | None = None) -> d
     a speed-up: runs sharing the cores each take longer than alone."""
     sweep_dir = Path(sweep_dir)
     walls = []
-    for marker in sorted(sweep_dir.glob("*/DONE")):
+    for marker in sorted(sweep_dir.glob(f"*/{MARKER}")):
         try:
             walls.append(float(load_json(marker)["wall_s"]))
         except (OSError, ValueError, KeyError, TypeError):
@@ -164,6 +165,7 @@ def sweep_cost(sweep_dir: str | Path, bench_json: str | Path | None = None) -> d
         rows = [r for r in load_json(bench_json).get("rows", []) if r.get("section") == "sweep"
                 and not r.get("skipped")]
         out["bench_rows"] = rows
-        if rows:
-            out["bench_speedup"] = float(max(r.get("ratio", 1.0) for r in rows))
+        parallel = [r for r in rows if r.get("workers", 1) > 1]
+        if parallel:  # serial time / parallel time: below 1 when parallel is slower
+            out["bench_speedup"] = float(parallel[-1]["ratio"])
     return out

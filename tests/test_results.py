@@ -55,14 +55,18 @@ def test_sweep_cost_reads_markers_report_and_bench(tmp_path):
                                         "runs": [{"status": "done"}, {"status": "skipped"},
                                                  {"status": "done"}]})
     bench = tmp_path / "bench.json"
-    save_json(bench, {"rows": [{"section": "sweep", "ratio": 1.0},
-                               {"section": "sweep", "ratio": 1.8},
+    save_json(bench, {"rows": [{"section": "sweep", "ratio": 1.0, "workers": 1},
+                               {"section": "sweep", "ratio": 1.8, "workers": 2},
                                {"section": "train", "ratio": 5.0}]})
     cost = results.sweep_cost(tmp_path, bench)
     assert cost["n_runs"] == 3 and cost["run_s_total"] == 60.0 and cost["run_s_mean"] == 20.0
     assert cost["last_elapsed_s"] == 31.0 and cost["last_n_run"] == 2
     assert cost["last_mode"] == "LocalCluster, 2 workers"
     assert cost["bench_speedup"] == 1.8 and len(cost["bench_rows"]) == 2
+    # parallel slower than serial: the speed-up is below one, not the serial row's 1.0
+    save_json(bench, {"rows": [{"section": "sweep", "ratio": 1.0, "workers": 1},
+                               {"section": "sweep", "ratio": 0.86, "workers": 2}]})
+    assert results.sweep_cost(tmp_path, bench)["bench_speedup"] == 0.86
     empty = results.sweep_cost(tmp_path / "nothing")
     assert empty["n_runs"] == 0 and empty["run_s_mean"] is None and empty["bench_speedup"] is None
 
