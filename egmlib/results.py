@@ -10,6 +10,10 @@ This module collects them, summarises each metric against k per generator and rh
 confidence interval over seeds (Student t, 95%), and compares every k with k = 0 seed by seed
 (Wilcoxon signed-rank test, :func:`scipy.stats.wilcoxon`; paired because a seed fixes the network's
 initialisation and the noise, so the pairs differ only by the synthetic windows).
+
+The ``k = 0`` runs of generator ``"none"`` (:func:`egmlib.sweep.shared_baseline`: a run without
+synthetic windows does not depend on the generator) are every generator's ``k = 0`` runs; a
+generator's own ``k = 0`` run of a seed, where there is one, takes precedence.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ import numpy as np
 from scipy import stats
 
 from .runs import load_json
-from .sweep import MARKER
+from .sweep import BASELINE_GENERATOR, MARKER
 
-__all__ = ["PAPER", "collect", "format_tests", "paired_tests", "summarise", "sweep_cost",
-           "verdict"]
+__all__ = ["PAPER", "by_generator", "collect", "format_tests", "paired_tests", "summarise",
+           "sweep_cost", "verdict"]
 
 #: The paper's numbers (arXiv 2512.14537), measured on its own (closed) data.
 PAPER = {"corr_without": 0.160, "corr_with_vae_s": 0.214, "best_k": "14-18",
@@ -51,6 +55,22 @@ def collect(folders: Iterable[str | Path], marker: str | None = None) -> list[di
     return sorted(out, key=lambda r: (r["generator"], r["k"], r["seed"]))
 
 
+def by_generator(results: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """The runs of each generator, its ``k = 0`` runs completed by the shared ``"none"`` ones
+    (for the seeds it has no ``k = 0`` run of its own). ``"none"`` appears as a generator only
+    when there is no other."""
+    shared = [r for r in results if r["generator"] == BASELINE_GENERATOR and r["k"] == 0]
+    gens = sorted({r["generator"] for r in results} - {BASELINE_GENERATOR})
+    if not gens:
+        return {BASELINE_GENERATOR: list(results)} if results else {}
+    out = {}
+    for gen in gens:
+        own = [r for r in results if r["generator"] == gen]
+        seeds = {r["seed"] for r in own if r["k"] == 0}
+        out[gen] = own + [r for r in shared if r["seed"] not in seeds]
+    return out
+
+
 def _t_interval(x: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     if len(x) < 2:
         return float("nan"), float("nan")
@@ -62,8 +82,7 @@ def summarise(results: list[Mapping[str, Any]], metric: str = "corr_mean",
               source: str = "network") -> dict[str, dict[str, list[dict[str, float]]]]:
     """Per generator and rhythm, one row per k: mean over seeds, 95% t interval, n seeds."""
     out: dict[str, dict[str, list[dict[str, float]]]] = {}
-    for gen in sorted({r["generator"] for r in results}):
-        rows = [r for r in results if r["generator"] == gen]
+    for gen, rows in by_generator(results).items():
         for rhythm in sorted({rh for r in rows for rh in r[source]}):
             table = []
             for k in sorted({r["k"] for r in rows}):
@@ -82,8 +101,7 @@ def paired_tests(results: list[Mapping[str, Any]], metric: str = "corr_mean"
     both have, and the two-sided Wilcoxon signed-rank p-value (nan with fewer than 2 pairs or
     all differences zero)."""
     rows = []
-    for gen in sorted({r["generator"] for r in results}):
-        runs = [r for r in results if r["generator"] == gen]
+    for gen, runs in by_generator(results).items():
         base = {r["seed"]: r for r in runs if r["k"] == 0}
         for k in sorted({r["k"] for r in runs if r["k"] > 0}):
             cur = {r["seed"]: r for r in runs if r["k"] == k}

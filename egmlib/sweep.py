@@ -21,7 +21,15 @@ its own folder ``<sweep_dir>/<key>/``, where ``key`` is :func:`run_key` of the p
 A rerun of :func:`run_sweep` therefore skips finished runs and retries failed or partial ones.
 The CLI also records the digests of the inputs the runs read (:func:`input_fingerprint`: the
 data set's manifest, the generators' kept windows), so after a rebuilt data set or a retrained
-generator every run is redone rather than mixed with results of the old inputs.
+generator the runs that read it are redone rather than mixed with results of the old inputs.
+Each run records only the inputs it reads (the data set, and its own generator's windows), and a
+run counts as finished when every input it reads is unchanged, so retraining VAE-C redoes the
+VAE-C runs and leaves the VAE-S runs and the shared ``k = 0`` runs alone.
+
+``k = 0`` runs train on real pairs only, so their result does not depend on the generator (the
+same seed gives the same numbers, checked in the reduced sweep): the CLI runs them once per seed
+with ``generator="none"`` (:func:`shared_baseline`) and 06_sweep uses them as every generator's
+baseline (:mod:`egmlib.results`).
 A failure is recorded in the :class:`SweepReport` (error, log, failed notebook) and never stops
 the other runs. ``<sweep_dir>/sweep.json`` holds the last report, for the aggregating notebook.
 
@@ -58,7 +66,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,6 +94,7 @@ __all__ = [
     "profile_grid",
     "run_key",
     "run_sweep",
+    "shared_baseline",
 ]
 
 #: Environment of every run's kernel: one thread per run (numpy/BLAS/torch) and no progress bars.
@@ -136,6 +145,45 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
             raise ValueError(f"grid {name!r}: expected a non-empty list of values, got {values!r}")
     names = list(grid)
     return [dict(zip(names, combo)) for combo in itertools.product(*grid.values())]
+
+
+#: The generator of the ``k = 0`` runs shared by every generator (:func:`shared_baseline`).
+BASELINE_GENERATOR = "none"
+
+
+def shared_baseline(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The points with every ``k = 0`` point's generator set to ``"none"``, duplicates dropped
+    (first occurrence kept, order otherwise unchanged).
+
+    A ``k = 0`` run of the augmentation notebook trains on real pairs only, so it is the same run
+    whatever the generator; running it once per seed saves ``(n_generators - 1) * n_seeds`` runs
+    and gives every generator the identical baseline.
+
+    >>> shared_baseline([{"generator": "vae_s", "k": 0}, {"generator": "vae_c", "k": 0},
+    ...                  {"generator": "vae_c", "k": 2}])
+    [{'generator': 'none', 'k': 0}, {'generator': 'vae_c', 'k': 2}]
+    """
+    out, seen = [], set()
+    for point in points:
+        point = dict(point)
+        if point.get("k") == 0 and "generator" in point:
+            point["generator"] = BASELINE_GENERATOR
+        key = run_key(point)
+        if key not in seen:
+            seen.add(key)
+            out.append(point)
+    return out
+
+
+def _points(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]
+            ) -> list[dict[str, Any]]:
+    """A grid (name -> values, :func:`expand_grid`) or an explicit list of points."""
+    if isinstance(grid, Mapping):
+        return expand_grid(grid)
+    if not grid or not all(isinstance(p, Mapping) for p in grid):
+        raise ValueError(f"grid: expected a mapping of lists or a non-empty list of points, "
+                         f"got {grid!r}")
+    return [dict(p) for p in grid]
 
 
 def _canonical(obj: Any) -> Any:
@@ -243,15 +291,21 @@ class PlannedRun:
 
 
 def is_finished(folder: str | Path, expected: Mapping[str, Any]) -> bool:
-    """True when ``folder`` holds the ``DONE`` marker and a ``params.json`` equal to
-    ``expected``."""
+    """True when ``folder`` holds the ``DONE`` marker and a ``params.json`` that matches
+    ``expected``: equal in everything but ``"inputs"``, and every input digest that ``expected``
+    lists recorded with the same value (a record may list more inputs than the run reads: a run
+    is still valid when only inputs it does not read changed)."""
     folder = Path(folder)
     if not (folder / MARKER).is_file() or not (folder / PARAMS_FILE).is_file():
         return False
     try:
-        return load_json(folder / PARAMS_FILE) == _canonical(dict(expected))
+        recorded = load_json(folder / PARAMS_FILE)
     except (OSError, ValueError):
         return False
+    expected = _canonical(dict(expected))
+    want, got = expected.pop("inputs", {}), recorded.pop("inputs", {})
+    return (recorded == expected and isinstance(got, dict)
+            and all(got.get(name) == digest for name, digest in want.items()))
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -276,25 +330,33 @@ def input_fingerprint(run_dir: str | Path, generators: Sequence[str]) -> dict[st
     return {str(p.relative_to(run_dir)): file_digest(p) for p in paths if p.is_file()}
 
 
-def plan_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_dir: str | Path,
-               base_parameters: Mapping[str, Any] | None = None,
+Inputs = Mapping[str, str] | Callable[[Mapping[str, Any]], Mapping[str, str]]
+
+
+def plan_sweep(notebook: str | Path,
+               grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+               sweep_dir: str | Path, base_parameters: Mapping[str, Any] | None = None,
                profile_file: str | Path | None = None,
-               inputs: Mapping[str, str] | None = None) -> list[PlannedRun]:
+               inputs: Inputs | None = None) -> list[PlannedRun]:
     """The runs of a sweep, each with its key, folder, parameters and whether it is finished.
-    ``inputs`` (e.g. :func:`input_fingerprint`) joins every run's record: a finished run whose
-    recorded inputs differ is redone."""
+
+    ``grid`` is a mapping of lists (:func:`expand_grid`) or an explicit list of points (e.g.
+    :func:`shared_baseline` of one). ``inputs`` (e.g. :func:`input_fingerprint`), a mapping or a
+    function of the point, joins each run's record: a finished run whose recorded digests of
+    these inputs differ is redone (:func:`is_finished`)."""
     notebook, sweep_dir = Path(notebook), Path(sweep_dir)
     base: dict[str, Any] = dict(profile_parameters(profile_file)) if profile_file else {}
     base.update(base_parameters or {})
     planned, seen = [], set()
-    for point in expand_grid(grid):
+    for point in _points(grid):
         key = run_key(point, notebook.stem)
         if key in seen:
             raise ValueError(f"grid point {point} appears twice")
         seen.add(key)
         record = {"notebook": notebook.name, "parameters": {**base, **point}}
-        if inputs:
-            record["inputs"] = dict(inputs)
+        run_inputs = inputs(point) if callable(inputs) else inputs
+        if run_inputs:
+            record["inputs"] = dict(run_inputs)
         record = _canonical(record)
         folder = sweep_dir / key
         planned.append(PlannedRun(key, point, folder, record, is_finished(folder, record)))
@@ -388,17 +450,18 @@ def _skipped(p: PlannedRun, stem: str) -> RunRecord:
 # the sweep
 # --------------------------------------------------------------------------------------------
 
-def run_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_dir: str | Path,
-              base_parameters: Mapping[str, Any] | None = None,
+def run_sweep(notebook: str | Path,
+              grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+              sweep_dir: str | Path, base_parameters: Mapping[str, Any] | None = None,
               profile_file: str | Path | None = None, workers: int | None = None,
               scheduler_address: str | None = None, timeout: int = 3600,
               out_param: str | None = "out_dir", cwd: str | Path | None = None,
-              inputs: Mapping[str, str] | None = None) -> SweepReport:
+              inputs: Inputs | None = None) -> SweepReport:
     """Run ``notebook`` once per point of ``grid``, each in ``<sweep_dir>/<run_key>/``.
 
     Args:
         notebook: the notebook to run.
-        grid: parameter name -> list of values; see :func:`expand_grid`.
+        grid: parameter name -> list of values (:func:`expand_grid`), or a list of points.
         sweep_dir: the sweep's folder.
         base_parameters: injected into every run (they update the profile's values; the grid
             point updates them).
@@ -409,8 +472,9 @@ def run_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_dir
         timeout: seconds allowed per cell.
         out_param: the notebook parameter that receives the run's folder (``None``: none).
         cwd: the kernels' working directory; default: the notebook's folder.
-        inputs: fingerprints of the runs' inputs (:func:`input_fingerprint`), recorded with each
-            run; runs finished with other inputs are redone.
+        inputs: fingerprints of the runs' inputs (:func:`input_fingerprint`; a mapping, or a
+            function of the point), recorded with each run; runs finished with other inputs are
+            redone.
 
     Returns:
         A :class:`SweepReport`; also saved as ``<sweep_dir>/sweep.json``.
@@ -445,7 +509,8 @@ def run_sweep(notebook: str | Path, grid: Mapping[str, Sequence[Any]], sweep_dir
     for rec in sorted(records, key=lambda r: order[r["key"]]):
         (report.done if rec["status"] == "done" else report.failed).append(_record(rec))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    save_json(sweep_dir / "sweep.json", {**report.to_dict(), "grid": _canonical(dict(grid))})
+    grid_record = dict(grid) if isinstance(grid, Mapping) else list(grid)
+    save_json(sweep_dir / "sweep.json", {**report.to_dict(), "grid": _canonical(grid_record)})
     return report
 
 
@@ -506,7 +571,8 @@ def profile_grid(profile_yaml: Path | None) -> dict[str, list[Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m egmlib.sweep --profile P [--workers N] [--scheduler ADDRESS] [--dry-run]``."""
+    """``python -m egmlib.sweep --profile P [--workers N] [--scheduler ADDRESS] [--generator NAME]
+    [--dry-run]``."""
     parser = argparse.ArgumentParser(prog="python -m egmlib.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="default", choices=_params.PROFILES)
@@ -514,6 +580,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="local worker processes (default 1: serial, every core per run; "
                              "measured faster than parallel one-thread runs on 2 cores)")
     parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    parser.add_argument("--generator", action="append", default=None, metavar="NAME",
+                        help="run only this generator's part of the grid (repeatable; the shared "
+                             "k = 0 runs always belong to the part)")
     parser.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
     args = parser.parse_args(argv)
@@ -540,18 +609,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = {"profile": args.profile, "run_dir": str(run_dir)}
     sweep_dir = run_dir / "sweep"
 
-    inputs = input_fingerprint(run_dir, grid["generator"])
+    if args.generator:
+        unknown = sorted(set(args.generator) - set(grid["generator"]))
+        if unknown:
+            print(f"error: --generator {', '.join(unknown)}: not in the profile's grid "
+                  f"{grid['generator']}", file=sys.stderr)
+            return 2
+        grid["generator"] = [g for g in grid["generator"] if g in args.generator]
+    points = shared_baseline(expand_grid(grid))
+    digests = {gen: input_fingerprint(run_dir, [gen]) for gen in {p["generator"] for p in points}}
+
+    def inputs(point: Mapping[str, Any]) -> dict[str, str]:
+        return digests[point["generator"]]
+
     if args.dry_run:
-        planned = plan_sweep(notebook, grid, sweep_dir, base, profile_file, inputs)
+        planned = plan_sweep(notebook, points, sweep_dir, base, profile_file, inputs)
         todo = [p for p in planned if not p.finished]
         shape = " x ".join(f"{len(v)} {k}" for k, v in grid.items())
-        print(f"sweep of {notebook.name} into {sweep_dir}: {len(planned)} runs ({shape}); "
-              f"{len(planned) - len(todo)} finished, {len(todo)} to run")
+        print(f"sweep of {notebook.name} into {sweep_dir}: {len(planned)} runs ({shape}, k = 0 "
+              f"shared by the generators); {len(planned) - len(todo)} finished, "
+              f"{len(todo)} to run")
         for p in todo:
             print(f"  {p.key} {p.point}")
         return 0
 
-    report = run_sweep(notebook, grid, sweep_dir, base, profile_file, workers=args.workers,
+    report = run_sweep(notebook, points, sweep_dir, base, profile_file, workers=args.workers,
                        scheduler_address=args.scheduler, timeout=args.timeout, inputs=inputs)
     print(report.summary())
     if not report.ok:

@@ -40,6 +40,26 @@ def test_summary_and_paired_tests(tmp_path):
     assert "vae_s" in results.format_tests([row])
 
 
+def test_shared_k0_runs_are_every_generators_baseline(tmp_path):
+    for s, (base, gain_s, gain_c) in enumerate([(0.1, 0.02, -0.01), (0.2, 0.04, -0.03)]):
+        _write(tmp_path, "none", 0, s, base)
+        _write(tmp_path, "vae_s", 2, s, base + gain_s)
+        _write(tmp_path, "vae_c", 2, s, base + gain_c)
+    _write(tmp_path, "vae_c", 0, 1, 0.5)  # a generator's own k = 0 run takes precedence
+    res = results.collect([tmp_path])
+    groups = results.by_generator(res)
+    assert sorted(groups) == ["vae_c", "vae_s"]  # "none" is no generator of its own
+    assert sorted((r["generator"], r["seed"]) for r in groups["vae_c"] if r["k"] == 0) == [
+        ("none", 0), ("vae_c", 1)]
+    tests = {row["generator"]: row for row in results.paired_tests(res)}
+    assert tests["vae_s"]["mean_diff"] == pytest.approx(0.03)
+    assert tests["vae_c"]["mean_diff"] == pytest.approx((-0.01 + (0.17 - 0.5)) / 2)
+    table = results.summarise(res)["vae_s"]["SR"]
+    assert [(row["k"], row["n"]) for row in table] == [(0, 2), (2, 2)]
+    assert table[0]["mean"] == pytest.approx(0.15)
+    assert list(results.by_generator([r for r in res if r["generator"] == "none"])) == ["none"]
+
+
 def test_single_seed_has_no_interval(tmp_path):
     _write(tmp_path, "vae_c", 0, 0, 0.2)
     table = results.summarise(results.collect([tmp_path]))["vae_c"]["SR"]

@@ -173,14 +173,14 @@ def test_cli_names_the_missing_notebook(tmp_path, monkeypatch, capsys):
     assert "notebooks/05_augment.ipynb" in capsys.readouterr().err
 
 
-def _cli_repo(tmp_path: Path) -> Path:
+def _cli_repo(tmp_path: Path, generators: str = "[vae_s]") -> Path:
     root = tmp_path / "repo"
     (root / "notebooks").mkdir(parents=True)
     (root / "params").mkdir()
     shutil.copy(PROBE, root / "notebooks" / "05_augment.ipynb")
     (root / "params" / "smoke.yaml").write_text(
         f"run_dir: {tmp_path / 'run'}\nseed: 9\n"
-        "sweep_k: [0, 3]\nsweep_seeds: [1]\nsweep_generators: [vae_s]\n")
+        f"sweep_k: [0, 3]\nsweep_seeds: [1]\nsweep_generators: {generators}\n")
     return root
 
 
@@ -195,9 +195,60 @@ def test_cli_dry_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sweep, "repo_root", lambda: root)
     assert sweep.main(["--profile", "smoke", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "2 runs (1 generator x 2 k x 1 seed); 0 finished, 2 to run" in out
+    assert ("2 runs (1 generator x 2 k x 1 seed, k = 0 shared by the generators); "
+            "0 finished, 2 to run") in out
     assert run_key({"generator": "vae_s", "k": 3, "seed": 1}, "05_augment") in out
+    assert run_key({"generator": "none", "k": 0, "seed": 1}, "05_augment") in out
     assert not (tmp_path / "run" / "sweep").exists()
+
+
+def test_cli_generator_filter(tmp_path, monkeypatch, capsys):
+    root = _cli_repo(tmp_path, generators="[vae_s, vae_c]")
+    monkeypatch.setattr(sweep, "repo_root", lambda: root)
+    assert sweep.main(["--profile", "smoke", "--dry-run"]) == 0
+    assert "3 runs (2 generator x 2 k x 1 seed" in capsys.readouterr().out
+    assert sweep.main(["--profile", "smoke", "--dry-run", "--generator", "vae_c"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs (1 generator x 2 k x 1 seed" in out
+    assert run_key({"generator": "none", "k": 0, "seed": 1}, "05_augment") in out
+    assert run_key({"generator": "vae_s", "k": 3, "seed": 1}, "05_augment") not in out
+    assert sweep.main(["--profile", "smoke", "--generator", "gan"]) == 2
+    err = capsys.readouterr().err
+    assert "--generator gan: not in the profile's grid ['vae_s', 'vae_c']" in err
+
+
+def test_shared_baseline_runs_k0_once_per_seed():
+    points = expand_grid({"generator": ["vae_s", "vae_c"], "k": [0, 2], "seed": [0, 1]})
+    shared = sweep.shared_baseline(points)
+    assert shared == [
+        {"generator": "none", "k": 0, "seed": 0}, {"generator": "none", "k": 0, "seed": 1},
+        {"generator": "vae_s", "k": 2, "seed": 0}, {"generator": "vae_s", "k": 2, "seed": 1},
+        {"generator": "vae_c", "k": 2, "seed": 0}, {"generator": "vae_c", "k": 2, "seed": 1}]
+    assert points[0]["generator"] == "vae_s"  # the input is not modified
+    assert sweep.shared_baseline([{"k": 0, "seed": 0}]) == [{"k": 0, "seed": 0}]
+
+
+def test_a_run_stays_finished_while_only_inputs_it_does_not_read_change(tmp_path):
+    grid = [{"generator": "vae_s", "x": 1}, {"generator": "vae_c", "x": 2}]
+    digests = {"vae_s": {"data": "d0", "vae_s": "s0"}, "vae_c": {"data": "d0", "vae_c": "c0"}}
+    report = run_sweep(PROBE, grid, tmp_path, workers=1, timeout=60,
+                       inputs=lambda point: digests[point["generator"]])
+    assert report.ok and len(report.done) == 2
+    assert load_json(report.done[0].folder / "params.json")["inputs"] == {"data": "d0",
+                                                                          "vae_s": "s0"}
+    assert load_json(tmp_path / "sweep.json")["grid"] == grid
+    digests["vae_c"]["vae_c"] = "c1"  # VAE-C retrained: only its run is redone
+    assert [p.finished for p in plan_sweep(PROBE, grid, tmp_path,
+                                           inputs=lambda p: digests[p["generator"]])] == [
+        True, False]
+    # a record listing more inputs than are asked for (an older, global fingerprint) still counts
+    folder = report.done[0].folder
+    record = load_json(folder / "params.json")
+    save_json(folder / "params.json", {**record, "inputs": {**record["inputs"], "vae_c": "c0"}})
+    assert is_finished(folder, record)
+    # ... but not when an input it reads changed, or is missing from the record
+    assert not is_finished(folder, {**record, "inputs": {"data": "d1", "vae_s": "s0"}})
+    assert not is_finished(folder, {**record, "inputs": {**record["inputs"], "noise": "n0"}})
 
 
 @pytest.mark.notebook
@@ -208,10 +259,10 @@ def test_cli_runs_the_profile_grid(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "2 done, 0 skipped" in out and "06_sweep.ipynb does not exist yet" in out
     sweep_dir = tmp_path / "run" / "sweep"
-    for k in (0, 3):
-        folder = sweep_dir / run_key({"generator": "vae_s", "k": k, "seed": 1}, "05_augment")
+    for gen, k in (("none", 0), ("vae_s", 3)):  # k = 0 is the shared baseline run
+        folder = sweep_dir / run_key({"generator": gen, "k": k, "seed": 1}, "05_augment")
         assert load_json(folder / "result.json") | {"seed": 1, "profile": "smoke"} == \
             load_json(folder / "result.json")
         assert load_json(folder / "params.json")["parameters"] == {
-            "generator": "vae_s", "k": k, "seed": 1, "profile": "smoke",
+            "generator": gen, "k": k, "seed": 1, "profile": "smoke",
             "run_dir": str(tmp_path / "run")}
