@@ -123,10 +123,16 @@ def torsos_figure(torsos, atria_vertices, atria_faces, max_torsos: int = 4):
     return fig
 
 
-def loss_curves(history, parts=("total", "mse", "deriv_l1", "spec_hf", "spec_spurious", "kl",
-                                "corr")):
-    """Training (solid) and validation (dashed) curves of each loss part, one panel each."""
-    fig, axes = plt.subplots(1, len(parts), figsize=(2.1 * len(parts), 2.4))
+def loss_curves(history, parts=None):
+    """Training (solid) and validation (dashed) curves of each loss part, one panel each;
+    ``parts=None``: the total and every part that is not zero throughout (a term with weight 0,
+    such as ``spec_avg`` in the paper's loss, gets no panel)."""
+    from .models import LOSS_PARTS
+
+    if parts is None:
+        parts = ["total", *(p for p in LOSS_PARTS if any(history["train"].get(p, [])))]
+    fig, axes = plt.subplots(1, len(parts), figsize=(2.1 * len(parts), 2.4), squeeze=False)
+    axes = axes[0]
     for ax, part in zip(axes, parts):
         ax.plot(history["train"][part], color="k", lw=1, label="train")
         ax.plot(history["val"][part], color="k", lw=1, ls="--", label="validation")

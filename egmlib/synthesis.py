@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from . import metrics
 from .data import LABELS, Dataset
 from .generate import encode_means, generate, select_best
-from .models import ConvVAE, VAEConfig
+from .models import ConvVAE, LossWeights, VAEConfig
 from .runs import MissingInputError, atomic_path, provenance, require
 from .train import Normalizer, load_checkpoint, seed_everything, train_vae
 
@@ -99,6 +99,7 @@ def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str |
                         device=p["device"], seed=p["seed"],
                         checkpoint_path=generator_dir(run_dir, kind) / "checkpoint.pt",
                         progress=show_progress, normalizer=norm,
+                        weights=LossWeights(spec_avg=p.get("spec_avg", 0.0)),
                         extra={"params": dict(p), "seed": p["seed"], "kind": kind})
     return model, norm, history
 

@@ -109,6 +109,33 @@ def test_loss_hand_values():
     assert float(q["spec_spurious"]) > 0 and float(q["spec_hf"]) > 0
 
 
+def test_spec_avg_is_blind_to_timing_and_sees_frequency_and_scale():
+    t = torch.arange(400.0) / 100.0  # 4 s at 100 Hz
+    af = torch.sin(2 * math.pi * 6.0 * t)[None, :, None].repeat(2, 1, 3)
+    shifted = torch.sin(2 * math.pi * 6.0 * t + 1.3)[None, :, None].repeat(2, 1, 3)
+    sr_like = torch.sin(2 * math.pi * 1.5 * t)[None, :, None].repeat(2, 1, 3)
+    z = torch.zeros(2, 2)
+    w = LossWeights(spec_avg=1.0)
+
+    def part(x_hat, weights=w):
+        return float(vae_loss(af, x_hat, z, z, 0.0, weights=weights)["spec_avg"])
+
+    assert part(af) == 0.0
+    # the same rhythm at another phase: MSE and correlation punish it, spec_avg barely
+    assert part(shifted) < 0.05
+    assert float(vae_loss(af, shifted, z, z, 0.0)["corr"]) > 0.3
+    assert part(sr_like) > 10 * part(shifted)
+    # a scaled copy: |log(a m + eps) - log(m + eps)| = log(a) when eps is negligible
+    assert part(2.0 * af, LossWeights(spec_avg=1.0, log_eps=1e-9)) == pytest.approx(
+        math.log(2.0), abs=1e-4)
+    # the weight multiplies the part, which joins the total; 0 (the paper's loss) leaves it out
+    parts = vae_loss(af, sr_like, z, z, 0.1, weights=LossWeights(spec_avg=0.3))
+    assert float(parts["spec_avg"]) == pytest.approx(0.3 * part(sr_like), rel=1e-5)
+    assert float(parts["total"]) == pytest.approx(float(sum(parts[k] for k in LOSS_PARTS)),
+                                                  rel=1e-6)
+    assert float(vae_loss(af, sr_like, z, z, 0.1)["spec_avg"]) == 0.0
+
+
 def test_stft_matches_torch_stft():
     x = smooth_windows(2, 100, 3) + 0.05 * torch.randn(2, 100, 3)
     for k0 in (0, 8):

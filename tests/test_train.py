@@ -163,3 +163,19 @@ def test_training_throughput_runs():
         assert r["windows_per_s"] > 0 and r["variant"] == variant
     with pytest.raises(ValueError, match="variant"):
         training_throughput(cfg, variant="fast")
+
+
+def test_spec_avg_weight_reaches_the_history_and_the_loss_plot():
+    from egmlib.models import LossWeights
+    from egmlib.plots import loss_curves
+
+    X, Xv = smooth_windows(4, seed=5), smooth_windows(2, seed=6)
+    titles = {}
+    for w in (0.0, 0.5):
+        hist = train_vae(small_model(), X, None, Xv, None, epochs=1, batch_size=4,
+                         progress=False, weights=LossWeights(spec_avg=w))
+        assert (hist["train"]["spec_avg"][0] > 0) == (w > 0)
+        fig = loss_curves(hist)
+        titles[w] = [ax.get_title() for ax in fig.axes]
+    assert "spec_avg" not in titles[0.0] and "spec_avg" in titles[0.5]
+    assert titles[0.0][:3] == ["total", "mse", "deriv_l1"]
