@@ -177,8 +177,14 @@ def bench_train(quick: bool) -> list[Row]:
     if not hasattr(train, "training_throughput"):
         return [{"section": "train", "item": "training_throughput missing", "skipped": True}]
     rows: list[Row] = []
+    # the machine's dense float32 rate, measured in the same run: a ceiling for the training
+    # steps, whose work is almost all convolutions (train.training_flops)
+    peak = train.matmul_gflops()
+    rows.append({"section": "train", "item": "matmul 1024 x 1024 float32", "gflops": peak,
+                 "ratio": 1.0, "baseline": "matmul"})
     for c in (256,) if quick else (256, 2048):
         cfg = VAEConfig(T=400, C=c)
+        gflop = train.training_flops(cfg)["flops_per_window"] / 1e9
         batch, n_batches = (32, 4) if c <= 256 else (8, 3)
         res = {v: train.training_throughput(cfg, batch_size=batch, n_batches=n_batches,
                                             variant=v)
@@ -188,6 +194,8 @@ def bench_train(quick: bool) -> list[Row]:
             rows.append({"section": "train", "item": f"VAE 400 x {c} {v}",
                          "windows_per_s": r["windows_per_s"], "seconds": r["seconds"],
                          "ratio": r["windows_per_s"] / base, "baseline": "eager",
+                         "gflop_per_window": gflop, "gflops": r["windows_per_s"] * gflop,
+                         "of_matmul": r["windows_per_s"] * gflop / peak,
                          "batch": batch, "n_batches": n_batches, "threads": r["threads"]})
     return rows
 
@@ -211,7 +219,8 @@ def _fmt(x: Any) -> str:
 def print_table(rows: list[Row]) -> None:
     cols = [("section", "section"), ("item", "item"), ("batch", "batch"),
             ("seconds", "s"), ("node_steps_per_s", "node-steps/s"),
-            ("windows_per_s", "windows/s"), ("pairs_per_s", "pairs/s"), ("ratio", "ratio"),
+            ("windows_per_s", "windows/s"), ("pairs_per_s", "pairs/s"), ("gflops", "GFLOP/s"),
+            ("ratio", "ratio"),
             ("baseline", "vs")]
     table = [[_fmt(r.get(k)) for k, _ in cols] for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)

@@ -28,6 +28,11 @@ the single-channel smoothing convolution as a shifted sum, the loss's STFT as on
 rather than 1 (~1.5x). ``torch.compile`` of the model gave nothing on this CPU (16.2 vs 17.8
 windows/s at batch 16, after ~20 s of compiling) and is not used. What remains is the encoder's
 second convolution (32 -> 64 filters, 5 x 15), about a third of a step.
+
+The ceiling (:func:`training_flops`, :func:`matmul_gflops`; ``make bench``, section ``train``,
+2026-11-24): a step costs 2.94 GFLOP per 400 x 256 window and 18.9 per 400 x 2048 window; the
+CPU does 161 GFLOP/s in a 1024 x 1024 float32 product; the optimised step reaches 57 GFLOP/s
+(35% of it), eager 28. A rate of 70 windows/s at 400 x 256 would take 206 GFLOP/s.
 """
 
 from __future__ import annotations
@@ -60,10 +65,12 @@ __all__ = [
     "TrainingDivergedError",
     "configure_threads",
     "load_checkpoint",
+    "matmul_gflops",
     "prepare_model",
     "save_checkpoint",
     "seed_everything",
     "train_vae",
+    "training_flops",
     "training_throughput",
 ]
 
@@ -433,6 +440,58 @@ def train_vae(model: ConvVAE, X_train: ArrayLike, y_train: ArrayLike | None,
 # Speed
 # ------------------------------------------------------------------------------------------------
 VARIANTS = ("eager", "optimized", "compiled")
+
+
+def training_flops(config: VAEConfig, batch_size: int = 1,
+                   weights: LossWeights | None = None) -> dict[str, Any]:
+    """Floating-point operations of one training step per window: forward, loss and backward
+    (Adam's elementwise update is left out), counted by ``torch.utils.flop_counter`` on random
+    windows. Returns ``{"flops_per_window", "by_op": {aten op: flops per window},
+    "by_module": {module name: flops per window}}``.
+
+    It bounds the throughput any implementation can reach on a machine: windows/s times
+    FLOPs per window cannot exceed what the processor sustains (:func:`matmul_gflops` measures
+    that for a dense float32 product, the best case for convolutions).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = ConvVAE(config)
+    x = torch.rand(batch_size, config.T, config.C) * 2 - 1
+    y = torch.zeros(batch_size, dtype=torch.long) if config.n_classes else None
+    counter = FlopCounterMode(display=False)
+    with counter:
+        x_hat, mu, logvar = model(x, y)
+        prior = model.prior(y, batch=batch_size) if model.conditional else None
+        vae_loss(x, x_hat, mu, logvar, 1e-3, prior=prior, weights=weights)["total"].backward()
+    counts = counter.get_flop_counts()
+    per = 1.0 / batch_size
+    return {"flops_per_window": counter.get_total_flops() * per,
+            "by_op": {str(op): n * per for op, n in counts.get("Global", {}).items()},
+            "by_module": {name: sum(ops.values()) * per for name, ops in counts.items()
+                          if name != "Global"}}
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 20, threads: int | None = None) -> float:
+    """GFLOP/s of ``n x n`` float32 matrix products on the CPU (best of three timings of
+    ``repeats`` products): the dense-arithmetic rate this machine sustains, a ceiling for
+    convolution-bound training."""
+    old = torch.get_num_threads()
+    configure_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g)
+        for _ in range(2):
+            a @ b
+        best = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                a @ b
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return 2.0 * n**3 * repeats / best / 1e9
 
 
 def training_throughput(config: VAEConfig, batch_size: int = 32, n_batches: int = 4,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -179,3 +181,25 @@ def test_spec_avg_weight_reaches_the_history_and_the_loss_plot():
         titles[w] = [ax.get_title() for ax in fig.axes]
     assert "spec_avg" not in titles[0.0] and "spec_avg" in titles[0.5]
     assert titles[0.0][:3] == ["total", "mse", "deriv_l1"]
+
+
+def test_training_flops_counts_the_first_convolution_by_hand():
+    from egmlib.train import matmul_gflops, training_flops
+
+    cfg = VAEConfig(T=T, C=C, latent=8)
+    one, two = training_flops(cfg), training_flops(cfg, batch_size=2)
+    assert one["flops_per_window"] == pytest.approx(two["flops_per_window"])
+    assert one["flops_per_window"] == pytest.approx(sum(one["by_op"].values()))
+    # by hand: a convolution's forward is 2 * outputs * (inputs per output); its backward
+    # computes the weight gradient (as much again) and, except for the first layer, which
+    # needs no gradient of its input, the input gradient (as much again)
+    model = ConvVAE(cfg)
+    x = torch.zeros(1, 1, *cfg.padded_shape)
+    by_module = one["by_module"]
+    for i, factor in ((0, 2), (2, 3)):
+        conv = model.encoder_conv[i]
+        x_out = conv(x)
+        forward = 2 * x_out.numel() * conv.in_channels * math.prod(conv.kernel_size)
+        assert by_module[f"ConvVAE.encoder_conv.{i}"] == factor * forward
+        x = model.encoder_conv[i + 1](x_out)
+    assert matmul_gflops(n=64, repeats=2, threads=1) > 0
