@@ -30,6 +30,7 @@ VAE-C runs and leaves the VAE-S runs and the shared ``k = 0`` runs alone.
 same seed gives the same numbers, checked in the reduced sweep): the CLI runs them once per seed
 with ``generator="none"`` (:func:`shared_baseline`) and 06_sweep uses them as every generator's
 baseline (:mod:`egmlib.results`).
+
 A failure is recorded in the :class:`SweepReport` (error, log, failed notebook) and never stops
 the other runs. ``<sweep_dir>/sweep.json`` holds the last report, for the aggregating notebook.
 
@@ -301,6 +302,8 @@ def is_finished(folder: str | Path, expected: Mapping[str, Any]) -> bool:
     try:
         recorded = load_json(folder / PARAMS_FILE)
     except (OSError, ValueError):
+        return False
+    if not isinstance(recorded, dict):
         return False
     expected = _canonical(dict(expected))
     want, got = expected.pop("inputs", {}), recorded.pop("inputs", {})

@@ -176,6 +176,19 @@ def test_run_augmentation_result_and_determinism(ds):
     assert r3["test"]["network"] != r1["test"]["network"]
 
 
+def test_k0_does_not_depend_on_the_generator(ds):
+    """What lets the sweep run k = 0 once per seed for every generator (sweep.shared_baseline)."""
+    synth = np.asarray(ds.egm[np.flatnonzero(ds.part("train"))[:3]])
+    kw = {"epochs": 2, "batch_size": 8, "config": TINY}
+    runs = [augment.run_augmentation(ds, None, 0, 3, **kw),
+            augment.run_augmentation(ds, synth, 0, 3, generator="vae_s", **kw),
+            augment.run_augmentation(ds, synth[::-1].copy(), 0, 3, generator="vae_c", **kw)]
+    assert [r["generator"] for r in runs] == ["none", "vae_s", "vae_c"]
+    for r in runs[1:]:
+        assert r["test"] == runs[0]["test"]
+        assert r["history"]["train_total"] == runs[0]["history"]["train_total"]
+
+
 def test_evaluate_same_noise_for_both_methods(ds, monkeypatch):
     """The network sees exactly the noisy BSPMs Tikhonov sees."""
     seen = []
