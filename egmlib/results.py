@@ -138,13 +138,19 @@ def _power_note(n_pairs: int, alpha: float) -> str:
 def verdict(results_: list[Mapping[str, Any]], metric: str = "corr_mean",
             alpha: float = 0.05) -> str:
     """One honest sentence per generator and rhythm: the best k by mean, its paired gain over
-    k = 0 and whether it is significant at ``alpha`` (no correction for the many k tested)."""
+    k = 0 and whether it is significant at ``alpha`` (no correction for the many k tested).
+
+    Only the k values with the most seeds of that generator compete for "best": in an unfinished
+    sweep, a k with one or two seeds would otherwise win on noise; the sentence names the k
+    values left out."""
     tests = paired_tests(results_, metric)
     lines = []
     for gen in sorted({r["generator"] for r in tests}):
         for rhythm in sorted({r["rhythm"] for r in tests if r["generator"] == gen}):
             rows = [r for r in tests if r["generator"] == gen and r["rhythm"] == rhythm]
-            best = max(rows, key=lambda r: r["mean_diff"])
+            most = max(r["n_pairs"] for r in rows)
+            best = max((r for r in rows if r["n_pairs"] == most), key=lambda r: r["mean_diff"])
+            fewer = [r["k"] for r in rows if r["n_pairs"] < most]
             sig = best["p_value"] < alpha
             lines.append(
                 f"{gen}, {rhythm}: best k = {best['k']} changes {metric} by "
@@ -152,7 +158,9 @@ def verdict(results_: list[Mapping[str, Any]], metric: str = "corr_mean",
                 f"{best['n_pairs']} seeds): "
                 + ("a significant gain." if sig and best["mean_diff"] > 0 else
                    "no significant gain from augmentation.")
-                + _power_note(best["n_pairs"], alpha))
+                + _power_note(best["n_pairs"], alpha)
+                + (f" Not compared, fewer than {most} seeds so far: k = "
+                   f"{', '.join(map(str, fewer))}." if fewer else ""))
     return "\n".join(lines) if lines else "no k > 0 runs with matching k = 0 runs"
 
 

@@ -105,3 +105,15 @@ def test_power_note_names_the_smallest_attainable_p():
     assert stats.wilcoxon([0.1, 0.2, 0.3, 0.4]).pvalue == 0.125
     assert "smallest attainable p is 0.125" in results._power_note(4, 0.05)
     assert results._power_note(6, 0.05) == ""  # 2 / 64 = 0.031 can reach 0.05
+
+
+def test_verdict_compares_only_the_k_with_every_seed(tmp_path):
+    for seed in range(3):
+        _write(tmp_path, "vae_s", 0, seed, 0.10)
+        _write(tmp_path, "vae_s", 4, seed, 0.10 + 0.01 * (seed + 1))  # +0.02 on average
+    _write(tmp_path, "vae_s", 8, 0, 0.50)  # one seed so far: a large, unreliable gain
+    text = results.verdict(results.collect([tmp_path]))
+    assert text.startswith("vae_s, SR: best k = 4 changes corr_mean by +0.020 against k = 0 "
+                           "(Wilcoxon p = 0.250, 3 seeds): no significant gain")
+    assert "smallest attainable p is 0.250" in text
+    assert text.endswith("Not compared, fewer than 3 seeds so far: k = 8.")
