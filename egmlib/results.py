@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats
 
 from .runs import load_json
-from .sweep import BASELINE_GENERATOR, MARKER
+from .sweep import BASELINE_GENERATOR, MARKER, PARAMS_FILE, input_fingerprint
 
 __all__ = ["PAPER", "by_generator", "collect", "format_tests", "paired_tests", "summarise",
            "sweep_cost", "verdict"]
@@ -36,12 +36,17 @@ PAPER = {"corr_without": 0.160, "corr_with_vae_s": 0.214, "best_k": "14-18",
          "plateau_k": "20-25"}
 
 
-def collect(folders: Iterable[str | Path], marker: str | None = None) -> list[dict[str, Any]]:
+def collect(folders: Iterable[str | Path], marker: str | None = None,
+            run_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Every ``result.json`` below the given folders (recursively), each once, sorted by
     (generator, k, seed). Files without the keys above are skipped. With ``marker`` (the sweep's
     ``"DONE"``), a result counts only when its folder holds that file: a run that wrote its
-    result and then failed, or was stopped, is not a finished run."""
+    result and then failed, or was stopped, is not a finished run. With ``run_dir``, a result
+    counts only when the input digests its ``params.json`` records still match the inputs in
+    ``run_dir`` (:func:`egmlib.sweep.input_fingerprint`: the data set and the run's generator):
+    a run made with a generator since retrained is stale until the sweep redoes it."""
     seen, out = set(), []
+    current: dict[str, dict[str, str]] = {}
     for folder in folders:
         for path in sorted(Path(folder).rglob("result.json")):
             rp = path.resolve()
@@ -49,10 +54,25 @@ def collect(folders: Iterable[str | Path], marker: str | None = None) -> list[di
                 continue
             seen.add(rp)
             r = load_json(path)
-            if all(key in r for key in ("k", "seed", "generator", "network")):
-                r["path"] = str(path)
-                out.append(r)
+            if not all(key in r for key in ("k", "seed", "generator", "network")):
+                continue
+            if run_dir is not None:
+                gen = r["generator"]
+                if gen not in current:
+                    current[gen] = input_fingerprint(run_dir, [gen])
+                if not _inputs_match(path.parent / PARAMS_FILE, current[gen]):
+                    continue
+            r["path"] = str(path)
+            out.append(r)
     return sorted(out, key=lambda r: (r["generator"], r["k"], r["seed"]))
+
+
+def _inputs_match(params_file: Path, current: Mapping[str, str]) -> bool:
+    try:
+        recorded = load_json(params_file).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in current.items())
 
 
 def by_generator(results: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -135,6 +155,19 @@ def _power_note(n_pairs: int, alpha: float) -> str:
             f"reach p < {alpha:g}: more seeds are needed.")
 
 
+def _multiplicity_note(n_tests: int, n_pairs: int, alpha: float) -> str:
+    """For a gain significant at ``alpha`` among ``n_tests`` values of k: the Bonferroni-Holm
+    threshold of the smallest p (``alpha / n_tests``), and whether ``n_pairs`` seeds can reach it
+    (smallest exact two-sided Wilcoxon p: ``2 / 2**n``)."""
+    if n_tests < 2:
+        return ""
+    threshold = alpha / n_tests
+    reach = ("" if 2.0 / 2.0 ** n_pairs < threshold else
+             f", below the smallest p that {n_pairs} seeds allow ({2.0 / 2.0 ** n_pairs:.3f})")
+    return (f" Uncorrected for the {n_tests} values of k tested: Bonferroni-Holm would need "
+            f"p < {threshold:.4f}{reach}, so read it as a hint, not a finding.")
+
+
 def verdict(results_: list[Mapping[str, Any]], metric: str = "corr_mean",
             alpha: float = 0.05) -> str:
     """One honest sentence per generator and rhythm: the best k by mean, its paired gain over
@@ -159,6 +192,8 @@ def verdict(results_: list[Mapping[str, Any]], metric: str = "corr_mean",
                 + ("a significant gain." if sig and best["mean_diff"] > 0 else
                    "no significant gain from augmentation.")
                 + _power_note(best["n_pairs"], alpha)
+                + (_multiplicity_note(len([r for r in rows if r["n_pairs"] == most]),
+                                      best["n_pairs"], alpha) if sig else "")
                 + (f" Not compared, fewer than {most} seeds so far: k = "
                    f"{', '.join(map(str, fewer))}." if fewer else ""))
     return "\n".join(lines) if lines else "no k > 0 runs with matching k = 0 runs"

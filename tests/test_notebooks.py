@@ -131,23 +131,25 @@ def test_05_augment_results(smoke_run: Path) -> None:
 
 def test_sweep_and_06(smoke_run: Path, tmp_path: Path) -> None:
     """A two-by-two grid through the Dask path on local cores, then 06_sweep reads it."""
-    from egmlib.sweep import run_sweep
+    from egmlib.sweep import expand_grid, input_fingerprint, run_sweep, shared_baseline
 
     sweep_dir = smoke_run / "sweep"
-    grid = {"generator": ["vae_s"], "k": [0, 2], "seed": [0, 1]}
-    report = run_sweep(ROOT / "notebooks" / "05_augment.ipynb", grid, sweep_dir,
-                       base_parameters={"run_dir": str(smoke_run)},
-                       profile_file=ROOT / "params" / "smoke.yaml", workers=2, timeout=600)
+    # as the CLI plans it: k = 0 once per seed (generator "none"), inputs recorded per run
+    points = shared_baseline(expand_grid({"generator": ["vae_s"], "k": [0, 2], "seed": [0, 1]}))
+    kw = {"base_parameters": {"run_dir": str(smoke_run)},
+          "profile_file": ROOT / "params" / "smoke.yaml", "timeout": 600,
+          "inputs": lambda point: input_fingerprint(smoke_run, [point["generator"]])}
+    report = run_sweep(ROOT / "notebooks" / "05_augment.ipynb", points, sweep_dir, workers=2,
+                       **kw)
     assert report.ok and len(report.done) == 4
-    again = run_sweep(ROOT / "notebooks" / "05_augment.ipynb", grid, sweep_dir,
-                      base_parameters={"run_dir": str(smoke_run)},
-                      profile_file=ROOT / "params" / "smoke.yaml", workers=1, timeout=600)
+    again = run_sweep(ROOT / "notebooks" / "05_augment.ipynb", points, sweep_dir, workers=1,
+                      **kw)
     assert len(again.skipped) == 4 and not again.done
     execute_notebook(ROOT / "notebooks" / "06_sweep.ipynb", tmp_path / "06.ipynb",
                      parameters={"profile": "smoke", "run_dir": str(smoke_run),
                                  "sweep_dir": str(sweep_dir)}, timeout=300)
     r = json.loads((smoke_run / "06_sweep" / "result.json").read_text())
-    assert r["n_runs"] == 4
+    assert r["n_runs"] == 4 and r["n_stale"] == 0
     (row,) = [t for t in r["paired_tests"] if t["rhythm"] == "SR"]
     assert row["k"] == 2 and row["n_pairs"] == 2
     assert (smoke_run / "figures" / "06_corr_vs_k.png").exists()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats
 
-from egmlib import results
+from egmlib import results, sweep
 from egmlib.runs import save_json
 
 
@@ -117,3 +119,38 @@ def test_verdict_compares_only_the_k_with_every_seed(tmp_path):
                            "(Wilcoxon p = 0.250, 3 seeds): no significant gain")
     assert "smallest attainable p is 0.250" in text
     assert text.endswith("Not compared, fewer than 3 seeds so far: k = 8.")
+
+
+def test_a_significant_gain_names_the_multiplicity_threshold(tmp_path):
+    for seed in range(6):
+        _write(tmp_path, "vae_s", 0, seed, 0.10)
+        _write(tmp_path, "vae_s", 4, seed, 0.11 + 0.001 * seed)  # all six positive: p = 2 / 64
+        _write(tmp_path, "vae_s", 8, seed, 0.10 + (0.01 if seed % 2 else -0.01))
+    text = results.verdict(results.collect([tmp_path]))
+    assert "best k = 4" in text and "(Wilcoxon p = 0.031, 6 seeds): a significant gain." in text
+    assert text.endswith("Uncorrected for the 2 values of k tested: Bonferroni-Holm would need "
+                         "p < 0.0250, below the smallest p that 6 seeds allow (0.031), so read "
+                         "it as a hint, not a finding.")
+
+
+def test_collect_with_a_run_dir_leaves_out_runs_of_changed_inputs(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "data").mkdir(parents=True)
+    (run_dir / "vae_c").mkdir()
+    (run_dir / "data" / "manifest.json").write_text("{}")
+    (run_dir / "vae_c" / "synthetic_AF.npz").write_bytes(b"new")
+    now = sweep.input_fingerprint(run_dir, ["vae_c"])
+    sweep_dir = tmp_path / "sweep"
+    for name, gen, inputs in (("fresh", "vae_c", now),
+                              ("stale", "vae_c", {**now, "vae_c/synthetic_AF.npz": "0" * 16}),
+                              ("base", "none", {"data/manifest.json":
+                                                now["data/manifest.json"]}),
+                              ("unrecorded", "vae_c", None)):
+        _write(sweep_dir / name, gen, 0 if gen == "none" else 2, 0, 0.2)
+        folder = sweep_dir / name / f"{gen}_k{0 if gen == 'none' else 2}_s0"
+        save_json(folder / "params.json", {"notebook": "05_augment.ipynb", "parameters": {},
+                                           **({"inputs": inputs} if inputs else {})})
+        save_json(folder / "DONE", {"wall_s": 1.0})
+    kept = results.collect([sweep_dir], marker="DONE", run_dir=run_dir)
+    assert sorted(Path(r["path"]).parts[-3] for r in kept) == ["base", "fresh"]
+    assert len(results.collect([sweep_dir], marker="DONE")) == 4
