@@ -26,7 +26,7 @@ import numpy as np
 from scipy import stats
 
 from .runs import load_json
-from .sweep import BASELINE_GENERATOR, MARKER, PARAMS_FILE, input_fingerprint
+from .sweep import BASELINE_GENERATOR, MARKER, PARAMS_FILE, input_fingerprint, inputs_match
 
 __all__ = ["PAPER", "by_generator", "collect", "format_tests", "paired_tests", "summarise",
            "sweep_cost", "verdict"]
@@ -60,19 +60,15 @@ def collect(folders: Iterable[str | Path], marker: str | None = None,
                 gen = r["generator"]
                 if gen not in current:
                     current[gen] = input_fingerprint(run_dir, [gen])
-                if not _inputs_match(path.parent / PARAMS_FILE, current[gen]):
+                try:
+                    recorded = load_json(path.parent / PARAMS_FILE).get("inputs")
+                except (OSError, ValueError, AttributeError):
+                    recorded = None
+                if not inputs_match(recorded, current[gen]):
                     continue
             r["path"] = str(path)
             out.append(r)
     return sorted(out, key=lambda r: (r["generator"], r["k"], r["seed"]))
-
-
-def _inputs_match(params_file: Path, current: Mapping[str, str]) -> bool:
-    try:
-        recorded = load_json(params_file).get("inputs")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in current.items())
 
 
 def by_generator(results: list[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
