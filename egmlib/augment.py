@@ -43,6 +43,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from egmlib import metrics
+from egmlib.checks import check_int
 from egmlib.data import LABELS, Dataset, noisy_bspm, reference_rows
 from egmlib.forward import add_noise, lcurve_lambda, svd, tikhonov
 from egmlib.recon import DualBranchVAE, ReconConfig, predict, train_recon
@@ -77,11 +78,6 @@ def _derived_seed(seed: int, purpose: int) -> int:
     return int(np.random.SeedSequence([int(seed), purpose]).generate_state(1)[0])
 
 
-def _int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name}: got {value!r}; allowed: an int >= {low}")
-    return int(value)
-
 
 def check_augment_args(k: int, generator: str, n_kept: int) -> None:
     """Raise ValueError naming the parameter when ``generator`` is not one of
@@ -90,8 +86,8 @@ def check_augment_args(k: int, generator: str, n_kept: int) -> None:
     if generator not in GENERATORS:
         raise ValueError(f"generator: got {generator!r}; allowed: one of "
                          f"{', '.join(repr(g) for g in GENERATORS)}")
-    n_kept = _int("n_kept", n_kept, 0)
-    _int("k", k, 0)
+    n_kept = check_int("n_kept", n_kept, 0)
+    check_int("k", k, 0)
     if generator == "none" and k != 0:
         raise ValueError(f"k: got {k} with generator 'none'; allowed: 0 (no synthetic windows "
                          "without a generator)")
@@ -181,7 +177,7 @@ def build_training_set(ds: Dataset, synth_egm: ArrayLike | None, k: int, snr_db:
     """Real, validation and ``k`` synthetic pairs per training torso (module docstring)."""
     synth = _check_synth(synth_egm, ds)
     n_kept = 0 if synth is None else len(synth)
-    _int("k", k, 0)
+    check_int("k", k, 0)
     if k > n_kept:
         raise ValueError(f"k: got {k}; allowed: at most {n_kept}, the size of the kept "
                          "synthetic set" + (" (synth_egm is None)" if synth is None else ""))
@@ -344,10 +340,10 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
         raise ValueError(f"synth_egm: generator {generator!r} needs the kept synthetic windows; "
                          "got None")
     check_augment_args(k, generator, 0 if synth is None else len(synth))
-    _int("seed", seed, 0)
+    check_int("seed", seed, 0)
     for name, value in (("epochs", epochs), ("batch_size", batch_size),
                         ("patience", patience)):
-        _int(name, value, 1)
+        check_int(name, value, 1)
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: got {lr!r}; allowed: a finite number > 0")
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):

@@ -68,6 +68,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import metrics, synthesis
+from .checks import check_int
 from .data import LABELS, Dataset
 from .generate import encode_means, generate
 
@@ -119,11 +120,6 @@ def _label(name: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _int(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name}: got {value!r}; allowed: an int >= {low}")
-    return int(value)
-
 
 def _rhythm(rhythm: str) -> str:
     if rhythm not in LABELS:
@@ -157,7 +153,7 @@ def ceiling(ds: Dataset, rhythm: str, n: int | None = None, seed: int = 0
     x = _part(ds, "train", rhythm)
     if n is None:
         return x
-    idx = _draw(len(x), _int(n, "n", 1), np.random.default_rng(seed))
+    idx = _draw(len(x), check_int("n", n, 1), np.random.default_rng(seed))
     return x[idx]
 
 
@@ -179,7 +175,7 @@ def noisy_copies(ds: Dataset, rhythm: str, n: int, snr_db: float, seed: int
     :func:`add_noise`)."""
     rng = np.random.default_rng(seed)
     x = _part(ds, "train", rhythm)
-    idx = _draw(len(x), _int(n, "n", 1), rng)
+    idx = _draw(len(x), check_int("n", n, 1), rng)
     return add_noise(x[idx], snr_db, rng)
 
 
@@ -206,7 +202,7 @@ def phase_randomised(ds: Dataset, rhythm: str, n: int, seed: int, shared: bool =
     phase per site)."""
     rng = np.random.default_rng(seed)
     x = _part(ds, "train", rhythm)
-    idx = _draw(len(x), _int(n, "n", 1), rng)
+    idx = _draw(len(x), check_int("n", n, 1), rng)
     return surrogate(x[idx], rng, shared=shared)
 
 
@@ -260,8 +256,8 @@ def _generated(models: Mapping[str, Any], ds: Dataset, kind: str, rhythm: str, n
 def _check(ds: Dataset, n_eval: Any, seed: Any, gen_mode: Any) -> tuple[int, int, str]:
     if not isinstance(ds, Dataset) and not hasattr(ds, "part"):
         raise ValueError(f"ds: expected a Dataset (egmlib.data.load_dataset); got {type(ds)}")
-    n = _int(n_eval, "n_eval", 2)
-    s = _int(seed, "seed", 0)
+    n = check_int("n_eval", n_eval, 2)
+    s = check_int("seed", seed, 0)
     if gen_mode not in ("prior", "guided"):
         raise ValueError(f"gen_mode: got {gen_mode!r}; allowed: 'prior' or 'guided'")
     for rhythm in LABELS:

@@ -69,6 +69,8 @@ from scipy import fft as scipy_fft
 from scipy import linalg, signal
 from scipy.spatial.distance import cdist, pdist
 
+from egmlib.checks import check_int
+
 if TYPE_CHECKING:
     import numpy.typing as npt
     import torch
@@ -220,13 +222,6 @@ def _positive(value: Any, name: str) -> float:
     return v
 
 
-def _int_at_least(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value}")
-    return int(value)
-
 
 def _constant(arr: np.ndarray, axis: int) -> np.ndarray:
     """True where ``arr`` is constant along ``axis`` (to a relative ``_CONSTANT_RTOL``)."""
@@ -353,7 +348,7 @@ def _welch_settings(
     if nperseg is None:
         seg = max(2, min(n_time, round(_MAX_SEGMENT_S * fs)))
     else:
-        seg = _int_at_least(nperseg, "nperseg", 2)
+        seg = check_int("nperseg", nperseg, 2)
         if seg > n_time:
             raise ValueError(f"nperseg: {seg} exceeds the {n_time} time samples")
     nfft = seg
@@ -612,7 +607,7 @@ def organisation_index(
         ``(..., C)`` indices in ``[0, 1]``; NaN for constant channels (no in-band power) and
         where ``df`` is NaN.
     """
-    n_harm = _int_at_least(harmonics, "harmonics", 0)
+    n_harm = check_int("harmonics", harmonics, 0)
     hw = _positive(half_width, "half_width")
     rows, out_shape, flat, (lo, hi), spectra = _spectral_blocks(
         x, fs, band, "plain", nperseg, resolution
@@ -749,7 +744,7 @@ def coverage(real: ArrayLike, fake: ArrayLike, k: int = 5) -> float:
     Returns:
         a float in ``[0, 1]``.
     """
-    kk = _int_at_least(k, "k", 1)
+    kk = check_int("k", k, 1)
     fr, ff = _feature_pair(real, fake, ("real", "fake"))
     if fr.shape[0] <= kk:
         raise ValueError(f"real: needs more than k={kk} samples, got {fr.shape[0]}")
@@ -823,8 +818,8 @@ def linear_probe_accuracy(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    folds = _int_at_least(cv, "cv", 2)
-    rs = _int_at_least(seed, "seed", 0)
+    folds = check_int("cv", cv, 2)
+    rs = check_int("seed", seed, 0)
     x, y, counts = _class_labels(features, labels)
     if counts.min() < folds:
         raise ValueError(

@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from egmlib.checks import check_int
+
 __all__ = [
     "LOSS_PARTS",
     "ConvVAE",
@@ -114,8 +116,7 @@ class VAEConfig:
     def __post_init__(self) -> None:
         for name in ("T", "C", "latent", "dense", "dec_map_channels", "smooth_kernel"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"VAEConfig.{name}: got {value!r}; allowed: an int >= 1")
+            check_int(f"VAEConfig.{name}", value, 1)
         if self.n_classes not in (0, *range(2, 65)):
             raise ValueError(f"VAEConfig.n_classes: got {self.n_classes!r}; allowed: 0 (VAE-S) "
                              "or the number of classes >= 2 (VAE-C)")

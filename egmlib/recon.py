@@ -57,7 +57,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from egmlib import runs
-from egmlib.train import configure_threads, seed_everything
+from egmlib.checks import check_ints
+from egmlib.train import seed_everything, torch_device
 
 __all__ = [
     "LOSS_KEYS",
@@ -393,20 +394,13 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     ``seconds`` (the whole call), ``pairs_per_s`` (training steps only) and ``settings``.
     """
     t_start = time.perf_counter()
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                             ("patience", patience, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name}: got {value!r}; allowed: an int >= {low}")
+    check_ints(("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 1))
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: got {lr!r}; allowed: a finite number > 0")
     cfg = model.config
     b_tr, e_tr = _check_pairs("train", bspm_train, egm_train, cfg)
     b_va, e_va = _check_pairs("val", bspm_val, egm_val, cfg)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} asked but CUDA is not available")
-    dev = torch.device(device)
-    if dev.type == "cpu":
-        configure_threads(threads)
+    dev = torch_device(device, threads)
     if not model.fitted:
         model.fit_scales(b_tr, e_tr)
     sb, se = model._scales()

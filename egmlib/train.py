@@ -51,6 +51,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from egmlib import runs
+from egmlib.checks import check_ints
 from egmlib.models import (
     LOSS_PARTS,
     ConvVAE,
@@ -116,6 +117,18 @@ def configure_threads(n: int | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def torch_device(device: str, threads: int | None = None) -> torch.device:
+    """The torch device named by ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``); on the CPU,
+    torch's intra-op threads are set by :func:`configure_threads`. Asking for CUDA where it is not
+    available is a ``ValueError``, before any work."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked but CUDA is not available")
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        configure_threads(threads)
+    return dev
 
 
 # ------------------------------------------------------------------------------------------------
@@ -266,8 +279,10 @@ def _batch(X: np.ndarray, y: np.ndarray | None, idx: np.ndarray, normalizer: Nor
 
 
 def _step_loss(model: ConvVAE, xb: torch.Tensor, yb: torch.Tensor | None, beta: float,
-               weights: LossWeights | None) -> dict[str, torch.Tensor]:
-    x_hat, mu, logvar = model(xb, yb)
+               weights: LossWeights | None, net: Any = None) -> dict[str, torch.Tensor]:
+    """Forward pass and every loss part of one batch. ``net``: the callable to run instead
+    of ``model`` (a ``torch.compile`` of it); the prior always comes from ``model``."""
+    x_hat, mu, logvar = (model if net is None else net)(xb, yb)
     prior = model.prior(yb, batch=xb.shape[0]) if model.conditional else None
     return vae_loss(xb, x_hat, mu, logvar, beta, prior=prior, weights=weights)
 
@@ -325,10 +340,8 @@ def train_vae(model: ConvVAE, X_train: ArrayLike, y_train: ArrayLike | None,
     early-stopping value; also ``beta``, ``lr``, ``epoch_s``, ``best_epoch`` (0-based),
     ``best_val``, ``stopped_early``, ``epochs_run``, ``windows_per_s``.
     """
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                             ("warmup_epochs", warmup_epochs, 0), ("patience", patience, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name}: got {value!r}; allowed: an int >= {low}")
+    check_ints(("epochs", epochs, 1), ("batch_size", batch_size, 1),
+               ("warmup_epochs", warmup_epochs, 0), ("patience", patience, 1))
     for name, value in (("lr", lr), ("beta_max", beta_max), ("lr_decay", lr_decay)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ValueError(f"{name}: got {value!r}; allowed: a finite number >= 0")
@@ -336,11 +349,7 @@ def train_vae(model: ConvVAE, X_train: ArrayLike, y_train: ArrayLike | None,
         raise ValueError("normalizer: not fitted; call normalizer.fit(X_train) first")
     X_train, y_train = _check_data("X_train", X_train, y_train, model)
     X_val, y_val = _check_data("X_val", X_val, y_val, model)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} asked but CUDA is not available")
-    dev = torch.device(device)
-    if dev.type == "cpu":
-        configure_threads()
+    dev = torch_device(device)
 
     seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -461,9 +470,7 @@ def training_flops(config: VAEConfig, batch_size: int = 1,
     y = torch.zeros(batch_size, dtype=torch.long) if config.n_classes else None
     counter = FlopCounterMode(display=False)
     with counter:
-        x_hat, mu, logvar = model(x, y)
-        prior = model.prior(y, batch=batch_size) if model.conditional else None
-        vae_loss(x, x_hat, mu, logvar, 1e-3, prior=prior, weights=weights)["total"].backward()
+        _step_loss(model, x, y, 1e-3, weights)["total"].backward()
     counts = counter.get_flop_counts()
     per = 1.0 / batch_size
     return {"flops_per_window": counter.get_total_flops() * per,
@@ -526,9 +533,7 @@ def training_throughput(config: VAEConfig, batch_size: int = 32, n_batches: int 
         weights = LossWeights(stft="torch" if variant == "eager" else "matmul")
 
         def step() -> None:
-            x_hat, mu, logvar = net(x, y)
-            prior = model.prior(y, batch=batch_size) if model.conditional else None
-            loss = vae_loss(x, x_hat, mu, logvar, 1e-3, prior=prior, weights=weights)["total"]
+            loss = _step_loss(model, x, y, 1e-3, weights, net=net)["total"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -36,6 +36,16 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@pytest.fixture
+def torch_single_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Train with one torch thread (``EGMLIB_THREADS=1``, read by
+    :func:`egmlib.train.configure_threads`) and restore the thread count afterwards."""
+    before = torch.get_num_threads()
+    monkeypatch.setenv("EGMLIB_THREADS", "1")
+    yield
+    torch.set_num_threads(before)
+
+
 @dataclass
 class Run:
     """A finished simulation batch with what it was run on."""

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from egmlib import augment
 from egmlib.data import Dataset, noisy_bspm, reference_rows, split_by_simulation
@@ -17,12 +16,8 @@ T, N_REC, FS = 64, 16, 100.0
 TINY = {"channels": (8, 8, 16), "latent_dim": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    before = torch.get_num_threads()
-    monkeypatch.setenv("EGMLIB_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
+# One torch thread: the test machines have 2 shared cores (conftest.torch_single_thread).
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def fake_dataset(tmp_path, n_sims: int = 6, per_sim: int = 3, seed: int = 0) -> Dataset:

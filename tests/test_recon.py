@@ -27,13 +27,8 @@ T, N_REC, N_EL = 64, 16, 64
 TINY = {"channels": (8, 16, 16), "latent_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Train with one torch thread (the shared 2-core test machines) and restore the count."""
-    before = torch.get_num_threads()
-    monkeypatch.setenv("EGMLIB_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
+# One torch thread: the test machines have 2 shared cores (conftest.torch_single_thread).
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def smooth_pairs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
