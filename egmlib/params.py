@@ -165,6 +165,9 @@ SPECS: dict[str, Spec] = {
     "recon_epochs": Spec(30, int, 1, 10_000, help="maximum epochs of the reconstruction network"),
     "recon_patience": Spec(5, int, 1, 10_000, help="early stopping patience (reconstruction)"),
     "sweep_dir": Spec("", str, help="folder of the sweep's runs; '' means <run_dir>/sweep"),
+    "range_k": Spec([14, 16, 18], list, 1, 100_000, item=int,
+                    help="k values tested together against k = 0, fixed in advance "
+                         "(paper: gains at k = 14-18)"),
 }
 
 #: Which parameters each notebook takes, in the order of its parameters cell.
@@ -182,7 +185,7 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "04_fidelity": ("profile", "run_dir", "seed", "n_eval", "gen_mode"),
     "05_augment": ("profile", "run_dir", "seed", "k", "generator", "out_dir", "snr_db",
                    "recon_epochs", "recon_patience", "device"),
-    "06_sweep": ("profile", "run_dir", "sweep_dir"),
+    "06_sweep": ("profile", "run_dir", "sweep_dir", "range_k"),
 }
 
 
@@ -231,9 +234,15 @@ def _check_augment(p: Mapping[str, Any]) -> None:
                              "(choose generator 'vae_s' or 'vae_c' to add synthetic windows)")
 
 
+def _check_sweep(p: Mapping[str, Any]) -> None:
+    if not p["range_k"]:
+        raise ParameterError("parameter 'range_k': got []; allowed: one or more k >= 1 "
+                             "(the paper's range is [14, 16, 18])")
+
+
 CROSS_CHECKS: dict[str, list[Callable[[Mapping[str, Any]], None]]] = {
     "01_data": [_check_01], "02_vae_s": [_check_generate], "03_vae_c": [_check_generate],
-    "05_augment": [_check_augment]}
+    "05_augment": [_check_augment], "06_sweep": [_check_sweep]}
 
 
 class Params(dict):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -164,6 +166,35 @@ def window_gallery(windows, title="", n=6, labels=None, vlim=None):
     axes[1, 0].set_ylabel("mV")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def gain_vs_k(tests: Sequence[Mapping[str, Any]], paper: Mapping[str, Any] | None = None,
+              ylabel: str = "change in correlation vs k = 0") -> plt.Figure:
+    """The paired change against k = 0 (mean over seeds and its 95% t interval, the rows of
+    :func:`egmlib.results.paired_tests`), one panel per rhythm, one line per generator, with a
+    zero line. ``paper`` (:data:`egmlib.results.PAPER`) draws the paper's reported change
+    (with minus without augmentation) over its best k range in the panel of its rhythm,
+    labelled as measured on the paper's own data."""
+    import numpy as np
+
+    rhythms = sorted({t["rhythm"] for t in tests})
+    fig, axes = plt.subplots(1, len(rhythms), figsize=(4.2 * len(rhythms), 3.2), squeeze=False)
+    for ax, rhythm in zip(axes[0], rhythms):
+        for gen in sorted({t["generator"] for t in tests}):
+            rows = sorted((t for t in tests if t["generator"] == gen and t["rhythm"] == rhythm),
+                          key=lambda t: t["k"])
+            k = np.array([t["k"] for t in rows])
+            ax.plot(k, [t["mean_diff"] for t in rows], marker="o", ms=3, label=gen)
+            ax.fill_between(k, [t["lo"] for t in rows], [t["hi"] for t in rows], alpha=0.2)
+        ax.axhline(0.0, color="0.5", lw=1)
+        if paper and paper.get("rhythm") == rhythm:
+            gain = paper["corr_with_vae_s"] - paper["corr_without"]
+            ax.hlines(gain, *paper["best_k"], color="k", lw=2,
+                      label=f"paper, VAE-S ({gain:+.3f}; its own data)")
+        ax.set(xlabel="k (synthetic windows added)", ylabel=ylabel, title=rhythm)
+        ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
 

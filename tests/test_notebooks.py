@@ -147,12 +147,16 @@ def test_sweep_and_06(smoke_run: Path, tmp_path: Path) -> None:
     assert len(again.skipped) == 4 and not again.done
     execute_notebook(ROOT / "notebooks" / "06_sweep.ipynb", tmp_path / "06.ipynb",
                      parameters={"profile": "smoke", "run_dir": str(smoke_run),
-                                 "sweep_dir": str(sweep_dir)}, timeout=300)
+                                 "sweep_dir": str(sweep_dir), "range_k": [2]}, timeout=300)
     r = json.loads((smoke_run / "06_sweep" / "result.json").read_text())
     assert r["n_runs"] == 4 and r["n_stale"] == 0
     (row,) = [t for t in r["paired_tests"] if t["rhythm"] == "SR"]
     assert row["k"] == 2 and row["n_pairs"] == 2
-    assert (smoke_run / "figures" / "06_corr_vs_k.png").exists()
+    # the range test of k = 2 alone is the paired test of k = 2
+    (in_range,) = [t for t in r["range_test"] if t["rhythm"] == "SR"]
+    assert in_range["ks"] == [2] and in_range["mean_diff"] == pytest.approx(row["mean_diff"])
+    for name in ("06_corr_vs_k", "06_rmse_vs_k", "06_gain_vs_k"):
+        assert (smoke_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
 
 
 def test_nbval_smoke_notebooks_reproduce(smoke_run: Path) -> None:

@@ -137,6 +137,12 @@ def test_cross_parameter_checks():
         validate("01_data", {"test_fraction": 0.5, "val_fraction": 0.45})
     with pytest.raises(ParameterError, match="'test_torsos'"):
         validate("01_data", {"n_torsos": 2, "test_torsos": 2})
+    # 06's range of k: a non-empty list of k >= 1
+    assert validate("06_sweep", {"range_k": [2, 4]}).range_k == [2, 4]
+    with pytest.raises(ParameterError, match=r"'range_k': got \[\]; allowed: one or more k >= 1"):
+        validate("06_sweep", {"range_k": []})
+    with pytest.raises(ParameterError, match=r"'range_k\[1\]': got 0"):
+        validate("06_sweep", {"range_k": [14, 0]})
 
 
 def test_resolve_reads_a_notebook_namespace():

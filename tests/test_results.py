@@ -154,3 +154,78 @@ def test_collect_with_a_run_dir_leaves_out_runs_of_changed_inputs(tmp_path):
     kept = results.collect([sweep_dir], marker="DONE", run_dir=run_dir)
     assert sorted(Path(r["path"]).parts[-3] for r in kept) == ["base", "fresh"]
     assert len(results.collect([sweep_dir], marker="DONE")) == 4
+
+
+def test_range_test_averages_each_seeds_gain_over_the_range(tmp_path):
+    # six seeds; per seed the gains at k = 14, 16, 18 average to gain[s], all positive
+    base = [0.10, 0.20, 0.15, 0.30, 0.25, 0.05]
+    gain = [0.01, 0.03, 0.02, 0.05, 0.04, 0.06]
+    for s in range(6):
+        _write(tmp_path, "none", 0, s, base[s])
+        for k, dk in ((14, -0.02), (16, 0.0), (18, 0.02)):
+            _write(tmp_path, "vae_s", k, s, base[s] + gain[s] + dk)
+        _write(tmp_path, "vae_s", 2, s, base[s] - 0.5)  # outside the range: ignored
+    _write(tmp_path, "vae_s", 14, 6, 0.9)  # a seed without k = 0: left out
+    _write(tmp_path, "none", 0, 7, 0.1)  # a seed without the range: left out
+    res = results.collect([tmp_path])
+    (row,) = results.range_test(res, [18, 14, 16])
+    assert row["generator"] == "vae_s" and row["rhythm"] == "SR" and row["ks"] == [14, 16, 18]
+    assert row["n_pairs"] == 6
+    assert row["mean_diff"] == pytest.approx(np.mean(gain))
+    assert row["p_value"] == pytest.approx(2 / 64)  # six positive gains: exact p = 2 / 2^6
+    assert "significantly higher" in results.format_range_test([row])
+    assert row["seeds_for_power"] == results.seeds_for_power(gain)
+    # a range of one k is that k's paired test
+    (single,) = results.range_test(res, [2])
+    (paired,) = [t for t in results.paired_tests(res) if t["k"] == 2]
+    assert single["mean_diff"] == pytest.approx(paired["mean_diff"]) == pytest.approx(-0.5)
+    assert single["p_value"] == pytest.approx(paired["p_value"])
+    assert "significantly lower" in results.format_range_test([single])
+    assert results.range_test(res, [20]) == []  # no seed has k = 20
+    assert "nothing to test" in results.format_range_test([])
+    weak = {**row, "mean_diff": 0.02, "p_value": 0.094, "seeds_for_power": 11}
+    assert "no significant change. A change of this size" in results.format_range_test([weak])
+    assert "about 11 seeds" in results.format_range_test([weak])
+    with pytest.raises(ValueError, match="ks"):
+        results.range_test(res, [0, 14])
+
+
+@pytest.mark.parametrize("effect, n", [(0.2, 199), (0.5, 34), (0.8, 15), (1.0, 10)])
+def test_seeds_for_power_matches_the_paired_t_test_tables(effect, n):
+    # gains with mean / sd = effect: the sample sizes of a two-sided paired t-test at
+    # alpha 0.05 and power 0.8 in the standard tables (Cohen 1988; G*Power)
+    gains = effect * np.sqrt(2) + np.array([-1.0, 1.0])
+    assert results.seeds_for_power(gains) == n
+    assert results.seeds_for_power(-gains) == n  # a loss needs as many seeds as a gain
+
+
+def test_seeds_for_power_without_spread_or_mean_is_none():
+    assert results.seeds_for_power([0.1, 0.1, 0.1]) is None
+    assert results.seeds_for_power([-0.1, 0.1]) is None
+    assert results.seeds_for_power([0.1]) is None
+    assert results.seeds_for_power(0.2 * np.sqrt(2) + np.array([-1.0, 1.0]), n_max=50) is None
+
+
+def test_gain_plot_draws_the_paired_changes_and_the_papers_gain(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from egmlib import plots
+
+    for s, (base, gain) in enumerate([(0.1, 0.02), (0.2, 0.04), (0.3, 0.03)]):
+        _write(tmp_path, "none", 0, s, base)
+        _write(tmp_path, "vae_s", 14, s, base + gain)
+        _write(tmp_path, "vae_s", 18, s, base - gain)
+    tests = results.paired_tests(results.collect([tmp_path]))
+    (k14,) = [t for t in tests if t["k"] == 14]
+    half = stats.t.ppf(0.975, 2) * np.std([0.02, 0.04, 0.03], ddof=1) / np.sqrt(3)
+    assert k14["hi"] - k14["mean_diff"] == pytest.approx(half)
+    fig = plots.gain_vs_k(tests, paper=results.PAPER)
+    (ax,) = fig.axes  # one rhythm, SR: the paper's rhythm
+    line = next(ln for ln in ax.lines if ln.get_label() == "vae_s")
+    assert list(line.get_xdata()) == [14, 18]
+    assert list(line.get_ydata()) == pytest.approx([0.03, -0.03])
+    (segment,) = ax.collections[-1].get_segments()  # the paper's change over k = 14-18
+    assert segment[:, 0].tolist() == [14, 18]
+    assert segment[:, 1] == pytest.approx([0.054, 0.054])
+    assert "its own data" in ax.get_legend_handles_labels()[1][-1]
