@@ -43,7 +43,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from egmlib import metrics
-from egmlib.checks import check_int
+from egmlib.checks import check_int, check_ints
 from egmlib.data import LABELS, Dataset, noisy_bspm, reference_rows
 from egmlib.forward import add_noise, lcurve_lambda, svd, tikhonov
 from egmlib.recon import DualBranchVAE, ReconConfig, predict, train_recon
@@ -76,7 +76,6 @@ _TRAIN, _VAL, _SYNTH = 0, 1, 2  # purposes of derived noise seeds
 
 def _derived_seed(seed: int, purpose: int) -> int:
     return int(np.random.SeedSequence([int(seed), purpose]).generate_state(1)[0])
-
 
 
 def check_augment_args(k: int, generator: str, n_kept: int) -> None:
@@ -341,9 +340,7 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
                          "got None")
     check_augment_args(k, generator, 0 if synth is None else len(synth))
     check_int("seed", seed, 0)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                        ("patience", patience)):
-        check_int(name, value, 1)
+    check_ints(("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 1))
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: got {lr!r}; allowed: a finite number > 0")
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):

@@ -120,7 +120,6 @@ def _label(name: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-
 def _rhythm(rhythm: str) -> str:
     if rhythm not in LABELS:
         raise ValueError(f"rhythm: got {rhythm!r}; allowed: {', '.join(LABELS)}")

@@ -222,7 +222,6 @@ def _positive(value: Any, name: str) -> float:
     return v
 
 
-
 def _constant(arr: np.ndarray, axis: int) -> np.ndarray:
     """True where ``arr`` is constant along ``axis`` (to a relative ``_CONSTANT_RTOL``)."""
     return np.ptp(arr, axis=axis) <= _CONSTANT_RTOL * np.max(np.abs(arr), axis=axis)

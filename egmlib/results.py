@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from .checks import check_int
 from .runs import load_json
 from .sweep import BASELINE_GENERATOR, MARKER, PARAMS_FILE, input_fingerprint, inputs_match
 
@@ -183,9 +184,9 @@ def range_test(results: list[Mapping[str, Any]], ks: Iterable[int],
     averages out some of each run's training noise. Only seeds with k = 0 and every k in
     ``ks`` count; a generator without them has no row. ``seeds_for_power``: the seeds a
     follow-up would need to detect a gain of the measured size (:func:`seeds_for_power`)."""
-    ks = sorted({int(k) for k in ks})
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks: got {ks!r}; allowed: one or more k > 0")
+    ks = sorted({check_int("ks", k, 1) for k in ks})
+    if not ks:
+        raise ValueError("ks: got none; allowed: one or more k >= 1")
     rows = []
     for gen, runs in by_generator(results).items():
         for rhythm, d in _paired_gains(runs, ks, metric).items():

@@ -186,8 +186,12 @@ def test_range_test_averages_each_seeds_gain_over_the_range(tmp_path):
     weak = {**row, "mean_diff": 0.02, "p_value": 0.094, "seeds_for_power": 11}
     assert "no significant change. A change of this size" in results.format_range_test([weak])
     assert "about 11 seeds" in results.format_range_test([weak])
-    with pytest.raises(ValueError, match="ks"):
+    with pytest.raises(ValueError, match=r"ks: got 0; allowed: an int >= 1"):
         results.range_test(res, [0, 14])
+    with pytest.raises(ValueError, match=r"ks: got 14.5"):
+        results.range_test(res, [14.5])
+    with pytest.raises(ValueError, match="ks: got none"):
+        results.range_test(res, [])
 
 
 @pytest.mark.parametrize("effect, n", [(0.2, 199), (0.5, 34), (0.8, 15), (1.0, 10)])
