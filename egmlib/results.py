@@ -225,10 +225,15 @@ def format_tests(rows: list[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _smallest_p(n_pairs: int) -> float:
+    """The smallest p-value of the exact two-sided Wilcoxon signed-rank test with ``n_pairs``
+    pairs: ``2 / 2**n``, reached when every difference has the same sign."""
+    return 2.0 / 2.0 ** n_pairs
+
+
 def _power_note(n_pairs: int, alpha: float) -> str:
-    """A note when ``n_pairs`` seeds cannot reach ``alpha``: the exact two-sided Wilcoxon
-    signed-rank test's smallest p-value is ``2 / 2**n`` (every difference of one sign)."""
-    p_min = 2.0 / 2.0 ** n_pairs
+    """A note when ``n_pairs`` seeds cannot reach ``alpha`` (:func:`_smallest_p`)."""
+    p_min = _smallest_p(n_pairs)
     if p_min < alpha:
         return ""
     return (f" With {n_pairs} seeds the smallest attainable p is {p_min:.3f}, so no gain could "
@@ -238,12 +243,12 @@ def _power_note(n_pairs: int, alpha: float) -> str:
 def _multiplicity_note(n_tests: int, n_pairs: int, alpha: float) -> str:
     """For a gain significant at ``alpha`` among ``n_tests`` values of k: the Bonferroni-Holm
     threshold of the smallest p (``alpha / n_tests``), and whether ``n_pairs`` seeds can reach it
-    (smallest exact two-sided Wilcoxon p: ``2 / 2**n``)."""
+    (:func:`_smallest_p`)."""
     if n_tests < 2:
         return ""
-    threshold = alpha / n_tests
-    reach = ("" if 2.0 / 2.0 ** n_pairs < threshold else
-             f", below the smallest p that {n_pairs} seeds allow ({2.0 / 2.0 ** n_pairs:.3f})")
+    threshold, p_min = alpha / n_tests, _smallest_p(n_pairs)
+    reach = ("" if p_min < threshold else
+             f", below the smallest p that {n_pairs} seeds allow ({p_min:.3f})")
     return (f" Uncorrected for the {n_tests} values of k tested: Bonferroni-Holm would need "
             f"p < {threshold:.4f}{reach}, so read it as a hint, not a finding.")
 
