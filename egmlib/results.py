@@ -30,9 +30,9 @@ from .checks import check_int
 from .runs import load_json
 from .sweep import BASELINE_GENERATOR, MARKER, PARAMS_FILE, input_fingerprint, inputs_match
 
-__all__ = ["PAPER", "by_generator", "collect", "format_range_test", "format_tests",
-           "paired_tests", "range_test", "seeds_for_power", "summarise", "sweep_cost",
-           "verdict"]
+__all__ = ["PAPER", "by_generator", "collapsed_runs", "collect", "format_collapsed",
+           "format_range_test", "format_tests", "paired_tests", "range_test", "seeds_for_power",
+           "summarise", "sweep_cost", "verdict"]
 
 #: The paper's numbers (arXiv 2512.14537), measured on its own (closed) data: the test
 #: correlation of the reconstructed SR EGMs without and with VAE-S augmentation, the k range of
@@ -214,6 +214,57 @@ def format_range_test(rows: list[Mapping[str, Any]], alpha: float = 0.05) -> str
                f"{r['seeds_for_power']} seeds to be found 80% of the time (paired t-test)."
                if not sig and r.get("seeds_for_power") else ""))
     return "\n".join(lines)
+
+
+def collapsed_runs(results_: list[Mapping[str, Any]], rhythm: str = "AF",
+                   metric: str = "corr_mean", below: float = 0.05) -> dict[str, Any]:
+    """Runs whose network scored ``metric < below`` on ``rhythm``: a reconstruction that has
+    not learnt that rhythm at all (for the correlation, an output unrelated to the true EGMs),
+    as opposed to one a little worse than its neighbours. Such runs make a mean over seeds
+    bimodal, so a mean change against k = 0 says little without them being counted.
+
+    Returns ``runs`` (one row per such run: generator, k, seed, the value, and from the run's
+    training history ``best_epoch``, 0-based, and ``epochs_run``), ``n_by_generator``
+    (generator -> [such runs, runs]) and ``best_epoch`` (``"collapsed"`` / ``"others"``: the
+    best epochs of both groups, to see whether early stopping picked the collapsed networks
+    before they had learnt the rhythm). Runs without that rhythm or metric are skipped."""
+    rows, counts = [], {}
+    epochs: dict[str, list[int]] = {"collapsed": [], "others": []}
+    for r in results_:
+        value = r.get("network", {}).get(rhythm, {}).get(metric)
+        if value is None:
+            continue
+        hist = r.get("history") or {}
+        hit = value < below
+        n = counts.setdefault(r["generator"], [0, 0])
+        n[0] += hit
+        n[1] += 1
+        if hist.get("best_epoch") is not None:
+            epochs["collapsed" if hit else "others"].append(int(hist["best_epoch"]))
+        if hit:
+            rows.append({"generator": r["generator"], "k": int(r["k"]), "seed": int(r["seed"]),
+                         "value": float(value), "best_epoch": hist.get("best_epoch"),
+                         "epochs_run": hist.get("epochs_run")})
+    return {"rhythm": rhythm, "metric": metric, "below": below, "runs": rows,
+            "n_by_generator": counts, "best_epoch": epochs}
+
+
+def format_collapsed(summary: Mapping[str, Any]) -> str:
+    """:func:`collapsed_runs` as sentences: how many runs per generator, at which k, and the
+    best epochs (counted from 1) of those runs against the others'."""
+    rh, metric, below = summary["rhythm"], summary["metric"], summary["below"]
+    lines = []
+    for gen, (hit, total) in sorted(summary["n_by_generator"].items()):
+        ks = sorted({r["k"] for r in summary["runs"] if r["generator"] == gen})
+        lines.append(f"{gen}: {hit} of {total} runs with {rh} {metric} < {below}"
+                     + (f" (k = {', '.join(map(str, ks))})" if ks else ""))
+    ep = {g: np.asarray(v) + 1 for g, v in summary["best_epoch"].items()}
+    if ep["collapsed"].size and ep["others"].size:
+        lines.append(f"best epoch (early stopping's pick, counted from 1) of these runs "
+                     f"{ep['collapsed'].min()}-{ep['collapsed'].max()}; of the others "
+                     f"{ep['others'].min()}-{ep['others'].max()}, median "
+                     f"{np.median(ep['others']):g}")
+    return "\n".join(lines) if lines else f"no run has {rh} {metric}"
 
 
 def format_tests(rows: list[Mapping[str, Any]]) -> str:

@@ -233,3 +233,33 @@ def test_gain_plot_draws_the_paired_changes_and_the_papers_gain(tmp_path):
     assert segment[:, 0].tolist() == [14, 18]
     assert segment[:, 1] == pytest.approx([0.054, 0.054])
     assert "its own data" in ax.get_legend_handles_labels()[1][-1]
+
+
+def test_collapsed_runs_are_counted_with_their_best_epochs(tmp_path):
+    def run(gen, k, seed, af, best):
+        save_json(tmp_path / f"{gen}_k{k}_s{seed}" / "result.json",
+                  {"k": k, "seed": seed, "generator": gen,
+                   "network": {"SR": {"corr_mean": 0.4}, "AF": {"corr_mean": af}},
+                   "tikhonov": {"SR": {"corr_mean": 0.5}},
+                   "history": {"best_epoch": best, "epochs_run": best + 6}})
+    run("none", 0, 0, 0.13, 18)
+    run("vae_s", 8, 0, -0.001, 6)
+    run("vae_s", 16, 1, 0.049, 9)
+    run("vae_s", 16, 0, 0.05, 21)  # at the threshold: not collapsed
+    run("vae_c", 6, 0, 0.12, 14)
+    summary = results.collapsed_runs(results.collect([tmp_path]))
+    assert [(r["generator"], r["k"], r["seed"]) for r in summary["runs"]] == [
+        ("vae_s", 8, 0), ("vae_s", 16, 1)]
+    assert summary["runs"][0]["value"] == pytest.approx(-0.001)
+    assert summary["runs"][1]["epochs_run"] == 15
+    assert summary["n_by_generator"] == {"none": [0, 1], "vae_c": [0, 1], "vae_s": [2, 3]}
+    assert sorted(summary["best_epoch"]["collapsed"]) == [6, 9]
+    assert sorted(summary["best_epoch"]["others"]) == [14, 18, 21]
+    text = results.format_collapsed(summary)
+    assert "vae_s: 2 of 3 runs with AF corr_mean < 0.05 (k = 8, 16)" in text
+    assert "vae_c: 0 of 1 runs" in text
+    assert "of these runs 7-10; of the others 15-22, median 19" in text
+    # SR never collapses here; a rhythm nobody recorded is reported as such
+    assert results.collapsed_runs(results.collect([tmp_path]), rhythm="SR")["runs"] == []
+    assert results.format_collapsed(results.collapsed_runs([], rhythm="AF")) == \
+        "no run has AF corr_mean"
