@@ -20,8 +20,9 @@ its own folder ``<sweep_dir>/<key>/``, where ``key`` is :func:`run_key` of the p
 
 A rerun of :func:`run_sweep` therefore skips finished runs and retries failed or partial ones.
 The CLI also records the digests of the inputs the runs read (:func:`input_fingerprint`: the
-data set's manifest, the generators' kept windows), so after a rebuilt data set or a retrained
-generator the runs that read it are redone rather than mixed with results of the old inputs.
+data set's manifest, the values of the generators' kept windows), so after a rebuilt data set or
+a generator retrained to other windows the runs that read it are redone rather than mixed with
+results of the old inputs.
 Each run records only the inputs it reads (the data set, and its own generator's windows), and a
 run counts as finished when every input it reads is unchanged, so retraining VAE-C redoes the
 VAE-C runs and leaves the VAE-S runs and the shared ``k = 0`` runs alone.
@@ -74,6 +75,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from . import params as _params
@@ -86,6 +88,7 @@ __all__ = [
     "PlannedRun",
     "RunRecord",
     "SweepReport",
+    "array_digest",
     "expand_grid",
     "file_digest",
     "input_fingerprint",
@@ -328,17 +331,33 @@ def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()[:16]
 
 
+def array_digest(path: str | Path, key: str = "kept") -> str:
+    """SHA-256 (hex, first 16 digits) of the array ``key`` of an ``.npz`` file: its dtype, shape
+    and bytes. Unlike :func:`file_digest`, it does not change when the same values are written
+    again: a synthetic set's file also holds its provenance (creation time, commit), which
+    differs at every execution of 02/03 even when retraining gives the same windows."""
+    with np.load(path) as z:
+        if key not in z.files:
+            raise KeyError(f"{path}: no array {key!r}; it holds {sorted(z.files)}")
+        a = np.ascontiguousarray(z[key])
+    h = hashlib.sha256(f"{a.dtype.str} {a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
 def input_fingerprint(run_dir: str | Path, generators: Sequence[str]) -> dict[str, str]:
     """Digests of what the augmentation runs read from ``run_dir``: the data set's manifest
-    (which holds every array's checksum) and each generator's kept synthetic windows. Part of
-    every run's record, so a run made before the data or a generator changed (a rebuilt data set,
-    a retrained VAE) no longer counts as finished. Missing files are left out (the run itself
-    then fails with the notebook's clear message)."""
+    (which holds every array's checksum; :func:`file_digest`) and each generator's kept
+    synthetic windows (the values, :func:`array_digest`, not the file). Part of every run's
+    record, so a run made before the data or a generator changed (a rebuilt data set, a retrained
+    VAE whose kept windows differ) no longer counts as finished. Missing files are left out (the
+    run itself then fails with the notebook's clear message)."""
     run_dir = Path(run_dir)
     paths = [run_dir / "data" / "manifest.json"]
     for gen in sorted(set(generators) - {"none"}):
         paths += sorted((run_dir / gen).glob("synthetic_*.npz"))
-    return {str(p.relative_to(run_dir)): file_digest(p) for p in paths if p.is_file()}
+    return {str(p.relative_to(run_dir)): (array_digest(p) if p.suffix == ".npz" else file_digest(p))
+            for p in paths if p.is_file()}
 
 
 Inputs = Mapping[str, str] | Callable[[Mapping[str, Any]], Mapping[str, str]]

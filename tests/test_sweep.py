@@ -6,11 +6,13 @@ The swept notebook is tests/fixtures/probe.ipynb: it writes the parameters it re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from egmlib import sweep
@@ -91,15 +93,31 @@ def test_serial_sweep_then_rerun_skips(tmp_path):
 def test_input_fingerprint_follows_the_files(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "vae_s").mkdir()
-    (tmp_path / "data" / "manifest.json").write_text("{}")
-    (tmp_path / "vae_s" / "synthetic_SR.npz").write_bytes(b"abc")
+    (tmp_path / "data" / "manifest.json").write_bytes(b"abc")
+    npz = tmp_path / "vae_s" / "synthetic_SR.npz"
+    kept = np.arange(6, dtype=np.float32).reshape(1, 3, 2)
+    np.savez(npz, kept=kept, provenance=np.array("run 1"))
     fp = sweep.input_fingerprint(tmp_path, ["vae_s", "vae_c", "none"])
     assert set(fp) == {"data/manifest.json", "vae_s/synthetic_SR.npz"}
-    # sha256("abc"), a known value
-    assert fp["vae_s/synthetic_SR.npz"] == "ba7816bf8f01cfea"
-    (tmp_path / "vae_s" / "synthetic_SR.npz").write_bytes(b"abd")
-    assert sweep.input_fingerprint(tmp_path, ["vae_s"])["vae_s/synthetic_SR.npz"] != fp[
-        "vae_s/synthetic_SR.npz"]
+    # sha256("abc"), a known value: the manifest is digested as a file
+    assert fp["data/manifest.json"] == "ba7816bf8f01cfea"
+    # the synthetic set by the values of its kept windows: dtype, shape, then the bytes
+    expected = hashlib.sha256(b"<f4 (1, 3, 2)" + kept.tobytes()).hexdigest()[:16]
+    assert fp["vae_s/synthetic_SR.npz"] == expected
+    # written again with the same windows and another provenance (another execution of 02):
+    # same digest, though the file's bytes differ
+    before = sweep.file_digest(npz)
+    np.savez(npz, kept=kept, provenance=np.array("run 2, another time"))
+    assert sweep.file_digest(npz) != before
+    assert sweep.input_fingerprint(tmp_path, ["vae_s"]) == fp
+    # other windows (or the same values in another dtype): another digest
+    np.savez(npz, kept=kept + 1, provenance=np.array("run 2"))
+    assert sweep.input_fingerprint(tmp_path, ["vae_s"])["vae_s/synthetic_SR.npz"] != expected
+    np.savez(npz, kept=kept.astype(np.float64))
+    assert sweep.input_fingerprint(tmp_path, ["vae_s"])["vae_s/synthetic_SR.npz"] != expected
+    np.savez(npz, generated=kept)
+    with pytest.raises(KeyError, match="no array 'kept'"):
+        sweep.input_fingerprint(tmp_path, ["vae_s"])
 
 
 @pytest.mark.notebook
