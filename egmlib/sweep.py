@@ -80,7 +80,15 @@ import yaml
 
 from . import params as _params
 from .pipeline import NotebookError, execute_notebook, profile_parameters
-from .runs import load_json, progress, provenance, repo_root, resolve_run_dir, save_json
+from .runs import (
+    load_json,
+    progress,
+    provenance,
+    repo_root,
+    resolve_run_dir,
+    save_json,
+    sha256_file,
+)
 
 __all__ = [
     "DEFAULT_GRID",
@@ -322,13 +330,9 @@ def inputs_match(recorded: Any, current: Mapping[str, str]) -> bool:
                                               for name, digest in current.items())
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 (hex, first 16 digits) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()[:16]
+def file_digest(path: str | Path) -> str:
+    """SHA-256 (hex, first 16 digits) of a file's bytes (:func:`egmlib.runs.sha256_file`)."""
+    return sha256_file(path)[:16]
 
 
 def array_digest(path: str | Path, key: str = "kept") -> str:
