@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 reproduce: $(STAMP)
-	$(BIN)/python -m egmlib.pipeline --profile $(PROFILE) --in-place
+	$(BIN)/python -m egmlib.workflow.pipeline --profile $(PROFILE) --in-place
 
 figures: reproduce
 
@@ -51,7 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 sweep: $(STAMP)
-	$(BIN)/python -m egmlib.sweep --profile $(PROFILE)
+	$(BIN)/python -m egmlib.workflow.sweep --profile $(PROFILE)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

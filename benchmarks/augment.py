@@ -2,10 +2,13 @@
 
 Every figure comes with a baseline measured in the same run:
 
-* ``recon``: training pairs per second of :class:`egmlib.recon.DualBranchVAE` at the default
+* ``recon``: training pairs per second of :class:`egmlib.augmentation.recon.DualBranchVAE` at the
+default
   sizes (400 x 64 BSPM -> 400 x 256 EGM, batch 32), forward + loss + backward + Adam, with the
-  loss computed directly (:func:`egmlib.recon.recon_loss` on the formed reconstruction, the
-  baseline) and from moments (:func:`egmlib.recon.recon_loss_moments`, what training uses), on
+  loss computed directly (:func:`egmlib.augmentation.recon.recon_loss` on the formed
+  reconstruction, the
+  baseline) and from moments (:func:`egmlib.augmentation.recon.recon_loss_moments`, what training
+  uses), on
   one and on two threads.
 * ``sweep``: the same two runs of ``notebooks/05_augment.ipynb`` (k in {0, 18}, seed 0,
   VAE-S) run serially and then on a ``LocalCluster`` of two single-threaded workers, each into
@@ -27,7 +30,7 @@ Row = dict[str, Any]
 
 
 def _pairs_per_s(fast: bool, threads: int, batch: int = 32, steps: int = 6) -> float:
-    from egmlib.recon import DualBranchVAE, ReconConfig, recon_loss, recon_loss_moments
+    from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, recon_loss, recon_loss_moments
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -73,10 +76,10 @@ def bench_recon(quick: bool) -> list[Row]:
 
 
 def bench_sweep(quick: bool) -> list[Row]:
-    from egmlib import params as params_mod
-    from egmlib.pipeline import run_pipeline
-    from egmlib.runs import repo_root, resolve_run_dir
-    from egmlib.sweep import run_sweep
+    from egmlib.core import params as params_mod
+    from egmlib.core.runs import repo_root, resolve_run_dir
+    from egmlib.workflow.pipeline import run_pipeline
+    from egmlib.workflow.sweep import run_sweep
 
     root = repo_root()
     profile = "smoke" if quick else "default"

@@ -8,9 +8,9 @@ the 400 x 256 VAE).
 
 Sections (each a function returning a list of rows):
 
-* ``simulator``: node-steps/s of :meth:`egmlib.simulate.Simulator.run` (float32, a batch of
+* ``simulator``: node-steps/s of :meth:`egmlib.physics.simulate.Simulator.run` (float32, a batch of
   simulations as columns) with the ``numba`` and ``torch`` backends side by side, at batch 1,
-  8, 24 and 48 (quick: 1 and 24), against :func:`egmlib.simulate.simulate_reference` (scipy
+  8, 24 and 48 (quick: 1 and 24), against :func:`egmlib.physics.simulate.simulate_reference` (scipy
   float64, one simulation at a time), default geometry (``biatrial_geometry(2.0)``, 3,500
   nodes), dt 0.1 ms, a 256-site lead recorded every 20 steps. Simulator times include its
   setup (operators, the stability check), not the numba compilation (a warm-up call first).
@@ -18,10 +18,11 @@ Sections (each a function returning a list of rows):
   many timing windows the kernel ran on each thread count (it chooses by measured rate).
 * ``data``: :func:`egmlib.data.build_dataset` of the smoke profile and (full mode) the default
   01_data parameters, into a temporary run folder with ``rebuild=True``, with the load.
-* ``transfer``: :func:`egmlib.forward.time_transfer_matrix` at n_rec 256 and (full) 2048.
+* ``transfer``: :func:`egmlib.physics.forward.time_transfer_matrix` at n_rec 256 and (full) 2048.
 * ``recon``, ``sweep``: the augmentation experiment (:mod:`benchmarks.augment`): training pairs/s
   of the reconstruction network, and a small 05 grid serially against two workers.
-* ``train``: :func:`egmlib.train.training_throughput`, eager against optimised, 400 x 256 and
+* ``train``: :func:`egmlib.generators.train.training_throughput`, eager against optimised, 400 x
+256 and
   (full) 400 x 2048, when that function exists.
 """
 
@@ -40,8 +41,8 @@ import numpy as np
 import torch
 
 from benchmarks.augment import bench_recon, bench_sweep
-from egmlib import params as params_mod
-from egmlib.runs import package_versions, repo_root, save_json
+from egmlib.core import params as params_mod
+from egmlib.core.runs import package_versions, repo_root, save_json
 
 Row = dict[str, Any]
 
@@ -63,9 +64,9 @@ def _load() -> float:
 
 
 def bench_simulator(quick: bool) -> list[Row]:
-    from egmlib.electrograms import infinite_medium_lead_field
-    from egmlib.geometry import biatrial_geometry, recording_sites
-    from egmlib.simulate import Simulator, draw_specs, numba_available, simulate_reference
+    from egmlib.physics.electrograms import infinite_medium_lead_field
+    from egmlib.physics.geometry import biatrial_geometry, recording_sites
+    from egmlib.physics.simulate import Simulator, draw_specs, numba_available, simulate_reference
 
     geom = biatrial_geometry(2.0)
     n = geom.n_vertices
@@ -153,7 +154,7 @@ def bench_data(quick: bool) -> list[Row]:
 
 # ------------------------------------------------------------------------------------------
 def bench_transfer(quick: bool) -> list[Row]:
-    from egmlib import forward
+    from egmlib.physics import forward
 
     if not hasattr(forward, "time_transfer_matrix"):
         return [{"section": "transfer", "item": "time_transfer_matrix missing", "skipped": True}]
@@ -171,8 +172,8 @@ def bench_transfer(quick: bool) -> list[Row]:
 
 # ------------------------------------------------------------------------------------------
 def bench_train(quick: bool) -> list[Row]:
-    from egmlib import train
-    from egmlib.models import VAEConfig
+    from egmlib.generators import train
+    from egmlib.generators.models import VAEConfig
 
     if not hasattr(train, "training_throughput"):
         return [{"section": "train", "item": "training_throughput missing", "skipped": True}]

@@ -19,7 +19,7 @@ import torch
 
 os.environ.setdefault("EGMLIB_QUIET", "1")
 
-from egmlib import electrograms, geometry, simulate
+from egmlib.physics import electrograms, geometry, simulate
 
 EDGE_MM = 4.0
 DT = 0.1
@@ -39,7 +39,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture
 def torch_single_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Train with one torch thread (``EGMLIB_THREADS=1``, read by
-    :func:`egmlib.train.configure_threads`) and restore the thread count afterwards."""
+    :func:`egmlib.generators.train.configure_threads`) and restore the thread count afterwards."""
     before = torch.get_num_threads()
     monkeypatch.setenv("EGMLIB_THREADS", "1")
     yield

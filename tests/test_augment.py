@@ -1,4 +1,5 @@
-"""The augmentation experiment (egmlib.augment) on a small in-memory Dataset: random smooth SR
+"""The augmentation experiment (egmlib.augmentation.augment) on a small in-memory Dataset: random
+smooth SR
 and AF windows (T = 64, 16 sites), three random torsos (the last held out), BSPMs made with the
 transfer matrices so the pairing can be checked exactly."""
 
@@ -9,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from egmlib import augment
+from egmlib.augmentation import augment
 from egmlib.data import Dataset, noisy_bspm, reference_rows, split_by_simulation
 
 T, N_REC, FS = 64, 16, 100.0

@@ -1,9 +1,9 @@
-"""The shared argument checks (egmlib.checks)."""
+"""The shared argument checks (egmlib.core.checks)."""
 
 import numpy as np
 import pytest
 
-from egmlib.checks import check_int, check_ints
+from egmlib.core.checks import check_int, check_ints
 
 
 def test_check_int_accepts_python_and_numpy_ints_and_returns_python_int() -> None:

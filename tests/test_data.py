@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from conftest import one_thread
 
-from egmlib import data, params, simulate
+from egmlib import data
+from egmlib.core import params
+from egmlib.core.runs import sha256_file
 from egmlib.data import DataError, load_dataset, split_by_simulation, windows
-from egmlib.geometry import biatrial_geometry
-from egmlib.runs import sha256_file
-from egmlib.simulate import SimulationSpec
+from egmlib.physics import simulate
+from egmlib.physics.geometry import biatrial_geometry
+from egmlib.physics.simulate import SimulationSpec
 
 build = data.build_dataset
 

@@ -1,4 +1,4 @@
-"""egmlib.electrograms: current sources and the infinite-medium lead field.
+"""egmlib.physics.electrograms: current sources and the infinite-medium lead field.
 
 A planar wave v(x, t) (a smooth step moving along +x at 0.5 mm/ms over a flat 60 x 30 mm sheet of
 0.5 mm triangles) passes under an electrode at height h above x = 0: the unipolar EGM is biphasic,
@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from egmlib import electrograms, simulate
-from egmlib.electrograms import BETA_MM, current_sources, infinite_medium_lead_field
-from egmlib.geometry import TriMesh
+from egmlib.physics import electrograms, simulate
+from egmlib.physics.electrograms import BETA_MM, current_sources, infinite_medium_lead_field
+from egmlib.physics.geometry import TriMesh
 
 SPEED, WIDTH, X0 = 0.5, 1.0, -20.0  # mm/ms, mm, mm
 T_MS = np.arange(0.0, 80.0, 0.25)

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from egmlib import fidelity, params, synthesis
+from egmlib.core import params
+from egmlib.core.runs import MissingInputError
 from egmlib.data import LABELS, Dataset
-from egmlib.runs import MissingInputError
+from egmlib.evaluation import fidelity
+from egmlib.generators import synthesis
 
 FS = 100.0
 T, C = 100, 16

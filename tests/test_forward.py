@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from egmlib.forward import (
+from egmlib.physics.forward import (
     SVD,
     add_noise,
     bounded_potentials,
@@ -35,8 +35,8 @@ from egmlib.forward import (
     transfer_matrix,
     winding_number,
 )
-from egmlib.geometry import MeshError, biatrial_geometry, recording_sites, sphere_mesh
-from egmlib.torso import make_torso
+from egmlib.physics.geometry import MeshError, biatrial_geometry, recording_sites, sphere_mesh
+from egmlib.physics.torso import make_torso
 
 A_HEART, B_TORSO = 30.0, 150.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from egmlib.generate import (
+from egmlib.generators.generate import (
     encode_means,
     fit_latent_gaussian,
     generate,
@@ -13,8 +13,8 @@ from egmlib.generate import (
     nearest_rmse,
     select_best,
 )
-from egmlib.models import ConvVAE, VAEConfig
-from egmlib.train import Normalizer, seed_everything, train_vae
+from egmlib.generators.models import ConvVAE, VAEConfig
+from egmlib.generators.train import Normalizer, seed_everything, train_vae
 
 FS = 100.0
 

@@ -1,4 +1,5 @@
-"""egmlib.geometry: mesh validation, measures, FEM stiffness, the bi-atrial surface, sites."""
+"""egmlib.physics.geometry: mesh validation, measures, FEM stiffness, the bi-atrial surface,
+sites."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from egmlib import geometry
-from egmlib.geometry import (
+from egmlib.physics import geometry
+from egmlib.physics.geometry import (
     AtrialGeometry,
     MeshError,
     TriMesh,

@@ -1,4 +1,4 @@
-"""Unit tests of egmlib.metrics against hand-computed and analytic cases."""
+"""Unit tests of egmlib.core.metrics against hand-computed and analytic cases."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.spatial.distance import pdist
 
-from egmlib import metrics as M
+from egmlib.core import metrics as M
 
 RNG_SEED = 1234
 

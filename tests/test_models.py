@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from egmlib.models import (
+from egmlib.generators.models import (
     LOSS_PARTS,
     ConvVAE,
     LossWeights,

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from egmlib import data, params
-from egmlib.pipeline import NotebookError, execute_notebook, run_pipeline
-from egmlib.runs import repo_root
+from egmlib import data
+from egmlib.core import params
+from egmlib.core.runs import repo_root
+from egmlib.workflow.pipeline import NotebookError, execute_notebook, run_pipeline
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
@@ -68,7 +69,7 @@ def test_bad_parameter_stops_before_work(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["vae_s", "vae_c"])
 def test_generator_notebooks_results(smoke_run: Path, kind: str) -> None:
-    from egmlib import synthesis
+    from egmlib.generators import synthesis
 
     result = json.loads((smoke_run / kind / "result.json").read_text())
     p = params.validate("02_vae_s", params.load_profile(ROOT / "params" / "smoke.yaml"))
@@ -131,7 +132,7 @@ def test_05_augment_results(smoke_run: Path) -> None:
 
 def test_sweep_and_06(smoke_run: Path, tmp_path: Path) -> None:
     """A two-by-two grid through the Dask path on local cores, then 06_sweep reads it."""
-    from egmlib.sweep import expand_grid, input_fingerprint, run_sweep, shared_baseline
+    from egmlib.workflow.sweep import expand_grid, input_fingerprint, run_sweep, shared_baseline
 
     sweep_dir = smoke_run / "sweep"
     # as the CLI plans it: k = 0 once per seed (generator "none"), inputs recorded per run

@@ -1,4 +1,4 @@
-"""egmlib.params: the parameter schema, notebook parameter cells and YAML profiles."""
+"""egmlib.core.params: the parameter schema, notebook parameter cells and YAML profiles."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from egmlib import params
-from egmlib.params import ParameterError, Params, defaults, load_profile, resolve, validate
-from egmlib.pipeline import profile_parameters
+from egmlib.core import params
+from egmlib.core.params import ParameterError, Params, defaults, load_profile, resolve, validate
+from egmlib.workflow.pipeline import profile_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb")
@@ -49,7 +49,7 @@ def test_notebook_parameters_cell_equals_the_defaults(path):
 def test_profiles_load_and_validate(path):
     try:
         values = load_profile(path)
-    except ParameterError as exc:  # sweep_* keys are read by egmlib.sweep, not by a notebook
+    except ParameterError as exc:  # sweep_* keys belong to egmlib.workflow.sweep
         assert "sweep_" in str(exc)
         values = profile_parameters(path)
     assert values["profile"] == path.stem

@@ -1,4 +1,4 @@
-"""egmlib.pipeline: papermill execution with atomic outputs, and the pipeline CLI.
+"""egmlib.workflow.pipeline: papermill execution with atomic outputs, and the pipeline CLI.
 
 The notebooks run here are the tiny fixtures of tests/fixtures (see make_fixtures.py):
 probe.ipynb records the parameters it received in result.json and raises when ``fail`` is true;
@@ -14,9 +14,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from egmlib import pipeline
-from egmlib.params import ParameterError
-from egmlib.pipeline import NotebookError, execute_notebook, failed_path, profile_parameters
+from egmlib.core.params import ParameterError
+from egmlib.workflow import pipeline
+from egmlib.workflow.pipeline import (
+    NotebookError,
+    execute_notebook,
+    failed_path,
+    profile_parameters,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PROBE = FIXTURES / "probe.ipynb"

@@ -1,4 +1,5 @@
-"""The dual-branch reconstruction VAE (egmlib.recon) on tiny random data (one torch thread)."""
+"""The dual-branch reconstruction VAE (egmlib.augmentation.recon) on tiny random data (one torch
+thread)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from egmlib import metrics
-from egmlib.recon import (
+from egmlib.augmentation.recon import (
     LOSS_KEYS,
     DualBranchVAE,
     ReconConfig,
@@ -22,6 +22,7 @@ from egmlib.recon import (
     save_recon,
     train_recon,
 )
+from egmlib.core import metrics
 
 T, N_REC, N_EL = 64, 16, 64
 TINY = {"channels": (8, 16, 16), "latent_dim": 16}

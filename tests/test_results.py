@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from egmlib import results, sweep
-from egmlib.runs import save_json
+from egmlib.core.runs import save_json
+from egmlib.workflow import results, sweep
 
 
 def _write(folder, gen, k, seed, corr):
@@ -214,7 +214,7 @@ def test_gain_plot_draws_the_paired_changes_and_the_papers_gain(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from egmlib import plots
+    from egmlib.evaluation import plots
 
     for s, (base, gain) in enumerate([(0.1, 0.02), (0.2, 0.04), (0.3, 0.03)]):
         _write(tmp_path, "none", 0, s, base)

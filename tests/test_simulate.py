@@ -1,4 +1,5 @@
-"""egmlib.simulate: the physics of SR and AF, batched against reference, seeds and bad input.
+"""egmlib.physics.simulate: the physics of SR and AF, batched against reference, seeds and bad
+input.
 
 Measured on the 4 mm bi-atrial mesh (874 nodes) at dt 0.1 ms: SR conduction velocity (median over
 triangles) 0.614 m/s at D 0.5 and 0.924 m/s at D 1.0 (ratio 1.50, i.e. CV ~ D^0.59); AF from the
@@ -17,8 +18,9 @@ import numpy as np
 import pytest
 from conftest import DT, one_thread
 
-from egmlib import electrograms, geometry, metrics, simulate
-from egmlib.simulate import SimulationSpec, Simulator, conduction_velocity, draw_specs
+from egmlib.core import metrics
+from egmlib.physics import electrograms, geometry, simulate
+from egmlib.physics.simulate import SimulationSpec, Simulator, conduction_velocity, draw_specs
 
 # --- parameters ------------------------------------------------------------------------------
 

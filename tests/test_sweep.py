@@ -1,4 +1,4 @@
-"""egmlib.sweep: grids, keys, skip/redo rules, failures, the Dask path and the CLI.
+"""egmlib.workflow.sweep: grids, keys, skip/redo rules, failures, the Dask path and the CLI.
 
 The swept notebook is tests/fixtures/probe.ipynb: it writes the parameters it received to
 ``<out_dir>/result.json`` and then raises ValueError when ``fail`` is true.
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from egmlib import sweep
-from egmlib.runs import load_json, save_json
-from egmlib.sweep import expand_grid, is_finished, plan_sweep, run_key, run_sweep
+from egmlib.core.runs import load_json, save_json
+from egmlib.workflow import sweep
+from egmlib.workflow.sweep import expand_grid, is_finished, plan_sweep, run_key, run_sweep
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PROBE = FIXTURES / "probe.ipynb"

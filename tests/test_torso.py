@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from egmlib.forward import winding_number
-from egmlib.geometry import MeshError, biatrial_geometry, sphere_mesh
-from egmlib.torso import DEFAULT_SEMI_AXES, Torso, make_torso, make_torsos, rotation_matrix
+from egmlib.physics.forward import winding_number
+from egmlib.physics.geometry import MeshError, biatrial_geometry, sphere_mesh
+from egmlib.physics.torso import DEFAULT_SEMI_AXES, Torso, make_torso, make_torsos, rotation_matrix
 
 
 def test_nominal_torso_size_and_placement():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from egmlib.models import ConvVAE, VAEConfig
-from egmlib.train import (
+from egmlib.generators.models import ConvVAE, VAEConfig
+from egmlib.generators.train import (
     HISTORY_KEYS,
     Normalizer,
     TrainingDivergedError,
@@ -168,8 +168,8 @@ def test_training_throughput_runs():
 
 
 def test_spec_avg_weight_reaches_the_history_and_the_loss_plot():
-    from egmlib.models import LossWeights
-    from egmlib.plots import loss_curves
+    from egmlib.evaluation.plots import loss_curves
+    from egmlib.generators.models import LossWeights
 
     X, Xv = smooth_windows(4, seed=5), smooth_windows(2, seed=6)
     titles = {}
@@ -184,7 +184,7 @@ def test_spec_avg_weight_reaches_the_history_and_the_loss_plot():
 
 
 def test_training_flops_counts_the_first_convolution_by_hand():
-    from egmlib.train import matmul_gflops, training_flops
+    from egmlib.generators.train import matmul_gflops, training_flops
 
     cfg = VAEConfig(T=T, C=C, latent=8)
     one, two = training_flops(cfg), training_flops(cfg, batch_size=2)

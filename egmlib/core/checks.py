@@ -2,7 +2,7 @@
 
 Every public function that takes a count (epochs, windows, harmonics, ...) checks it before any
 work, and the message names the argument and what it allows, in the form the notebooks'
-parameter validation uses (:mod:`egmlib.params`): ``"epochs: got 0; allowed: an int >= 1"``.
+parameter validation uses (:mod:`egmlib.core.params`): ``"epochs: got 0; allowed: an int >= 1"``.
 """
 
 from __future__ import annotations

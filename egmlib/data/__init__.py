@@ -25,12 +25,13 @@ Layout of ``<run_dir>/data/`` (written into a temporary folder and renamed when 
                        first activation in the recording), voltage snapshots
 
 BSPMs come from the same membrane-current sources as the EGMs, through the torso-only BEM of
-:func:`egmlib.forward.torso_lead_field` (one per torso). To record every torso at every time step
+:func:`egmlib.physics.forward.torso_lead_field` (one per torso). To record every torso at every
+time step
 cheaply, the stacked lead fields L (all torso vertices x tissue nodes) are compressed once by an
 SVD, L ~ W R with R of rank r (singular values above 1e-7 of the largest, which keeps the
 relative error of realistic BSPMs below 1e-5): the simulator records R q (r values per step) and
 the BSPM of torso t is W_t R q. The separate Barr-type matrices in ``transfer.npy`` (another
-discretisation, :func:`egmlib.forward.transfer_matrix`) map EGMs to BSPMs for the Tikhonov
+discretisation, :func:`egmlib.physics.forward.transfer_matrix`) map EGMs to BSPMs for the Tikhonov
 inverse and for synthetic EGMs; their agreement with the source-based BSPMs is measured at build
 time and stored in the manifest.
 
@@ -50,14 +51,26 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import resample_poly
 
-from . import metrics
-from .electrograms import BETA_MM, infinite_medium_lead_field
-from .forward import heart_surface, torso_lead_field, transfer_matrix
-from .geometry import AtrialGeometry, RecordingSites, TriMesh, biatrial_geometry, recording_sites
-from .params import ParameterError
-from .runs import load_json, progress, provenance, save_json, sha256_file
-from .simulate import SimulationResult, SimulationSpec, Simulator, conduction_velocity, draw_specs
-from .torso import Torso, make_torsos
+from egmlib.core import metrics
+from egmlib.core.params import ParameterError
+from egmlib.core.runs import load_json, progress, provenance, save_json, sha256_file
+from egmlib.physics.electrograms import BETA_MM, infinite_medium_lead_field
+from egmlib.physics.forward import heart_surface, torso_lead_field, transfer_matrix
+from egmlib.physics.geometry import (
+    AtrialGeometry,
+    RecordingSites,
+    TriMesh,
+    biatrial_geometry,
+    recording_sites,
+)
+from egmlib.physics.simulate import (
+    SimulationResult,
+    SimulationSpec,
+    Simulator,
+    conduction_velocity,
+    draw_specs,
+)
+from egmlib.physics.torso import Torso, make_torsos
 
 __all__ = [
     "LABELS",
@@ -311,7 +324,7 @@ def compress_lead_field(lead: NDArray, rel_tol: float = LEAD_RANK_TOL
 
 def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = False,
                   show_progress: bool = True) -> Dataset:
-    """Simulate the SR and AF data set of parameters ``p`` (see :mod:`egmlib.params`, notebook
+    """Simulate the SR and AF data set of parameters ``p`` (see :mod:`egmlib.core.params`, notebook
     01_data), EGMs and BSPMs, into ``<run_dir>/data`` and return it loaded.
 
     An existing complete data set made with the same parameters is loaded instead, unless
@@ -589,7 +602,7 @@ def noisy_bspm(ds: Dataset, windows_idx: NDArray, torso: int, snr_db: float,
                seed: int) -> NDArray[np.float64]:
     """BSPM windows (n, T, 64) of torso ``torso`` with white Gaussian noise at ``snr_db`` per
     window (same seed, same noise), re-referenced to the mean over the 64 leads."""
-    from .forward import add_noise
+    from egmlib.physics.forward import add_noise
 
     rng = np.random.default_rng([seed, torso])
     b = np.asarray(ds.bspm[np.asarray(windows_idx), torso], float)
@@ -602,13 +615,14 @@ def tikhonov_evaluation(ds: Dataset, snr_db: float, seed: int, part: str = "test
 
     Every window of the part (at most ``max_windows`` per rhythm, evenly spread) is reconstructed
     from the BSPM of every test torso (every torso when none is held out), with lambda chosen per
-    window at the L-curve corner (or by GCV). Metrics come from :func:`egmlib.metrics.compare`
+    window at the L-curve corner (or by GCV). Metrics come from
+    :func:`egmlib.core.metrics.compare`
     (per site, then mean and std).
 
     Returns ``{rhythm: {"corr_mean", "corr_std", "rmse_mean", ..., "lambda_median", "n"}}`` and,
     under ``"example"``, one reconstructed window per rhythm with its truth and L-curve.
     """
-    from .forward import gcv_lambda, lcurve_lambda, svd, tikhonov
+    from egmlib.physics.forward import gcv_lambda, lcurve_lambda, svd, tikhonov
 
     if method not in ("lcurve", "gcv"):
         raise ValueError(f"method must be 'lcurve' or 'gcv'; got {method!r}")

@@ -8,7 +8,7 @@ its own folder ``<sweep_dir>/<key>/``, where ``key`` is :func:`run_key` of the p
     point); written before the run starts.
 ``<notebook>.ipynb``
     the executed notebook (``<notebook>.failed.ipynb`` when it failed, see
-    :func:`egmlib.pipeline.execute_notebook`).
+    :func:`egmlib.workflow.pipeline.execute_notebook`).
 ``run.log``
     the kernel's stdout and stderr, and the traceback of a failure.
 ``DONE``
@@ -30,7 +30,7 @@ VAE-C runs and leaves the VAE-S runs and the shared ``k = 0`` runs alone.
 ``k = 0`` runs train on real pairs only, so their result does not depend on the generator (the
 same seed gives the same numbers, checked in the reduced sweep): the CLI runs them once per seed
 with ``generator="none"`` (:func:`shared_baseline`) and 06_sweep uses them as every generator's
-baseline (:mod:`egmlib.results`).
+baseline (:mod:`egmlib.workflow.results`).
 
 A failure is recorded in the :class:`SweepReport` (error, log, failed notebook) and never stops
 the other runs. ``<sweep_dir>/sweep.json`` holds the last report, for the aggregating notebook.
@@ -49,7 +49,8 @@ trains 1.6x faster on two threads than on one. So the CLI runs serially with eve
 unless ``--workers`` says otherwise; parallel workers pay off on machines with more cores and
 memory channels, or on a cluster.
 
-CLI: ``python -m egmlib.sweep --profile smoke [--workers N] [--scheduler ADDRESS] [--dry-run]``
+CLI: ``python -m egmlib.workflow.sweep --profile smoke [--workers N] [--scheduler ADDRESS]
+[--dry-run]``
 runs ``notebooks/05_augment.ipynb`` over the profile's grid into ``<run_dir>/sweep/`` and then
 ``notebooks/06_sweep.ipynb`` (when it exists) to aggregate: in place for the default profile (its
 notebooks are committed with their outputs, as ``make reproduce`` leaves them), into
@@ -78,9 +79,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from . import params as _params
-from .pipeline import NotebookError, execute_notebook, profile_parameters
-from .runs import (
+from egmlib.core import params as _params
+from egmlib.core.runs import (
     load_json,
     progress,
     provenance,
@@ -89,6 +89,7 @@ from .runs import (
     save_json,
     sha256_file,
 )
+from egmlib.workflow.pipeline import NotebookError, execute_notebook, profile_parameters
 
 __all__ = [
     "DEFAULT_GRID",
@@ -331,7 +332,7 @@ def inputs_match(recorded: Any, current: Mapping[str, str]) -> bool:
 
 
 def file_digest(path: str | Path) -> str:
-    """SHA-256 (hex, first 16 digits) of a file's bytes (:func:`egmlib.runs.sha256_file`)."""
+    """SHA-256 (hex, first 16 digits) of a file's bytes (:func:`egmlib.core.runs.sha256_file`)."""
     return sha256_file(path)[:16]
 
 
@@ -605,9 +606,10 @@ def profile_grid(profile_yaml: Path | None) -> dict[str, list[Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m egmlib.sweep --profile P [--workers N] [--scheduler ADDRESS] [--generator NAME]
+    """``python -m egmlib.workflow.sweep --profile P [--workers N] [--scheduler ADDRESS]
+    [--generator NAME]
     [--dry-run]``."""
-    parser = argparse.ArgumentParser(prog="python -m egmlib.sweep", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m egmlib.workflow.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="default", choices=_params.PROFILES)
     parser.add_argument("--workers", type=int, default=1,

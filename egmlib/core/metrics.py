@@ -69,7 +69,7 @@ from scipy import fft as scipy_fft
 from scipy import linalg, signal
 from scipy.spatial.distance import cdist, pdist
 
-from egmlib.checks import check_int
+from egmlib.core.checks import check_int
 
 if TYPE_CHECKING:
     import numpy.typing as npt

@@ -1,6 +1,7 @@
 """Run the pipeline notebooks through papermill, atomically.
 
-``python -m egmlib.pipeline --profile smoke`` executes ``notebooks/01_data.ipynb`` ... in order
+``python -m egmlib.workflow.pipeline --profile smoke`` executes ``notebooks/01_data.ipynb`` ... in
+order
 (only those that exist yet) with the profile's parameters and writes the executed notebooks to
 ``<run_dir>/notebooks/``. ``--profile default --in-place`` replaces the committed notebooks by
 their executed versions (they are committed with the default profile's outputs); that is what
@@ -24,8 +25,8 @@ from typing import IO, Any
 
 import yaml
 
-from . import params as _params
-from .runs import atomic_path, quiet, repo_root
+from egmlib.core import params as _params
+from egmlib.core.runs import atomic_path, quiet, repo_root
 
 __all__ = [
     "PIPELINE",
@@ -41,7 +42,7 @@ __all__ = [
 #: on disk are run, so the list may name notebooks that arrive later.
 PIPELINE: tuple[str, ...] = ("01_data", "02_vae_s", "03_vae_c", "04_fidelity", "05_augment")
 
-#: Profile keys that configure the sweep (read by :mod:`egmlib.sweep`), not a notebook.
+#: Profile keys that configure the sweep (read by :mod:`egmlib.workflow.sweep`), not a notebook.
 SWEEP_PREFIX = "sweep_"
 
 
@@ -69,9 +70,11 @@ def failed_path(output: str | Path) -> Path:
 
 
 def profile_parameters(path: str | Path) -> dict[str, Any]:
-    """The notebook parameters of a YAML profile, checked by :func:`egmlib.params.load_profile`.
+    """The notebook parameters of a YAML profile, checked by
+    :func:`egmlib.core.params.load_profile`.
 
-    Keys starting with ``sweep_`` configure :mod:`egmlib.sweep`; they are left out here (they are
+    Keys starting with ``sweep_`` configure :mod:`egmlib.workflow.sweep`; they are left out here
+    (they are
     no notebook's parameters), and the remaining names are checked the same way.
     """
     with open(path, encoding="utf-8") as fh:
@@ -235,9 +238,10 @@ def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m egmlib.pipeline --profile default|smoke|paper [--in-place] [--run-dir DIR]
+    """``python -m egmlib.workflow.pipeline --profile default|smoke|paper [--in-place] [--run-dir
+    DIR]
     [--only 01_data,02_vae_s]``. Returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m egmlib.pipeline", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m egmlib.workflow.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="default", choices=_params.PROFILES)
     parser.add_argument("--in-place", action="store_true",

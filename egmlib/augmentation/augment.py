@@ -6,12 +6,14 @@ One run, for a number ``k`` of synthetic windows and a ``seed`` (:func:`run_augm
    BSPM of every training torso (``torso_split == 0``), white noise at ``snr_db`` per window
    (:func:`egmlib.data.noisy_bspm`). Validation: every validation window (split 1) with every
    training torso, noise likewise. Synthetic: the first ``k`` windows of the kept synthetic set
-   (the kept set is sorted best score first, :func:`egmlib.generate.select_best`) with every
+   (the kept set is sorted best score first, :func:`egmlib.generators.generate.select_best`) with
+   every
    training torso (:func:`pair_synthetic`): ``k * n_train_torsos`` more training pairs.
-2. The dual-branch VAE (:mod:`egmlib.recon`) is trained on them, early stopping on validation.
+2. The dual-branch VAE (:mod:`egmlib.augmentation.recon`) is trained on them, early stopping on
+validation.
 3. Evaluation (:func:`evaluate`) on the test simulations (split 2) with the test torsos (every
    torso when none is held out): per rhythm, correlation, RMSE and LSD
-   (:func:`egmlib.metrics.compare`) and the DF error, and the same numbers for zero-order
+   (:func:`egmlib.core.metrics.compare`) and the DF error, and the same numbers for zero-order
    Tikhonov (lambda at the L-curve corner per window) on exactly the same noisy BSPMs.
 
 Noise. Seeds are derived from ``(seed, purpose)`` through ``numpy.random.SeedSequence``, so the
@@ -26,7 +28,8 @@ correlation stored in the data manifest (``formulation_agreement``), as in the p
 synthetic EGMs also had only a transfer matrix to reach the torso.
 
 DF error: ``|DF(reconstruction) - DF(truth)|`` per site and window, with
-:func:`egmlib.metrics.dominant_frequency` ``method="autocorr"`` in ``SR_BAND`` (0.5-3 Hz) for SR
+:func:`egmlib.core.metrics.dominant_frequency` ``method="autocorr"`` in ``SR_BAND`` (0.5-3
+Hz) for SR
 and ``method="plain"`` in ``AF_BAND`` (3-12 Hz) for AF, at the windows' ``fs`` (DF of a window
 that is constant in time is NaN and left out of the mean).
 """
@@ -42,12 +45,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from egmlib import metrics
-from egmlib.checks import check_int, check_ints
+from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, predict, train_recon
+from egmlib.core import metrics
+from egmlib.core.checks import check_int, check_ints
 from egmlib.data import LABELS, Dataset, noisy_bspm, reference_rows
-from egmlib.forward import add_noise, lcurve_lambda, svd, tikhonov
-from egmlib.recon import DualBranchVAE, ReconConfig, predict, train_recon
-from egmlib.train import seed_everything
+from egmlib.generators.train import seed_everything
+from egmlib.physics.forward import add_noise, lcurve_lambda, svd, tikhonov
 
 __all__ = [
     "EVAL_NOISE_SEED",
@@ -117,7 +120,8 @@ def pair_synthetic(egm_synth: ArrayLike, transfer: ArrayLike, snr_db: float | No
     """BSPMs ``(k, n_torsos, T, 64)`` of synthetic EGMs ``(k, T, n_rec)`` through every transfer
     matrix ``(n_torsos, 64, n_rec)`` (already on the 64-electrode subset): ``EGM @ A.T``,
     referenced to the mean over the 64 leads, white noise at ``snr_db`` per window and torso
-    (:func:`egmlib.forward.add_noise`; ``None``: no noise), re-referenced -- as the real pairs."""
+    (:func:`egmlib.physics.forward.add_noise`; ``None``: no noise), re-referenced -- as the real
+    pairs."""
     e = np.asarray(egm_synth, np.float64)
     a = np.asarray(transfer, np.float64)
     if e.ndim != 3:
@@ -318,9 +322,11 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     ``synth_egm``: the kept synthetic windows ``(n_kept, T, n_rec)`` in mV, best first, or
     ``None``. ``generator`` names their source (:data:`GENERATORS`); by default ``"none"`` when
     ``synth_egm`` is ``None`` (then ``k`` must be 0), and it must be given otherwise. ``config``
-    overrides :class:`egmlib.recon.ReconConfig` fields (sizes come from the data). Everything is
+    overrides :class:`egmlib.augmentation.recon.ReconConfig` fields (sizes come from the data).
+    Everything is
     validated before any pair is built or any weight trained. ``threads``: torch threads for
-    training (:func:`egmlib.recon.train_recon`); ``None`` (default): ``EGMLIB_THREADS`` or every
+    training (:func:`egmlib.augmentation.recon.train_recon`); ``None`` (default):
+    ``EGMLIB_THREADS`` or every
     core. Measured (``make bench``, section ``recon``): 630 training pairs/s on two threads
     against 389 on one.
 
@@ -391,7 +397,8 @@ def examples(model: DualBranchVAE, ds: Dataset, snr_db: float, seed: int = EVAL_
 
 
 def result_record(run: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON of one 05 run, in the form :mod:`egmlib.results` aggregates: ``k``, ``seed``,
+    """The JSON of one 05 run, in the form :mod:`egmlib.workflow.results` aggregates: ``k``,
+    ``seed``,
     ``generator``, per-rhythm ``network`` and ``tikhonov`` metrics at the top level, plus the
     counts, history, configuration, wall time and the notebook's parameters."""
     test = run["test"]

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from egmlib.models import ConvVAE
-from egmlib.train import Normalizer
+from egmlib.generators.models import ConvVAE
+from egmlib.generators.train import Normalizer
 
 __all__ = [
     "encode_means",

@@ -1,7 +1,9 @@
 """Training the generators on the data set and storing their synthetic EGM sets.
 
-The glue between :mod:`egmlib.data` and :mod:`egmlib.models` / :mod:`egmlib.train` /
-:mod:`egmlib.generate` that notebooks 02_vae_s and 03_vae_c call, and that 04 and 05 read back.
+The glue between :mod:`egmlib.data` and :mod:`egmlib.generators.models` /
+:mod:`egmlib.generators.train` /
+:mod:`egmlib.generators.generate` that notebooks 02_vae_s and 03_vae_c call, and that 04 and 05
+read back.
 
 Artifacts, per generator ``kind`` (``vae_s`` or ``vae_c``) under ``<run_dir>/<kind>/``:
 
@@ -27,12 +29,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import metrics
-from .data import LABELS, Dataset
-from .generate import encode_means, generate, select_best
-from .models import ConvVAE, LossWeights, VAEConfig
-from .runs import MissingInputError, atomic_path, provenance, require
-from .train import Normalizer, load_checkpoint, seed_everything, train_vae
+from egmlib.core import metrics
+from egmlib.core.runs import MissingInputError, atomic_path, provenance, require
+from egmlib.data import LABELS, Dataset
+from egmlib.generators.generate import encode_means, generate, select_best
+from egmlib.generators.models import ConvVAE, LossWeights, VAEConfig
+from egmlib.generators.train import Normalizer, load_checkpoint, seed_everything, train_vae
 
 __all__ = [
     "GENERATORS",

@@ -30,7 +30,8 @@ Arbitrary window sizes (the rule). One code path serves ``T x C`` = 100 x 32 (sm
    ``T x C``.
 
 Tensors: windows are ``(batch, T, C)`` float tensors scaled to [-1, 1] (see
-:class:`egmlib.train.Normalizer`); labels are integer class indices ``(batch,)`` or, for soft
+:class:`egmlib.generators.train.Normalizer`); labels are integer class indices ``(batch,)`` or, for
+soft
 conditioning, float ``(batch, n_classes)`` rows.
 
 Loss (:func:`vae_loss`): see its docstring for the exact definitions of every part.
@@ -46,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from egmlib.checks import check_int
+from egmlib.core.checks import check_int
 
 __all__ = [
     "LOSS_PARTS",

@@ -46,8 +46,8 @@ from numpy.typing import NDArray
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from .geometry import LA, RA, AtrialGeometry
-from .runs import progress
+from egmlib.core.runs import progress
+from egmlib.physics.geometry import LA, RA, AtrialGeometry
 
 __all__ = [
     "MS_FIXED",
@@ -602,7 +602,8 @@ class Simulator:
 
     Two implementations of the same time step (:meth:`run`):
 
-    * ``"numba"``: the fused CPU kernel of :mod:`egmlib._simulate_numba`, one parallel pass per
+    * ``"numba"``: the fused CPU kernel of :mod:`egmlib.physics._simulate_numba`, one parallel pass
+    per
       step over the stiffness rows doing the diffusion product, reaction, stimulus, gate and
       activation detection; the activation count / first / last times are kept inside it.
       Measured on the 2-core machine (README speed section): about 3x the torch path per step
@@ -686,7 +687,7 @@ class Simulator:
             transient_ms: initial time simulated and discarded.
             leads: named dense matrices (n_out, n_nodes); each records ``lead @ q`` every
                 ``record_dt_ms``, with q the membrane current sources of
-                :func:`egmlib.electrograms.current_sources` (mV units, 1/r convention).
+                :func:`egmlib.physics.electrograms.current_sources` (mV units, 1/r convention).
             snapshot_ms: times (after the transient) at which v of every node is kept.
             check_every_ms: interval of the liveness and wavefront checks.
             log_activations: keep every activation (node, time) (tests, CV measurement).
@@ -877,7 +878,7 @@ class Simulator:
         """
         import numba
 
-        from . import _simulate_numba as kernel
+        from egmlib.physics import _simulate_numba as kernel
 
         dt, n, s, n_tr, n_steps = self.dt, su.n, su.s, su.n_steps_tr, su.n_steps
         f32 = np.float32

@@ -1,6 +1,7 @@
 """Fidelity of the generated electrograms (notebook 04_fidelity), next to reference generators.
 
-Every number comes from :mod:`egmlib.metrics`. The generated sets are measured against the
+Every number comes from :mod:`egmlib.core.metrics`. The generated sets are measured against
+the
 held-out *test* windows of their rhythm (simulations that neither VAE saw), and so are three
 reference generators, so that a reader can tell what a number means:
 
@@ -34,10 +35,11 @@ Protocol (:func:`fidelity_table`)
 (a) Morphology. A generated window has no real counterpart, so each one is paired with its
     nearest held-out test window of the same rhythm: the smallest RMSE over all samples and sites
     (:func:`nearest_pairs`). Correlation, RMSE and LSD per site are then computed on the pairs
-    by :func:`egmlib.metrics.compare` (mean +- std over sites and windows), the paper's
+    by :func:`egmlib.core.metrics.compare` (mean +- std over sites and windows), the paper's
     definitions. Nearest pairing flatters every row alike (a generated window is compared with
     the real window it resembles most), which is why the ceiling row is needed.
-(b) Reconstruction fidelity of held-out windows, :func:`egmlib.synthesis.reconstruction_metrics`
+(b) Reconstruction fidelity of held-out windows,
+:func:`egmlib.generators.synthesis.reconstruction_metrics`
     (z = encoder mean), for VAE-S and VAE-C, with the active units of each model's own encoder.
 (c) Distributions in a *common* feature space: the encoder means of the VAE-C encoder, given the
     label of the set's rhythm, for every set (real, VAE-S, VAE-C, references). One feature
@@ -50,7 +52,8 @@ Protocol (:func:`fidelity_table`)
 (d) Spectra. Mean Welch PSD with 10-90 % bands over windows and sites; the mean absolute
     difference of the mean PSDs in dB; dominant frequency per site with
     :data:`DF_SETTINGS` (SR: autocorrelation in 0.5-3 Hz, since the plain PSD peaks on
-    harmonics of the pacing rate, see :mod:`egmlib.metrics`; AF: plain Welch argmax in 3-12 Hz)
+    harmonics of the pacing rate, see :mod:`egmlib.core.metrics`; AF: plain Welch argmax in
+    3-12 Hz)
     at ``fs = ds.manifest["fs"]``; ``df_abs_diff_hz`` is the mean over sites of
     ``|mean DF of the set at the site - mean DF of the test windows at the site|`` (sites keep
     their own rates, AF DF varies over the atria).
@@ -67,10 +70,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import metrics, synthesis
-from .checks import check_int
-from .data import LABELS, Dataset
-from .generate import encode_means, generate
+from egmlib.core import metrics
+from egmlib.core.checks import check_int
+from egmlib.data import LABELS, Dataset
+from egmlib.generators import synthesis
+from egmlib.generators.generate import encode_means, generate
 
 __all__ = [
     "DF_SETTINGS",
@@ -270,7 +274,7 @@ def evaluation_sets(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
                     ) -> dict[str, dict[str, NDArray]]:
     """``{rhythm: {set: windows (n_eval, T, C)}}``: the generated windows of VAE-S (SR) and
     VAE-C (SR, AF) drawn with ``gen_mode``, and the reference sets. Missing generators raise
-    :class:`egmlib.runs.MissingInputError` naming the notebook that trains them."""
+    :class:`egmlib.core.runs.MissingInputError` naming the notebook that trains them."""
     n, s, mode = _check(ds, n_eval, seed, gen_mode)
     models = _load_models(run_dir) if models is None else models
     out: dict[str, dict[str, NDArray]] = {}
@@ -322,7 +326,8 @@ def _db_diff(p: list[float], q: list[float]) -> float:
 def row(windows: NDArray, real: NDArray, rhythm: str, fs: float,
         feat: NDArray | None = None, real_feat: NDArray | None = None) -> dict[str, Any]:
     """The measurements of one set against the held-out windows ``real`` of its rhythm:
-    ``morphology`` (nearest-pair :func:`egmlib.metrics.compare` plus the pairs' window RMSE),
+    ``morphology`` (nearest-pair :func:`egmlib.core.metrics.compare` plus the pairs' window
+    RMSE),
     ``distribution`` (when features are given) and ``spectral``."""
     x = np.asarray(windows)
     ref = np.asarray(real)
@@ -585,7 +590,7 @@ def latent_figure(table: Mapping[str, Any]):
     the first two principal components of the VAE-C encoder means of the held-out windows."""
     import matplotlib.pyplot as plt
 
-    from .plots import RHYTHM_COLORS
+    from egmlib.evaluation.plots import RHYTHM_COLORS
 
     lat = table["curves"]["latent"]
     fig, ax = plt.subplots(figsize=(4.4, 3.8))

@@ -1,6 +1,7 @@
 """Torso geometry: ellipsoid-like torso variants and user torsos, with their electrodes.
 
-Units: millimetres, in the frame of the bi-atrial model (:mod:`egmlib.geometry`): +x towards the
+Units: millimetres, in the frame of the bi-atrial model (:mod:`egmlib.physics.geometry`): +x
+towards the
 patient's left, +y posterior, +z superior; the atria sit around the origin (RA at -x, LA at +x).
 
 A torso is placed *around* the atria: the nominal torso is an ellipsoid with semi-axes near
@@ -25,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.sparse import csgraph
 
-from egmlib.geometry import MeshError, TriMesh, ellipsoid_mesh, farthest_point_sampling
+from egmlib.physics.geometry import MeshError, TriMesh, ellipsoid_mesh, farthest_point_sampling
 
 __all__ = [
     "DEFAULT_ATRIA_CENTER",
@@ -47,7 +48,8 @@ THORAX_BAND_MM = (-130.0, 110.0)  # torso-frame height range around the atria fo
 
 
 def require_closed_outward(mesh: TriMesh, what: str = "mesh") -> None:
-    """Raise :class:`~egmlib.geometry.MeshError` (a ``ValueError``) unless every connected part
+    """Raise :class:`~egmlib.physics.geometry.MeshError` (a ``ValueError``) unless every connected
+    part
     of ``mesh`` is a closed surface with outward normals (positive signed volume)."""
     if not mesh.is_closed():
         n_open = len(mesh.boundary_edges())
@@ -131,7 +133,7 @@ class Torso:
 
         ``electrodes``: vertex indices of the dense set (default: all vertices). The subset is
         spread by farthest-point sampling over the dense set. Raises
-        :class:`~egmlib.geometry.MeshError` (a ``ValueError``) for an invalid, open or
+        :class:`~egmlib.physics.geometry.MeshError` (a ``ValueError``) for an invalid, open or
         inside-out mesh.
         """
         mesh = TriMesh(np.asarray(vertices, float), np.asarray(faces))

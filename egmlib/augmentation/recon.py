@@ -56,9 +56,9 @@ from numpy.typing import ArrayLike, NDArray
 from torch import nn
 from torch.nn import functional as F
 
-from egmlib import runs
-from egmlib.checks import check_ints
-from egmlib.train import seed_everything, torch_device
+from egmlib.core import runs
+from egmlib.core.checks import check_ints
+from egmlib.generators.train import seed_everything, torch_device
 
 __all__ = [
     "LOSS_KEYS",
@@ -384,7 +384,8 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     weights are restored. Training and validation pairs must come from different simulations.
     The loss is computed by :func:`recon_loss_moments` (the numbers of :func:`recon_loss` without
     forming the reconstructed EGM; 2.4x more pairs/s at batch 32, measured side by side).
-    ``threads``: torch CPU threads (``None``, the default: :func:`egmlib.train.configure_threads`,
+    ``threads``: torch CPU threads (``None``, the default:
+    :func:`egmlib.generators.train.configure_threads`,
     the ``EGMLIB_THREADS`` variable or every core). With the moment loss, two threads train
     1.6x faster than one on the 2-core machine (630 against 389 pairs/s, ``make bench``);
     before it, when elementwise passes dominated, one thread was faster.
@@ -509,7 +510,7 @@ def save_recon(path: str | Path, model: DualBranchVAE,
                extra: Mapping[str, Any] | None = None) -> Path:
     """Write config, weights (with the scales), history and ``extra`` atomically."""
     return runs.save_torch_checkpoint(path, {
-        "format": "egmlib.recon/1",
+        "format": "egmlib.augmentation.recon/1",
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "history": dict(history or {}),
@@ -522,8 +523,8 @@ def load_recon(path: str | Path, device: str = "cpu") -> tuple[DualBranchVAE, di
     if not path.exists():
         raise FileNotFoundError(f"{path}: no reconstruction checkpoint here")
     payload = torch.load(path, map_location=device, weights_only=True)  # no pickled code
-    if payload.get("format") != "egmlib.recon/1":
-        raise ValueError(f"{path}: not an egmlib.recon/1 checkpoint")
+    if payload.get("format") != "egmlib.augmentation.recon/1":
+        raise ValueError(f"{path}: not an egmlib.augmentation.recon/1 checkpoint")
     model = DualBranchVAE(ReconConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()

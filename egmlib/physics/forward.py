@@ -64,8 +64,8 @@ from scipy import linalg, sparse
 from scipy.optimize import linprog
 from scipy.spatial import ConvexHull, cKDTree
 
-from egmlib.geometry import MeshError, TriMesh
-from egmlib.torso import Torso, require_closed_outward
+from egmlib.physics.geometry import MeshError, TriMesh
+from egmlib.physics.torso import Torso, require_closed_outward
 
 __all__ = [
     "SVD",
@@ -638,8 +638,8 @@ def time_transfer_matrix(n_rec: int, tissue_edge_mm: float = 2.0, torso: Torso |
     Measured on 2 CPU cores with the nominal torso (606 nodes, 1208 faces): n_rec 256 -> 0.9 s,
     512 -> 1.5 s, 2048 -> 9.2 s (about 0.3 GB peak for the dense blocks at 2048).
     """
-    from egmlib.geometry import biatrial_geometry, recording_sites
-    from egmlib.torso import make_torso
+    from egmlib.physics.geometry import biatrial_geometry, recording_sites
+    from egmlib.physics.torso import make_torso
 
     geom = biatrial_geometry(edge_mm=tissue_edge_mm)
     sites = recording_sites(geom, n_rec)

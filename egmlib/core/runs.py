@@ -57,7 +57,7 @@ def repo_root(start: str | Path | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "egmlib").is_dir() and (folder / "params").is_dir():
             return folder
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def resolve_run_dir(profile: str, run_dir: str | Path = "") -> Path:

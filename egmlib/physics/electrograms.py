@@ -17,7 +17,7 @@ EGM is in mV. Ahead of a wavefront the sources are positive (current leaves the 
 behind it they are negative: a passing wave gives a biphasic deflection, positive first.
 
 The simulator records ``lead @ q`` for any lead matrix, so EGMs, and through
-:mod:`egmlib.forward`, BSPMs, come from one set of sources.
+:mod:`egmlib.physics.forward`, BSPMs, come from one set of sources.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 
-from .simulate import V_SCALE
+from egmlib.physics.simulate import V_SCALE
 
 __all__ = ["BETA_MM", "current_sources", "infinite_medium_lead_field"]
 

@@ -11,7 +11,8 @@ confidence interval over seeds (Student t, 95%), and compares every k with k = 0
 (Wilcoxon signed-rank test, :func:`scipy.stats.wilcoxon`; paired because a seed fixes the network's
 initialisation and the noise, so the pairs differ only by the synthetic windows).
 
-The ``k = 0`` runs of generator ``"none"`` (:func:`egmlib.sweep.shared_baseline`: a run without
+The ``k = 0`` runs of generator ``"none"`` (:func:`egmlib.workflow.sweep.shared_baseline`: a run
+without
 synthetic windows does not depend on the generator) are every generator's ``k = 0`` runs; a
 generator's own ``k = 0`` run of a seed, where there is one, takes precedence.
 """
@@ -26,9 +27,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from .checks import check_int
-from .runs import load_json
-from .sweep import BASELINE_GENERATOR, MARKER, PARAMS_FILE, input_fingerprint, inputs_match
+from egmlib.core.checks import check_int
+from egmlib.core.runs import load_json
+from egmlib.workflow.sweep import (
+    BASELINE_GENERATOR,
+    MARKER,
+    PARAMS_FILE,
+    input_fingerprint,
+    inputs_match,
+)
 
 __all__ = ["PAPER", "by_generator", "collapsed_runs", "collect", "format_collapsed",
            "format_range_test", "format_tests", "paired_tests", "range_test", "seeds_for_power",
@@ -48,7 +55,8 @@ def collect(folders: Iterable[str | Path], marker: str | None = None,
     ``"DONE"``), a result counts only when its folder holds that file: a run that wrote its
     result and then failed, or was stopped, is not a finished run. With ``run_dir``, a result
     counts only when the input digests its ``params.json`` records still match the inputs in
-    ``run_dir`` (:func:`egmlib.sweep.input_fingerprint`: the data set and the run's generator):
+    ``run_dir`` (:func:`egmlib.workflow.sweep.input_fingerprint`: the data set and the run's
+    generator):
     a run made with a generator since retrained is stale until the sweep redoes it."""
     seen, out = set(), []
     current: dict[str, dict[str, str]] = {}

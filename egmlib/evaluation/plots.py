@@ -1,4 +1,5 @@
-"""Figure helpers with one house style. Figures are saved atomically (see :mod:`egmlib.runs`)."""
+"""Figure helpers with one house style. Figures are saved atomically (see
+:mod:`egmlib.core.runs`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 
-from .runs import atomic_path
+from egmlib.core.runs import atomic_path
 
 __all__ = ["RHYTHM_COLORS", "mesh_axes", "mesh_views", "savefig", "torsos_figure", "use_style"]
 
@@ -129,7 +130,7 @@ def loss_curves(history, parts=None):
     """Training (solid) and validation (dashed) curves of each loss part, one panel each;
     ``parts=None``: the total and every part that is not zero throughout (a term with weight 0,
     such as ``spec_avg`` in the paper's loss, gets no panel)."""
-    from .models import LOSS_PARTS
+    from egmlib.generators.models import LOSS_PARTS
 
     if parts is None:
         parts = ["total", *(p for p in LOSS_PARTS if any(history["train"].get(p, [])))]
@@ -173,8 +174,9 @@ def window_gallery(windows, title="", n=6, labels=None, vlim=None):
 def gain_vs_k(tests: Sequence[Mapping[str, Any]], paper: Mapping[str, Any] | None = None,
               ylabel: str = "change in correlation vs k = 0") -> plt.Figure:
     """The paired change against k = 0 (mean over seeds and its 95% t interval, the rows of
-    :func:`egmlib.results.paired_tests`), one panel per rhythm, one line per generator, with a
-    zero line. ``paper`` (:data:`egmlib.results.PAPER`) draws the paper's reported change
+    :func:`egmlib.workflow.results.paired_tests`), one panel per rhythm, one line per generator,
+    with a
+    zero line. ``paper`` (:data:`egmlib.workflow.results.PAPER`) draws the paper's reported change
     (with minus without augmentation) over its best k range in the panel of its rhythm,
     labelled as measured on the paper's own data."""
     import numpy as np

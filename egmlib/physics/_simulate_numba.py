@@ -1,4 +1,4 @@
-"""The fused CPU kernel of :meth:`egmlib.simulate.Simulator.run` (``backend="numba"``).
+"""The fused CPU kernel of :meth:`egmlib.physics.simulate.Simulator.run` (``backend="numba"``).
 
 One call advances a batch of simulations (columns of a C-ordered float32 (n_nodes, S) state) by
 several time steps. Each step is one parallel pass over blocks of stiffness rows: for every node
@@ -6,7 +6,8 @@ it forms the diffusion term from its CSR row (the neighbours' voltages of all S 
 contiguous row each), then, for every column, the Mitchell-Schaeffer reaction, the stimulus, the
 Rush-Larsen gate and (while recording) the up-crossing detection with its interpolated time,
 written straight into the activation count / first / last arrays. Nothing per step goes back to
-Python; see :mod:`egmlib.simulate` for the equations and the operation order, which this kernel
+Python; see :mod:`egmlib.physics.simulate` for the equations and the operation order, which this
+kernel
 repeats term by term in float32 so that it agrees with the torch path to rounding.
 
 Choices (measured on the 2-core machine, see the README's speed section):

@@ -50,9 +50,9 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from egmlib import runs
-from egmlib.checks import check_ints
-from egmlib.models import (
+from egmlib.core import runs
+from egmlib.core.checks import check_ints
+from egmlib.generators.models import (
     LOSS_PARTS,
     ConvVAE,
     LossWeights,
@@ -89,7 +89,7 @@ class TrainingDivergedError(RuntimeError):
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> np.random.Generator:
-    """Seed Python, numpy and torch (:func:`egmlib.runs.seed_everything`) and, where cheap, ask
+    """Seed Python, numpy and torch (:func:`egmlib.core.runs.seed_everything`) and, where cheap, ask
     torch for deterministic kernels. Returns a fresh numpy Generator."""
     rng = runs.seed_everything(seed)
     torch.manual_seed(seed)
@@ -192,7 +192,7 @@ def save_checkpoint(path: str | Path, model: ConvVAE, normalizer: Normalizer | N
                     history: Mapping[str, Any] | None = None,
                     extra: Mapping[str, Any] | None = None) -> Path:
     """Write weights, model config, normaliser, history, ``extra`` and provenance to ``path``
-    atomically (:func:`egmlib.runs.atomic_path`). ``extra`` should hold plain values; its
+    atomically (:func:`egmlib.core.runs.atomic_path`). ``extra`` should hold plain values; its
     ``params`` and ``seed`` entries, if present, go into the provenance."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return runs.save_torch_checkpoint(path, {

@@ -309,12 +309,12 @@ def resolve(notebook: str, namespace: Mapping[str, Any]) -> Params:
 
 def load_profile(path: str | Path) -> dict[str, Any]:
     """Read a flat YAML profile (for example ``params/smoke.yaml``) and check its names; the
-    sweep grid's ``sweep_*`` keys are left out (they are :mod:`egmlib.sweep`'s)."""
+    sweep grid's ``sweep_*`` keys are left out (they are :mod:`egmlib.workflow.sweep`'s)."""
     with open(path, encoding="utf-8") as fh:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: a profile is a flat mapping of parameter names to values")
-    # sweep_k, sweep_seeds, sweep_generators: the grid of the sweep runner (egmlib.sweep)
+    # sweep_k, sweep_seeds, sweep_generators: the grid of the sweep runner (egmlib.workflow.sweep)
     data = {k: v for k, v in data.items() if k in SPECS or not k.startswith("sweep_")}
     unknown = sorted(set(data) - set(SPECS))
     if unknown:

@@ -1,0 +1,7 @@
+"""Running the study: notebooks through papermill, the sweep over k x seed x generator, and the
+aggregation of its records. The top layer: nothing in egmlib imports it.
+
+- :mod:`egmlib.workflow.pipeline` the notebooks in order, atomically (``make reproduce``)
+- :mod:`egmlib.workflow.sweep`    notebook 05 over a grid, locally or on a Dask cluster
+- :mod:`egmlib.workflow.results`  collecting run records, paired tests, the sweep's verdict
+"""
