@@ -14,13 +14,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from egmlib.core.params import ParameterError
+from egmlib.core.params import ParameterError, load_profile
 from egmlib.workflow import pipeline
 from egmlib.workflow.pipeline import (
     NotebookError,
     execute_notebook,
     failed_path,
-    profile_parameters,
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -32,18 +31,29 @@ def _read_result(folder: Path) -> dict:
     return json.loads((folder / "result.json").read_text())
 
 
-def test_profile_parameters_drop_sweep_keys_and_check_the_rest(tmp_path):
+def test_a_profile_keeps_its_sweep_keys_and_checks_every_name(tmp_path):
+    """One YAML serves papermill's -f, the pipeline and the sweep: its sweep keys are parameters
+    like any other, checked by their SweepConfig specs."""
     good = tmp_path / "good.yaml"
     good.write_text("seed: 7\nprofile: smoke\nsweep_k: [0, 2]\nsweep_seeds: [0]\n")
-    assert profile_parameters(good) == {"seed": 7, "profile": "smoke"}
+    assert load_profile(good) == {"seed": 7, "profile": "smoke", "sweep_k": [0, 2],
+                                  "sweep_seeds": [0]}
     bad = tmp_path / "bad.yaml"
     bad.write_text("sweep_k: [0]\nseeed: 3\n")
     with pytest.raises(ParameterError, match="seeed"):
-        profile_parameters(bad)
+        load_profile(bad)
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("sweep_k: [0]\nseed: -1\n")
     with pytest.raises(ParameterError, match="'seed'"):
-        profile_parameters(wrong)
+        load_profile(wrong)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("sweep_generators: [vae_s, vae_x]\n")
+    with pytest.raises(ParameterError, match=r"'sweep_generators\[1\]'.*'vae_s', 'vae_c'"):
+        load_profile(grid)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("sweep_seeds: []\n")
+    with pytest.raises(ParameterError, match=r"'sweep_seeds'.*non-empty"):
+        load_profile(empty)
 
 
 @pytest.mark.notebook

@@ -203,9 +203,10 @@ def _cli_repo(tmp_path: Path, generators: str = "[vae_s]") -> Path:
 
 
 def test_cli_grid_from_profile_and_default():
-    assert sweep.profile_grid(None) == sweep.DEFAULT_GRID
-    assert sweep.DEFAULT_GRID["k"] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 25]
-    assert len(expand_grid(sweep.DEFAULT_GRID)) == 14 * 6 * 2
+    grid = sweep.profile_grid(None)
+    assert grid["k"] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 25]
+    assert grid == {"generator": ["vae_s", "vae_c"], "seed": [0, 1, 2, 3, 4, 5], "k": grid["k"]}
+    assert len(expand_grid(grid)) == 14 * 6 * 2
 
 
 def test_cli_dry_run(tmp_path, monkeypatch, capsys):

@@ -1,44 +1,76 @@
-"""Notebook parameters: one schema, validated before any heavy work.
+"""Every parameter of the pipeline: one typed, frozen configuration per stage.
+
+The stage configurations are frozen dataclasses (:class:`RunConfig`, :class:`DataConfig`,
+:class:`GeneratorConfig`, :class:`FidelityConfig`, :class:`AugmentConfig`, :class:`SweepConfig`).
+Each field carries a :class:`Spec` (default, type, range or allowed values, one line of help);
+constructing a stage checks every field and the stage's cross-field rules and raises
+:class:`ParameterError` naming the parameter and what is allowed. They are the single source of
+defaults, types, ranges, messages and cache keys (:meth:`Stage.digest`); :data:`SPECS`,
+:data:`NOTEBOOKS` and the notebooks' ``parameters`` cells are derived from or checked against them
+(``tests/test_params.py`` fails when a cell or a profile drifts).
+
+Why dataclasses and not pydantic: the configurations are flat records of numbers, strings and
+lists of ints; the standard library gives frozen instances and field metadata, the checks are a
+few lines (:meth:`Spec.check`) with messages in this project's words, and no dependency is added.
 
 Every notebook starts with a single code cell tagged ``parameters`` that assigns plain values
 (papermill injects overrides right after it). The next cell calls :func:`resolve`, which
 
 * collects this notebook's parameters from the notebook's namespace,
-* checks each one against its :class:`Spec` (type, range or allowed values),
-* rejects plain-valued names that no notebook knows (a typo in ``-p`` or in a YAML profile),
-* runs the notebook's cross-parameter checks (for example ``M <= N``),
+* checks each one against its :class:`Spec`,
+* rejects plain-valued names that no stage knows (a typo in ``-p`` or in a YAML profile),
+* builds the notebook's stages, which run their cross-field rules (for example ``n_keep <=
+  n_generate``),
 
-and stops with a :class:`ParameterError` that names the parameter and what is allowed.
+and returns a read-only :class:`Params`; ``P.stage(DataConfig)`` gives the typed configuration.
 
 Profiles (``params/smoke.yaml``, ``params/paper.yaml``) are flat YAML files shared by every
-notebook, so a name that belongs to another notebook is accepted and ignored. The embedded
-default profile is the notebooks' own parameter cells; ``tests/test_params.py`` checks that they
-equal the defaults in :data:`SPECS`, so the two never drift apart.
+notebook and by the sweep: a name that belongs to another notebook is accepted and ignored, so
+``papermill NB OUT -f params/smoke.yaml`` works for each notebook. The default profile is the
+stages' defaults (the notebooks' parameters cells).
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 __all__ = [
+    "GENERATORS",
     "NOTEBOOKS",
     "NOTEBOOK_DEFAULTS",
+    "NOTEBOOK_STAGES",
+    "PROFILES",
     "SPECS",
+    "STAGES",
+    "AugmentConfig",
+    "DataConfig",
+    "FidelityConfig",
+    "GeneratorConfig",
     "ParameterError",
     "Params",
+    "RunConfig",
     "Spec",
+    "Stage",
+    "SweepConfig",
     "default_value",
     "defaults",
     "load_profile",
+    "param",
     "resolve",
     "validate",
 ]
+
+
+S = TypeVar("S", bound="Stage")
 
 
 class ParameterError(ValueError):
@@ -54,8 +86,9 @@ class Spec:
         kind: ``int``, ``float``, ``str``, ``bool`` or ``list``. An ``int`` is accepted for a float.
         low, high: inclusive numeric bounds (``None``: unbounded). For lists they bound each item.
         choices: the allowed values, when the parameter is an enumeration.
-        item: for ``kind=list``, the type of each item.
+        item: for ``kind=list``, the type of each item (``choices`` then apply to each item).
         help: one line shown in error messages and in ``papermill --help-notebook``.
+        nonempty: for ``kind=list``, an empty list is refused.
     """
 
     default: Any
@@ -65,12 +98,27 @@ class Spec:
     choices: tuple[Any, ...] | None = None
     item: type | None = None
     help: str = ""
+    nonempty: bool = False
+
+    def __post_init__(self) -> None:
+        if "=" in self.help:  # papermill --help-notebook skips a line with a second "="
+            raise ValueError(f"help text may not contain '=': {self.help!r}")
+
+    def as_field(self) -> Any:
+        """A dataclass field with this spec, for a stage that shares a parameter of another."""
+        if self.kind is list:
+            return field(default_factory=lambda: list(self.default),
+                         metadata={"spec": self, "key": True})
+        return field(default=self.default, metadata={"spec": self, "key": True})
 
     def allowed(self) -> str:
         """A human description of the allowed values."""
         if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
+            one_of = "one of " + ", ".join(repr(c) for c in self.choices)
+            return f"a non-empty list of items each {one_of}" if self.kind is list else one_of
         what = self.kind.__name__ if self.kind is not list else f"list of {self.item.__name__}"
+        if self.nonempty:
+            what = f"non-empty {what}"
         if self.low is not None and self.high is not None:
             return f"{what} in [{self.low}, {self.high}]"
         if self.low is not None:
@@ -82,11 +130,11 @@ class Spec:
     def check(self, name: str, value: Any) -> Any:
         """Return ``value`` (ints promoted to float where a float is asked) or raise."""
         if self.kind is list:
-            if not isinstance(value, (list, tuple)):
+            if not isinstance(value, (list, tuple)) or (self.nonempty and not value):
                 raise ParameterError(
                     f"parameter {name!r}: got {value!r}; allowed: {self.allowed()}")
-            return [Spec(None, self.item, self.low, self.high).check(f"{name}[{i}]", v)
-                    for i, v in enumerate(value)]
+            each = Spec(None, self.item, self.low, self.high, self.choices)
+            return [each.check(f"{name}[{i}]", v) for i, v in enumerate(value)]
         ok_type = isinstance(value, self.kind) and not (
             self.kind in (int, float) and isinstance(value, bool))
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -106,85 +154,252 @@ class Spec:
 
 
 PROFILES = ("smoke", "default", "paper")
+GENERATORS = ("vae_s", "vae_c")
 
-#: Every parameter any notebook takes. Defaults are the embedded default profile.
-SPECS: dict[str, Spec] = {
-    # --- run bookkeeping -----------------------------------------------------------------------
-    "profile": Spec("default", str, choices=PROFILES,
-                    help="label of the parameter set; 'default' writes figures to figures/"),
-    "run_dir": Spec("", str, help="run directory; '' means runs/<profile>"),
-    "seed": Spec(0, int, 0, 2**31 - 1, help="master seed of the notebook"),
-    "rebuild": Spec(False, bool, help="rebuild artifacts even if identical ones exist"),
-    # --- 01_data: geometry ---------------------------------------------------------------------
-    "mesh_edge_mm": Spec(2.0, float, 1.0, 8.0, help="target mean edge of the atrial mesh (mm)"),
-    "n_rec": Spec(256, int, 16, 4096, help="recording sites (paper: 2048)"),
-    "electrode_offset_mm": Spec(1.5, float, 0.5, 5.0,
-                                help="electrode height above the tissue along the normal (mm)"),
-    # --- 01_data: simulation -------------------------------------------------------------------
-    "n_sr": Spec(48, int, 1, 10_000, help="sinus-rhythm simulations"),
-    "n_af": Spec(48, int, 1, 10_000, help="atrial-fibrillation simulations"),
-    "dt_ms": Spec(0.1, float, 0.01, 0.2, help="time step of the explicit solver (ms)"),
-    "transient_s": Spec(1.0, float, 0.0, 10.0, help="initial simulated time discarded (s)"),
-    "record_s": Spec(6.0, float, 0.5, 600.0, help="simulated time kept per simulation (s)"),
-    "batch": Spec(24, int, 1, 256, help="simulations advanced together as columns of one state"),
-    "fs": Spec(100.0, float, 10.0, 500.0, help="sampling rate of the network windows (Hz)"),
-    "T": Spec(400, int, 16, 4000, help="window length in samples at fs (paper: 400)"),
-    "hop_s": Spec(0.5, float, 0.05, 60.0, help="hop between consecutive windows (s)"),
-    "n_torsos": Spec(4, int, 1, 50, help="torso variants (the paper used ten transfer matrices)"),
-    "test_torsos": Spec(1, int, 0, 49, help="torsos held out for testing (the last ones)"),
-    "torso_edge_mm": Spec(27.5, float, 10.0, 60.0, help="mean edge of the torso mesh (mm)"),
-    "snr_db": Spec(20.0, float, -10.0, 80.0, help="SNR of the white noise added to BSPMs (dB)"),
-    "test_fraction": Spec(0.2, float, 0.0, 0.9, help="fraction of simulations held out for test"),
-    "val_fraction": Spec(0.15, float, 0.0, 0.9,
-                         help="fraction of simulations held out for validation"),
-    # --- 02_vae_s / 03_vae_c: generators ---------------------------------------------------
-    "latent": Spec(64, int, 2, 1024, help="latent dimension (paper: 250)"),
-    "epochs": Spec(25, int, 1, 10_000, help="maximum training epochs"),
-    "batch_size": Spec(8, int, 1, 1024, help="training batch size"),
-    "lr": Spec(3e-3, float, 1e-6, 1.0, help="Adam learning rate (x0.95 per epoch)"),
-    "beta_max": Spec(1e-3, float, 0.0, 10.0, help="final KL weight after the linear warm-up"),
-    "spec_avg": Spec(0.0, float, 0.0, 10.0,
-                     help="weight of the time-averaged log-spectrum loss term (not in the "
-                          "paper; 0: the paper's loss)"),
-    "warmup_epochs": Spec(5, int, 0, 10_000, help="epochs of linear beta warm-up"),
-    "patience": Spec(6, int, 1, 10_000, help="early stopping: epochs without validation gain"),
-    "n_generate": Spec(200, int, 1, 100_000, help="windows generated (paper: 200)"),
-    "n_keep": Spec(25, int, 1, 100_000, help="windows kept after filtering (paper: 25)"),
-    "gen_mode": Spec("prior", str, choices=("prior", "guided"),
-                     help="z from the prior, or from a Gaussian fitted to training encodings"),
-    "device": Spec("cpu", str, choices=("cpu", "cuda"), help="torch device for training"),
-    # --- 04_fidelity -----------------------------------------------------------------------
-    "n_eval": Spec(100, int, 2, 100_000,
-                   help="generated windows per generator and rhythm for the fidelity metrics"),
-    # --- 05_augment / 06_sweep -------------------------------------------------------------
-    "k": Spec(18, int, 0, 100_000, help="synthetic EGM windows added to the training set"),
-    "generator": Spec("vae_s", str, choices=("none", "vae_s", "vae_c"),
-                      help="where the synthetic windows come from ('none': k must be 0)"),
-    "out_dir": Spec("", str, help="folder of this run's result.json; '' means "
-                                  "<run_dir>/05_augment/<generator>_k<k>_s<seed>"),
-    "recon_epochs": Spec(30, int, 1, 10_000, help="maximum epochs of the reconstruction network"),
-    "recon_patience": Spec(5, int, 1, 10_000, help="early stopping patience (reconstruction)"),
-    "sweep_dir": Spec("", str, help="folder of the sweep's runs; '' means <run_dir>/sweep"),
-    "range_k": Spec([14, 16, 18], list, 1, 100_000, item=int,
-                    help="k values tested together against k = 0, fixed in advance "
-                         "(paper: gains at k = 14-18)"),
+
+def param(default: Any, kind: type, low: float | None = None, high: float | None = None, *,
+          choices: tuple[Any, ...] | None = None, item: type | None = None,
+          nonempty: bool = False, key: bool = True, help: str = "") -> Any:
+    """A field of a stage configuration: its default and its :class:`Spec` (in the metadata).
+
+    ``key=False`` leaves the field out of the stage's :meth:`Stage.digest` (a switch such as
+    ``rebuild`` that changes how, not what, is made).
+    """
+    spec = Spec(list(default) if kind is list else default, kind, low, high, choices, item,
+                help, nonempty)
+    if kind is list:
+        return field(default_factory=lambda: list(default), metadata={"spec": spec, "key": key})
+    return field(default=default, metadata={"spec": spec, "key": key})
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Base of the stage configurations: frozen, validated on construction.
+
+    Each field carries its :class:`Spec` (default, type, range, help); construction checks every
+    field and then the stage's cross-field rules (:meth:`check`), raising
+    :class:`ParameterError` that names the parameter and what is allowed. Ints given for float
+    fields are promoted.
+    """
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = f.metadata["spec"].check(f.name, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field rules; the base has none."""
+
+    @classmethod
+    def specs(cls) -> dict[str, Spec]:
+        """``name -> Spec`` of this stage's fields, in declaration order."""
+        return {f.name: f.metadata["spec"] for f in fields(cls)}
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Stage:
+        """This stage from a flat mapping (a notebook's parameters, a profile): its own names are
+        taken, the others ignored, missing ones get their defaults."""
+        names = cls.specs()
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (lists copied)."""
+        return {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def key_names(cls) -> tuple[str, ...]:
+        """The fields that determine what the stage makes (its cache key)."""
+        return tuple(f.name for f in fields(cls) if f.metadata["key"])
+
+    def digest(self) -> str:
+        """Cache key: SHA-256 (16 hex digits) of the key fields as canonical JSON."""
+        blob = json.dumps({k: getattr(self, k) for k in self.key_names()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunConfig(Stage):
+    """Bookkeeping every notebook shares: the profile, where it writes, the master seed."""
+
+    profile: str = param("default", str, choices=PROFILES,
+                         help="label of the parameter set; 'default' writes figures to figures/")
+    run_dir: str = param("", str, help="run directory; '' means runs/<profile>")
+    seed: int = param(0, int, 0, 2**31 - 1, help="master seed of the notebook")
+
+
+@dataclass(frozen=True)
+class DataConfig(Stage):
+    """The in-silico data set of notebook 01: anatomy, simulation, signals, windows, splits.
+
+    Its :meth:`digest` (with the run's seed) decides whether a data set on disk is reused.
+    """
+
+    rebuild: bool = param(False, bool, key=False,
+                          help="rebuild artifacts even if identical ones exist")
+    mesh_edge_mm: float = param(2.0, float, 1.0, 8.0,
+                                help="target mean edge of the atrial mesh (mm)")
+    n_rec: int = param(256, int, 16, 4096, help="recording sites (paper: 2048)")
+    electrode_offset_mm: float = param(
+        1.5, float, 0.5, 5.0, help="electrode height above the tissue along the normal (mm)")
+    n_sr: int = param(48, int, 1, 10_000, help="sinus-rhythm simulations")
+    n_af: int = param(48, int, 1, 10_000, help="atrial-fibrillation simulations")
+    dt_ms: float = param(0.1, float, 0.01, 0.2, help="time step of the explicit solver (ms)")
+    transient_s: float = param(1.0, float, 0.0, 10.0,
+                               help="initial simulated time discarded (s)")
+    record_s: float = param(6.0, float, 0.5, 600.0, help="simulated time kept per simulation (s)")
+    batch: int = param(24, int, 1, 256,
+                       help="simulations advanced together as columns of one state")
+    fs: float = param(100.0, float, 10.0, 500.0,
+                      help="sampling rate of the network windows (Hz)")
+    T: int = param(400, int, 16, 4000, help="window length in samples at fs (paper: 400)")
+    hop_s: float = param(0.5, float, 0.05, 60.0, help="hop between consecutive windows (s)")
+    n_torsos: int = param(4, int, 1, 50,
+                          help="torso variants (the paper used ten transfer matrices)")
+    test_torsos: int = param(1, int, 0, 49,
+                             help="torsos held out for testing (the last ones)")
+    torso_edge_mm: float = param(27.5, float, 10.0, 60.0, help="mean edge of the torso mesh (mm)")
+    snr_db: float = param(20.0, float, -10.0, 80.0,
+                          help="SNR of the white noise added to BSPMs (dB)")
+    test_fraction: float = param(0.2, float, 0.0, 0.9,
+                                 help="fraction of simulations held out for test")
+    val_fraction: float = param(0.15, float, 0.0, 0.9,
+                                help="fraction of simulations held out for validation")
+
+    def check(self) -> None:
+        window_s = self.T / self.fs
+        if window_s > self.record_s + 1e-9:
+            raise ParameterError(
+                f"parameters 'T' and 'fs': a window of T/fs = {window_s:g} s does not fit in "
+                f"record_s = {self.record_s:g} s; allowed: T <= fs * record_s")
+        if self.test_fraction + self.val_fraction >= 0.9:
+            raise ParameterError(
+                "parameters 'test_fraction' + 'val_fraction' must stay below 0.9")
+        if self.test_torsos >= self.n_torsos:
+            raise ParameterError(
+                f"parameter 'test_torsos': got {self.test_torsos}; allowed: fewer than "
+                f"n_torsos = {self.n_torsos} (training needs a torso)")
+        rest = 500.0 % self.fs
+        if rest > 1e-9 and abs(rest - self.fs) > 1e-9:
+            raise ParameterError(f"parameter 'fs': got {self.fs!r}; allowed: a divisor of 500 Hz "
+                                 "(the simulator records at 500 Hz)")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig(Stage):
+    """Training, sampling and filtering of one generator (notebooks 02 and 03)."""
+
+    latent: int = param(64, int, 2, 1024, help="latent dimension (paper: 250)")
+    epochs: int = param(25, int, 1, 10_000, help="maximum training epochs")
+    batch_size: int = param(8, int, 1, 1024, help="training batch size")
+    lr: float = param(3e-3, float, 1e-6, 1.0, help="Adam learning rate (x0.95 per epoch)")
+    beta_max: float = param(1e-3, float, 0.0, 10.0,
+                            help="final KL weight after the linear warm-up")
+    spec_avg: float = param(0.0, float, 0.0, 10.0,
+                            help="weight of the time-averaged log-spectrum loss term (not in the "
+                                 "paper; 0: the paper's loss)")
+    warmup_epochs: int = param(5, int, 0, 10_000, help="epochs of linear beta warm-up")
+    patience: int = param(6, int, 1, 10_000,
+                          help="early stopping: epochs without validation gain")
+    n_generate: int = param(200, int, 1, 100_000, help="windows generated (paper: 200)")
+    n_keep: int = param(25, int, 1, 100_000, help="windows kept after filtering (paper: 25)")
+    gen_mode: str = param("prior", str, choices=("prior", "guided"),
+                          help="z from the prior, or from a Gaussian fitted to training "
+                               "encodings")
+    device: str = param("cpu", str, choices=("cpu", "cuda"), help="torch device for training")
+
+    def check(self) -> None:
+        if self.n_keep > self.n_generate:
+            raise ParameterError(f"parameter 'n_keep': got {self.n_keep}; allowed: at most "
+                                 f"n_generate = {self.n_generate}")
+
+
+@dataclass(frozen=True)
+class FidelityConfig(Stage):
+    """The fidelity study of notebook 04."""
+
+    n_eval: int = param(100, int, 2, 100_000,
+                        help="generated windows per generator and rhythm for the fidelity "
+                             "metrics")
+    gen_mode: str = GeneratorConfig.specs()["gen_mode"].as_field()
+
+
+@dataclass(frozen=True)
+class AugmentConfig(Stage):
+    """One augmentation run of notebook 05: k synthetic windows, the reconstruction network."""
+
+    k: int = param(18, int, 0, 100_000, help="synthetic EGM windows added to the training set")
+    generator: str = param("vae_s", str, choices=("none", *GENERATORS),
+                           help="where the synthetic windows come from ('none': k must be 0)")
+    out_dir: str = param("", str, help="folder of this run's result.json; '' means "
+                                       "<run_dir>/05_augment/<generator>_k<k>_s<seed>")
+    snr_db: float = DataConfig.specs()["snr_db"].as_field()
+    recon_epochs: int = param(30, int, 1, 10_000,
+                              help="maximum epochs of the reconstruction network")
+    recon_patience: int = param(5, int, 1, 10_000,
+                                help="early stopping patience (reconstruction)")
+    device: str = GeneratorConfig.specs()["device"].as_field()
+
+    def check(self) -> None:
+        if self.generator == "none" and self.k != 0:
+            raise ParameterError(
+                f"parameter 'k': got {self.k} with generator 'none'; allowed: 0 (choose "
+                "generator 'vae_s' or 'vae_c' to add synthetic windows)")
+
+
+@dataclass(frozen=True)
+class SweepConfig(Stage):
+    """The sweep of notebook 05 over k x seed x generator (``make sweep``) and its aggregation
+    in notebook 06. Six seeds by default: the paired exact Wilcoxon test of 06 cannot go below
+    p = 2 / 2**n, which is 0.0625 for five seeds, so five could never show a gain at p < 0.05."""
+
+    sweep_k: list = param([*range(0, 25, 2), 25], list, 0, 100_000, item=int, nonempty=True,
+                          help="k values of the sweep grid")
+    sweep_seeds: list = param([0, 1, 2, 3, 4, 5], list, 0, 2**31 - 1, item=int, nonempty=True,
+                              help="seeds of the sweep grid")
+    sweep_generators: list = param(list(GENERATORS), list, item=str, choices=GENERATORS,
+                                   nonempty=True, help="generators of the sweep grid")
+    sweep_dir: str = param("", str, help="folder of the sweep's runs; '' means <run_dir>/sweep")
+    range_k: list = param([14, 16, 18], list, 1, 100_000, item=int, nonempty=True,
+                          help="k values tested together against the k 0 baseline, fixed in "
+                               "advance (paper: gains at k 14-18)")
+
+
+#: Every stage configuration, bottom to top of the pipeline.
+STAGES: tuple[type[Stage], ...] = (RunConfig, DataConfig, GeneratorConfig, FidelityConfig,
+                                   AugmentConfig, SweepConfig)
+
+
+def _all_specs() -> dict[str, Spec]:
+    """Every parameter of every stage; a name shared by two stages must have one Spec."""
+    out: dict[str, Spec] = {}
+    for stage in STAGES:
+        for name, spec in stage.specs().items():
+            if name in out and out[name] != spec:
+                raise RuntimeError(f"parameter {name!r} is declared twice with other specs")
+            out[name] = spec
+    return out
+
+
+#: Every parameter any notebook or profile takes, derived from :data:`STAGES`.
+SPECS: dict[str, Spec] = _all_specs()
+
+#: The stages whose rules apply to each notebook, and the parameters it takes, in the order of its
+#: parameters cell. (06 takes no seed: it aggregates runs of every seed.)
+NOTEBOOK_STAGES: dict[str, tuple[type[Stage], ...]] = {
+    "01_data": (RunConfig, DataConfig),
+    "02_vae_s": (RunConfig, GeneratorConfig),
+    "03_vae_c": (RunConfig, GeneratorConfig),
+    "04_fidelity": (RunConfig, FidelityConfig),
+    "05_augment": (RunConfig, AugmentConfig),
+    "06_sweep": (RunConfig, SweepConfig),
 }
-
-#: Which parameters each notebook takes, in the order of its parameters cell.
 NOTEBOOKS: dict[str, tuple[str, ...]] = {
-    "01_data": ("profile", "run_dir", "seed", "rebuild", "mesh_edge_mm", "n_rec",
-                "electrode_offset_mm", "n_sr", "n_af", "dt_ms", "transient_s", "record_s",
-                "batch", "fs", "T", "hop_s", "n_torsos", "test_torsos", "torso_edge_mm",
-                "snr_db", "test_fraction", "val_fraction"),
-    "02_vae_s": ("profile", "run_dir", "seed", "latent", "epochs", "batch_size", "lr",
-                 "beta_max", "spec_avg", "warmup_epochs", "patience", "n_generate", "n_keep",
-                 "gen_mode", "device"),
-    "03_vae_c": ("profile", "run_dir", "seed", "latent", "epochs", "batch_size", "lr",
-                 "beta_max", "spec_avg", "warmup_epochs", "patience", "n_generate", "n_keep",
-                 "gen_mode", "device"),
-    "04_fidelity": ("profile", "run_dir", "seed", "n_eval", "gen_mode"),
-    "05_augment": ("profile", "run_dir", "seed", "k", "generator", "out_dir", "snr_db",
-                   "recon_epochs", "recon_patience", "device"),
+    "01_data": ("profile", "run_dir", "seed", *DataConfig.specs()),
+    "02_vae_s": ("profile", "run_dir", "seed", *GeneratorConfig.specs()),
+    "03_vae_c": ("profile", "run_dir", "seed", *GeneratorConfig.specs()),
+    "04_fidelity": ("profile", "run_dir", "seed", *FidelityConfig.specs()),
+    "05_augment": ("profile", "run_dir", "seed", *AugmentConfig.specs()),
     "06_sweep": ("profile", "run_dir", "sweep_dir", "range_k"),
 }
 
@@ -205,46 +420,6 @@ def default_value(notebook: str, name: str) -> Any:
     return NOTEBOOK_DEFAULTS.get(notebook, {}).get(name, SPECS[name].default)
 
 
-def _check_01(p: Mapping[str, Any]) -> None:
-    window_s = p["T"] / p["fs"]
-    if window_s > p["record_s"] + 1e-9:
-        raise ParameterError(
-            f"parameters 'T' and 'fs': a window of T/fs = {window_s:g} s does not fit in "
-            f"record_s = {p['record_s']:g} s; allowed: T <= fs * record_s")
-    if p["test_fraction"] + p["val_fraction"] >= 0.9:
-        raise ParameterError("parameters 'test_fraction' + 'val_fraction' must stay below 0.9")
-    if p["test_torsos"] >= p["n_torsos"]:
-        raise ParameterError(f"parameter 'test_torsos': got {p['test_torsos']}; allowed: fewer "
-                             f"than n_torsos = {p['n_torsos']} (training needs a torso)")
-    if 500.0 % p["fs"] > 1e-9 and abs(500.0 % p["fs"] - p["fs"]) > 1e-9:
-        raise ParameterError(f"parameter 'fs': got {p['fs']!r}; allowed: a divisor of 500 Hz "
-                             "(the simulator records at 500 Hz)")
-
-
-#: Cross-parameter checks per notebook, run after each parameter passed its own check.
-def _check_generate(p: Mapping[str, Any]) -> None:
-    if p["n_keep"] > p["n_generate"]:
-        raise ParameterError(f"parameter 'n_keep': got {p['n_keep']}; allowed: at most "
-                             f"n_generate = {p['n_generate']}")
-
-
-def _check_augment(p: Mapping[str, Any]) -> None:
-    if p["generator"] == "none" and p["k"] != 0:
-        raise ParameterError(f"parameter 'k': got {p['k']} with generator 'none'; allowed: 0 "
-                             "(choose generator 'vae_s' or 'vae_c' to add synthetic windows)")
-
-
-def _check_sweep(p: Mapping[str, Any]) -> None:
-    if not p["range_k"]:
-        raise ParameterError("parameter 'range_k': got []; allowed: one or more k >= 1 "
-                             "(the paper's range is [14, 16, 18])")
-
-
-CROSS_CHECKS: dict[str, list[Callable[[Mapping[str, Any]], None]]] = {
-    "01_data": [_check_01], "02_vae_s": [_check_generate], "03_vae_c": [_check_generate],
-    "05_augment": [_check_augment], "06_sweep": [_check_sweep]}
-
-
 class Params(dict):
     """A validated, read-only parameter mapping with attribute access (``P.seed``)."""
 
@@ -258,6 +433,11 @@ class Params(dict):
         raise TypeError("Params are read-only; change the parameters cell instead")
 
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _readonly  # type: ignore[assignment]
+
+    def stage(self, cls: type[S]) -> S:
+        """The typed, frozen configuration of one stage from these values (missing names get
+        their defaults), e.g. ``P.stage(DataConfig).digest()``."""
+        return cls.from_values(self)  # type: ignore[return-value]
 
 
 def defaults(notebook: str) -> dict[str, Any]:
@@ -287,8 +467,8 @@ def validate(notebook: str, values: Mapping[str, Any]) -> Params:
     for name in NOTEBOOKS[notebook]:
         value = values.get(name, default_value(notebook, name))
         out[name] = SPECS[name].check(name, value)
-    for check in CROSS_CHECKS.get(notebook, []):
-        check(out)
+    for stage in NOTEBOOK_STAGES[notebook]:
+        stage.from_values(out)  # the stage's own cross-field rules
     return Params(out)
 
 
@@ -308,17 +488,23 @@ def resolve(notebook: str, namespace: Mapping[str, Any]) -> Params:
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:
-    """Read a flat YAML profile (for example ``params/smoke.yaml``) and check its names; the
-    sweep grid's ``sweep_*`` keys are left out (they are :mod:`egmlib.workflow.sweep`'s)."""
+    """Read a flat YAML profile (for example ``params/smoke.yaml``) and check it: every name must
+    be a parameter of some stage, every value must pass its :class:`Spec`, and the stages built
+    from the profile must pass their cross-field rules. The same file works with papermill
+    (``papermill NB OUT -f params/smoke.yaml``) for every notebook: names of other notebooks are
+    accepted and ignored there."""
     with open(path, encoding="utf-8") as fh:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: a profile is a flat mapping of parameter names to values")
-    # sweep_k, sweep_seeds, sweep_generators: the grid of the sweep runner (egmlib.workflow.sweep)
-    data = {k: v for k, v in data.items() if k in SPECS or not k.startswith("sweep_")}
     unknown = sorted(set(data) - set(SPECS))
     if unknown:
         raise ParameterError(f"{path}: unknown parameter {unknown[0]!r}")
     for name, value in data.items():
         SPECS[name].check(name, value)
+    for stage in STAGES:
+        try:
+            stage.from_values(data)
+        except ParameterError as exc:
+            raise ParameterError(f"{path}: {exc}") from exc
     return data

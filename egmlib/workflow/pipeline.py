@@ -23,8 +23,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
 from egmlib.core import params as _params
 from egmlib.core.runs import atomic_path, quiet, repo_root
 
@@ -34,17 +32,12 @@ __all__ = [
     "execute_notebook",
     "failed_path",
     "main",
-    "profile_parameters",
     "run_pipeline",
 ]
 
 #: The pipeline notebooks in execution order (``notebooks/<name>.ipynb``). Only those that exist
 #: on disk are run, so the list may name notebooks that arrive later.
 PIPELINE: tuple[str, ...] = ("01_data", "02_vae_s", "03_vae_c", "04_fidelity", "05_augment")
-
-#: Profile keys that configure the sweep (read by :mod:`egmlib.workflow.sweep`), not a notebook.
-SWEEP_PREFIX = "sweep_"
-
 
 class NotebookError(RuntimeError):
     """A notebook failed. Names the notebook, the failing cell, the error and where the executed
@@ -67,27 +60,6 @@ def failed_path(output: str | Path) -> Path:
     """Where a failed execution of ``output`` is kept: ``<stem>.failed.ipynb`` beside it."""
     output = Path(output)
     return output.with_name(f"{output.stem}.failed.ipynb")
-
-
-def profile_parameters(path: str | Path) -> dict[str, Any]:
-    """The notebook parameters of a YAML profile, checked by
-    :func:`egmlib.core.params.load_profile`.
-
-    Keys starting with ``sweep_`` configure :mod:`egmlib.workflow.sweep`; they are left out here
-    (they are
-    no notebook's parameters), and the remaining names are checked the same way.
-    """
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict) or not any(str(k).startswith(SWEEP_PREFIX) for k in data):
-        return _params.load_profile(path)
-    values = {k: v for k, v in data.items() if not str(k).startswith(SWEEP_PREFIX)}
-    unknown = sorted(set(values) - set(_params.SPECS))
-    if unknown:
-        raise _params.ParameterError(f"{path}: unknown parameter {unknown[0]!r}")
-    for name, value in values.items():
-        _params.SPECS[name].check(name, value)
-    return values
 
 
 def _shown(path: Path) -> str:
@@ -116,7 +88,8 @@ def execute_notebook(notebook: str | Path, output: str | Path,
         notebook: the input notebook.
         output: the executed notebook; may be ``notebook`` itself (in-place).
         parameters: injected after the ``parameters`` cell; they update the profile's values.
-        profile_file: a YAML profile whose values are injected (see :func:`profile_parameters`).
+        profile_file: a YAML profile whose values are injected (all of them, as papermill -f
+            does; see :func:`egmlib.core.params.load_profile`).
         cwd: the kernel's working directory; default: the notebook's folder.
         timeout: seconds allowed per cell.
         log_output: also send the cells' output to papermill's logger.
@@ -138,7 +111,7 @@ def execute_notebook(notebook: str | Path, output: str | Path,
     notebook, output = Path(notebook), Path(output)
     if not notebook.is_file():
         raise FileNotFoundError(f"notebook {notebook} does not exist")
-    values: dict[str, Any] = dict(profile_parameters(profile_file)) if profile_file else {}
+    values: dict[str, Any] = dict(_params.load_profile(profile_file)) if profile_file else {}
     values.update(parameters or {})
     failed = failed_path(output)
     with atomic_path(output) as tmp:
@@ -217,7 +190,7 @@ def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = 
     else:
         run_dir = root / "runs" / profile
         if profile_file is not None:
-            run_dir = Path(profile_parameters(profile_file).get("run_dir") or run_dir)
+            run_dir = Path(_params.load_profile(profile_file).get("run_dir") or run_dir)
             run_dir = run_dir if run_dir.is_absolute() else root / run_dir
 
     done = []

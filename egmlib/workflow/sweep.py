@@ -77,7 +77,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from egmlib.core import params as _params
 from egmlib.core.runs import (
@@ -89,10 +88,10 @@ from egmlib.core.runs import (
     save_json,
     sha256_file,
 )
-from egmlib.workflow.pipeline import NotebookError, execute_notebook, profile_parameters
+from egmlib.workflow.pipeline import NotebookError, execute_notebook
 
 __all__ = [
-    "DEFAULT_GRID",
+    "GRID_FIELDS",
     "THREAD_ENV",
     "PlannedRun",
     "RunRecord",
@@ -125,17 +124,9 @@ THREAD_ENV = {
 #: Environment of a serial run's kernel: quiet, with every core for the one run.
 SERIAL_ENV = {"EGMLIB_QUIET": "1"}
 
-#: The CLI's grid when the profile YAML has no ``sweep_k`` / ``sweep_seeds`` / ``sweep_generators``.
-#: Six seeds: the paired exact Wilcoxon test of 06_sweep cannot go below p = 2 / 2**n, which is
-#: 0.0625 for five seeds, so five could never show a gain at p < 0.05; six can (0.031).
-DEFAULT_GRID: dict[str, list[Any]] = {
-    "generator": ["vae_s", "vae_c"],
-    "k": [*range(0, 25, 2), 25],
-    "seed": [0, 1, 2, 3, 4, 5],
-}
-
-#: Profile YAML key -> grid parameter of the augmentation notebook.
-GRID_KEYS = {"sweep_generators": "generator", "sweep_k": "k", "sweep_seeds": "seed"}
+#: Grid parameter of the augmentation notebook <- its :class:`~egmlib.core.params.SweepConfig`
+#: field (the defaults and checks live there).
+GRID_FIELDS = {"generator": "sweep_generators", "k": "sweep_k", "seed": "sweep_seeds"}
 
 SWEEP_NOTEBOOK = "05_augment"
 AGGREGATE_NOTEBOOK = "06_sweep"
@@ -380,7 +371,10 @@ def plan_sweep(notebook: str | Path,
     function of the point, joins each run's record: a finished run whose recorded digests of
     these inputs differ is redone (:func:`is_finished`)."""
     notebook, sweep_dir = Path(notebook), Path(sweep_dir)
-    base: dict[str, Any] = dict(profile_parameters(profile_file)) if profile_file else {}
+    profile = _params.load_profile(profile_file) if profile_file else {}
+    # the grid's own keys (sweep_k, sweep_dir, ...) are read by no run: a run's record holds only
+    # what can change its result, so growing the grid keeps the finished runs
+    base: dict[str, Any] = {k: v for k, v in profile.items() if not k.startswith("sweep_")}
     base.update(base_parameters or {})
     planned, seen = [], set()
     for point in _points(grid):
@@ -586,23 +580,12 @@ def _run_dask(tasks: list[dict[str, Any]], n_workers: int, scheduler_address: st
 # --------------------------------------------------------------------------------------------
 
 def profile_grid(profile_yaml: Path | None) -> dict[str, list[Any]]:
-    """The CLI's grid: ``sweep_generators``, ``sweep_k``, ``sweep_seeds`` of the profile YAML,
-    each falling back to :data:`DEFAULT_GRID`."""
-    data: dict[str, Any] = {}
-    if profile_yaml is not None and profile_yaml.is_file():
-        with open(profile_yaml, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    grid = {}
-    for yaml_key, name in GRID_KEYS.items():
-        values = data.get(yaml_key, DEFAULT_GRID[name])
-        item = str if name == "generator" else int
-        if (not isinstance(values, list) or not values
-                or not all(isinstance(v, item) and not isinstance(v, bool) for v in values)):
-            raise _params.ParameterError(
-                f"{profile_yaml}: {yaml_key} must be a non-empty list of {item.__name__}, "
-                f"got {values!r}")
-        grid[name] = values
-    return grid
+    """The CLI's grid ``{"generator": [...], "k": [...], "seed": [...]}`` from the profile's
+    :class:`~egmlib.core.params.SweepConfig` (its defaults where the YAML is silent)."""
+    values = (_params.load_profile(profile_yaml)
+              if profile_yaml is not None and profile_yaml.is_file() else {})
+    config = _params.SweepConfig.from_values(values)
+    return {name: list(getattr(config, key)) for name, key in GRID_FIELDS.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -637,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile_file = profile_yaml if args.profile != "default" else None
     try:
         grid = profile_grid(profile_yaml)
-        values = profile_parameters(profile_file) if profile_file else {}
+        values = _params.load_profile(profile_file) if profile_file else {}
     except _params.ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

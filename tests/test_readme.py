@@ -1,0 +1,135 @@
+"""Every command the README shows is run by a test.
+
+The README's commands are collected from its ``bash`` blocks and from inline code that starts
+with ``make``, ``papermill``, ``python -m`` or ``.venv/bin/``. Each must appear in
+:data:`HOW_TESTED`, which says which test runs it and how; a new command in the README fails
+here until it is added there with its test. Cheap commands run verbatim below (in a temporary
+run directory where they would write into the repository); the long ones (the default pipeline,
+the full sweep) run under the smoke profile in the tests named.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from egmlib.core import params
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BIN = Path(sys.executable).parent
+
+#: README command -> the test that runs it (this file unless named).
+HOW_TESTED: dict[str, str] = {
+    "make reproduce": "test_make_targets_run_the_documented_modules (recipe); the same "
+                      "pipeline under the smoke profile: tests/test_notebooks.py smoke_run",
+    "make test": "CI runs it (.ci/run)",
+    "make sweep": "test_make_targets_run_the_documented_modules (recipe); the sweep CLI on a "
+                  "smoke grid: tests/test_sweep.py test_cli_runs_the_profile_grid",
+    "make bench": "test_make_targets_run_the_documented_modules",
+    "make nbval": "test_make_targets_run_the_documented_modules",
+    "make clean": "test_make_targets_run_the_documented_modules",
+    ".venv/bin/python -m egmlib.workflow.pipeline --profile smoke":
+        "tests/test_notebooks.py smoke_run (the same CLI, into a temporary run directory)",
+    ".venv/bin/python -m egmlib.workflow.pipeline --profile default --in-place":
+        "what make reproduce runs: test_make_targets_run_the_documented_modules",
+    ".venv/bin/papermill notebooks/01_data.ipynb out.ipynb -f params/smoke.yaml -p n_rec 64":
+        "test_papermill_with_a_profile_file (verbatim, plus a temporary run_dir)",
+    "papermill notebooks/05_augment.ipynb out.ipynb -p k 18":
+        "tests/test_notebooks.py test_05_papermill_cli_single_run (on the smoke run's data, "
+        "with its profile and a k its generators kept)",
+    "papermill --help-notebook notebooks/01_data.ipynb": "test_help_notebook_lists_parameters",
+    "python -m egmlib.workflow.sweep --profile P":
+        "tests/test_sweep.py test_cli_runs_the_profile_grid (P = smoke)",
+}
+
+_PREFIXES = ("make ", "papermill ", "python -m ", ".venv/bin/")
+
+
+def readme_commands(text: str) -> list[str]:
+    """Commands shown in a README: lines of ``bash`` blocks (comments stripped) and inline code
+    spans that start with one of the command prefixes."""
+    found: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                found.append(line)
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    for span in re.findall(r"`([^`\n]+)`", prose):
+        if span.startswith(_PREFIXES):
+            found.append(span.strip())
+    return list(dict.fromkeys(re.sub(r"\s+", " ", c) for c in found))
+
+
+def test_readme_commands_are_all_tested():
+    commands = readme_commands(README.read_text(encoding="utf-8"))
+    assert "make test" in commands and len(commands) >= 8  # the parser sees the README
+    untested = [c for c in commands if re.sub(r"\s+", " ", c) not in HOW_TESTED]
+    assert untested == [], f"README commands with no test: {untested}; add each to HOW_TESTED"
+
+
+def test_the_parser_finds_blocks_and_spans():
+    text = "x\n```bash\nmake a   # note\n\npapermill b.ipynb o.ipynb\n```\nrun `make c` or " \
+           "`python -m m --x`, not `n_rec`.\n```python\nmake_d()\n```\n"
+    assert readme_commands(text) == ["make a", "papermill b.ipynb o.ipynb", "make c",
+                                     "python -m m --x"]
+
+
+@pytest.mark.parametrize("notebook", sorted(params.NOTEBOOKS))
+def test_help_notebook_lists_parameters(notebook: str):
+    """``papermill --help-notebook`` lists every parameter with its type, default and help."""
+    out = subprocess.run([str(BIN / "papermill"), "--help-notebook",
+                          f"notebooks/{notebook}.ipynb"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    defaults = params.defaults(notebook)
+    for name in params.NOTEBOOKS[notebook]:
+        line = next((ln for ln in out.splitlines() if ln.strip().startswith(f"{name}:")), None)
+        assert line is not None, f"{notebook}: {name} not listed"
+        assert f"(default {defaults[name]!r})" in line, line
+        assert params.SPECS[name].help[:30] in " ".join(out.split()), f"{name}: help missing"
+
+
+def _make_recipe(target: str) -> str:
+    return subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_targets_run_the_documented_modules():
+    assert "-m egmlib.workflow.pipeline --profile default --in-place" in _make_recipe("reproduce")
+    assert "-m egmlib.workflow.sweep --profile default" in _make_recipe("sweep")
+    assert "-m benchmarks.run" in _make_recipe("bench")
+    assert "--nbval-lax" in _make_recipe("nbval")
+    assert "rm -rf runs" in _make_recipe("clean")
+    assert "pytest tests" in _make_recipe("test")
+    for name in ("reproduce", "sweep", "bench", "nbval", "clean", "test"):
+        assert f"make {name}" in HOW_TESTED
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_papermill_with_a_profile_file(tmp_path: Path):
+    """The README's papermill command with ``-f params/smoke.yaml`` works (a profile file names
+    parameters of every notebook and of the sweep; each notebook accepts and ignores the others),
+    and ``-p`` overrides the profile."""
+    out = tmp_path / "out.ipynb"
+    subprocess.run([str(BIN / "papermill"), "notebooks/01_data.ipynb", str(out), "-f",
+                    "params/smoke.yaml", "-p", "n_rec", "64", "-p", "run_dir",
+                    str(tmp_path / "run"), "--no-progress-bar"],
+                   cwd=ROOT, capture_output=True, text=True, check=True,
+                   env={**os.environ, "EGMLIB_QUIET": "1"})
+    nb = nbformat.read(out, as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors == []
+    from egmlib import data
+
+    ds = data.load_dataset(tmp_path / "run")
+    assert ds.egm.shape[2] == 64  # -p beat the profile's n_rec 32
