@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +126,15 @@ def ellipsoid_run(ellipsoid_geometry) -> Run:
                                 start_axes=((0.3, 0.2, 0.93),)),
     ]
     return _run(ellipsoid_geometry, specs, 1500.0, 12)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole smoke chain, executed once per test session into a temporary run directory, by
+    the README's command ``python -m egmlib.workflow.pipeline --profile smoke`` (its CLI)."""
+    from egmlib.workflow import pipeline
+
+    run_dir = tmp_path_factory.mktemp("smoke")
+    assert pipeline.main(["--profile", "smoke", "--run-dir", str(run_dir), "--timeout",
+                          "900"]) == 0
+    return run_dir

@@ -13,20 +13,11 @@ import pytest
 from egmlib import data
 from egmlib.core import params
 from egmlib.core.runs import repo_root
-from egmlib.workflow.pipeline import NotebookError, execute_notebook, run_pipeline
+from egmlib.workflow.pipeline import NotebookError, execute_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 ROOT = repo_root(Path(__file__).parent)
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole smoke chain, executed once per test session into a temporary run directory."""
-    os.environ.setdefault("EGMLIB_QUIET", "1")
-    run_dir = tmp_path_factory.mktemp("smoke")
-    run_pipeline("smoke", run_dir=run_dir, root=ROOT, timeout=900)
-    return run_dir
 
 
 def test_01_data_results(smoke_run: Path) -> None:
@@ -128,6 +119,25 @@ def test_05_augment_results(smoke_run: Path) -> None:
         for rhythm in data.LABELS:
             m = r[method][rhythm]
             assert -1 <= m["corr_mean"] <= 1 and m["rmse_mean"] > 0, (method, rhythm)
+
+
+def test_05_papermill_cli_single_run(smoke_run: Path, tmp_path: Path) -> None:
+    """The README's single augmentation run, ``papermill notebooks/05_augment.ipynb out.ipynb -p
+    k 18``, through papermill's own CLI on the smoke run (its profile file, and a k its
+    generators kept: the smoke profile keeps 5 windows)."""
+    import subprocess
+    import sys
+
+    out_dir = tmp_path / "k2"
+    subprocess.run([str(Path(sys.executable).parent / "papermill"), "notebooks/05_augment.ipynb",
+                    str(tmp_path / "out.ipynb"), "-f", "params/smoke.yaml", "-p", "run_dir",
+                    str(smoke_run), "-p", "k", "2", "-p", "out_dir", str(out_dir),
+                    "--no-progress-bar"], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "EGMLIB_QUIET": "1"})
+    r = json.loads((out_dir / "result.json").read_text())
+    assert r["k"] == 2 and r["generator"] == "vae_s"
+    n_train_torsos = int((data.load_dataset(smoke_run).torso_split == 0).sum())
+    assert r["counts"]["n_synth"] == 2 * n_train_torsos
 
 
 def test_sweep_and_06(smoke_run: Path, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from scipy import stats
 
 from egmlib.core.checks import check_int
 from egmlib.core.runs import load_json
-from egmlib.workflow.sweep import (
+from egmlib.workflow.records import (
     BASELINE_GENERATOR,
     MARKER,
     PARAMS_FILE,
@@ -55,7 +55,7 @@ def collect(folders: Iterable[str | Path], marker: str | None = None,
     ``"DONE"``), a result counts only when its folder holds that file: a run that wrote its
     result and then failed, or was stopped, is not a finished run. With ``run_dir``, a result
     counts only when the input digests its ``params.json`` records still match the inputs in
-    ``run_dir`` (:func:`egmlib.workflow.sweep.input_fingerprint`: the data set and the run's
+    ``run_dir`` (:func:`egmlib.workflow.records.input_fingerprint`: the data set and the run's
     generator):
     a run made with a generator since retrained is stale until the sweep redoes it."""
     seen, out = set(), []

@@ -76,8 +76,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from egmlib.core import params as _params
 from egmlib.core.runs import (
     load_json,
@@ -86,9 +84,17 @@ from egmlib.core.runs import (
     repo_root,
     resolve_run_dir,
     save_json,
-    sha256_file,
 )
 from egmlib.workflow.pipeline import NotebookError, execute_notebook
+from egmlib.workflow.records import (
+    BASELINE_GENERATOR,
+    MARKER,
+    PARAMS_FILE,
+    array_digest,
+    file_digest,
+    input_fingerprint,
+    inputs_match,
+)
 
 __all__ = [
     "GRID_FIELDS",
@@ -130,8 +136,6 @@ GRID_FIELDS = {"generator": "sweep_generators", "k": "sweep_k", "seed": "sweep_s
 
 SWEEP_NOTEBOOK = "05_augment"
 AGGREGATE_NOTEBOOK = "06_sweep"
-MARKER = "DONE"
-PARAMS_FILE = "params.json"
 LOG_FILE = "run.log"
 
 
@@ -152,8 +156,6 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*grid.values())]
 
 
-#: The generator of the ``k = 0`` runs shared by every generator (:func:`shared_baseline`).
-BASELINE_GENERATOR = "none"
 
 
 def shared_baseline(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -312,48 +314,6 @@ def is_finished(folder: str | Path, expected: Mapping[str, Any]) -> bool:
     expected = _canonical(dict(expected))
     want, got = expected.pop("inputs", {}), recorded.pop("inputs", {})
     return recorded == expected and inputs_match(got, want)
-
-
-def inputs_match(recorded: Any, current: Mapping[str, str]) -> bool:
-    """True when the input digests a run ``recorded`` (its ``params.json``'s ``"inputs"``)
-    include every digest of ``current`` with the same value; digests of inputs the run does not
-    read may differ or be absent from ``current``."""
-    return isinstance(recorded, dict) and all(recorded.get(name) == digest
-                                              for name, digest in current.items())
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 (hex, first 16 digits) of a file's bytes (:func:`egmlib.core.runs.sha256_file`)."""
-    return sha256_file(path)[:16]
-
-
-def array_digest(path: str | Path, key: str = "kept") -> str:
-    """SHA-256 (hex, first 16 digits) of the array ``key`` of an ``.npz`` file: its dtype, shape
-    and bytes. Unlike :func:`file_digest`, it does not change when the same values are written
-    again: a synthetic set's file also holds its provenance (creation time, commit), which
-    differs at every execution of 02/03 even when retraining gives the same windows."""
-    with np.load(path) as z:
-        if key not in z.files:
-            raise KeyError(f"{path}: no array {key!r}; it holds {sorted(z.files)}")
-        a = np.ascontiguousarray(z[key])
-    h = hashlib.sha256(f"{a.dtype.str} {a.shape}".encode())
-    h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
-def input_fingerprint(run_dir: str | Path, generators: Sequence[str]) -> dict[str, str]:
-    """Digests of what the augmentation runs read from ``run_dir``: the data set's manifest
-    (which holds every array's checksum; :func:`file_digest`) and each generator's kept
-    synthetic windows (the values, :func:`array_digest`, not the file). Part of every run's
-    record, so a run made before the data or a generator changed (a rebuilt data set, a retrained
-    VAE whose kept windows differ) no longer counts as finished. Missing files are left out (the
-    run itself then fails with the notebook's clear message)."""
-    run_dir = Path(run_dir)
-    paths = [run_dir / "data" / "manifest.json"]
-    for gen in sorted(set(generators) - {"none"}):
-        paths += sorted((run_dir / gen).glob("synthetic_*.npz"))
-    return {str(p.relative_to(run_dir)): (array_digest(p) if p.suffix == ".npz" else file_digest(p))
-            for p in paths if p.is_file()}
 
 
 Inputs = Mapping[str, str] | Callable[[Mapping[str, Any]], Mapping[str, str]]

@@ -1,0 +1,131 @@
+"""What a run leaves on disk, and how two records are compared.
+
+The sweep (:mod:`egmlib.workflow.sweep`) writes one folder per run with a ``params.json``
+(parameters and the digests of the inputs the run read) and a ``DONE`` marker;
+:mod:`egmlib.workflow.results` reads them back. Both use the names and digests defined here, so
+neither reaches into the other. :func:`record_differences` compares two result records (for
+example a fresh ``make reproduce`` against the committed ``results/default/``), leaving out what
+legitimately changes between executions (time stamps, wall times, the commit, machine paths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from egmlib.core.runs import sha256_file
+
+__all__ = [
+    "BASELINE_GENERATOR",
+    "MARKER",
+    "PARAMS_FILE",
+    "VOLATILE_KEYS",
+    "array_digest",
+    "file_digest",
+    "input_fingerprint",
+    "inputs_match",
+    "record_differences",
+]
+
+#: The file a finished sweep run's folder holds.
+MARKER = "DONE"
+#: The file that records a run's parameters and input digests.
+PARAMS_FILE = "params.json"
+#: The generator of the ``k = 0`` runs shared by every generator
+#: (:func:`egmlib.workflow.sweep.shared_baseline`).
+BASELINE_GENERATOR = "none"
+
+#: Keys whose values differ between two executions of the same computation: the provenance
+#: record (creation time, commit, versions, machine), wall times and rates, and paths.
+VOLATILE_KEYS = frozenset({"provenance", "created_utc", "wall_s", "train_s", "windows_per_s",
+                           "pairs_per_s", "run_dir", "out_dir", "machine", "git_commit"})
+
+
+def inputs_match(recorded: Any, current: Mapping[str, str]) -> bool:
+    """True when the input digests a run ``recorded`` (its ``params.json``'s ``"inputs"``)
+    include every digest of ``current`` with the same value; digests of inputs the run does not
+    read may differ or be absent from ``current``."""
+    return isinstance(recorded, dict) and all(recorded.get(name) == digest
+                                              for name, digest in current.items())
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 (hex, first 16 digits) of a file's bytes (:func:`egmlib.core.runs.sha256_file`)."""
+    return sha256_file(path)[:16]
+
+
+def array_digest(path: str | Path, key: str = "kept") -> str:
+    """SHA-256 (hex, first 16 digits) of the array ``key`` of an ``.npz`` file: its dtype, shape
+    and bytes. Unlike :func:`file_digest`, it does not change when the same values are written
+    again: a synthetic set's file also holds its provenance (creation time, commit), which
+    differs at every execution of 02/03 even when retraining gives the same windows."""
+    with np.load(path) as z:
+        if key not in z.files:
+            raise KeyError(f"{path}: no array {key!r}; it holds {sorted(z.files)}")
+        a = np.ascontiguousarray(z[key])
+    h = hashlib.sha256(f"{a.dtype.str} {a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def input_fingerprint(run_dir: str | Path, generators: Sequence[str]) -> dict[str, str]:
+    """Digests of what the augmentation runs read from ``run_dir``: the data set's manifest
+    (which holds every array's checksum; :func:`file_digest`) and each generator's kept
+    synthetic windows (the values, :func:`array_digest`, not the file). Part of every run's
+    record, so a run made before the data or a generator changed (a rebuilt data set, a retrained
+    VAE whose kept windows differ) no longer counts as finished. Missing files are left out (the
+    run itself then fails with the notebook's clear message)."""
+    run_dir = Path(run_dir)
+    paths = [run_dir / "data" / "manifest.json"]
+    for gen in sorted(set(generators) - {"none"}):
+        paths += sorted((run_dir / gen).glob("synthetic_*.npz"))
+    return {str(p.relative_to(run_dir)): (array_digest(p) if p.suffix == ".npz" else file_digest(p))
+            for p in paths if p.is_file()}
+
+
+def record_differences(a: Any, b: Any, *, rtol: float = 0.0, atol: float = 0.0,
+                       ignore: Callable[[str], bool] | frozenset[str] = VOLATILE_KEYS,
+                       path: str = "") -> list[str]:
+    """Where two JSON-like records differ: one line per differing leaf, ``"/a/b[2]: x != y"``.
+
+    Numbers (not bools) agree when ``|x - y| <= atol + rtol * |y|`` (both NaN agree); everything
+    else must be equal. Keys in ``ignore`` (or for which ``ignore(key)`` is true) are skipped at
+    any depth. With the defaults the comparison is exact, apart from :data:`VOLATILE_KEYS`.
+    """
+    skip = ignore if callable(ignore) else (lambda key: key in ignore)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            if skip(str(key)):
+                continue
+            if key not in a or key not in b:
+                out.append(f"{path}/{key}: only in {'b' if key not in a else 'a'}")
+                continue
+            out += record_differences(a[key], b[key], rtol=rtol, atol=atol, ignore=ignore,
+                                      path=f"{path}/{key}")
+        return out
+    if isinstance(a, Sequence) and isinstance(b, Sequence) and not isinstance(a, str) \
+            and not isinstance(b, str):
+        if len(a) != len(b):
+            return [f"{path}: length {len(a)} != {len(b)}"]
+        out = []
+        for i, (x, y) in enumerate(zip(a, b)):
+            out += record_differences(x, y, rtol=rtol, atol=atol, ignore=ignore,
+                                      path=f"{path}[{i}]")
+        return out
+    if isinstance(a, bool) != isinstance(b, bool):  # JSON true is not the number 1
+        return [f"{path}: {a!r} != {b!r}"]
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        if math.isnan(a) and math.isnan(b):
+            return []
+        if abs(a - b) <= atol + rtol * abs(b):
+            return []
+        return [f"{path}: {a!r} != {b!r}"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
