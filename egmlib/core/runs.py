@@ -8,6 +8,14 @@ Conventions shared by every step of the pipeline:
 * Every artifact carries :func:`provenance`: parameters, seed, git commit, package versions.
 * Figures of the default profile go to ``figures/`` (committed); other profiles write theirs into
   their run directory, so tests never dirty the working tree.
+* Each notebook's result record goes to :func:`results_dir` as well: ``results/default/`` for the
+  default profile (committed, read by the README), ``<run_dir>/results/`` otherwise. Records are
+  written by :func:`save_record`, which makes every path relative to the repository root, so a
+  committed record names no folder of the machine that made it. Messages name paths through
+  :func:`shown` for the same reason.
+* Progress bars (:func:`progress`) are for people watching: they show in a terminal and in an
+  interactive Jupyter frontend, never in a headless execution (papermill, nbconvert, nbclient, a
+  pipe, CI), so executed notebooks keep no progress fragments on stderr. See :func:`interactive`.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, TypeVar
 
 import numpy as np
@@ -32,15 +40,20 @@ __all__ = [
     "MissingInputError",
     "atomic_path",
     "figures_dir",
+    "interactive",
     "load_json",
+    "portable",
     "progress",
     "provenance",
     "repo_root",
     "require",
     "resolve_run_dir",
+    "results_dir",
     "save_json",
+    "save_record",
     "seed_everything",
     "sha256_file",
+    "shown",
 ]
 
 T = TypeVar("T")
@@ -75,6 +88,79 @@ def figures_dir(profile: str, run_dir: Path) -> Path:
     path = repo_root() / "figures" if profile == "default" else Path(run_dir) / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def results_dir(profile: str, run_dir: str | Path | None = None) -> Path:
+    """Where the notebooks' result records go (:func:`save_record`): ``results/default/`` at the
+    repository root for the default profile (committed: the numbers the README quotes),
+    ``<run_dir>/results`` for any other profile (``run_dir`` is then required), so tests and
+    smoke runs never dirty the working tree. The folder is created."""
+    if profile == "default":
+        path = repo_root() / "results" / "default"
+    elif run_dir is None or not str(run_dir):
+        raise ValueError(f"results_dir: profile {profile!r} keeps its results in its run "
+                         "directory; pass run_dir")
+    else:
+        path = Path(run_dir) / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+#: What :func:`portable` writes for a path outside the repository (only its name is kept).
+OUTSIDE = "<outside the repository>"
+
+
+def shown(path: str | Path, root: str | Path | None = None) -> str:
+    """``path`` as a message shows it: relative to the repository root (POSIX separators) when it
+    lies below it, else unchanged. Notebooks print paths through it, so executed notebooks name
+    no folder of the machine that ran them."""
+    path = Path(path)
+    base = Path(root).resolve() if root is not None else repo_root()
+    full = path if path.is_absolute() else Path.cwd() / path
+    try:
+        return full.resolve().relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _portable_path(path: str | Path, root: Path) -> str:
+    text = str(path)
+    if (len(text) > 2 and text[1] == ":" and text[2] in "/\\") or text.startswith("\\"):
+        return f"{OUTSIDE}/{PureWindowsPath(text).name}"  # a Windows path, never below root
+    rel = shown(path, root)
+    return rel if not Path(rel).is_absolute() else f"{OUTSIDE}/{Path(rel).name}"
+
+
+def _looks_absolute(text: str) -> bool:
+    return text.startswith(("/", "\\")) or (len(text) > 2 and text[1] == ":"
+                                              and text[2] in "/\\")
+
+
+def portable(obj: Any, root: str | Path | None = None) -> Any:
+    """A copy of ``obj`` (mappings, sequences, scalars) without absolute paths: every
+    :class:`~pathlib.Path` and every string that is an absolute path becomes relative to the
+    repository root; one outside the repository becomes ``"<outside the repository>/<name>"``.
+    Other values are returned as they are; tuples become lists (as JSON has them)."""
+    base = Path(root).resolve() if root is not None else repo_root()
+    if isinstance(obj, Path):
+        return _portable_path(obj, base)
+    if isinstance(obj, str):
+        return _portable_path(obj, base) if _looks_absolute(obj) else obj
+    if isinstance(obj, Mapping):
+        return {k: portable(v, base) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [portable(v, base) for v in obj]
+    return obj
+
+
+def save_record(name: str, record: Mapping[str, Any], profile: str,
+                run_dir: str | Path | None = None) -> Path:
+    """Write a notebook's result record to ``<results_dir(profile, run_dir)>/<name>.json``,
+    atomically and with :func:`portable` paths (provenance included); returns the path."""
+    if not name or Path(name).name != name or name.endswith(".json"):
+        raise ValueError(f"save_record: {name!r} is not a plain record name")
+    path = results_dir(profile, run_dir) / f"{name}.json"
+    return save_json(path, portable(dict(record)))
 
 
 @contextlib.contextmanager
@@ -197,12 +283,51 @@ def quiet() -> bool:
     return bool(os.environ.get("CI")) or bool(os.environ.get("EGMLIB_QUIET"))
 
 
+def _kernel() -> Any:
+    """The IPython kernel this code runs in, or None (plain Python, terminal IPython)."""
+    ipython_mod = sys.modules.get("IPython")
+    if ipython_mod is None:
+        return None
+    try:
+        shell = ipython_mod.get_ipython()
+    except AttributeError:
+        return None
+    return getattr(shell, "kernel", None)
+
+
+def interactive() -> bool:
+    """True when a person is watching: progress bars are shown.
+
+    The rule, in order:
+
+    1. ``CI`` or ``EGMLIB_QUIET`` set (:func:`quiet`): not interactive.
+    2. Inside a Jupyter kernel: interactive when the request being executed lets the frontend
+       answer ``input()``. JupyterLab, Notebook and VS Code allow it; headless executors
+       (papermill, nbconvert, nbclient, nbval) all run through nbclient, which forbids it. So a
+       notebook executed by ``python -m egmlib.workflow.pipeline``, ``make reproduce`` or a plain
+       ``papermill`` call keeps no progress bar in its outputs, with no variable to set.
+    3. Elsewhere (scripts, the sweep's command line, terminal IPython): interactive when stderr
+       is a terminal; a pipe, a log file or pytest's capture gets no bar.
+    """
+    if quiet():
+        return False
+    kernel = _kernel()
+    if kernel is not None:
+        return bool(getattr(kernel, "_allow_stdin", False))
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None,
              **kwargs: Any) -> Iterable[T]:
-    """A tqdm progress bar, silent in CI (``CI`` or ``EGMLIB_QUIET`` set)."""
-    from tqdm import tqdm  # plain text bar: notebooks run headless under papermill
+    """A tqdm progress bar, shown only when :func:`interactive` (a terminal or an interactive
+    Jupyter frontend; never under papermill, in CI or with ``EGMLIB_QUIET``). ``disable=True``
+    hides it in any case."""
+    from tqdm import tqdm  # plain text bar: the same in a terminal and a notebook
 
-    disable = bool(kwargs.pop("disable", False)) or quiet()
+    disable = bool(kwargs.pop("disable", False)) or not interactive()
     return tqdm(iterable, desc=desc, total=total, disable=disable, **kwargs)
 
 
