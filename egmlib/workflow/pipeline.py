@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from egmlib.core import params as _params
-from egmlib.core.runs import atomic_path, quiet, repo_root
+from egmlib.core.runs import atomic_path, quiet, repo_root, shown
 
 __all__ = [
     "PIPELINE",
@@ -60,15 +60,6 @@ def failed_path(output: str | Path) -> Path:
     """Where a failed execution of ``output`` is kept: ``<stem>.failed.ipynb`` beside it."""
     output = Path(output)
     return output.with_name(f"{output.stem}.failed.ipynb")
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the current directory when it lies below it, else absolute."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _keep_mode(tmp: Path, output: Path) -> None:
@@ -135,8 +126,8 @@ def execute_notebook(notebook: str | Path, output: str | Path,
                                     strip_color("\n".join(exc.traceback))) from exc
             raise NotebookError(notebook, kept, type(exc).__name__, str(exc)) from exc
         # papermill recorded the temporary name; record the real ones.
-        nb.metadata.papermill["input_path"] = _shown(notebook)
-        nb.metadata.papermill["output_path"] = _shown(output)
+        nb.metadata.papermill["input_path"] = shown(notebook)
+        nb.metadata.papermill["output_path"] = shown(output)
         nbformat.write(nb, str(tmp))
         _keep_mode(tmp, output)
     failed.unlink(missing_ok=True)
@@ -205,7 +196,7 @@ def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = 
             print(f"{name:<12} FAILED after {time.perf_counter() - start:7.1f} s", flush=True)
             raise
         wall = time.perf_counter() - start
-        print(f"{name:<12} {wall:7.1f} s  -> {_shown(output)}", flush=True)
+        print(f"{name:<12} {wall:7.1f} s  -> {shown(output)}", flush=True)
         done.append((name, output, wall))
     return done
 
