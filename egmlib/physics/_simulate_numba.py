@@ -10,7 +10,7 @@ Python; see :mod:`egmlib.physics.simulate` for the equations and the operation o
 kernel
 repeats term by term in float32 so that it agrees with the torch path to rounding.
 
-Choices (measured on the 2-core machine, see the README's speed section):
+Choices (measured on a 2-core AMD EPYC virtual machine, see the README's speed section):
 
 * rows in blocks of ``block`` (32) under ``numba.prange``: one scratch vector of S per block
   instead of per row, and enough blocks (about 110 at 3,500 nodes) for the static split over

@@ -8,7 +8,8 @@ Any surface given as arrays ``(vertices, faces)`` can be used in place of the bu
 orientation defines the outward side (right-hand rule): electrodes sit on the side the normals
 point to.
 
-The idealised geometry follows the prototype recorded in ``shared/MEASURED.md``: LA radius 23 mm
+The idealised geometry follows a throw-away prototype that preceded this repository (measured
+there: complete SR activation and sustained AF on it): LA radius 23 mm
 and RA radius 25 mm shells (centres 56 mm apart here instead of the prototype's 50, so that the
 electrode layers 1.5 mm off each shell stay clear of each other and each atrium's electrodes can
 span a closed heart surface for the potential-to-potential BEM), holes cut by cones (LA: four

@@ -42,7 +42,7 @@ at the same paths). A parallel run sets ``OMP_NUM_THREADS=1`` (and the BLAS and 
 equivalents) before its kernel starts, so parallel runs do not oversubscribe the cores; kernels
 inherit the environment.
 
-Which is faster depends on the machine. On the project's 2-core machine, two one-thread workers
+Which is faster depends on the machine. On a 2-core AMD EPYC virtual machine, two one-thread workers
 ran two default 05 runs in 216 s against 186 s serially (one thread each; ``make bench``, section
 ``sweep``): the runs are bound by memory traffic, which two processes share, and the network
 trains 1.6x faster on two threads than on one. So the CLI runs serially with every core per run
