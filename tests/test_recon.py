@@ -176,3 +176,25 @@ def test_checkpoint_round_trip(tmp_path):
     assert meta["config"]["egm_scale"] == m.config.egm_scale
     np.testing.assert_array_equal(predict(m, bspm), predict(m2, bspm))
     np.testing.assert_allclose(predict(m, bspm[0]), predict(m, bspm)[0], rtol=1e-4, atol=1e-6)
+
+
+def test_train_recon_leaves_process_state_unchanged():
+    """Seed, deterministic kernels and ``threads`` hold for the call only; the recorded thread
+    count is the one used inside."""
+    egm, _, bspm = smooth_pairs(6)
+    model = tiny_model()
+    flags = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        torch.use_deterministic_algorithms(False)
+        torch.manual_seed(42)
+        rng = torch.get_rng_state()
+        threads = torch.get_num_threads()
+        h = train_recon(model, bspm[:4], egm[:4], bspm[4:], egm[4:], epochs=2,
+                        batch_size=2, progress=False, threads=threads + 1)
+        assert h["settings"]["threads"] == threads + 1
+        assert torch.get_num_threads() == threads
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert torch.equal(torch.get_rng_state(), rng)
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])

@@ -458,6 +458,32 @@ def test_numba_results_do_not_depend_on_the_thread_count(biatrial, biatrial_site
     assert np.allclose(two.traces["egm"], one.traces["egm"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_threads_hold_for_the_run_only(biatrial, biatrial_sites, backend, monkeypatch):
+    """``Simulator(threads=n)`` runs with n torch threads and leaves the process's count as it
+    was, after construction and after :meth:`Simulator.run`."""
+    import torch
+
+    lead = electrograms.infinite_medium_lead_field(biatrial_sites.electrodes,
+                                                   biatrial.mesh.vertices)
+    with one_thread():
+        sim = Simulator(biatrial, dt=DT, threads=2, backend=backend)
+        assert torch.get_num_threads() == 1
+        seen = []
+        setup = sim._setup
+
+        def spy(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return setup(*args, **kwargs)
+
+        monkeypatch.setattr(sim, "_setup", spy)
+        sim.run(draw_specs("SR", 1, 3, biatrial), 4.0, leads={"egm": lead},
+                show_progress=False)
+        assert seen == [2] and torch.get_num_threads() == 1
+    with pytest.raises(ValueError, match="threads"):
+        Simulator(biatrial, dt=DT, threads=0)
+
+
 def test_thread_chooser_keeps_the_faster_count_and_probes_again():
     ch = simulate._ThreadChooser(2, window=100, period=1000, max_period=4000)
     assert ch.current == 1  # one thread is timed first

@@ -1,4 +1,5 @@
-"""Training loop, normaliser, checkpoints, determinism and the throughput helper."""
+"""VAE training (train_vae on the shared loop), normaliser, checkpoints, determinism, process
+state, and the speed helpers of benchmarks/train.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.train import matmul_gflops, training_flops, training_throughput
 from egmlib.generators.models import ConvVAE, VAEConfig
 from egmlib.generators.train import (
     HISTORY_KEYS,
@@ -17,7 +19,6 @@ from egmlib.generators.train import (
     save_checkpoint,
     seed_everything,
     train_vae,
-    training_throughput,
 )
 
 T, C = 100, 32
@@ -184,8 +185,6 @@ def test_spec_avg_weight_reaches_the_history_and_the_loss_plot():
 
 
 def test_training_flops_counts_the_first_convolution_by_hand():
-    from egmlib.generators.train import matmul_gflops, training_flops
-
     cfg = VAEConfig(T=T, C=C, latent=8)
     one, two = training_flops(cfg), training_flops(cfg, batch_size=2)
     assert one["flops_per_window"] == pytest.approx(two["flops_per_window"])
@@ -203,3 +202,72 @@ def test_training_flops_counts_the_first_convolution_by_hand():
         assert by_module[f"ConvVAE.encoder_conv.{i}"] == factor * forward
         x = model.encoder_conv[i + 1](x_out)
     assert matmul_gflops(n=64, repeats=2, threads=1) > 0
+
+
+def _process_state() -> tuple:
+    return (torch.get_rng_state(), torch.are_deterministic_algorithms_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+            torch.get_num_threads())
+
+
+def test_train_vae_leaves_process_state_and_depends_only_on_its_seed(monkeypatch):
+    """train_vae seeds, switches deterministic kernels on and sets threads for the call only:
+    afterwards the global RNG, the flags and the thread count are as before, and the weights
+    do not depend on what the caller drew from the global generator before."""
+    X, Xv = smooth_windows(8, seed=3), smooth_windows(4, seed=4)
+    monkeypatch.setenv("EGMLIB_THREADS", "2")
+    before_flags = (torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled(),
+                    torch.get_num_threads())
+    states = []
+    try:
+        torch.use_deterministic_algorithms(False)
+        torch.set_num_threads(1)
+        for draws in (0, 5):
+            model = ConvVAE(VAEConfig(T=T, C=C, latent=8, n_classes=2))
+            model.load_state_dict(small_model(seed=7, n_classes=2).state_dict())
+            torch.use_deterministic_algorithms(False)
+            torch.manual_seed(99)
+            torch.rand(draws)
+            before = _process_state()
+            train_vae(model, X, np.array([0, 1] * 4), Xv, np.array([0, 1, 0, 1]), epochs=2,
+                      batch_size=4, seed=5, progress=False)
+            after = _process_state()
+            assert torch.equal(after[0], before[0])
+            assert after[1:] == before[1:] == (False, True, False, 1)
+            states.append(model.state_dict())
+    finally:
+        torch.use_deterministic_algorithms(before_flags[0], warn_only=before_flags[1])
+        torch.set_num_threads(before_flags[2])
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_divergence_carries_the_history_of_the_epochs_before(monkeypatch, tmp_path):
+    from egmlib.generators import train as train_mod
+
+    X = smooth_windows(8, seed=3)
+    calls = {"n": 0}
+    real = train_mod._step_loss
+
+    def poisoned(model, xb, yb, beta, weights):  # NaN from the second epoch's first batch
+        parts = real(model, xb, yb, beta, weights)
+        calls["n"] += 1
+        if model.training and calls["n"] > 3:
+            parts = {**parts, "total": parts["total"] * float("nan")}
+        return parts
+
+    monkeypatch.setattr(train_mod, "_step_loss", poisoned)
+    model = small_model()
+    ckpt = tmp_path / "vae.pt"
+    with pytest.raises(TrainingDivergedError, match="at epoch 1, batch 0") as ei:
+        train_vae(model, X, None, X[:4], None, epochs=3, batch_size=4, progress=False,
+                  checkpoint_path=ckpt)
+    h = ei.value.history
+    assert h["epochs_run"] == 1 and h["best_epoch"] == 0 and len(h["train"]["total"]) == 1
+    assert h["windows_per_s"] is None
+    # the model is back at epoch 0's weights: those of the last good checkpoint
+    saved, _, meta = load_checkpoint(ckpt, optimized=True)
+    assert meta["history"]["epochs_run"] == 1
+    for k, v in saved.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k

@@ -1,6 +1,6 @@
 """The reconstruction network of the augmentation experiment: a dual-branch VAE, BSPM -> EGM.
 
-The paper group's model (``shared/DESIGN.md`` section 7): one encoder reads a BSPM window
+The paper group's model: one encoder reads a BSPM window
 ``(T, 64)`` into a shared latent Gaussian (mean, log-variance); two decoders read the latent, one
 back to the BSPM ``(T, 64)``, one to the EGM ``(T, n_rec)``. Both branches are trained jointly, so
 the latent has to explain the torso signal (the BSPM branch, a regulariser) and the heart signal
@@ -35,17 +35,18 @@ not fitted yet), kept as buffers in the ``state_dict`` and mirrored in the confi
 :func:`predict` takes and returns data units (mV). The BSPM branch reconstructs its (noisy)
 input.
 
-Training (:func:`train_recon`): Adam, gradient norm clipped to 1, mini-batches shuffled by a
-numpy Generator of ``seed``, early stopping on the validation total loss (eval mode, z = mean),
-best weights restored. Deterministic for a seed on one machine (same thread count).
+Training (:func:`train_recon`, a thin user of :func:`egmlib.core.training.fit`): Adam, gradient
+norm clipped to 1, mini-batches shuffled by a numpy Generator of ``seed``, early stopping on the
+validation total loss (eval mode, z = mean), best weights restored. Deterministic for a seed on
+one machine (same thread count); the seed, deterministic kernels and threads hold for the call
+only (:func:`egmlib.core.process.torch_state`).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,9 @@ from torch.nn import functional as F
 
 from egmlib.core import runs
 from egmlib.core.checks import check_ints
-from egmlib.generators.train import seed_everything, torch_device
+from egmlib.core.process import torch_state
+from egmlib.core.training import FitResult, evaluate, fit
+from egmlib.generators.train import torch_device
 
 __all__ = [
     "LOSS_KEYS",
@@ -356,18 +359,37 @@ def _to_tensor(x: np.ndarray, scale: float, device: torch.device,
     return torch.from_numpy(np.ascontiguousarray(y)).to(device)
 
 
-@torch.no_grad()
+def _slices(tensors: tuple[torch.Tensor, ...], batch_size: int, order: torch.Tensor | None = None
+            ) -> Iterator[tuple[tuple[torch.Tensor, ...], int]]:
+    """``(batch tensors, windows)`` of consecutive slices of the rows (in ``order`` when given,
+    else as stored): :func:`egmlib.core.training.fit`'s batches."""
+    n = tensors[0].shape[0]
+    for s in range(0, n, batch_size):
+        if order is None:
+            yield tuple(t[s:s + batch_size] for t in tensors), min(batch_size, n - s)
+        else:
+            idx = order[s:s + batch_size]
+            yield tuple(t[idx] for t in tensors), len(idx)
+
+
 def _evaluate(model: DualBranchVAE, b: torch.Tensor, e: torch.Tensor, batch_size: int
               ) -> dict[str, float]:
-    model.eval()
-    sums = dict.fromkeys(LOSS_KEYS, 0.0)
-    n = b.shape[0]
-    for s in range(0, n, batch_size):
-        bb, eb = b[s:s + batch_size], e[s:s + batch_size]
-        parts = recon_loss_moments(model, bb, eb)
-        for k in LOSS_KEYS:
-            sums[k] += float(parts[k]) * bb.shape[0]
-    return {k: v / n for k, v in sums.items()}
+    """Window-weighted means of :data:`LOSS_KEYS` over normalised channels-first pairs (eval
+    mode, z = mean): the validation of :func:`train_recon`."""
+    return evaluate(model, _slices((b, e), batch_size),
+                    lambda be: recon_loss_moments(model, *be), LOSS_KEYS)
+
+
+def _history(result: FitResult, settings: dict[str, Any], t_start: float) -> dict[str, Any]:
+    """:func:`train_recon`'s history (plain values) from the loop's result."""
+    return {
+        "train": {k: list(result.train.get(k, ())) for k in LOSS_KEYS},
+        "val": {k: list(result.val.get(k, ())) for k in LOSS_KEYS},
+        "epoch_s": list(result.epoch_s), "best_epoch": result.best_epoch,
+        "best_val": result.best_val, "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early, "seconds": time.perf_counter() - t_start,
+        "pairs_per_s": result.samples_per_s, "settings": settings,
+    }
 
 
 def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLike,
@@ -381,14 +403,19 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     Scales are fitted on the training pairs when the model has none. Adam(``lr``), gradient norm
     clipped to ``clip_norm``, ``batch_size`` windows per step, shuffled by ``seed``; early
     stopping after ``patience`` epochs without a lower validation ``total`` (eval mode); the best
-    weights are restored. Training and validation pairs must come from different simulations.
-    The loss is computed by :func:`recon_loss_moments` (the numbers of :func:`recon_loss` without
-    forming the reconstructed EGM; 2.4x more pairs/s at batch 32, measured side by side).
-    ``threads``: torch CPU threads (``None``, the default:
-    :func:`egmlib.generators.train.configure_threads`,
-    the ``EGMLIB_THREADS`` variable or every core). With the moment loss, two threads train
-    1.6x faster than one on the 2-core machine (630 against 389 pairs/s, ``make bench``);
-    before it, when elementwise passes dominated, one thread was faster.
+    weights are restored (the loop: :func:`egmlib.core.training.fit`). Training and validation
+    pairs must come from different simulations. A NaN or infinite loss raises
+    :class:`egmlib.core.training.TrainingDivergedError` (a ``RuntimeError``) with the best weights
+    restored. The loss is computed by :func:`recon_loss_moments` (the numbers of
+    :func:`recon_loss` without forming the reconstructed EGM; 2.4x more pairs/s at batch 32,
+    measured side by side).
+
+    Process state: the call runs with torch's generators seeded by ``seed``, deterministic
+    kernels and ``threads`` torch CPU threads (``None``, the default: the ``EGMLIB_THREADS``
+    variable or every core, :func:`egmlib.core.process.default_threads`), and restores all three
+    on return. With the moment loss, two threads train 1.6x faster than one on the 2-core
+    machine (630 against 389 pairs/s, ``make bench``); before it, when elementwise passes
+    dominated, one thread was faster.
 
     History: ``train`` / ``val`` map each of :data:`LOSS_KEYS` to per-epoch values; also
     ``epoch_s``, ``best_epoch`` (0-based), ``best_val``, ``epochs_run``, ``stopped_early``,
@@ -401,79 +428,30 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     cfg = model.config
     b_tr, e_tr = _check_pairs("train", bspm_train, egm_train, cfg)
     b_va, e_va = _check_pairs("val", bspm_val, egm_val, cfg)
-    dev = torch_device(device, threads)
+    dev = torch_device(device)
     if not model.fitted:
         model.fit_scales(b_tr, e_tr)
     sb, se = model._scales()
 
-    seed_everything(seed)
     rng = np.random.default_rng(seed)
-    model.to(dev)
-    xb_tr, xe_tr = _to_tensor(b_tr, sb, dev, True), _to_tensor(e_tr, se, dev, True)
-    xb_va, xe_va = _to_tensor(b_va, sb, dev, True), _to_tensor(e_va, se, dev, True)
-    e_mean_tr, e_css_tr = target_moments(xe_tr)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-
-    history: dict[str, Any] = {
-        "train": {k: [] for k in LOSS_KEYS}, "val": {k: [] for k in LOSS_KEYS},
-        "epoch_s": [], "best_epoch": None, "best_val": None, "epochs_run": 0,
-        "stopped_early": False, "seconds": None, "pairs_per_s": None,
-        "settings": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                     "patience": patience, "clip_norm": clip_norm, "device": device,
-                     "threads": torch.get_num_threads(), "n_train": int(b_tr.shape[0]),
-                     "n_val": int(b_va.shape[0]), "config": cfg.to_dict()},
-    }
-    best_state = copy.deepcopy(model.state_dict())
-    best_val = math.inf
-    since_best = 0
-    n = b_tr.shape[0]
-    train_time = 0.0
-    bar = runs.progress(range(epochs), desc="train recon") if progress else range(epochs)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        model.train()
-        order = torch.from_numpy(rng.permutation(n))
-        sums = dict.fromkeys(LOSS_KEYS, 0.0)
-        for s in range(0, n, batch_size):
-            idx = order[s:s + batch_size]
-            bb, eb = xb_tr[idx], xe_tr[idx]
-            parts = recon_loss_moments(model, bb, eb, e_mean_tr[idx], e_css_tr[idx])
-            loss = parts["total"]
-            if not torch.isfinite(loss):
-                model.load_state_dict(best_state)
-                raise RuntimeError(f"training diverged: non-finite loss at epoch {epoch}; the "
-                                   "model was reset to its best weights; try a lower lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-            opt.step()
-            for k in LOSS_KEYS:
-                sums[k] += float(parts[k].detach()) * len(idx)
-        train_time += time.perf_counter() - t0
-        val = _evaluate(model, xb_va, xe_va, max(batch_size, 64))
-        for k in LOSS_KEYS:
-            history["train"][k].append(sums[k] / n)
-            history["val"][k].append(val[k])
-        history["epoch_s"].append(time.perf_counter() - t0)
-        history["epochs_run"] = epoch + 1
-        if val["total"] < best_val:
-            best_val = val["total"]
-            best_state = copy.deepcopy(model.state_dict())
-            history["best_epoch"], history["best_val"] = epoch, best_val
-            since_best = 0
-        else:
-            since_best += 1
-        if progress and hasattr(bar, "set_postfix"):
-            bar.set_postfix(train=f"{sums['total'] / n:.3f}", val=f"{val['total']:.3f}",
-                            corr=f"{val['corr']:.2f}")
-        if since_best >= patience:
-            history["stopped_early"] = True
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    history["pairs_per_s"] = n * history["epochs_run"] / train_time if train_time else None
-    history["seconds"] = time.perf_counter() - t_start
-    return history
+    with torch_state(seed, threads, device=dev) as n_threads:
+        model.to(dev)
+        xb_tr, xe_tr = _to_tensor(b_tr, sb, dev, True), _to_tensor(e_tr, se, dev, True)
+        xb_va, xe_va = _to_tensor(b_va, sb, dev, True), _to_tensor(e_va, se, dev, True)
+        train = (xb_tr, xe_tr, *target_moments(xe_tr))
+        settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                    "patience": patience, "clip_norm": clip_norm, "device": device,
+                    "threads": n_threads, "n_train": int(b_tr.shape[0]),
+                    "n_val": int(b_va.shape[0]), "config": cfg.to_dict()}
+        result = fit(
+            model, lambda batch, e: recon_loss_moments(model, *batch),
+            lambda e: _slices(train, batch_size, torch.from_numpy(rng.permutation(len(b_tr)))),
+            lambda e: _slices((xb_va, xe_va), max(batch_size, 64)),
+            torch.optim.Adam(model.parameters(), lr=lr), epochs=epochs, patience=patience,
+            clip_norm=clip_norm, record=LOSS_KEYS,
+            progress="train recon" if progress else None, show={"corr": "corr"},
+            hint="; try a lower lr")
+    return _history(result, settings, t_start)
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ Protocols (parameter ranges: shared/DESIGN.md section 4 and shared/MEASURED.md):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -46,6 +47,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 from scipy.sparse import csgraph
 
+from egmlib.core.process import torch_threads
 from egmlib.core.runs import progress
 from egmlib.physics.geometry import LA, RA, AtrialGeometry
 
@@ -621,9 +623,12 @@ class Simulator:
         geometry: the tissue surface.
         dt: time step (ms); must divide the recording interval.
         device: torch device (``"cpu"`` or ``"cuda"``).
-        threads: torch intra-op threads (default: all cores). The numba kernel uses as many
-            threads as torch is set to at the time of :meth:`run` (at most numba's own limit),
-            so one setting governs both.
+        threads: torch intra-op threads during :meth:`run`, set for the call and restored
+            after it (default ``None``: the process's setting, e.g. from
+            :func:`egmlib.core.process.setup_process`). The numba kernel uses as many threads
+            as torch is set to during :meth:`run` (at most numba's own limit), so one setting
+            governs both. Constructing or running a simulator changes no process-wide
+            setting.
         backend: ``"auto"`` (numba on the CPU when it is installed, else torch), ``"numba"``
             or ``"torch"``.
     """
@@ -651,8 +656,11 @@ class Simulator:
         self.backend = backend
         #: numba backend: (threads, seconds per step) of each timing window of the last run
         self.last_thread_history: list[tuple[int, float]] = []
-        if threads is not None:
-            torch.set_num_threads(threads)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or threads < 1):
+            raise ValueError(f"threads: got {threads!r}; allowed: an int >= 1 or None")
+        #: torch (and numba) threads during :meth:`run`; ``None``: the process's setting
+        self.threads = threads
         self._adjacency = self._graph()
 
     def _graph(self) -> sparse.csr_matrix:
@@ -692,11 +700,13 @@ class Simulator:
             check_every_ms: interval of the liveness and wavefront checks.
             log_activations: keep every activation (node, time) (tests, CV measurement).
         """
-        su = self._setup(specs, duration_ms, transient_ms, leads, record_dt_ms, snapshot_ms,
-                         check_every_ms)
-        acts = _ActivationLog(su.n, su.s, transient_ms, self.dt, keep_all=log_activations)
-        loop = self._loop_numba if self.backend == "numba" else self._loop_torch
-        traces, snaps, wavefronts, alive = loop(su, acts, transient_ms, show_progress)
+        with (torch_threads(self.threads) if self.threads is not None
+              else contextlib.nullcontext()):
+            su = self._setup(specs, duration_ms, transient_ms, leads, record_dt_ms, snapshot_ms,
+                             check_every_ms)
+            acts = _ActivationLog(su.n, su.s, transient_ms, self.dt, keep_all=log_activations)
+            loop = self._loop_numba if self.backend == "numba" else self._loop_torch
+            traces, snaps, wavefronts, alive = loop(su, acts, transient_ms, show_progress)
         n, s = su.n, su.s
         return SimulationResult(
             specs=list(specs),
