@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-
-from egmlib.core import runs
 
 __all__ = [
     "available_cores",
@@ -72,8 +71,10 @@ def seed_everything(seed: int, deterministic: bool = True) -> np.random.Generato
     deterministic kernels for the process (``warn_only``: a kernel without a deterministic
     version warns instead of failing; cuDNN deterministic, no benchmark). Returns a fresh numpy
     ``Generator`` of ``seed``. Process-wide: for entry points (:func:`setup_process`)."""
-    rng = runs.seed_everything(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - legacy global state, for third-party code
     torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     if deterministic:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False

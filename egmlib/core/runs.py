@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,6 @@ __all__ = [
     "results_dir",
     "save_json",
     "save_record",
-    "seed_everything",
     "sha256_file",
     "shown",
 ]
@@ -265,17 +263,6 @@ def provenance(params: Mapping[str, Any], seed: int | None = None) -> dict[str, 
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
     }
-
-
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed Python, numpy and torch (if imported) and return a fresh numpy Generator."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - legacy global state, for third-party code
-    if "torch" in sys.modules:
-        import torch
-
-        torch.manual_seed(seed)
-    return np.random.default_rng(seed)
 
 
 def quiet() -> bool:

@@ -30,11 +30,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from egmlib.core import metrics
+from egmlib.core.process import seeded_torch
 from egmlib.core.runs import MissingInputError, atomic_path, provenance, require
 from egmlib.data import LABELS, Dataset
 from egmlib.generators.generate import encode_means, generate, select_best
 from egmlib.generators.models import ConvVAE, LossWeights, VAEConfig
-from egmlib.generators.train import Normalizer, load_checkpoint, seed_everything, train_vae
+from egmlib.generators.train import Normalizer, load_checkpoint, train_vae
 
 __all__ = [
     "GENERATORS",
@@ -90,10 +91,10 @@ def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str |
     if len(x_tr) == 0 or len(x_va) == 0:
         raise ValueError(f"the data set has no {'SR ' if kind == 'vae_s' else ''}windows in its "
                          "train or validation split; rebuild it with more simulations")
-    seed_everything(p["seed"])
     n_classes = 0 if kind == "vae_s" else len(LABELS)
-    model = ConvVAE(VAEConfig(T=x_tr.shape[1], C=x_tr.shape[2], latent=p["latent"],
-                              n_classes=n_classes))
+    with seeded_torch(p["seed"], p["device"]):  # the initial weights; no process state changed
+        model = ConvVAE(VAEConfig(T=x_tr.shape[1], C=x_tr.shape[2], latent=p["latent"],
+                                  n_classes=n_classes))
     norm = Normalizer().fit(x_tr)
     history = train_vae(model, x_tr, y_tr, x_va, y_va, epochs=p["epochs"],
                         batch_size=p["batch_size"], lr=p["lr"], beta_max=p["beta_max"],
