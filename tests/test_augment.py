@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from egmlib.augmentation import augment
-from egmlib.data import Dataset, noisy_bspm, reference_rows, split_by_simulation
+from egmlib.data import Dataset, noisy_bspm, split_by_simulation
+from egmlib.physics.forward import reference_mean
 
 T, N_REC, FS = 64, 16, 100.0
 TINY = {"channels": (8, 8, 16), "latent_dim": 8}
@@ -38,8 +39,8 @@ def fake_dataset(tmp_path, n_sims: int = 6, per_sim: int = 3, seed: int = 0) -> 
     egm = np.asarray(egm, np.float32)
     label = np.asarray(label, np.int8)
     sim_id = np.asarray(sim_id, np.int32)
-    transfer = reference_rows(rng.standard_normal((3, 64, N_REC)) * 0.05, axis=1)
-    bspm = reference_rows(np.einsum("wtc,kec->wkte", egm.astype(float), transfer), axis=-1)
+    transfer = reference_mean(rng.standard_normal((3, 64, N_REC)) * 0.05, axis=1)
+    bspm = reference_mean(np.einsum("wtc,kec->wkte", egm.astype(float), transfer), axis=-1)
     split = split_by_simulation(sim_id, label, 0.34, 0.34, seed)
     z = np.zeros(1, np.float32)
     return Dataset(path=tmp_path, manifest={"fs": FS}, egm=egm, label=label, sim_id=sim_id,

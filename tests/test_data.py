@@ -198,6 +198,12 @@ def test_manifest_holds_checksums_shapes_specs_and_provenance(tiny):
     assert prov["versions"]["numpy"] == np.__version__
     assert sum(m["counts"].values()) == len(ds.egm)
     assert m["n_nodes"] == biatrial_geometry(4.0).n_vertices
+    # one DF definition (egmlib.core.metrics): SR Botteron at 500 Hz, AF plain in 3-12 Hz
+    assert m["df_method"] == {"SR": {"method": "botteron", "band_hz": [0.5, 3.0]},
+                              "AF": {"method": "plain", "band_hz": [3.0, 12.0]}}
+    # the lead-field compression: cut in a gap with a margin far above rounding, error <= 1e-7
+    assert m["lead_rank"] > 10 and m["lead_rank_margin_decades"] > 1e-4
+    assert 0 < m["lead_relative_error"] <= 1e-7 and m["lead_rank_gap_decades"] > 0
     assert m["simulator_backend"] == ("numba" if simulate.numba_available() else "torch")
 
 

@@ -131,7 +131,7 @@ def test_lead_field_is_the_1_over_r_kernel():
     assert g.shape == (2, 3)
     assert np.allclose(g, BETA_MM / (4 * np.pi * r))
     assert g[0, 0] == pytest.approx(BETA_MM / (4 * np.pi))
-    with pytest.raises(ValueError, match="electrode lies on a tissue node"):
+    with pytest.raises(ValueError, match="lies on source point"):
         infinite_medium_lead_field(nodes[:1], nodes)
     with pytest.raises(ValueError, match=r"\(n, 3\)"):
         infinite_medium_lead_field(electrodes[:, :2], nodes)

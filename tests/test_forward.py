@@ -20,17 +20,22 @@ import numpy as np
 import pytest
 
 from egmlib.physics.forward import (
+    LEAD_RANK_WINDOW,
     SVD,
     add_noise,
     bounded_potentials,
+    compress_lead_field,
     gcv_lambda,
     heart_surface,
     infinite_medium,
     lambda_grid,
     lcurve_lambda,
+    lead_rank,
     reference_mean,
     svd,
     tikhonov,
+    tikhonov_solution,
+    tikhonov_windows,
     torso_lead_field,
     transfer_matrix,
     winding_number,
@@ -232,12 +237,84 @@ def test_add_noise_realised_snr(snr_db):
         assert abs(10 * np.log10(np.mean(xb**2) / np.mean((ybb - xb) ** 2)) - snr_db) < 0.5
 
 
+def test_add_noise_per_window_and_site():
+    """``axis=-2``: one SNR per window and site of (n, T, C) windows, whatever their scale."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 500, 4)) * np.array([0.1, 1.0, 10.0, 100.0])
+    y = add_noise(x, 10.0, np.random.default_rng(2), axis=-2)
+    snr = 10 * np.log10((x**2).mean(axis=1) / ((y - x) ** 2).mean(axis=1))
+    # 500 samples: the noise power is estimated to sqrt(2 / 500) = 6.3 %, i.e. 0.27 dB (1 sd)
+    np.testing.assert_allclose(snr, 10.0, atol=1.2)
+    # the noise is sigma * standard_normal(x.shape) from the generator as given
+    sigma = np.sqrt((x**2).mean(axis=1, keepdims=True) / 10.0)
+    np.testing.assert_allclose(y - x, sigma * np.random.default_rng(2).standard_normal(x.shape))
+
+
 def test_add_noise_rejects_bad_inputs():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="NaN"):
         add_noise(np.array([1.0, np.nan]), 20.0, rng)
     with pytest.raises(ValueError, match="zero power"):
         add_noise(np.zeros(10), 20.0, rng)
+
+
+# ---------------------------------------------------------------------------- compression
+def test_lead_rank_cuts_at_the_widest_gap_in_the_window():
+    # log10 spectrum 0, -6.9, -7.2, -7.3, -7.7, -7.8, -8.1, -9: the candidate cuts discard at most
+    # 1e-7 and keep at least 1e-8: after -6.9 (gap 0.3), -7.2 (0.1), -7.3 (0.4), -7.7 (0.1) and
+    # -7.8 (0.3); the widest is after -7.3: rank 4, gap 0.4, margin 0.4 - 0.3
+    s = 10.0 ** np.array([0.0, -6.9, -7.2, -7.3, -7.7, -7.8, -8.1, -9.0])
+    r, gap, margin = lead_rank(s)
+    assert r == 4 and gap == pytest.approx(0.4) and margin == pytest.approx(0.1)
+    # the cut from 0 down to -6 lies across the whole window: keep only the first
+    assert lead_rank(10.0 ** np.array([0.0, -6.0, -10.0]), (1e-8, 1e-7))[0] == 2
+    assert lead_rank(np.array([1.0, 0.5]))[0] == 2  # nothing small: keep everything
+    with pytest.raises(ValueError, match="window"):
+        lead_rank(s, (1e-7, 1e-8))
+
+
+@pytest.fixture(scope="module")
+def stacked_lead():
+    """The stacked torso lead field of the tiny data set (4 mm mesh, one 60 mm torso)."""
+    geom = biatrial_geometry(4.0)
+    t = make_torso(edge_mm=60.0, scale=(1.05, 0.95, 1.0), rotation_deg=(3.0, -4.0, 5.0))
+    return torso_lead_field(t, geom.mesh.vertices) / (4 * np.pi)
+
+
+def test_compress_lead_field_rank_is_robust_and_accurate(stacked_lead):
+    lead = stacked_lead
+    c = compress_lead_field(lead)
+    r = c.basis.shape[0]
+    s = c.singular_values
+    np.testing.assert_allclose(s, np.linalg.svd(lead, compute_uv=False), rtol=1e-8,
+                               atol=1e-13 * s[0])
+    # the stated accuracy: ||L - W R||_2 = s_r <= 1e-7 s_0, and R has orthonormal rows
+    err = np.linalg.norm(lead - c.weights @ c.basis, 2)
+    assert err == pytest.approx(s[r], rel=1e-3) and err <= LEAD_RANK_WINDOW[1] * s[0]
+    assert s[r - 1] >= LEAD_RANK_WINDOW[0] * s[0]
+    np.testing.assert_allclose(c.basis @ c.basis.T, np.eye(r), atol=1e-10)
+    # rounding-level perturbations (1e-12 relative, far above the thread-count differences of
+    # BLAS) never move the rank; the margin between the two widest gaps is what protects it
+    _, _, margin = lead_rank(s)
+    assert margin > 1e-3
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        p = compress_lead_field(lead * (1.0 + 1e-12 * rng.standard_normal(lead.shape)))
+        assert p.basis.shape[0] == r
+        np.testing.assert_allclose(p.weights @ p.basis, c.weights @ c.basis, rtol=0,
+                                   atol=1e-9 * np.abs(lead).max())
+        # signed singular vectors: the factors themselves agree, not only their product
+        np.testing.assert_allclose(p.weights, c.weights, rtol=0, atol=1e-6 * s[0])
+    # a realistic (zero-sum, smooth) source: the compressed BSPM matches to 1e-6
+    geom = biatrial_geometry(4.0)
+    q = np.exp(-np.sum((geom.mesh.vertices - geom.mesh.vertices[0]) ** 2, axis=1) / 400.0)
+    q -= q.mean()
+    assert _rel(c.weights @ (c.basis @ q), lead @ q) < 1e-6  # measured 1.1e-8
+
+
+def test_compress_lead_field_needs_a_finite_matrix():
+    with pytest.raises(ValueError, match="NaN"):
+        compress_lead_field(np.array([[1.0, np.nan], [0.0, 1.0]]))
 
 
 # ---------------------------------------------------------------------------- Tikhonov
@@ -282,6 +359,24 @@ def test_lcurve_lambda_finite_inside_range_and_useful():
     d2r, d2e = np.gradient(d1r, t), np.gradient(d1e, t)
     kappa = (d1r * d2e - d2r * d1e) / (d1r**2 + d1e**2) ** 1.5
     assert abs(int(np.argmax(kappa[2:-2])) + 2 - curve.index) <= 3
+
+
+def test_tikhonov_solution_is_the_choice_then_the_solve():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(40, 30)) @ np.diag(0.8 ** np.arange(30))
+    b = a @ rng.normal(size=(30, 5)) + 0.01 * rng.normal(size=(40, 5))
+    for method, choose in (("lcurve", lcurve_lambda), ("gcv", gcv_lambda)):
+        sol = tikhonov_solution(a, b, method)
+        lam, curve = choose(a, b)
+        assert sol.lam == lam and sol.curve.index == curve.index
+        np.testing.assert_allclose(sol.x, tikhonov(a, b, lam), rtol=1e-12)
+    # windows (n, T, n_leads): one lambda each, solutions (n, T, n_sources)
+    w = np.stack([b.T, 2 * b.T])
+    rec, lams = tikhonov_windows(svd(a), w, "lcurve")
+    assert rec.shape == (2, 5, 30) and lams.shape == (2,)
+    np.testing.assert_allclose(rec[1], tikhonov_solution(a, 2 * b, "lcurve").x.T, rtol=1e-12)
+    with pytest.raises(ValueError, match="method"):
+        tikhonov_solution(a, b, "discrepancy")
 
 
 def test_gcv_lambda_and_custom_grid():

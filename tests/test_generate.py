@@ -11,6 +11,7 @@ from egmlib.generators.generate import (
     generate,
     interpolate,
     nearest_rmse,
+    nearest_windows,
     select_best,
 )
 from egmlib.generators.models import ConvVAE, VAEConfig
@@ -123,6 +124,19 @@ def test_nearest_rmse_matches_hand_computation():
     # chunking over references gives the same numbers
     assert np.allclose(nearest_rmse(cand, ref, max_chunk_bytes=1), hand, atol=1e-9)
     assert nearest_rmse(ref, ref) == pytest.approx(np.zeros(11), abs=1e-6)
+
+
+def test_nearest_windows_index_ties_and_exact_copies():
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(9, 12, 2)).astype(np.float32)
+    ref[7] = ref[2]                                           # a tie: the lower index wins
+    cand = np.stack([ref[2], ref[5] + 0.1, ref[0] - 0.2])
+    for chunk in (1 << 28, 1):                                # one chunk, or one window a chunk
+        idx, r = nearest_windows(cand, ref, max_chunk_bytes=chunk)
+        assert idx.tolist() == [2, 5, 0]
+        assert r[0] == 0.0                                    # recomputed directly: exactly 0
+        np.testing.assert_allclose(r[1:], [0.1, 0.2], rtol=1e-6)
+    np.testing.assert_array_equal(nearest_rmse(cand, ref), r)
 
 
 def test_select_best_keeps_the_m_lowest():

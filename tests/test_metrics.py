@@ -165,6 +165,28 @@ def test_sinus_df_at_100hz_autocorr_and_botteron_refused():
         M.dominant_frequency(x, fs, M.SR_BAND, method="botteron")
 
 
+def test_df_settings_one_definition_per_rhythm_and_rate():
+    assert M.df_settings("AF", 100.0) is M.df_settings("AF", 500.0) is M.AF_DF
+    assert M.AF_DF == M.DFSettings("plain", (3.0, 12.0)) and M.AF_BAND == (3.0, 12.0)
+    # SR: Botteron where its 40-250 Hz band-pass fits (fs >= 400 Hz), autocorrelation below
+    assert M.df_settings("SR", 500.0) == M.SR_DF_RECORDING == M.DFSettings("botteron", (0.5, 3.0))
+    assert M.df_settings("SR", 400.0) is M.SR_DF_RECORDING
+    assert M.df_settings("SR", 100.0) == M.SR_DF_WINDOW == M.DFSettings("autocorr", (0.5, 3.0))
+    assert M.SR_DF_WINDOW.as_dict() == {"method": "autocorr", "band_hz": [0.5, 3.0]}
+    with pytest.raises(ValueError, match="rhythm"):
+        M.df_settings("VF", 100.0)
+    with pytest.raises(ValueError, match="fs"):
+        M.df_settings("SR", 0.0)
+    # rhythm_df is dominant_frequency with those settings: 1.2 Hz pacing, 6.3 Hz AF
+    fs = 100.0
+    sr = pulse_train(1.2, fs, 4.0, 0.01)[:, None]
+    assert M.rhythm_df(sr, fs, "SR")[0] == pytest.approx(1.2, abs=0.02)
+    assert M.rhythm_df(sr, fs, "SR") == M.dominant_frequency(sr, fs, M.SR_BAND, "autocorr")
+    t = np.arange(400) / fs
+    af = np.sin(2 * np.pi * 6.3 * t)[:, None]
+    assert M.rhythm_df(af, fs, "AF")[0] == pytest.approx(6.3, abs=0.05)
+
+
 def test_dominant_frequency_constant_channel_is_nan():
     fs = 100.0
     t = np.arange(400) / fs

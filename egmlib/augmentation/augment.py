@@ -1,4 +1,4 @@
-"""The augmentation experiment (notebooks 05_augment and 06_sweep; ``shared/DESIGN.md`` section 7).
+"""The augmentation experiment (notebooks 05_augment and 06_sweep).
 
 One run, for a number ``k`` of synthetic windows and a ``seed`` (:func:`run_augmentation`):
 
@@ -28,9 +28,8 @@ correlation stored in the data manifest (``formulation_agreement``), as in the p
 synthetic EGMs also had only a transfer matrix to reach the torso.
 
 DF error: ``|DF(reconstruction) - DF(truth)|`` per site and window, with
-:func:`egmlib.core.metrics.dominant_frequency` ``method="autocorr"`` in ``SR_BAND`` (0.5-3
-Hz) for SR
-and ``method="plain"`` in ``AF_BAND`` (3-12 Hz) for AF, at the windows' ``fs`` (DF of a window
+:func:`egmlib.core.metrics.rhythm_df` at the windows' ``fs`` (at 100 Hz: autocorrelation in
+``SR_BAND``, 0.5-3 Hz, for SR; plain Welch argmax in ``AF_BAND``, 3-12 Hz, for AF; DF of a window
 that is constant in time is NaN and left out of the mean).
 """
 
@@ -48,9 +47,15 @@ from numpy.typing import ArrayLike, NDArray
 from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, predict, train_recon
 from egmlib.core import metrics
 from egmlib.core.checks import check_int, check_ints
-from egmlib.data import LABELS, Dataset, noisy_bspm, reference_rows
+from egmlib.data import LABELS, Dataset, noisy_bspm
 from egmlib.generators.train import seed_everything
-from egmlib.physics.forward import add_noise, lcurve_lambda, svd, tikhonov
+from egmlib.physics.forward import (
+    add_noise,
+    reference_mean,
+    svd,
+    tikhonov_solution,
+    tikhonov_windows,
+)
 
 __all__ = [
     "EVAL_NOISE_SEED",
@@ -71,8 +76,6 @@ __all__ = [
 GENERATORS = ("none", "vae_s", "vae_c")
 #: Seed of the noise on the test BSPMs (shared by every run, see the module docstring).
 EVAL_NOISE_SEED = 20_251_216
-#: DF method and band per rhythm (see the module docstring).
-DF_SETTINGS = {"SR": ("autocorr", metrics.SR_BAND), "AF": ("plain", metrics.AF_BAND)}
 
 _TRAIN, _VAL, _SYNTH = 0, 1, 2  # purposes of derived noise seeds
 
@@ -131,10 +134,10 @@ def pair_synthetic(egm_synth: ArrayLike, transfer: ArrayLike, snr_db: float | No
                          f"shape {a.shape}")
     if not (np.all(np.isfinite(e)) and np.all(np.isfinite(a))):
         raise ValueError("egm_synth: synthetic windows or transfer matrices are not finite")
-    clean = reference_rows(np.einsum("ktc,nec->knte", e, a), axis=-1)
+    clean = reference_mean(np.einsum("ktc,nec->knte", e, a), axis=-1)
     if snr_db is None or e.shape[0] == 0:
         return clean
-    return reference_rows(add_noise(clean, snr_db, rng, axis=(-2, -1)), axis=-1)
+    return reference_mean(add_noise(clean, snr_db, rng, axis=(-2, -1)), axis=-1)
 
 
 @dataclass
@@ -220,9 +223,7 @@ def build_training_set(ds: Dataset, synth_egm: ArrayLike | None, k: int, snr_db:
 # Evaluation
 # ------------------------------------------------------------------------------------------------
 def _df_error(truth: NDArray, recon: NDArray, fs: float, rhythm: str) -> NDArray[np.float64]:
-    method, band = DF_SETTINGS[rhythm]
-    return np.abs(metrics.dominant_frequency(recon, fs, band, method=method)
-                  - metrics.dominant_frequency(truth, fs, band, method=method))
+    return np.abs(metrics.rhythm_df(recon, fs, rhythm) - metrics.rhythm_df(truth, fs, rhythm))
 
 
 def _scores(truth: NDArray, recon: NDArray, df_err: NDArray) -> dict[str, float]:
@@ -265,13 +266,9 @@ def evaluate(model: DualBranchVAE | None, ds: Dataset, snr_db: float,
         if model is not None:
             rec_net.append(predict(model, b.astype(np.float32)).astype(np.float64))
         if tikhonov_baseline:
-            dec = svd(ds.transfer[int(t)])
-            sol = np.empty_like(truth)
-            for j in range(len(idx)):
-                lam, _ = lcurve_lambda(dec, b[j].T)
-                sol[j] = tikhonov(dec, b[j].T, lam).T
-                lams.append(lam)
+            sol, lam = tikhonov_windows(ds.transfer[int(t)], b, "lcurve")
             rec_tik.append(sol)
+            lams.extend(lam)
     n_t = len(torsos)
     truth_all = np.concatenate([truth] * n_t)
     lab_all = np.concatenate([labels] * n_t)
@@ -388,11 +385,10 @@ def examples(model: DualBranchVAE, ds: Dataset, snr_db: float, seed: int = EVAL_
         if len(idx) == 0:
             continue
         b = noisy_bspm(ds, idx[:1], torso, snr_db, seed)
-        lam, _ = lcurve_lambda(dec, b[0].T)
         out[rhythm] = {"window": int(idx[0]), "torso": torso,
                        "truth": np.asarray(ds.egm[idx[0]], float),
                        "network": predict(model, b.astype(np.float32))[0],
-                       "tikhonov": tikhonov(dec, b[0].T, lam).T}
+                       "tikhonov": tikhonov_solution(dec, b[0].T, "lcurve").x.T}
     return out
 
 

@@ -27,7 +27,7 @@ resolution. Segments are at most 4 s long by default, which resolves sinus rates
 :func:`dominant_frequency` offers three methods:
 
 * ``"plain"``: the argmax of the Welch PSD of the raw signal inside ``band``. Right for atrial
-  fibrillation, whose EGM spectra peak at the activation rate (4-10 Hz; search ``AF_BAND``).
+  fibrillation, whose EGM spectra peak at the activation rate (search ``AF_BAND``).
 * ``"botteron"``: Botteron & Smith (IEEE Trans Biomed Eng 42:579-586, 1995) preprocessing, i.e.
   band-pass 40-250 Hz, rectify, low-pass 20 Hz, then the argmax of the Welch PSD in ``band``.
   The band-pass needs a high sampling rate (``fs >= 400`` Hz; at 500 Hz the upper edge is lowered
@@ -37,13 +37,23 @@ resolution. Segments are at most 4 s long by default, which resolves sinus rates
 
 Sinus-rhythm unipolar EGMs are trains of sharp deflections whose spectrum rises with frequency
 over the first harmonics, so the plain PSD puts its peak on a harmonic of the pacing rate
-(``MEASURED.md``: on the 2nd-17th harmonic at 54-100% of electrodes). Even in a narrow band such
-as ``SR_BAND`` = 0.5-3 Hz the plain argmax falls on the highest harmonic inside the band (a 1.5 Hz
-train gives 3.0 Hz, see the tests). For SR therefore use ``method="botteron"`` on the 500 Hz
-signals before resampling (``MEASURED.md``: the pacing rate at 100% of electrodes for cycle
-lengths 800-1000 ms, but 32% at 600 ms, the rest on the 3rd harmonic, which ``SR_BAND``
-excludes) or ``method="autocorr"`` (also on 100 Hz windows), both in ``SR_BAND``. In AF, plain
-and Botteron DF agreed in all 24 sustained runs measured. The notebooks state the method used.
+(measured on this simulator's SR EGMs: on the 2nd-17th harmonic at 54-100% of electrodes). Even
+in a narrow band such as ``SR_BAND`` = 0.5-3 Hz the plain argmax falls on the highest harmonic
+inside the band (a 1.5 Hz train gives 3.0 Hz, see the tests). For SR therefore use
+``method="botteron"`` on the 500 Hz signals before resampling (measured: the pacing rate at 100%
+of electrodes for cycle lengths 800-1000 ms, but 32% at 600 ms, the rest on the 3rd harmonic,
+which ``SR_BAND`` excludes) or ``method="autocorr"`` (also on 100 Hz windows), both in
+``SR_BAND``. In AF, plain and Botteron DF agreed in all 24 sustained runs measured.
+
+The one choice of DF settings
+-----------------------------
+Every DF in the package (the data build, the fidelity section, the augmentation study) comes from
+:func:`df_settings`, which maps a rhythm and a sampling rate to a :class:`DFSettings`; notebooks
+call :func:`rhythm_df`. Only SR distinguishes two signals, because Botteron preprocessing needs
+``fs >= 400`` Hz: the 500 Hz recordings of the data build use :data:`SR_DF_RECORDING` (Botteron,
+the more accurate SR rate) and the 100 Hz network windows :data:`SR_DF_WINDOW`
+(autocorrelation); both search ``SR_BAND``. AF uses :data:`AF_DF` (plain Welch argmax in
+``AF_BAND`` = 3-12 Hz) at every sampling rate.
 
 :func:`organisation_index` is the fraction of in-band power that lies within ``half_width`` Hz of
 the DF and its harmonics (Everett et al., IEEE Trans Biomed Eng 48:969-978, 2001; with
@@ -62,6 +72,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -79,11 +90,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AF_BAND",
+    "AF_DF",
     "LSD_FLOOR",
     "SR_BAND",
+    "SR_DF_RECORDING",
+    "SR_DF_WINDOW",
+    "DFSettings",
     "active_units",
     "compare",
     "coverage",
+    "df_settings",
     "diversity",
     "dominant_frequency",
     "frechet_distance",
@@ -92,15 +108,24 @@ __all__ = [
     "mmd2",
     "organisation_index",
     "pearson",
+    "rhythm_df",
     "rmse",
     "silhouette",
     "summarize",
     "welch_psd",
 ]
 
-#: Default DF search band for atrial fibrillation (Hz): activation rates of 4-10 Hz with margin.
+#: DF search band for atrial fibrillation (Hz), the one used everywhere. Clinical AF dominant
+#: frequencies (local activation rates) lie at about 4-10 Hz in mapping studies (e.g. Sanders et
+#: al., Circulation 112:789-797, 2005, who searched 3-15 Hz); refractoriness keeps local AF cycle
+#: lengths above about 85 ms, so 12 Hz bounds the physiological rates, and stopping at 12 rather
+#: than 15 Hz keeps the plain argmax off the second harmonic of the common 6-7 Hz rates (12-14 Hz).
+#: 3 Hz keeps sinus-rate and baseline content out. This simulator's AF has median DFs of 4.4-6.6 Hz
+#: per simulation (notebook 01, default profile), well inside the band.
 AF_BAND: tuple[float, float] = (3.0, 12.0)
-#: Narrow DF search band for sinus rhythm (Hz): plausible pacing rates, excluding most harmonics.
+#: DF search band for sinus rhythm (Hz): plausible pacing rates with margin (the simulator paces at
+#: cycle lengths of 600-1000 ms, 1.0-1.7 Hz); the upper edge excludes their 3rd and higher
+#: harmonics.
 SR_BAND: tuple[float, float] = (0.5, 3.0)
 #: Default relative floor of :func:`lsd` (a fraction of the pair's largest spectral magnitude).
 LSD_FLOOR: float = 1e-8
@@ -116,6 +141,53 @@ _BOTTERON_MIN_FS = 400.0
 # Default longest Welch segment (s) and the bound on complex spectral values held at once.
 _MAX_SEGMENT_S = 4.0
 _BLOCK_ELEMENTS = 1 << 22
+
+
+
+
+@dataclass(frozen=True)
+class DFSettings:
+    """A dominant-frequency method and search band (Hz), see :func:`dominant_frequency`."""
+
+    method: str
+    band_hz: tuple[float, float]
+
+    def __call__(self, x: ArrayLike, fs: float) -> np.ndarray:
+        """The DF per site of signals ``x`` ``(..., T, C)`` sampled at ``fs`` Hz."""
+        return dominant_frequency(x, fs, self.band_hz, method=self.method)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"method": ..., "band_hz": [low, high]}`` (JSON-ready)."""
+        return {"method": self.method, "band_hz": list(self.band_hz)}
+
+
+#: SR DF of the 500 Hz recordings (the data build): Botteron-Smith, the pacing rate itself.
+SR_DF_RECORDING = DFSettings("botteron", SR_BAND)
+#: SR DF of the 100 Hz windows (Botteron is impossible there): the autocorrelation cycle length.
+SR_DF_WINDOW = DFSettings("autocorr", SR_BAND)
+#: AF DF at any rate: the plain Welch argmax in the AF band.
+AF_DF = DFSettings("plain", AF_BAND)
+
+
+def df_settings(rhythm: str, fs: float) -> DFSettings:
+    """The DF settings for signals of ``rhythm`` (``"SR"`` or ``"AF"``) sampled at ``fs`` Hz.
+
+    SR: :data:`SR_DF_RECORDING` (Botteron) when ``fs`` allows its 40-250 Hz band-pass
+    (``fs >= 400`` Hz), else :data:`SR_DF_WINDOW` (autocorrelation); AF: :data:`AF_DF`. See the
+    module docstring for why SR needs more than the plain PSD.
+    """
+    rate = _positive(fs, "fs")
+    if rhythm == "AF":
+        return AF_DF
+    if rhythm == "SR":
+        return SR_DF_RECORDING if rate >= _BOTTERON_MIN_FS else SR_DF_WINDOW
+    raise ValueError(f"rhythm: expected 'SR' or 'AF', got {rhythm!r}")
+
+
+def rhythm_df(x: ArrayLike, fs: float, rhythm: str) -> np.ndarray:
+    """Dominant frequency per site of ``rhythm`` signals ``x`` ``(..., T, C)`` at ``fs`` Hz, with
+    :func:`df_settings`."""
+    return df_settings(rhythm, fs)(x, fs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -526,7 +598,7 @@ def dominant_frequency(
         fs: sampling rate (Hz).
         band: ``(low, high)`` search band in Hz, inclusive. ``AF_BAND`` (3-12 Hz) for AF;
             ``SR_BAND`` (0.5-3 Hz) for sinus rhythm: see the module docstring for why SR needs
-            ``"botteron"`` or ``"autocorr"`` and a narrow band.
+            ``"botteron"`` or ``"autocorr"`` and a narrow band (:func:`df_settings` picks both).
         method:
             ``"plain"``: argmax of the Welch PSD of the raw signal in ``band``.
             ``"botteron"``: Botteron-Smith preprocessing (zero-phase 3rd-order Butterworth

@@ -26,14 +26,16 @@ Layout of ``<run_dir>/data/`` (written into a temporary folder and renamed when 
 
 BSPMs come from the same membrane-current sources as the EGMs, through the torso-only BEM of
 :func:`egmlib.physics.forward.torso_lead_field` (one per torso). To record every torso at every
-time step
-cheaply, the stacked lead fields L (all torso vertices x tissue nodes) are compressed once by an
-SVD, L ~ W R with R of rank r (singular values above 1e-7 of the largest, which keeps the
-relative error of realistic BSPMs below 1e-5): the simulator records R q (r values per step) and
-the BSPM of torso t is W_t R q. The separate Barr-type matrices in ``transfer.npy`` (another
-discretisation, :func:`egmlib.physics.forward.transfer_matrix`) map EGMs to BSPMs for the Tikhonov
-inverse and for synthetic EGMs; their agreement with the source-based BSPMs is measured at build
-time and stored in the manifest.
+time step cheaply, the stacked lead fields L (all torso vertices x tissue nodes) are compressed
+once by a thin SVD of L, L ~ W R with R of rank r
+(:func:`egmlib.physics.forward.compress_lead_field`: the cut lies in the widest gap of the
+spectrum between 1e-8 and 1e-7 of the largest singular value, so the spectral-norm error is below
+1e-7 of ||L|| and the rank does not move with rounding; the manifest stores ``lead_rank``, the
+gap, its margin and the relative error): the simulator records R q (r values per step) and the
+BSPM of torso t is W_t R q. The separate Barr-type matrices in ``transfer.npy`` (another
+discretisation, :func:`egmlib.physics.forward.transfer_matrix`) map EGMs to BSPMs for the
+Tikhonov inverse and for synthetic EGMs; their agreement with the source-based BSPMs is measured
+at build time and stored in the manifest.
 
 Arrays are plain ``.npy`` files, so :func:`load_dataset` memory-maps them.
 """
@@ -54,8 +56,20 @@ from scipy.signal import resample_poly
 from egmlib.core import metrics
 from egmlib.core.params import ParameterError
 from egmlib.core.runs import load_json, progress, provenance, save_json, sha256_file
-from egmlib.physics.electrograms import BETA_MM, infinite_medium_lead_field
-from egmlib.physics.forward import heart_surface, torso_lead_field, transfer_matrix
+from egmlib.physics.electrograms import EGM_SCALE, infinite_medium_lead_field
+from egmlib.physics.forward import (
+    LAMBDA_RULES,
+    add_noise,
+    compress_lead_field,
+    heart_surface,
+    lead_rank,
+    reference_mean,
+    svd,
+    tikhonov_solution,
+    tikhonov_windows,
+    torso_lead_field,
+    transfer_matrix,
+)
 from egmlib.physics.geometry import (
     AtrialGeometry,
     RecordingSites,
@@ -83,7 +97,6 @@ __all__ = [
     "load_dataset",
     "noisy_bspm",
     "physics_summary",
-    "reference_rows",
     "split_by_simulation",
     "sr_activation_map",
     "tikhonov_evaluation",
@@ -92,7 +105,7 @@ __all__ = [
 
 LABELS = ("SR", "AF")
 #: on-disk format; a data set of another format is rebuilt rather than loaded
-FORMAT = "egmlib-dataset-2"
+FORMAT = "egmlib-dataset-3"  # 3: SVD lead-field compression cut in a gap, AF DF band 3-12 Hz
 RECORD_FS = 500.0
 SPLIT_NAMES = ("train", "val", "test")
 #: the parameters that determine the data set (a change means a rebuild)
@@ -100,13 +113,6 @@ SPLIT_NAMES = ("train", "val", "test")
 DATA_KEYS = ("seed", "mesh_edge_mm", "n_rec", "electrode_offset_mm", "n_sr", "n_af", "dt_ms",
              "transient_s", "record_s", "batch", "fs", "T", "hop_s", "n_torsos", "test_torsos",
              "torso_edge_mm", "test_fraction", "val_fraction")
-#: singular values of the stacked torso lead fields kept, relative to the largest
-LEAD_RANK_TOL = 1e-7
-#: DF search bands (Hz). SR unipolar EGMs carry most power on harmonics of the pacing rate, so SR
-#: DF is searched where the pacing rate can lie, after Botteron-Smith preprocessing at 500 Hz
-#: (shared/MEASURED.md); AF DF uses the plain Welch PSD in the physiological AF band.
-DF_BAND = {"SR": (0.5, 3.0), "AF": (3.0, 15.0)}
-DF_METHOD = {"SR": "botteron", "AF": "plain"}
 
 
 class DataError(RuntimeError):
@@ -304,24 +310,6 @@ def _params_match(manifest: Mapping[str, Any], p: Mapping[str, Any]) -> bool:
     return manifest.get("format") == FORMAT and all(old.get(k) == p[k] for k in DATA_KEYS)
 
 
-def compress_lead_field(lead: NDArray, rel_tol: float = LEAD_RANK_TOL
-                        ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Factor ``lead`` (n_out, n_nodes) as W @ R keeping the singular values above ``rel_tol``
-    times the largest: W (n_out, r), R (r, n_nodes) with orthonormal rows.
-
-    Computed from the eigen-decomposition of the small Gram matrix ``lead @ lead.T``.
-    """
-    gram = lead @ lead.T
-    w, u = np.linalg.eigh(gram)
-    order = np.argsort(w)[::-1]
-    w, u = np.clip(w[order], 0, None), u[:, order]
-    sv = np.sqrt(w)
-    r = int(np.sum(sv > rel_tol * sv[0]))
-    u, sv = u[:, :r], sv[:r]
-    basis = (u.T @ lead) / sv[:, None]
-    return u * sv, basis
-
-
 def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = False,
                   show_progress: bool = True) -> Dataset:
     """Simulate the SR and AF data set of parameters ``p`` (see :mod:`egmlib.core.params`, notebook
@@ -354,15 +342,15 @@ def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = 
     # torsos: source-based lead fields (compressed) and the Barr-type transfer matrices
     torsos = make_torsos(p["n_torsos"], int(ss_torso.generate_state(1)[0]),
                          edge_mm=p["torso_edge_mm"])
-    scale = BETA_MM / (4.0 * np.pi)  # the 1/r lead fields in the units of the EGMs
-    torso_leads = [scale * torso_lead_field(t, geom.mesh.vertices) for t in torsos]
-    w_all, basis = compress_lead_field(np.concatenate(torso_leads))
+    torso_leads = [EGM_SCALE * torso_lead_field(t, geom.mesh.vertices) for t in torsos]
+    w_all, basis, lead_sv = compress_lead_field(np.concatenate(torso_leads))
+    del torso_leads
     bounds = np.cumsum([0] + [t.mesh.n_vertices for t in torsos])
     w_torso = [w_all[bounds[i]:bounds[i + 1]] for i in range(len(torsos))]
     subsets = [t.subset_vertices for t in torsos]
     heart = heart_surface(sites.electrodes, geom.region[sites.vertex])
     transfer = np.stack([
-        reference_rows(transfer_matrix(heart.vertices, heart.faces, t.mesh.vertices,
+        reference_mean(transfer_matrix(heart.vertices, heart.faces, t.mesh.vertices,
                                        t.mesh.faces)[sub])
         for t, sub in zip(torsos, subsets)])
 
@@ -396,7 +384,7 @@ def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = 
     # one 2-D product per torso: numpy's stacked (windows, T, r) @ (r, 64) took 0.3-1.7 s a
     # torso on the 2-core machine, the same product on (windows * T, r) 0.2-0.4 s
     flat = coef.reshape(-1, coef.shape[-1])
-    bspm = np.stack([reference_rows((flat @ wt[sub].T).reshape(*coef.shape[:2], -1), axis=-1)
+    bspm = np.stack([reference_mean((flat @ wt[sub].T).reshape(*coef.shape[:2], -1), axis=-1)
                      for wt, sub in zip(w_torso, subsets)], axis=1).astype(np.float32)
     sim_ids = np.array([s.sim_id for s in specs], np.int32)
     labels = np.array([LABELS.index(s.rhythm) for s in specs], np.int8)
@@ -408,7 +396,7 @@ def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = 
     torso_split = np.zeros(len(torsos), np.int8)
     torso_split[len(torsos) - p["test_torsos"]:] = 2
     examples = [int(np.flatnonzero(win_label == j)[0]) for j in range(len(LABELS))]
-    bspm_examples = np.stack([reference_rows(coef[i] @ w_torso[0].T, axis=-1)
+    bspm_examples = np.stack([reference_mean(coef[i] @ w_torso[0].T, axis=-1)
                               for i in examples]).astype(np.float32)
 
     # per-simulation measurements at 500 Hz
@@ -416,9 +404,7 @@ def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = 
     for rhythm in LABELS:
         sel = labels == LABELS.index(rhythm)
         if sel.any():
-            df[sel] = metrics.dominant_frequency(egm500[sel].transpose(0, 2, 1), RECORD_FS,
-                                                 band=DF_BAND[rhythm],
-                                                 method=DF_METHOD[rhythm])
+            df[sel] = metrics.rhythm_df(egm500[sel].transpose(0, 2, 1), RECORD_FS, rhythm)
     sims_info = []
     offset = 0
     for r in results:
@@ -447,6 +433,7 @@ def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = 
         "bspm_examples": bspm_examples,
     }
     agreement = formulation_agreement(egm, bspm, transfer)
+    _, gap, margin = lead_rank(lead_sv)
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".data.tmp-", dir=run_dir))
     try:
@@ -481,7 +468,7 @@ def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = 
             "T": p["T"],
             "n_rec": p["n_rec"],
             "units": "mV",
-            "df_method": {k: {"method": DF_METHOD[k], "band_hz": DF_BAND[k]} for k in LABELS},
+            "df_method": {k: metrics.df_settings(k, RECORD_FS).as_dict() for k in LABELS},
             "files": files,
             "counts": counts,
             "replaced_terminated_af": replaced.get("AF", 0),
@@ -490,6 +477,10 @@ def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = 
                         "split": SPLIT_NAMES[int(torso_split[i])], "parameters": t.parameters}
                        for i, t in enumerate(torsos)],
             "lead_rank": int(basis.shape[0]),
+            "lead_rank_gap_decades": gap,
+            "lead_rank_margin_decades": margin,
+            "lead_relative_error": float(lead_sv[basis.shape[0]] / lead_sv[0])
+            if basis.shape[0] < len(lead_sv) else 0.0,
             # the numba and torch simulators agree to float32 rounding, which chaotic AF
             # amplifies: the same parameters give the same arrays with the same backend
             "simulator_backend": sim.backend,
@@ -518,13 +509,6 @@ def sr_activation_map(first_activation_ms: NDArray, cycle_length_ms: float,
     """
     t_stim = np.ceil(transient_ms / cycle_length_ms - 1e-9) * cycle_length_ms - transient_ms
     return np.mod(np.asarray(first_activation_ms) - t_stim, cycle_length_ms)
-
-
-def reference_rows(x: NDArray, axis: int = 0) -> NDArray[np.float64]:
-    """Subtract the mean over torso leads along ``axis`` (rows of a transfer matrix, or the
-    lead axis of BSPM windows): the paper's reference."""
-    x = np.asarray(x, float)
-    return x - x.mean(axis=axis, keepdims=True)
 
 
 def formulation_agreement(egm: NDArray, bspm: NDArray, transfer: NDArray,
@@ -602,11 +586,9 @@ def noisy_bspm(ds: Dataset, windows_idx: NDArray, torso: int, snr_db: float,
                seed: int) -> NDArray[np.float64]:
     """BSPM windows (n, T, 64) of torso ``torso`` with white Gaussian noise at ``snr_db`` per
     window (same seed, same noise), re-referenced to the mean over the 64 leads."""
-    from egmlib.physics.forward import add_noise
-
     rng = np.random.default_rng([seed, torso])
     b = np.asarray(ds.bspm[np.asarray(windows_idx), torso], float)
-    return reference_rows(add_noise(b, snr_db, rng, axis=(1, 2)), axis=-1)
+    return reference_mean(add_noise(b, snr_db, rng, axis=(1, 2)), axis=-1)
 
 
 def tikhonov_evaluation(ds: Dataset, snr_db: float, seed: int, part: str = "test",
@@ -622,11 +604,8 @@ def tikhonov_evaluation(ds: Dataset, snr_db: float, seed: int, part: str = "test
     Returns ``{rhythm: {"corr_mean", "corr_std", "rmse_mean", ..., "lambda_median", "n"}}`` and,
     under ``"example"``, one reconstructed window per rhythm with its truth and L-curve.
     """
-    from egmlib.physics.forward import gcv_lambda, lcurve_lambda, svd, tikhonov
-
-    if method not in ("lcurve", "gcv"):
+    if method not in LAMBDA_RULES:
         raise ValueError(f"method must be 'lcurve' or 'gcv'; got {method!r}")
-    choose = lcurve_lambda if method == "lcurve" else gcv_lambda
     torsos = np.flatnonzero(ds.torso_split == 2)
     if len(torsos) == 0:
         torsos = np.arange(len(ds.torso_split))
@@ -637,20 +616,21 @@ def tikhonov_evaluation(ds: Dataset, snr_db: float, seed: int, part: str = "test
             continue
         idx = idx[np.unique(np.linspace(0, len(idx) - 1, min(max_windows, len(idx))
                                         ).round().astype(int))]
-        truth, recon, lams = [], [], []
+        truth = np.asarray(ds.egm[idx], float)
+        recon, lams = [], []
         for t in torsos:
             dec = svd(ds.transfer[t])
             b = noisy_bspm(ds, idx, int(t), snr_db, seed)
-            for k, w in enumerate(idx):
-                lam, curve = choose(dec, b[k].T)
-                recon.append(tikhonov(dec, b[k].T, lam).T)
-                truth.append(np.asarray(ds.egm[w], float))
-                lams.append(lam)
-                if k == 0 and t == torsos[0]:
-                    out["example"][rhythm] = {"window": int(w), "torso": int(t),
-                                              "truth": truth[-1], "recon": recon[-1],
-                                              "lambda": lam, "curve": curve}
-        res = metrics.compare(np.stack(truth), np.stack(recon))
-        res.update(lambda_median=float(np.median(lams)), n=len(recon))
+            rec, lam = tikhonov_windows(dec, b, method)
+            recon.append(rec)
+            lams.append(lam)
+            if t == torsos[0]:
+                sol = tikhonov_solution(dec, b[0].T, method)
+                out["example"][rhythm] = {"window": int(idx[0]), "torso": int(t),
+                                          "truth": truth[0], "recon": sol.x.T,
+                                          "lambda": sol.lam, "curve": sol.curve}
+        res = metrics.compare(np.concatenate([truth] * len(torsos)), np.concatenate(recon))
+        res.update(lambda_median=float(np.median(np.concatenate(lams))),
+                   n=len(torsos) * len(idx))
         out[rhythm] = res
     return out

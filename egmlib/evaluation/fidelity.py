@@ -34,10 +34,11 @@ Protocol (:func:`fidelity_table`)
 ---------------------------------
 (a) Morphology. A generated window has no real counterpart, so each one is paired with its
     nearest held-out test window of the same rhythm: the smallest RMSE over all samples and sites
-    (:func:`nearest_pairs`). Correlation, RMSE and LSD per site are then computed on the pairs
-    by :func:`egmlib.core.metrics.compare` (mean +- std over sites and windows), the paper's
-    definitions. Nearest pairing flatters every row alike (a generated window is compared with
-    the real window it resembles most), which is why the ceiling row is needed.
+    (:func:`egmlib.generators.generate.nearest_windows`). Correlation, RMSE and LSD per site are
+    then computed on the pairs by :func:`egmlib.core.metrics.compare` (mean +- std over sites
+    and windows), the paper's definitions. Nearest pairing flatters every row alike (a
+    generated window is compared with the real window it resembles most), which is why the
+    ceiling row is needed.
 (b) Reconstruction fidelity of held-out windows,
 :func:`egmlib.generators.synthesis.reconstruction_metrics`
     (z = encoder mean), for VAE-S and VAE-C, with the active units of each model's own encoder.
@@ -51,10 +52,9 @@ Protocol (:func:`fidelity_table`)
     windows by the set; active units (variance of a feature over the set > 0.01).
 (d) Spectra. Mean Welch PSD with 10-90 % bands over windows and sites; the mean absolute
     difference of the mean PSDs in dB; dominant frequency per site with
-    :data:`DF_SETTINGS` (SR: autocorrelation in 0.5-3 Hz, since the plain PSD peaks on
-    harmonics of the pacing rate, see :mod:`egmlib.core.metrics`; AF: plain Welch argmax in
-    3-12 Hz)
-    at ``fs = ds.manifest["fs"]``; ``df_abs_diff_hz`` is the mean over sites of
+    :func:`egmlib.core.metrics.rhythm_df` at ``fs = ds.manifest["fs"]`` (at 100 Hz SR:
+    autocorrelation in 0.5-3 Hz, since the plain PSD peaks on harmonics of the pacing rate; AF:
+    plain Welch argmax in 3-12 Hz); ``df_abs_diff_hz`` is the mean over sites of
     ``|mean DF of the set at the site - mean DF of the test windows at the site|`` (sites keep
     their own rates, AF DF varies over the atria).
 """
@@ -74,13 +74,12 @@ from egmlib.core import metrics
 from egmlib.core.checks import check_int
 from egmlib.data import LABELS, Dataset
 from egmlib.generators import synthesis
-from egmlib.generators.generate import encode_means, generate
+from egmlib.generators.generate import encode_means, generate, nearest_windows
+from egmlib.physics.forward import add_noise
 
 __all__ = [
-    "DF_SETTINGS",
     "NOISY_SNR_DB",
     "PAPER",
-    "add_noise",
     "ceiling",
     "df_figure",
     "evaluation_sets",
@@ -88,7 +87,6 @@ __all__ = [
     "fidelity_table",
     "format_table",
     "latent_figure",
-    "nearest_pairs",
     "noisy_copies",
     "phase_randomised",
     "psd_figure",
@@ -96,11 +94,6 @@ __all__ = [
     "surrogate",
 ]
 
-#: Dominant-frequency method and band (Hz) per rhythm.
-DF_SETTINGS: dict[str, tuple[str, tuple[float, float]]] = {
-    "SR": ("autocorr", (0.5, 3.0)),
-    "AF": ("plain", (3.0, 12.0)),
-}
 #: SNRs (dB) of the noisy-copy reference rows.
 NOISY_SNR_DB: tuple[float, ...] = (20.0, 5.0)
 #: The paper's VAE-S fidelity figures (in-silico EGMs of another simulator and geometry).
@@ -110,7 +103,6 @@ _MODELS = ("vae_s", "vae_c")
 _LABEL = {"vae_s": "VAE-S", "vae_c": "VAE-C", "ceiling": "ceiling (real, other sims)",
           "phase_randomised": "phase-randomised"}
 _DF_BIN = {"SR": 0.05, "AF": 0.1}
-_CHUNK_BYTES = 1 << 26
 
 
 def _label(name: str) -> str:
@@ -160,26 +152,15 @@ def ceiling(ds: Dataset, rhythm: str, n: int | None = None, seed: int = 0
     return x[idx]
 
 
-def add_noise(x: NDArray, snr_db: float, rng: np.random.Generator) -> NDArray[np.float64]:
-    """``x`` ``(..., T, C)`` plus white Gaussian noise at ``snr_db`` per window and site
-    (noise variance = mean over time of ``x^2`` / 10^(snr_db / 10)); float64."""
-    snr = float(snr_db)
-    if not math.isfinite(snr):
-        raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number of dB")
-    a = np.asarray(x, np.float64)
-    power = np.mean(a * a, axis=-2, keepdims=True)
-    sd = np.sqrt(power / 10.0 ** (snr / 10.0))
-    return a + sd * rng.standard_normal(a.shape)
-
-
 def noisy_copies(ds: Dataset, rhythm: str, n: int, snr_db: float, seed: int
                  ) -> NDArray[np.float64]:
-    """``n`` random training windows of ``rhythm`` plus white noise at ``snr_db`` (see
-    :func:`add_noise`)."""
+    """``n`` random training windows of ``rhythm`` plus white noise at ``snr_db`` per window and
+    site (:func:`egmlib.physics.forward.add_noise` over time: noise variance = mean over time of
+    ``x^2`` / 10^(snr_db / 10)); float64."""
     rng = np.random.default_rng(seed)
     x = _part(ds, "train", rhythm)
     idx = _draw(len(x), check_int("n", n, 1), rng)
-    return add_noise(x[idx], snr_db, rng)
+    return add_noise(x[idx], snr_db, rng, axis=-2)
 
 
 def surrogate(x: NDArray, rng: np.random.Generator, shared: bool = True) -> NDArray[np.float64]:
@@ -212,33 +193,6 @@ def phase_randomised(ds: Dataset, rhythm: str, n: int, seed: int, shared: bool =
 # ----------------------------------------------------------------------------------------------
 # The sets and their measurement
 # ----------------------------------------------------------------------------------------------
-
-
-def nearest_pairs(candidates: NDArray, reference: NDArray
-                  ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """For each candidate window ``(N, T, C)`` the index of the reference window ``(M, T, C)``
-    with the smallest RMSE over all samples and sites, and that RMSE."""
-    A = np.asarray(candidates)
-    B = np.asarray(reference)
-    if A.ndim != 3 or B.ndim != 3 or A.shape[1:] != B.shape[1:] or not len(A) or not len(B):
-        raise ValueError(f"candidates, reference: expected windows (N, T, C) and (M, T, C) with "
-                         f"N, M >= 1; got {A.shape} and {B.shape}")
-    d = A.shape[1] * A.shape[2]
-    rows = max(1, _CHUNK_BYTES // (8 * d))
-    best = np.full(len(A), np.inf)
-    arg = np.zeros(len(A), np.int64)
-    for sb in range(0, len(B), rows):
-        b = B[sb:sb + rows].reshape(-1, d).astype(np.float64)
-        b2 = np.einsum("ij,ij->i", b, b)
-        for sa in range(0, len(A), rows):
-            a = A[sa:sa + rows].reshape(-1, d).astype(np.float64)
-            d2 = np.einsum("ij,ij->i", a, a)[:, None] + b2[None, :] - 2.0 * (a @ b.T)
-            j = d2.argmin(axis=1)
-            v = d2[np.arange(len(a)), j]
-            better = v < best[sa:sa + rows]
-            best[sa:sa + rows][better] = v[better]
-            arg[sa:sa + rows][better] = sb + j[better]
-    return arg, np.sqrt(np.clip(best, 0.0, None) / d)
 
 
 def _load_models(run_dir: str | Path) -> dict[str, Any]:
@@ -292,11 +246,6 @@ def evaluation_sets(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
     return out
 
 
-def _df(x: NDArray, fs: float, rhythm: str) -> NDArray[np.float64]:
-    method, band = DF_SETTINGS[rhythm]
-    return metrics.dominant_frequency(x, fs, band=band, method=method)
-
-
 def _finite(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
@@ -331,7 +280,7 @@ def row(windows: NDArray, real: NDArray, rhythm: str, fs: float,
     ``distribution`` (when features are given) and ``spectral``."""
     x = np.asarray(windows)
     ref = np.asarray(real)
-    idx, pair_rmse = nearest_pairs(x, ref)
+    idx, pair_rmse = nearest_windows(x, ref)
     morph = metrics.compare(ref[idx], x)
     morph["pair_rmse_window_mean"] = float(pair_rmse.mean())
     morph["distinct_pairs"] = int(np.unique(idx).size)
@@ -345,7 +294,7 @@ def row(windows: NDArray, real: NDArray, rhythm: str, fs: float,
             "coverage": metrics.coverage(real_feat, feat, k=k),
             "active_units": metrics.active_units(feat),
         }
-    df, df_real = _df(x, fs, rhythm), _df(ref, fs, rhythm)
+    df, df_real = metrics.rhythm_df(x, fs, rhythm), metrics.rhythm_df(ref, fs, rhythm)
     with warnings.catch_warnings():  # all-NaN sites give NaN ('Mean of empty slice'), handled
         warnings.simplefilter("ignore", RuntimeWarning)
         per_site = np.abs(np.nanmean(df.reshape(-1, df.shape[-1]), axis=0)
@@ -410,13 +359,14 @@ def fidelity_table(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
         rf = features(real, rhythm)
         feats[("real", rhythm)] = rf
         f, real_psd = _psd(real, fs)
-        df_real = _df(real, fs, rhythm)
+        df_real = metrics.rhythm_df(real, fs, rhythm)
+        dfs = metrics.df_settings(rhythm, fs)
         real_stats[rhythm] = {"n": len(real), "diversity": metrics.diversity(rf),
                               "active_units": metrics.active_units(rf), **_df_summary(df_real)}
         psd[rhythm] = {"f": f.tolist(), "sets": {"real": real_psd}}
-        lo, hi = DF_SETTINGS[rhythm][1]
+        lo, hi = dfs.band_hz
         edges = np.arange(lo, hi + _DF_BIN[rhythm] / 2, _DF_BIN[rhythm])
-        df_hist[rhythm] = {"edges": edges.tolist(), "method": DF_SETTINGS[rhythm][0],
+        df_hist[rhythm] = {"edges": edges.tolist(), "method": dfs.method,
                            "counts": {"real": np.histogram(df_real[np.isfinite(df_real)],
                                                            edges)[0].tolist()}}
         for name, x in sets[rhythm].items():
@@ -460,7 +410,7 @@ def fidelity_table(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
                        "rhythm (smallest RMSE over samples and sites)",
             "features": "VAE-C encoder means with the set's rhythm label, for every set",
             "coverage_k": {r: min(5, real_stats[r]["n"] - 1) for r in LABELS},
-            "df": {r: {"method": m, "band_hz": list(b)} for r, (m, b) in DF_SETTINGS.items()},
+            "df": {r: metrics.df_settings(r, fs).as_dict() for r in LABELS},
             "noisy_snr_db": list(NOISY_SNR_DB),
             "surrogate": "rfft, uniform random phase per window and frequency shared by all "
                          "sites (DC and Nyquist kept), irfft",
@@ -620,7 +570,7 @@ def examples_figure(ds: Dataset, sets: Mapping[str, Mapping[str, NDArray]], n_si
     for i, (kind, rhythm) in enumerate(panels):
         real = _part(ds, "test", rhythm)
         gen = np.asarray(sets[rhythm][kind][:1])
-        j, _ = nearest_pairs(gen, real)
+        j, _ = nearest_windows(gen, real)
         t = np.arange(gen.shape[1]) / fs
         sites = np.linspace(0, gen.shape[2] - 1, n_sites).round().astype(int)
         for a, c in zip(axes[i], sites):

@@ -4,9 +4,11 @@
   the model's prior (standard normal for VAE-S, the learned class prior for VAE-C);
   ``mode="guided"`` from a Gaussian fitted to the encoder means of the training windows (per class
   for VAE-C), which follows where the data really sit in latent space.
-* :func:`nearest_rmse` scores each candidate by its smallest RMSE to any reference window (the
-  paper scores against the training windows) through matrix products, in reference chunks;
-  :func:`select_best` keeps the M best of N (paper: 25 of 200).
+* :func:`nearest_windows` finds each candidate's nearest reference window (smallest RMSE over
+  samples and sites) through matrix products in chunks; it is the one nearest-window search of
+  the package (the fidelity section pairs generated with held-out windows by it).
+  :func:`nearest_rmse` scores each candidate by that RMSE (the paper scores against the training
+  windows) and :func:`select_best` keeps the M best of N (paper: 25 of 200).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "generate",
     "interpolate",
     "nearest_rmse",
+    "nearest_windows",
     "select_best",
 ]
 
@@ -198,14 +201,21 @@ def interpolate(model: ConvVAE, normalizer: Normalizer | None, x_a: ArrayLike, x
     return _decode(model, normalizer, z, None, 32, soft=soft)
 
 
-def nearest_rmse(candidates: ArrayLike, reference: ArrayLike,
-                 max_chunk_bytes: int = 1 << 28) -> NDArray[np.float64]:
-    """Each candidate's smallest RMSE to any reference window, ``(N,)``.
+def nearest_windows(candidates: ArrayLike, reference: ArrayLike,
+                    max_chunk_bytes: int = 1 << 28
+                    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Each candidate's nearest reference window: its index ``(N,)`` and RMSE ``(N,)``.
 
     ``candidates`` ``(N, T, C)``, ``reference`` ``(M, T, C)`` (a memmap is fine). Squared
     distances come from ``|a|^2 + |b|^2 - 2 a.b`` in float64, one matrix product per pair of
     candidate and reference chunks (each at most ``max_chunk_bytes``, so paper-size windows do
-    not need gigabytes), clipped at 0; RMSE = sqrt(min distance / (T C)).
+    not need gigabytes); ties go to the lowest reference index. The RMSE of each chosen pair is
+    then recomputed directly as ``sqrt(mean((a - b)^2))`` (no cancellation: a copy scores 0).
+
+    scikit-learn's ``NearestNeighbors(algorithm="brute")`` does the same products: on 200
+    candidates against 2000 references of 100 x 256 samples (2 cores) it took 0.85 s in float64
+    against 0.9-1.3 s here, and 0.4-0.7 s in float32 with RMSEs off by 1e-7 and a copy at
+    1e-5, so this one is kept (exact, no gain worth the dependency).
     """
     A = np.asarray(candidates)
     B = reference if isinstance(reference, np.ndarray) else np.asarray(reference)
@@ -219,6 +229,7 @@ def nearest_rmse(candidates: ArrayLike, reference: ArrayLike,
     d = A.shape[1] * A.shape[2]
     rows = max(1, int(max_chunk_bytes // (8 * d)))   # windows per float64 chunk
     best = np.full(A.shape[0], np.inf)
+    arg = np.zeros(A.shape[0], np.int64)
     b2 = {}
     for sa in range(0, A.shape[0], rows):
         a = np.asarray(A[sa:sa + rows]).reshape(-1, d).astype(np.float64)
@@ -228,8 +239,22 @@ def nearest_rmse(candidates: ArrayLike, reference: ArrayLike,
             if sb not in b2:
                 b2[sb] = np.einsum("ij,ij->i", b, b)
             d2 = a2[:, None] + b2[sb][None, :] - 2.0 * (a @ b.T)
-            best[sa:sa + rows] = np.minimum(best[sa:sa + rows], d2.min(axis=1))
-    return np.sqrt(np.clip(best, 0.0, None) / d)
+            j = d2.argmin(axis=1)
+            v = d2[np.arange(len(a)), j]
+            better = v < best[sa:sa + rows]
+            best[sa:sa + rows][better] = v[better]
+            arg[sa:sa + rows][better] = sb + j[better]
+    rmse = np.array([np.sqrt(np.mean((np.asarray(A[i], np.float64)
+                                      - np.asarray(B[k], np.float64)) ** 2))
+                     for i, k in enumerate(arg)])
+    return arg, rmse
+
+
+def nearest_rmse(candidates: ArrayLike, reference: ArrayLike,
+                 max_chunk_bytes: int = 1 << 28) -> NDArray[np.float64]:
+    """Each candidate's smallest RMSE to any reference window, ``(N,)``
+    (:func:`nearest_windows`)."""
+    return nearest_windows(candidates, reference, max_chunk_bytes)[1]
 
 
 def select_best(candidates: ArrayLike, reference: ArrayLike, m: int

@@ -26,27 +26,24 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 
+from egmlib.physics.forward import infinite_medium
 from egmlib.physics.simulate import V_SCALE
 
-__all__ = ["BETA_MM", "current_sources", "infinite_medium_lead_field"]
+__all__ = ["BETA_MM", "EGM_SCALE", "current_sources", "infinite_medium_lead_field"]
 
 #: h * sigma_i / sigma_e (mm): the scale between the lumped Laplacian and the source strength.
 BETA_MM = 1.0
+#: beta / (4 pi) (mm): the factor from a 1/r-convention lead field to EGMs (and BSPMs) in mV.
+EGM_SCALE = BETA_MM / (4.0 * np.pi)
 
 
 def infinite_medium_lead_field(electrodes: ArrayLike, nodes: ArrayLike) -> NDArray[np.float64]:
-    """The matrix G (n_electrodes, n_nodes) with ``phi = G @ q``: beta / (4 pi |x_e - y_n|).
+    """The matrix G (n_electrodes, n_nodes) with ``phi = G @ q``: beta / (4 pi |x_e - y_n|), the
+    1/r kernel of :func:`egmlib.physics.forward.infinite_medium` in the units of the EGMs (mV).
 
-    Raises ValueError when an electrode coincides with a node (the 1/r kernel is singular).
+    Raises ValueError when an electrode lies on a node (the 1/r kernel is singular).
     """
-    x = np.asarray(electrodes, float)
-    y = np.asarray(nodes, float)
-    if x.ndim != 2 or x.shape[1] != 3 or y.ndim != 2 or y.shape[1] != 3:
-        raise ValueError(f"electrodes and nodes must be (n, 3); got {x.shape} and {y.shape}")
-    r = np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1))
-    if r.min() <= 1e-9:
-        raise ValueError("an electrode lies on a tissue node; place electrodes off the surface")
-    return BETA_MM / (4.0 * np.pi * r)
+    return EGM_SCALE * infinite_medium(electrodes, nodes)
 
 
 def current_sources(stiffness: sparse.spmatrix, v: ArrayLike, d_rel: ArrayLike) -> NDArray:

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -68,20 +69,28 @@ from egmlib.physics.geometry import MeshError, TriMesh
 from egmlib.physics.torso import Torso, require_closed_outward
 
 __all__ = [
+    "LAMBDA_RULES",
+    "LEAD_RANK_WINDOW",
     "SVD",
     "GCVCurve",
     "LCurve",
+    "LeadCompression",
     "MeshError",
+    "TikhonovSolution",
     "add_noise",
     "bounded_potentials",
+    "compress_lead_field",
     "gcv_lambda",
     "heart_surface",
     "infinite_medium",
     "lambda_grid",
     "lcurve_lambda",
+    "lead_rank",
     "reference_mean",
     "svd",
     "tikhonov",
+    "tikhonov_solution",
+    "tikhonov_windows",
     "time_transfer_matrix",
     "torso_lead_field",
     "transfer_matrix",
@@ -271,12 +280,18 @@ def _single_layer(points: NDArray[np.float64], mesh: TriMesh, near_factor: float
 
 def infinite_medium(field_points: ArrayLike, source_points: ArrayLike) -> NDArray[np.float64]:
     """The infinite-medium lead field ``1 / |x_i - y_n|`` (n_field, n_sources), 1/r
-    convention."""
+    convention (mm); :func:`egmlib.physics.electrograms.infinite_medium_lead_field` scales it to
+    EGMs in mV.
+
+    Raises ``ValueError`` when a field point lies within 1e-9 mm of a source point (the 1/r
+    kernel is singular there: place electrodes off the tissue surface)."""
     x = _points(field_points, "field_points")
     y = _points(source_points, "source_points")
     d = np.sqrt(((x[:, None, :] - y[None, :, :]) ** 2).sum(-1))
-    if np.any(d == 0):
-        raise ValueError("a field point coincides with a source point (1/r is singular)")
+    if d.min() <= 1e-9:
+        i, n = np.unravel_index(int(np.argmin(d)), d.shape)
+        raise ValueError(f"field point {int(i)} lies on source point {int(n)} (1/r is singular): "
+                         "place electrodes off the tissue surface")
     return 1.0 / d
 
 
@@ -332,6 +347,83 @@ def bounded_potentials(torso_mesh: Torso | TriMesh, source_points: ArrayLike,
         raise ValueError(f"surface_lead_field must have {mesh.n_vertices} rows; got {lt.shape}")
     w = _linear_double_layer(x, mesh) / FOUR_PI
     return infinite_medium(x, source_points) + w @ lt
+
+
+# ------------------------------------------------------------------------------------------
+# lead-field compression
+# ------------------------------------------------------------------------------------------
+#: The window (relative to the largest singular value) in which :func:`lead_rank` cuts the
+#: spectrum of a stacked lead field: the discarded part is at most 1e-7 of the largest singular
+#: value in the spectral norm (float32 recording resolves no more), and the kept smallest one is
+#: at least 1e-8 of it.
+LEAD_RANK_WINDOW: tuple[float, float] = (1e-8, 1e-7)
+
+
+class LeadCompression(NamedTuple):
+    """``lead ~ weights @ basis``: weights (n_out, r) = U_r diag(s_r), basis (r, n_sources) =
+    V_r^T (orthonormal rows), and all singular values of ``lead`` (descending)."""
+
+    weights: NDArray[np.float64]
+    basis: NDArray[np.float64]
+    singular_values: NDArray[np.float64]
+
+
+def lead_rank(singular_values: ArrayLike, window: tuple[float, float] = LEAD_RANK_WINDOW
+              ) -> tuple[int, float, float]:
+    """The rank ``r`` at which to cut a descending spectrum ``s``, with the gap and its margin.
+
+    Candidates are the cuts ``r`` whose largest discarded value ``s_r`` is at most ``window[1]
+    * s_0`` and whose smallest kept value ``s_{r-1}`` is at least ``window[0] * s_0`` (``s_n =
+    0``: keeping everything is a candidate when the whole spectrum is above ``window[0]``). The
+    cut is the candidate of widest gap ``log10(s_{r-1} / s_r)``. Returns ``(r, gap, margin)``,
+    gaps in decades, ``margin`` the widest gap minus the second widest among the candidates
+    (``inf`` when there is one candidate).
+
+    Why a gap and not a threshold: BEM lead-field spectra decay smoothly (about 0.04 decades per
+    value, no plateau), so a fixed threshold such as 1e-7 falls between two values that differ
+    by a few per cent, and any change of the order of that spacing (the eigenvalues of the Gram
+    matrix ``L L^T``, whose small singular values carry relative errors of ``eps s_0^2 / s^2``,
+    about 2 % at 1e-7) moves the rank (112 or 113 on two machines). The widest gap moves only
+    when the rounding of the singular values (backward-stable SVD: ``|ds| <~ n eps s_0``, about
+    1e-6 relative at 1e-8 ``s_0`` for n = 2500) changes the order of two gaps, i.e. when
+    ``margin`` is below about 1e-6 decades. The bi-atrial default (2 mm mesh, 4 torsos of 606
+    vertices) had margins of 0.01 decades (rank 127, gap 0.067 decades).
+    """
+    sv = np.asarray(singular_values, np.float64)
+    if sv.ndim != 1 or sv.size == 0 or not np.all(np.isfinite(sv)) or not sv[0] > 0:
+        raise ValueError("singular_values must be a non-empty finite descending spectrum with a "
+                         "positive first value")
+    lo, hi = window
+    if not 0 < lo <= hi < 1:
+        raise ValueError(f"window must satisfy 0 < low <= high < 1; got {window}")
+    se = np.append(sv, 0.0)
+    r = np.arange(1, sv.size + 1)
+    # never empty: the first r with s_r <= hi s_0 has s_{r-1} > hi s_0 >= lo s_0 (s_n = 0)
+    ok = (se[r] <= hi * sv[0]) & (se[r - 1] >= lo * sv[0])
+    with np.errstate(divide="ignore"):
+        gap = np.where(ok, np.log10(se[r - 1]) - np.log10(se[r]), -np.inf)
+    order = np.argsort(-gap, kind="stable")
+    margin = gap[order[0]] - gap[order[1]] if ok.sum() > 1 else np.inf
+    return int(r[order[0]]), float(gap[order[0]]), float(margin)
+
+
+def compress_lead_field(lead: ArrayLike, window: tuple[float, float] = LEAD_RANK_WINDOW
+                        ) -> LeadCompression:
+    """Factor ``lead`` (n_out, n_sources) as ``weights @ basis`` by a thin SVD of ``lead``
+    itself (not of its Gram matrix, which squares the condition number), cut at
+    :func:`lead_rank`; ``||lead - weights @ basis||_2 = s_r <= window[1] * s_0``.
+
+    Singular vectors are signed so that each column of ``U`` has its largest-magnitude entry
+    positive (first such entry on ties), so the factors do not depend on the LAPACK build's
+    sign choice; ``weights @ basis`` never did.
+    """
+    m = _finite(lead, "lead", 2)
+    u, sv, vt = linalg.svd(m, full_matrices=False, lapack_driver="gesdd", check_finite=False)
+    r, _, _ = lead_rank(sv, window)
+    u, vt = u[:, :r], vt[:r]
+    sign = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(r)])
+    sign[sign == 0] = 1.0
+    return LeadCompression(u * (sv[:r] * sign), vt * sign[:, None], sv)
 
 
 # ------------------------------------------------------------------------------------------
@@ -455,8 +547,10 @@ def _separable(p: NDArray[np.float64], q: NDArray[np.float64]) -> bool:
 # ------------------------------------------------------------------------------------------
 # reference and noise
 # ------------------------------------------------------------------------------------------
-def reference_mean(bspm: ArrayLike, axis: int) -> NDArray[np.float64]:
-    """Subtract the mean over torso leads (``axis`` indexes the leads)."""
+def reference_mean(bspm: ArrayLike, axis: int = 0) -> NDArray[np.float64]:
+    """Subtract the mean over torso leads (``axis`` indexes the leads): the reference of every
+    BSPM and transfer matrix in the package (rows of a transfer matrix with ``axis=0``, the lead
+    axis of BSPM windows ``(..., T, n_leads)`` with ``axis=-1``)."""
     x = _finite(bspm, "bspm")
     return x - x.mean(axis=axis, keepdims=True)
 
@@ -465,11 +559,16 @@ def add_noise(x: ArrayLike, snr_db: float, rng: np.random.Generator,
               axis: int | tuple[int, ...] | None = None) -> NDArray[np.float64]:
     """``x`` plus white Gaussian noise at ``snr_db`` (signal power / noise power, powers as mean
     squares over ``axis``: the whole array by default, e.g. ``axis=(1, 2)`` for a batch of
-    (T, n_leads) windows, each then at its own SNR). The realised SNR matches the request to
-    within sampling error (about 0.04 dB for 25,000 samples)."""
+    (T, n_leads) windows, each then at its own SNR, or ``axis=-2`` for windows ``(..., T, C)``
+    at one SNR per window and site). The realised SNR matches the request to within sampling
+    error (about 0.04 dB for 25,000 samples). Float64; ``rng.standard_normal(x.shape)`` is drawn
+    once, so the same generator state gives the same noise.
+
+    Raises ``ValueError`` for non-finite ``x`` or ``snr_db`` and for a zero-power part (an SNR is
+    undefined there)."""
     a = _finite(x, "x")
-    if not np.isfinite(snr_db):
-        raise ValueError(f"snr_db must be finite; got {snr_db}")
+    if not np.isfinite(float(snr_db)):
+        raise ValueError(f"snr_db must be finite; got {snr_db!r}")
     p_sig = np.mean(a * a, axis=axis, keepdims=True)
     if np.any(p_sig == 0):
         raise ValueError("the signal has zero power: an SNR is undefined")
@@ -625,6 +724,47 @@ def gcv_lambda(a: ArrayLike | SVD, b: ArrayLike, lambdas: ArrayLike | None = Non
     g = rho / (dec.shape[0] - fsum) ** 2
     i = 1 + int(np.argmin(g[1:-1]))
     return float(lam[i]), GCVCurve(lam, g, i)
+
+
+#: The parameter-choice rules of :func:`tikhonov_solution`.
+LAMBDA_RULES = ("lcurve", "gcv")
+
+
+class TikhonovSolution(NamedTuple):
+    """A Tikhonov solution ``x`` (n_sources[, n_times]), its ``lam`` and the curve it was
+    chosen on (:class:`LCurve` or :class:`GCVCurve`)."""
+
+    x: NDArray[np.float64]
+    lam: float
+    curve: LCurve | GCVCurve
+
+
+def tikhonov_solution(a: ArrayLike | SVD, b: ArrayLike, method: str = "lcurve",
+                      lambdas: ArrayLike | None = None) -> TikhonovSolution:
+    """Zero-order Tikhonov with the regularisation parameter chosen from the data: ``method``
+    ``"lcurve"`` (:func:`lcurve_lambda`) or ``"gcv"`` (:func:`gcv_lambda`) over ``lambdas``
+    (default :func:`lambda_grid`), then :func:`tikhonov`. ``B`` (n_leads[, n_times]); ``a`` a
+    matrix or its :class:`SVD` (pass the SVD when solving many right-hand sides)."""
+    if method not in LAMBDA_RULES:
+        raise ValueError(f"method must be one of {LAMBDA_RULES}; got {method!r}")
+    dec = a if isinstance(a, SVD) else svd(a)
+    choose = lcurve_lambda if method == "lcurve" else gcv_lambda
+    lam, curve = choose(dec, b, lambdas)
+    return TikhonovSolution(tikhonov(dec, b, lam), lam, curve)
+
+
+def tikhonov_windows(a: ArrayLike | SVD, bspm: ArrayLike, method: str = "lcurve"
+                     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`tikhonov_solution` of every BSPM window ``(n, T, n_leads)``, one lambda per window:
+    returns the reconstructions ``(n, T, n_sources)`` and the lambdas ``(n,)``."""
+    dec = a if isinstance(a, SVD) else svd(a)
+    w = _finite(bspm, "bspm", 3)
+    out = np.empty((w.shape[0], w.shape[1], dec.shape[1]))
+    lams = np.empty(w.shape[0])
+    for j in range(w.shape[0]):
+        sol = tikhonov_solution(dec, w[j].T, method)
+        out[j], lams[j] = sol.x.T, sol.lam
+    return out, lams
 
 
 # ------------------------------------------------------------------------------------------
