@@ -373,3 +373,14 @@ def test_numpy_and_torch_agree(rng):
 def test_bad_input_names_the_argument(call, name):
     with pytest.raises(ValueError, match=rf"^{name}\b"):
         call()
+
+
+def test_rhythm_blind_df_finds_either_rhythms_rate():
+    """One band for both rhythms: a 1.25 Hz pulse train (an SR-like rate) and a 6.25 Hz one
+    (AF-like) at 100 Hz come out at their own rates, where AF's band would miss the first."""
+    fs, n = 100.0, 1000
+    for rate in (1.25, 6.25):
+        x = np.zeros((n, 2))
+        x[:: int(fs / rate)] = 1.0
+        np.testing.assert_allclose(M.RHYTHM_BLIND_DF(x, fs), rate, rtol=1e-4)
+    assert M.RHYTHM_BLIND_DF.band_hz == (M.SR_BAND[0], M.AF_BAND[1])

@@ -47,8 +47,8 @@ from numpy.typing import ArrayLike, NDArray
 from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, predict, train_recon
 from egmlib.core import metrics
 from egmlib.core.checks import check_int, check_ints
+from egmlib.core.process import seeded_torch
 from egmlib.data import LABELS, Dataset, noisy_bspm
-from egmlib.generators.train import seed_everything
 from egmlib.physics.forward import (
     add_noise,
     reference_mean,
@@ -357,8 +357,8 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
                       **overrides)
 
     tset = build_training_set(ds, synth if generator != "none" else None, k, snr_db, seed)
-    seed_everything(seed)
-    model = DualBranchVAE(cfg)
+    with seeded_torch(seed, device):  # the initial weights; no process state changed
+        model = DualBranchVAE(cfg)
     hist = train_recon(model, tset.bspm_train, tset.egm_train, tset.bspm_val, tset.egm_val,
                        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        patience=patience, device=device, progress=progress, threads=threads)

@@ -92,6 +92,7 @@ __all__ = [
     "AF_BAND",
     "AF_DF",
     "LSD_FLOOR",
+    "RHYTHM_BLIND_DF",
     "SR_BAND",
     "SR_DF_RECORDING",
     "SR_DF_WINDOW",
@@ -167,6 +168,10 @@ SR_DF_RECORDING = DFSettings("botteron", SR_BAND)
 SR_DF_WINDOW = DFSettings("autocorr", SR_BAND)
 #: AF DF at any rate: the plain Welch argmax in the AF band.
 AF_DF = DFSettings("plain", AF_BAND)
+#: Rhythm-blind DF over both bands (0.5-12 Hz, autocorrelation, works at 100 Hz): asks which
+#: rhythm's rate a window has, without presupposing it. Notebook 03 uses it on generated windows,
+#: where a per-rhythm band would hide an AF window that beats at SR's rate.
+RHYTHM_BLIND_DF = DFSettings("autocorr", (SR_BAND[0], AF_BAND[1]))
 
 
 def df_settings(rhythm: str, fs: float) -> DFSettings:
