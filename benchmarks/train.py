@@ -6,7 +6,7 @@
 * :func:`training_flops` counts the floating-point operations of a step; :func:`matmul_gflops`
   measures the machine's dense float32 rate, a ceiling for convolution-bound training.
 
-Measured on the project's 2-core CPU machine (torch 2.13.0, 2 threads, medians of 3 interleaved
+Measured on a 2-core AMD EPYC virtual machine (torch 2.13.0, 2 threads, medians of 3 interleaved
 runs; windows/s of forward + loss + backward + Adam):
 
 ==========  ======================  ======================  =====

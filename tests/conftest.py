@@ -2,7 +2,8 @@
 
 Simulations are the expensive part, so each physical scenario is run once per session and read by
 several tests. Meshes use 4 mm edges (874 bi-atrial nodes), runs use dt 0.1 ms. The simulator runs
-with one torch thread inside these fixtures (the 2-core test machines are shared; two threads on a
+with one torch thread inside these fixtures (the test machines have 2 cores, shared between jobs;
+two threads on a
 busy machine were 10x slower here) and the previous setting is restored afterwards.
 """
 

@@ -1,6 +1,6 @@
 """BEM forward models against analytic solutions, the heart surface, referencing, noise, Tikhonov.
 
-Measured on the project's 2-core machine (relative L2 errors at the torso vertices):
+Measured on a 2-core AMD EPYC virtual machine (relative L2 errors at the torso vertices):
 
 * torso-only BEM (linear collocation), centred dipole in a sphere of radius 150 mm: 0.9 % at 363
   nodes, 0.4 % at 816;

@@ -1,7 +1,7 @@
 """Same seed, same numbers: the smoke chain run again in another folder gives the same records,
 and the data build gives the same data with another thread count.
 
-What is exact and what is not (measured on the smoke profile, 2-core machine):
+What is exact and what is not (measured on the smoke profile, a 2-core AMD EPYC virtual machine):
 
 * Two executions with the same thread count agree exactly, in every result record (apart from
   :data:`egmlib.workflow.records.VOLATILE_KEYS`: time stamps, wall times, paths) and in every

@@ -413,8 +413,9 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     Process state: the call runs with torch's generators seeded by ``seed``, deterministic
     kernels and ``threads`` torch CPU threads (``None``, the default: the ``EGMLIB_THREADS``
     variable or every core, :func:`egmlib.core.process.default_threads`), and restores all three
-    on return. With the moment loss, two threads train 1.6x faster than one on the 2-core
-    machine (630 against 389 pairs/s, ``make bench``); before it, when elementwise passes
+    on return. With the moment loss, two threads train 1.6x faster than one on a
+    2-core AMD EPYC virtual machine (630 against 389 pairs/s, ``make bench``); before it, when
+    elementwise passes
     dominated, one thread was faster.
 
     History: ``train`` / ``val`` map each of :data:`LOSS_KEYS` to per-epoch values; also

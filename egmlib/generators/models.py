@@ -1,6 +1,7 @@
 """VAE-S and VAE-C: convolutional VAEs over one EGM window seen as a (time x sites) image.
 
-The layer plan follows the authors' public code (``shared/DESIGN.md`` section 5):
+The layer plan follows the authors' public code for arXiv 2512.14537 (the paper's text gives no
+more):
 
 * encoder: three ``Conv2d`` layers over the ``(T, C)`` image -- 32 filters 5x15 stride 2x4,
   64 filters 5x15 stride 2x4, 10 filters 3x5 stride 2x2 -- each with LeakyReLU, then a dense layer

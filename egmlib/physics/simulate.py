@@ -11,7 +11,8 @@ Discretisation: P1 finite elements on the triangle surface, cotangent stiffness 
 inter-atrial links as extra stiffness between paired nodes), lumped mass ``M``; the diffusion term
 of node i is ``-D_i (M^-1 K v)_i``. A per-node D (fibrosis, heterogeneity) therefore scales the
 node's lumped Laplacian instead of entering the element integrals; this keeps one stiffness matrix
-shared by every simulation of a batch (shared/MEASURED.md: block-diagonal matrices were 2x slower)
+shared by every simulation of a batch (block-diagonal matrices were 2x slower in a prototype of
+this engine on 2 CPU cores)
 and is exact wherever D is locally constant. Forward Euler for v, Rush-Larsen (exact exponential
 update at frozen v) for the gate.
 
@@ -20,7 +21,9 @@ one sparse matrix product per step. :func:`simulate_reference` is a plain scipy 
 the same equations for one simulation, used to cross-check the batched engine and as the speed
 baseline in ``make bench``.
 
-Protocols (parameter ranges: shared/DESIGN.md section 4 and shared/MEASURED.md):
+Protocols (parameter ranges: Mitchell & Schaeffer, Bull Math Biol 65:767-793, 2003, for the
+ionic constants; the SR/AF ranges were chosen in a prototype of this engine so that SR conducts at
+0.6-1.2 m/s and AF sustains with DF 4-10 Hz and several wavefronts):
 
 * **SR**: the sinus-node patch is paced (2 ms stimulus) at a cycle length of 600-1000 ms,
   D 0.5-1.0 mm^2/ms, tau_close 130-150 ms. Conduction velocity comes out 0.6-1.2 m/s.
@@ -62,7 +65,8 @@ __all__ = [
     "single_cell_ap",
 ]
 
-#: Mitchell-Schaeffer constants shared by every simulation (ms), DESIGN.md section 4.
+#: Mitchell-Schaeffer constants shared by every simulation (ms): the published values of
+#: Mitchell & Schaeffer (Bull Math Biol 65:767-793, 2003); tau_close is drawn per protocol.
 MS_FIXED = {"tau_in": 0.3, "tau_out": 6.0, "tau_open": 120.0, "v_gate": 0.13}
 #: Threshold of an activation (upward crossing of v).
 V_ACTIVATION = 0.5
@@ -213,7 +217,8 @@ def single_cell_ap(tau_close: float, duration_ms: float, dt: float = 0.05,
 
 def _rotation_period_ms(radius_mm: float, D: float) -> float:
     """Period of one rotation of the phase-field wave: the circumference over the conduction
-    velocity, CV ~ 0.95 sqrt(D) (shared/MEASURED.md)."""
+    velocity, CV ~ 0.95 sqrt(D) (m/s, D in mm^2/ms; measured with a prototype of this engine on
+    the idealised atria: 0.67-0.70 m/s at D 0.5, 0.97-1.02 at D 1.0)."""
     return 2 * np.pi * radius_mm / (0.95 * math.sqrt(D))
 
 
@@ -298,7 +303,8 @@ MAX_CHUNK = 50
 # ------------------------------------------------------------------------------------------
 # the time-stepping kernel of Simulator.run
 #
-# Profiling the first version (one allocating torch expression per term) on the 2-core machine,
+# Profiling the first version (one allocating torch expression per term) on a 2-core AMD EPYC
+# virtual machine,
 # 3,500 nodes x 32 simulations: each step ran about 30 full passes over (n, S) arrays (each
 # allocating its result) for about 27 us each, against 80-100 us for the sparse product; the
 # per-step activation bookkeeping (interpolated crossing time, t_last, t_first, count over the
@@ -536,7 +542,8 @@ class _Setup:
 class _ThreadChooser:
     """The thread count of the numba kernel, chosen by the step rate measured while running.
 
-    The kernel has one barrier per step (its rows are split over the threads). On the 2-core
+    The kernel has one barrier per step (its rows are split over the threads). On a 2-core AMD EPYC
+    virtual machine
     machine with nothing else running, 2 threads ran a step of 3,500 nodes x 24 simulations in
     about half the time of one; with two other CPU-bound processes running, 2 threads took 8 ms a
     step against 0.25-0.3 ms for one (a thread that waits at the barrier for a descheduled
@@ -608,7 +615,8 @@ class Simulator:
     per
       step over the stiffness rows doing the diffusion product, reaction, stimulus, gate and
       activation detection; the activation count / first / last times are kept inside it.
-      Measured on the 2-core machine (README speed section): about 3x the torch path per step
+      Measured on a 2-core AMD EPYC virtual machine (README speed section): about 3x the torch path
+      per step
       at 24 simulations per batch. Its float32 arithmetic has no reductions across columns and
       no fused multiply-adds, so its results do not depend on the thread count.
     * ``"torch"``: the float32 torch tensors of ``_StepBuffers`` (a sparse CSR product and
