@@ -552,3 +552,25 @@ def test_run_rejects_bad_arguments(biatrial):
         sim.run([spec, other], 10.0, show_progress=False)
     with pytest.raises(ValueError, match="lead 'egm'"):
         sim.run([spec], 10.0, leads={"egm": np.ones((3, 10))}, show_progress=False)
+
+
+def test_priors_bound_the_draws_and_are_validated(biatrial):
+    """draw_specs draws inside the given priors: a degenerate range gives exactly its value,
+    fibrosis appears only with its probability, and a bad range names its field."""
+    from egmlib.physics.simulate import PRIORS, RhythmPriors
+
+    fixed = RhythmPriors(D=(0.2, 0.2), tau_close_ra=(65, 65), tau_close_la=(55, 55),
+                         heterogeneity=(0.0, 0.0), fibrosis_probability=1.0,
+                         fibrosis_patches=(3, 3), fibrosis_radius_mm=(7, 7))
+    for spec in draw_specs("AF", 6, 0, biatrial, priors=fixed):
+        assert (spec.D, spec.tau_close_ra, spec.tau_close_la) == (0.2, 65.0, 55.0)
+        assert len(spec.fibrosis) == 3 and all(r == 7.0 for _, r in spec.fibrosis)
+    never = RhythmPriors(**{**PRIORS["AF"].__dict__, "fibrosis_probability": 0.0})
+    assert all(s.fibrosis == () for s in draw_specs("AF", 20, 1, biatrial, priors=never))
+    # the default priors are the ones documented; the manifest form is plain JSON
+    assert PRIORS["AF"].to_dict()["tau_close_la"] == [50, 62]
+    with pytest.raises(ValueError, match="tau_close_ra"):
+        RhythmPriors(D=(0.2, 0.3), tau_close_ra=(70, 60), tau_close_la=(50, 62),
+                     heterogeneity=(0.0, 0.1))
+    with pytest.raises(ValueError, match="cycle_length_ms"):
+        draw_specs("SR", 1, 0, biatrial, priors=PRIORS["AF"])

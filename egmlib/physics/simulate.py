@@ -41,7 +41,7 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,8 @@ from egmlib.physics.geometry import LA, RA, AtrialGeometry
 
 __all__ = [
     "MS_FIXED",
+    "PRIORS",
+    "RhythmPriors",
     "SimulationResult",
     "SimulationSpec",
     "Simulator",
@@ -131,43 +133,89 @@ def _random_unit(rng: np.random.Generator) -> tuple[float, float, float]:
     return (float(u[0]), float(u[1]), float(u[2]))
 
 
-def draw_specs(rhythm: str, n: int, seed: int | np.random.SeedSequence, geometry: AtrialGeometry,
-               first_id: int = 0) -> list[SimulationSpec]:
-    """Draw ``n`` simulation parameter sets of one rhythm from a seeded generator.
+@dataclass(frozen=True)
+class RhythmPriors:
+    """The ranges from which :func:`draw_specs` draws the simulations of one rhythm.
 
-    Ranges: SR D ~ U(0.5, 1.0), tau_close ~ U(130, 150) per atrium, cycle length ~ U(600, 1000)
-    ms, heterogeneity ~ U(0, 0.05); AF D ~ U(0.15, 0.3), tau_close RA ~ U(60, 70), LA ~ U(50, 62),
-    heterogeneity ~ U(0, 0.15), with probability 1/2 between 1 and 5 fibrotic patches of radius
-    5-10 mm (D x 0.2). The same ``seed`` gives the same list.
+    Each ``(low, high)`` pair is a uniform distribution; ``fibrosis_patches`` is an inclusive
+    integer range, used with probability ``fibrosis_probability`` (else no patch). The defaults of
+    :data:`PRIORS` and their sources are in the module docstring.
     """
+
+    D: tuple[float, float]
+    tau_close_ra: tuple[float, float]
+    tau_close_la: tuple[float, float]
+    heterogeneity: tuple[float, float]
+    cycle_length_ms: tuple[float, float] | None = None
+    fibrosis_probability: float = 0.0
+    fibrosis_patches: tuple[int, int] = (1, 5)
+    fibrosis_radius_mm: tuple[float, float] = (5, 10)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple) and not 0 <= value[0] <= value[1]:
+                raise ValueError(f"{f.name}: got {value!r}; allowed: (low, high) with "
+                                 "0 <= low <= high")
+        if not 0.0 <= self.fibrosis_probability <= 1.0:
+            raise ValueError(f"fibrosis_probability: got {self.fibrosis_probability!r}; "
+                             "allowed: a probability in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ranges as plain lists (for the data set's manifest)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self)}
+
+
+#: The default priors. SR: D 0.5-1.0 mm^2/ms (CV 0.67-1.0 m/s on these meshes), tau_close
+#: 130-150 ms, sinus cycle length 600-1000 ms, heterogeneity up to 5 %. AF: remodelled tissue,
+#: D 0.15-0.3, tau_close shorter in the LA (50-62 ms) than in the RA (60-70 ms), heterogeneity up
+#: to 15 %, and in half the runs 1-5 fibrotic patches of radius 5-10 mm (D x 0.2).
+PRIORS: dict[str, RhythmPriors] = {
+    "SR": RhythmPriors(D=(0.5, 1.0), tau_close_ra=(130, 150), tau_close_la=(130, 150),
+                       heterogeneity=(0.0, 0.05), cycle_length_ms=(600, 1000)),
+    "AF": RhythmPriors(D=(0.15, 0.3), tau_close_ra=(60, 70), tau_close_la=(50, 62),
+                       heterogeneity=(0.0, 0.15), fibrosis_probability=0.5),
+}
+
+
+def draw_specs(rhythm: str, n: int, seed: int | np.random.SeedSequence, geometry: AtrialGeometry,
+               first_id: int = 0, priors: RhythmPriors | None = None) -> list[SimulationSpec]:
+    """Draw ``n`` simulation parameter sets of one rhythm from a seeded generator, from
+    ``priors`` (default :data:`PRIORS` of the rhythm). The same ``seed`` gives the same list."""
     if rhythm not in ("SR", "AF"):
         raise ValueError(f"rhythm must be 'SR' or 'AF'; got {rhythm!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0; got {n}")
+    pr = PRIORS[rhythm] if priors is None else priors
+    if rhythm == "SR" and pr.cycle_length_ms is None:
+        raise ValueError("priors: SR needs cycle_length_ms (the sinus pacing range)")
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     specs = []
     for k, child in enumerate(ss.spawn(n)):
         rng = np.random.default_rng(child)
         sim_seed = int(rng.integers(2**31 - 1))
+        # the order of the draws is part of the data set's identity: keep it
         if rhythm == "SR":
             specs.append(SimulationSpec(
                 sim_id=first_id + k, rhythm="SR", seed=sim_seed,
-                D=float(rng.uniform(0.5, 1.0)),
-                tau_close_ra=float(rng.uniform(130, 150)),
-                tau_close_la=float(rng.uniform(130, 150)),
-                cycle_length_ms=float(rng.uniform(600, 1000)),
-                heterogeneity=float(rng.uniform(0.0, 0.05)),
+                D=float(rng.uniform(*pr.D)),
+                tau_close_ra=float(rng.uniform(*pr.tau_close_ra)),
+                tau_close_la=float(rng.uniform(*pr.tau_close_la)),
+                cycle_length_ms=float(rng.uniform(*pr.cycle_length_ms)),
+                heterogeneity=float(rng.uniform(*pr.heterogeneity)),
                 pacing_shift=int(rng.integers(0, max(1, len(geometry.pacing) // 2)))))
         else:
-            n_fib = int(rng.integers(1, 6)) if rng.random() < 0.5 else 0
-            fib = tuple((int(rng.integers(geometry.n_vertices)), float(rng.uniform(5, 10)))
-                        for _ in range(n_fib))
+            lo, hi = pr.fibrosis_patches
+            n_fib = int(rng.integers(lo, hi + 1)) if rng.random() < pr.fibrosis_probability else 0
+            fib = tuple((int(rng.integers(geometry.n_vertices)),
+                         float(rng.uniform(*pr.fibrosis_radius_mm))) for _ in range(n_fib))
             specs.append(SimulationSpec(
                 sim_id=first_id + k, rhythm="AF", seed=sim_seed,
-                D=float(rng.uniform(0.15, 0.3)),
-                tau_close_ra=float(rng.uniform(60, 70)),
-                tau_close_la=float(rng.uniform(50, 62)),
-                heterogeneity=float(rng.uniform(0.0, 0.15)),
+                D=float(rng.uniform(*pr.D)),
+                tau_close_ra=float(rng.uniform(*pr.tau_close_ra)),
+                tau_close_la=float(rng.uniform(*pr.tau_close_la)),
+                heterogeneity=float(rng.uniform(*pr.heterogeneity)),
                 fibrosis=fib,
                 start_axes=(_random_unit(rng), _random_unit(rng))))
     return specs
