@@ -235,13 +235,16 @@ class DataConfig(Stage):
     Its :meth:`digest` (with the run's seed) decides whether a data set on disk is reused.
     """
 
+    # what to do with a data set already on disk
     rebuild: bool = param(False, bool, key=False,
                           help="rebuild artifacts even if identical ones exist")
+    # anatomy and recording sites
     mesh_edge_mm: float = param(2.0, float, 1.0, 8.0,
                                 help="target mean edge of the atrial mesh (mm)")
     n_rec: int = param(256, int, 16, 4096, help="recording sites (paper: 2048)")
     electrode_offset_mm: float = param(
         1.5, float, 0.5, 5.0, help="electrode height above the tissue along the normal (mm)")
+    # simulations (their priors: egmlib.physics.simulate.PRIORS)
     n_sr: int = param(48, int, 1, 10_000, help="sinus-rhythm simulations")
     n_af: int = param(48, int, 1, 10_000, help="atrial-fibrillation simulations")
     dt_ms: float = param(0.1, float, 0.01, 0.2, help="time step of the explicit solver (ms)")
@@ -250,10 +253,12 @@ class DataConfig(Stage):
     record_s: float = param(6.0, float, 0.5, 600.0, help="simulated time kept per simulation (s)")
     batch: int = param(24, int, 1, 256,
                        help="simulations advanced together as columns of one state")
+    # windows for the networks
     fs: float = param(100.0, float, 10.0, 500.0,
                       help="sampling rate of the network windows (Hz)")
     T: int = param(400, int, 16, 4000, help="window length in samples at fs (paper: 400)")
     hop_s: float = param(0.5, float, 0.05, 60.0, help="hop between consecutive windows (s)")
+    # torsos and body-surface potentials
     n_torsos: int = param(4, int, 1, 50,
                           help="torso variants (the paper used ten transfer matrices)")
     test_torsos: int = param(1, int, 0, 49,
@@ -261,6 +266,7 @@ class DataConfig(Stage):
     torso_edge_mm: float = param(27.5, float, 10.0, 60.0, help="mean edge of the torso mesh (mm)")
     snr_db: float = param(20.0, float, -10.0, 80.0,
                           help="SNR of the white noise added to BSPMs (dB)")
+    # splits by simulation
     test_fraction: float = param(0.2, float, 0.0, 0.9,
                                  help="fraction of simulations held out for test")
     val_fraction: float = param(0.15, float, 0.0, 0.9,

@@ -487,52 +487,50 @@ def _style(name: str) -> tuple[str, str]:
     return _STYLE.get(name, ("#8c564b", "-."))
 
 
-def psd_figure(table: Mapping[str, Any], names: tuple[str, ...] = ("real", "vae_s", "vae_c")):
-    """Mean Welch PSD (log scale) with the 10-90 % band over windows and sites, real held-out
-    windows against the generated sets, one panel per rhythm."""
+def _rhythm_panels(curves: Mapping[str, Any], members: str, names: tuple[str, ...],
+                   height: float, draw: Any, axis_labels: Any):
+    """One panel per rhythm of ``curves``: ``draw(ax, curve, name, color, linestyle)`` for every
+    one of ``names`` present in ``curve[members]``, then ``ax.set(**axis_labels(rhythm))``."""
     import matplotlib.pyplot as plt
 
-    psd = table["curves"]["psd"]
-    fig, axes = plt.subplots(1, len(psd), figsize=(4.6 * len(psd), 3.2), squeeze=False)
-    for ax, (rhythm, c) in zip(axes[0], psd.items()):
-        f = np.asarray(c["f"])
-        for name in names:
-            if name not in c["sets"]:
-                continue
-            v = c["sets"][name]
-            color, ls = _style(name)
-            ax.semilogy(f[1:], np.asarray(v["mean"])[1:], color=color, ls=ls, lw=1.2,
-                        label=_label(name))
-            ax.fill_between(f[1:], np.asarray(v["p10"])[1:], np.asarray(v["p90"])[1:],
-                            color=color, alpha=0.15, lw=0)
-        ax.set(xlabel="frequency (Hz)", ylabel="PSD (mV$^2$/Hz)", title=rhythm)
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), height), squeeze=False)
+    for ax, (rhythm, curve) in zip(axes[0], curves.items()):
+        for name in (n for n in names if n in curve[members]):
+            draw(ax, curve, name, *_style(name))
+        ax.set(title=rhythm, **axis_labels(rhythm))
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def psd_figure(table: Mapping[str, Any], names: tuple[str, ...] = ("real", "vae_s", "vae_c")):
+    """Mean Welch PSD (log scale) with the 10-90 % band over windows and sites, real held-out
+    windows against the generated sets, one panel per rhythm."""
+    def draw(ax: Any, c: Mapping[str, Any], name: str, color: str, ls: str) -> None:
+        f, v = np.asarray(c["f"])[1:], c["sets"][name]
+        ax.semilogy(f, np.asarray(v["mean"])[1:], color=color, ls=ls, lw=1.2, label=_label(name))
+        ax.fill_between(f, np.asarray(v["p10"])[1:], np.asarray(v["p90"])[1:], color=color,
+                        alpha=0.15, lw=0)
+
+    return _rhythm_panels(table["curves"]["psd"], "sets", names, 3.2, draw,
+                          lambda rhythm: {"xlabel": "frequency (Hz)",
+                                          "ylabel": "PSD (mV$^2$/Hz)"})
 
 
 def df_figure(table: Mapping[str, Any],
               names: tuple[str, ...] = ("real", "vae_s", "vae_c", "ceiling", "phase_randomised")):
     """Dominant-frequency distributions (per site and window, as densities), per rhythm."""
-    import matplotlib.pyplot as plt
+    def draw(ax: Any, h: Mapping[str, Any], name: str, color: str, ls: str) -> None:
+        edges, cnt = np.asarray(h["edges"]), np.asarray(h["counts"][name], float)
+        ax.stairs(cnt / max(cnt.sum(), 1.0) / np.diff(edges), edges, color=color, ls=ls,
+                  lw=1.2, label=_label(name))
 
-    hist = table["curves"]["df_hist"]
-    fig, axes = plt.subplots(1, len(hist), figsize=(4.6 * len(hist), 3.0), squeeze=False)
-    for ax, (rhythm, h) in zip(axes[0], hist.items()):
-        edges = np.asarray(h["edges"])
-        for name in names:
-            if name not in h["counts"]:
-                continue
-            cnt = np.asarray(h["counts"][name], float)
-            dens = cnt / max(cnt.sum(), 1.0) / np.diff(edges)
-            color, ls = _style(name)
-            ax.stairs(dens, edges, color=color, ls=ls, lw=1.2, label=_label(name))
+    def axis_labels(rhythm: str) -> dict[str, str]:
         band = table["settings"]["df"][rhythm]
-        ax.set(xlabel=f"DF (Hz; {band['method']}, {band['band_hz'][0]:g}-"
-                      f"{band['band_hz'][1]:g} Hz)", ylabel="density", title=rhythm)
-        ax.legend()
-    fig.tight_layout()
-    return fig
+        return {"xlabel": f"DF (Hz; {band['method']}, {band['band_hz'][0]:g}-"
+                          f"{band['band_hz'][1]:g} Hz)", "ylabel": "density"}
+
+    return _rhythm_panels(table["curves"]["df_hist"], "counts", names, 3.0, draw, axis_labels)
 
 
 def latent_figure(table: Mapping[str, Any]):

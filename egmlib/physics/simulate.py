@@ -179,6 +179,13 @@ PRIORS: dict[str, RhythmPriors] = {
 }
 
 
+def _draw_tissue(rng: np.random.Generator, pr: RhythmPriors) -> dict[str, float]:
+    """D and the two atria's tau_close, drawn in this order."""
+    D = float(rng.uniform(*pr.D))
+    tau_ra = float(rng.uniform(*pr.tau_close_ra))
+    return {"D": D, "tau_close_ra": tau_ra, "tau_close_la": float(rng.uniform(*pr.tau_close_la))}
+
+
 def draw_specs(rhythm: str, n: int, seed: int | np.random.SeedSequence, geometry: AtrialGeometry,
                first_id: int = 0, priors: RhythmPriors | None = None) -> list[SimulationSpec]:
     """Draw ``n`` simulation parameter sets of one rhythm from a seeded generator, from
@@ -197,11 +204,9 @@ def draw_specs(rhythm: str, n: int, seed: int | np.random.SeedSequence, geometry
         sim_seed = int(rng.integers(2**31 - 1))
         # the order of the draws is part of the data set's identity: keep it
         if rhythm == "SR":
+            tissue = _draw_tissue(rng, pr)
             specs.append(SimulationSpec(
-                sim_id=first_id + k, rhythm="SR", seed=sim_seed,
-                D=float(rng.uniform(*pr.D)),
-                tau_close_ra=float(rng.uniform(*pr.tau_close_ra)),
-                tau_close_la=float(rng.uniform(*pr.tau_close_la)),
+                sim_id=first_id + k, rhythm="SR", seed=sim_seed, **tissue,
                 cycle_length_ms=float(rng.uniform(*pr.cycle_length_ms)),
                 heterogeneity=float(rng.uniform(*pr.heterogeneity)),
                 pacing_shift=int(rng.integers(0, max(1, len(geometry.pacing) // 2)))))
@@ -210,13 +215,10 @@ def draw_specs(rhythm: str, n: int, seed: int | np.random.SeedSequence, geometry
             n_fib = int(rng.integers(lo, hi + 1)) if rng.random() < pr.fibrosis_probability else 0
             fib = tuple((int(rng.integers(geometry.n_vertices)),
                          float(rng.uniform(*pr.fibrosis_radius_mm))) for _ in range(n_fib))
+            tissue = _draw_tissue(rng, pr)
             specs.append(SimulationSpec(
-                sim_id=first_id + k, rhythm="AF", seed=sim_seed,
-                D=float(rng.uniform(*pr.D)),
-                tau_close_ra=float(rng.uniform(*pr.tau_close_ra)),
-                tau_close_la=float(rng.uniform(*pr.tau_close_la)),
-                heterogeneity=float(rng.uniform(*pr.heterogeneity)),
-                fibrosis=fib,
+                sim_id=first_id + k, rhythm="AF", seed=sim_seed, **tissue,
+                heterogeneity=float(rng.uniform(*pr.heterogeneity)), fibrosis=fib,
                 start_axes=(_random_unit(rng), _random_unit(rng))))
     return specs
 
