@@ -16,7 +16,7 @@ from conftest import one_thread
 from egmlib import data
 from egmlib.core import params
 from egmlib.core.runs import sha256_file
-from egmlib.data import DataError, load_dataset, split_by_simulation, windows
+from egmlib.data import DataError, load_dataset, split_by_simulation, store, windows
 from egmlib.physics import simulate
 from egmlib.physics.geometry import biatrial_geometry
 from egmlib.physics.simulate import SimulationSpec
@@ -256,7 +256,7 @@ def test_existing_dataset_with_same_parameters_is_reused(tiny, tmp_path, monkeyp
     def boom(*args, **kwargs):
         raise AssertionError("simulated although an identical data set exists")
 
-    monkeypatch.setattr(data.Simulator, "run", boom)
+    monkeypatch.setattr(simulate.Simulator, "run", boom)
     ds = build(_params(), run_dir, rebuild=False, show_progress=False)
     assert np.array_equal(ds.egm, tiny.egm)
     # other data parameters: rebuilt (here: the patched simulator is reached)
@@ -284,7 +284,7 @@ def test_interrupted_build_leaves_nothing_behind(tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise Interrupted("killed while writing the manifest")
 
-    monkeypatch.setattr(data, "save_json", interrupt)
+    monkeypatch.setattr(store, "save_json", interrupt)
     run_dir = tmp_path / "run"
     with pytest.raises(Interrupted):
         _build(run_dir)

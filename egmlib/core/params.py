@@ -264,7 +264,7 @@ class DataConfig(Stage):
     test_torsos: int = param(1, int, 0, 49,
                              help="torsos held out for testing (the last ones)")
     torso_edge_mm: float = param(27.5, float, 10.0, 60.0, help="mean edge of the torso mesh (mm)")
-    snr_db: float = param(20.0, float, -10.0, 80.0,
+    snr_db: float = param(20.0, float, -10.0, 80.0, key=False,  # noise is added when used
                           help="SNR of the white noise added to BSPMs (dB)")
     # splits by simulation
     test_fraction: float = param(0.2, float, 0.0, 0.9,

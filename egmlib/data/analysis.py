@@ -1,0 +1,152 @@
+"""Measurements on the simulations and post-hoc analyses of a loaded data set.
+
+:func:`sr_activation_map` and :func:`formulation_agreement` are used while building; the others
+read a :class:`~egmlib.data.store.Dataset` (physics checks, counts, noisy BSPMs, the Tikhonov
+baseline).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from egmlib.core import metrics
+from egmlib.data.store import LABELS, SPLIT_NAMES, Dataset
+from egmlib.physics.forward import (
+    LAMBDA_RULES,
+    add_noise,
+    reference_mean,
+    svd,
+    tikhonov_solution,
+    tikhonov_windows,
+)
+
+
+def sr_activation_map(first_activation_ms: NDArray, cycle_length_ms: float,
+                      transient_ms: float) -> NDArray:
+    """SR activation times relative to the stimulus that caused them.
+
+    The simulator keeps each node's first activation after the transient; nodes still reached by
+    the beat paced before the transient ended come first. Stimuli fall at multiples of the cycle
+    length, so taking the time since the first stimulus after the transient modulo the cycle
+    length gives every node's delay from its own stimulus (valid while a beat activates the
+    atria in less than one cycle length, as it does here: about 100-160 ms).
+    """
+    t_stim = np.ceil(transient_ms / cycle_length_ms - 1e-9) * cycle_length_ms - transient_ms
+    return np.mod(np.asarray(first_activation_ms) - t_stim, cycle_length_ms)
+
+
+def formulation_agreement(egm: NDArray, bspm: NDArray, transfer: NDArray,
+                          n_windows: int = 64) -> dict[str, float]:
+    """How well the Barr-type transfer matrices reproduce the source-based BSPMs.
+
+    For up to ``n_windows`` windows spread over the data set and every torso: the correlation
+    over (time, leads) between ``EGM @ A.T`` and the stored BSPM, and the relative error
+    ||difference|| / ||BSPM||; medians and worst cases are returned.
+    """
+    idx = np.unique(np.linspace(0, len(egm) - 1, min(n_windows, len(egm))).round().astype(int))
+    pred = np.einsum("wtc,kec->wkte", np.asarray(egm[idx], float), transfer)
+    ref = np.asarray(bspm[idx], float)
+    a = (pred - pred.mean(axis=(2, 3), keepdims=True)).reshape(len(idx), len(transfer), -1)
+    b = (ref - ref.mean(axis=(2, 3), keepdims=True)).reshape(len(idx), len(transfer), -1)
+    corr = (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    rel = np.linalg.norm((pred - ref).reshape(*corr.shape, -1), axis=-1) / np.linalg.norm(
+        ref.reshape(*corr.shape, -1), axis=-1)
+    return {"corr_median": float(np.median(corr)), "corr_min": float(corr.min()),
+            "rel_error_median": float(np.median(rel)), "rel_error_max": float(rel.max())}
+
+
+def physics_summary(ds: Dataset) -> dict[str, Any]:
+    """The checks of the simulated physics, per rhythm, from the manifest's per-simulation data.
+
+    SR: conduction velocity (median per simulation, m/s), fraction of tissue activated, and the
+    fraction of simulations whose median site DF equals the pacing rate within 0.1 Hz.
+    AF: DF (median over sites per simulation), mean number of wavefronts, terminated runs that
+    were replaced.
+    """
+    sims = ds.simulations
+    sr = [s for s in sims if s["spec"]["rhythm"] == "SR"]
+    af = [s for s in sims if s["spec"]["rhythm"] == "AF"]
+    out: dict[str, Any] = {}
+    if sr:
+        cv = np.array([s["cv_median_m_s"] for s in sr])
+        df_err = np.array([abs(s["df_median_hz"] - s["pacing_hz"]) for s in sr])
+        out["SR"] = {"n_sims": len(sr), "cv_min_m_s": float(cv.min()),
+                     "cv_max_m_s": float(cv.max()),
+                     "activated_min": float(min(s["activated_fraction"] for s in sr)),
+                     "df_equals_pacing": float((df_err <= 0.1).mean())}
+    if af:
+        df = np.array([s["df_median_hz"] for s in af])
+        wf = np.array([s["wavefronts_mean"] for s in af])
+        out["AF"] = {"n_sims": len(af), "df_min_hz": float(df.min()),
+                     "df_max_hz": float(df.max()), "wavefronts_min": float(wf.min()),
+                     "wavefronts_max": float(wf.max()),
+                     "replaced_terminated": int(ds.manifest["replaced_terminated_af"])}
+    return out
+
+
+def count_table(ds: Dataset) -> str:
+    """Windows per split part and rhythm, and simulations per rhythm, as a text table."""
+    c = ds.manifest["counts"]
+    lines = [f"{'part':<8}" + "".join(f"{r:>8}" for r in LABELS)]
+    for part in SPLIT_NAMES:
+        lines.append(f"{part:<8}" + "".join(f"{c[f'{part}_{r}']:>8}" for r in LABELS))
+    n_sims = [sum(s["spec"]["rhythm"] == r for s in ds.simulations) for r in LABELS]
+    lines.append(f"{'sims':<8}" + "".join(f"{n:>8}" for n in n_sims))
+    return "\n".join(lines)
+
+
+def noisy_bspm(ds: Dataset, windows_idx: NDArray, torso: int, snr_db: float,
+               seed: int) -> NDArray[np.float64]:
+    """BSPM windows (n, T, 64) of torso ``torso`` with white Gaussian noise at ``snr_db`` per
+    window (same seed, same noise), re-referenced to the mean over the 64 leads."""
+    rng = np.random.default_rng([seed, torso])
+    b = np.asarray(ds.bspm[np.asarray(windows_idx), torso], float)
+    return reference_mean(add_noise(b, snr_db, rng, axis=(1, 2)), axis=-1)
+
+
+def tikhonov_evaluation(ds: Dataset, snr_db: float, seed: int, part: str = "test",
+                        max_windows: int = 40, method: str = "lcurve") -> dict[str, Any]:
+    """Zero-order Tikhonov reconstruction of the EGMs of ``part`` from noisy BSPMs, per rhythm.
+
+    Every window of the part (at most ``max_windows`` per rhythm, evenly spread) is reconstructed
+    from the BSPM of every test torso (every torso when none is held out), with lambda chosen per
+    window at the L-curve corner (or by GCV). Metrics come from
+    :func:`egmlib.core.metrics.compare`
+    (per site, then mean and std).
+
+    Returns ``{rhythm: {"corr_mean", "corr_std", "rmse_mean", ..., "lambda_median", "n"}}`` and,
+    under ``"example"``, one reconstructed window per rhythm with its truth and L-curve.
+    """
+    if method not in LAMBDA_RULES:
+        raise ValueError(f"method must be 'lcurve' or 'gcv'; got {method!r}")
+    torsos = np.flatnonzero(ds.torso_split == 2)
+    if len(torsos) == 0:
+        torsos = np.arange(len(ds.torso_split))
+    out: dict[str, Any] = {"example": {}}
+    for rhythm in LABELS:
+        idx = np.flatnonzero(ds.part(part, rhythm))
+        if len(idx) == 0:
+            continue
+        idx = idx[np.unique(np.linspace(0, len(idx) - 1, min(max_windows, len(idx))
+                                        ).round().astype(int))]
+        truth = np.asarray(ds.egm[idx], float)
+        recon, lams = [], []
+        for t in torsos:
+            dec = svd(ds.transfer[t])
+            b = noisy_bspm(ds, idx, int(t), snr_db, seed)
+            rec, lam = tikhonov_windows(dec, b, method)
+            recon.append(rec)
+            lams.append(lam)
+            if t == torsos[0]:
+                sol = tikhonov_solution(dec, b[0].T, method)
+                out["example"][rhythm] = {"window": int(idx[0]), "torso": int(t),
+                                          "truth": truth[0], "recon": sol.x.T,
+                                          "lambda": sol.lam, "curve": sol.curve}
+        res = metrics.compare(np.concatenate([truth] * len(torsos)), np.concatenate(recon))
+        res.update(lambda_median=float(np.median(np.concatenate(lams))),
+                   n=len(torsos) * len(idx))
+        out[rhythm] = res
+    return out
