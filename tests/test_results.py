@@ -137,7 +137,7 @@ def test_collect_with_a_run_dir_leaves_out_runs_of_changed_inputs(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "data").mkdir(parents=True)
     (run_dir / "vae_c").mkdir()
-    (run_dir / "data" / "manifest.json").write_text("{}")
+    (run_dir / "data" / "manifest.json").write_text('{"files": {}, "params": {}}')
     np.savez(run_dir / "vae_c" / "synthetic_AF.npz", kept=np.ones((2, 3, 4), np.float32))
     now = sweep.input_fingerprint(run_dir, ["vae_c"])
     sweep_dir = tmp_path / "sweep"

@@ -93,14 +93,31 @@ def test_serial_sweep_then_rerun_skips(tmp_path):
 def test_input_fingerprint_follows_the_files(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "vae_s").mkdir()
-    (tmp_path / "data" / "manifest.json").write_bytes(b"abc")
+    manifest = tmp_path / "data" / "manifest.json"
+    entry = {"files": {"egm.npy": {"sha256": "aa", "shape": [2]}}, "params": {"seed": 0}}
+    manifest.write_text(json.dumps({**entry, "provenance": {"created_utc": "2026-12-01"}}))
     npz = tmp_path / "vae_s" / "synthetic_SR.npz"
     kept = np.arange(6, dtype=np.float32).reshape(1, 3, 2)
     np.savez(npz, kept=kept, provenance=np.array("run 1"))
     fp = sweep.input_fingerprint(tmp_path, ["vae_s", "vae_c", "none"])
     assert set(fp) == {"data/manifest.json", "vae_s/synthetic_SR.npz"}
-    # sha256("abc"), a known value: the manifest is digested as a file
-    assert fp["data/manifest.json"] == "ba7816bf8f01cfea"
+    # the data set by its files' checksums and its parameters, not by the manifest's bytes:
+    # sha256 of '{"files": {"egm.npy": "aa"}, "params": {"seed": 0}}'
+    assert fp["data/manifest.json"] == hashlib.sha256(
+        b'{"files": {"egm.npy": "aa"}, "params": {"seed": 0}}').hexdigest()[:16]
+    # rebuilt with the same values at another time (a fresh make reproduce): same digest
+    manifest.write_text(json.dumps({**entry, "provenance": {"created_utc": "2026-12-03"}}))
+    assert sweep.input_fingerprint(tmp_path, ["vae_s"]) == fp
+    # another array, or other parameters: another digest
+    for other in ({**entry, "files": {"egm.npy": {"sha256": "ab"}}},
+                  {**entry, "params": {"seed": 1}}):
+        manifest.write_text(json.dumps(other))
+        assert sweep.input_fingerprint(tmp_path, [])["data/manifest.json"] != fp[
+            "data/manifest.json"]
+    manifest.write_text("{}")
+    with pytest.raises(ValueError, match="not a data set manifest"):
+        sweep.input_fingerprint(tmp_path, [])
+    manifest.write_text(json.dumps(entry))
     # the synthetic set by the values of its kept windows: dtype, shape, then the bytes
     expected = hashlib.sha256(b"<f4 (1, 3, 2)" + kept.tobytes()).hexdigest()[:16]
     assert fp["vae_s/synthetic_SR.npz"] == expected

@@ -11,6 +11,7 @@ legitimately changes between executions (time stamps, wall times, the commit, ma
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "PARAMS_FILE",
     "VOLATILE_KEYS",
     "array_digest",
+    "dataset_digest",
     "file_digest",
     "input_fingerprint",
     "inputs_match",
@@ -73,9 +75,25 @@ def array_digest(path: str | Path, key: str = "kept") -> str:
     return h.hexdigest()[:16]
 
 
+def dataset_digest(manifest_path: str | Path) -> str:
+    """SHA-256 (hex, first 16 digits) of what a data set holds: the checksum of every file its
+    manifest lists and the parameters that made it. Unlike :func:`file_digest` of the manifest,
+    it ignores the manifest's provenance (creation time, commit), so a data set rebuilt with the
+    same values, as a fresh ``make reproduce`` does, keeps the sweep's finished runs."""
+    with open(manifest_path, encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    try:
+        content = {"files": {name: entry["sha256"] for name, entry in manifest["files"].items()},
+                   "params": manifest["params"]}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{manifest_path}: not a data set manifest (no files with sha256 or no "
+                         "params)") from exc
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def input_fingerprint(run_dir: str | Path, generators: Sequence[str]) -> dict[str, str]:
-    """Digests of what the augmentation runs read from ``run_dir``: the data set's manifest
-    (which holds every array's checksum; :func:`file_digest`) and each generator's kept
+    """Digests of what the augmentation runs read from ``run_dir``: the data set (the values,
+    :func:`dataset_digest`, not the manifest file) and each generator's kept
     synthetic windows (the values, :func:`array_digest`, not the file). Part of every run's
     record, so a run made before the data or a generator changed (a rebuilt data set, a retrained
     VAE whose kept windows differ) no longer counts as finished. Missing files are left out (the
@@ -84,7 +102,8 @@ def input_fingerprint(run_dir: str | Path, generators: Sequence[str]) -> dict[st
     paths = [run_dir / "data" / "manifest.json"]
     for gen in sorted(set(generators) - {"none"}):
         paths += sorted((run_dir / gen).glob("synthetic_*.npz"))
-    return {str(p.relative_to(run_dir)): (array_digest(p) if p.suffix == ".npz" else file_digest(p))
+    return {str(p.relative_to(run_dir)): (array_digest(p) if p.suffix == ".npz"
+                                          else dataset_digest(p))
             for p in paths if p.is_file()}
 
 
