@@ -18,7 +18,7 @@ Sections (each a function returning a list of rows):
   many timing windows the kernel ran on each thread count (it chooses by measured rate).
 * ``data``: :func:`egmlib.data.build_dataset` of the smoke profile and (full mode) the default
   01_data parameters, into a temporary run folder with ``rebuild=True``, with the load.
-* ``transfer``: :func:`egmlib.physics.forward.time_transfer_matrix` at n_rec 256 and (full) 2048.
+* ``transfer``: :func:`benchmarks.transfer.time_transfer_matrix` at n_rec 256 and (full) 2048.
 * ``recon``, ``sweep``: the augmentation experiment (:mod:`benchmarks.augment`): training pairs/s
   of the reconstruction network, and a small 05 grid serially against two workers.
 * ``train``: :func:`benchmarks.train.training_throughput`, eager against optimised, 400 x 256 and
@@ -154,14 +154,12 @@ def bench_data(quick: bool) -> list[Row]:
 
 # ------------------------------------------------------------------------------------------
 def bench_transfer(quick: bool) -> list[Row]:
-    from egmlib.physics import forward
+    from benchmarks.transfer import time_transfer_matrix
 
-    if not hasattr(forward, "time_transfer_matrix"):
-        return [{"section": "transfer", "item": "time_transfer_matrix missing", "skipped": True}]
     rows: list[Row] = []
     base = None
     for n_rec in (256,) if quick else (256, 2048):
-        r = forward.time_transfer_matrix(n_rec)
+        r = time_transfer_matrix(n_rec)
         seconds = r["heart_surface_s"] + r["transfer_matrix_s"]
         base = base or seconds
         rows.append({"section": "transfer", "item": f"transfer matrix n_rec {n_rec}",
