@@ -262,6 +262,14 @@ def test_existing_dataset_with_same_parameters_is_reused(tiny, tmp_path, monkeyp
     # other data parameters: rebuilt (here: the patched simulator is reached)
     with pytest.raises(AssertionError, match="simulated"):
         build(_params(seed=5), run_dir, rebuild=False, show_progress=False)
+    # other simulation priors: rebuilt too (the manifest stores them beside the parameters)
+    af = simulate.PRIORS["AF"]
+    wider = simulate.RhythmPriors(**{**af.__dict__, "D": (0.1, 0.3)})
+    monkeypatch.setitem(simulate.PRIORS, "AF", wider)
+    with pytest.raises(AssertionError, match="simulated"):
+        build(_params(), run_dir, rebuild=False, show_progress=False)
+    monkeypatch.setitem(simulate.PRIORS, "AF", af)
+    assert ds.manifest["priors"]["AF"]["D"] == [0.15, 0.3]
     # a corrupt data set is rebuilt, not loaded
     f = run_dir / "data" / "egm.npy"
     raw = bytearray(f.read_bytes())

@@ -48,6 +48,7 @@ from egmlib.physics.geometry import (
     recording_sites,
 )
 from egmlib.physics.simulate import (
+    PRIORS,
     SimulationResult,
     SimulationSpec,
     Simulator,
@@ -408,9 +409,16 @@ def cache_key(p: Mapping[str, Any]) -> dict[str, Any]:
     return {k: p[k] for k in DATA_KEYS}
 
 
+def priors_record() -> dict[str, dict[str, Any]]:
+    """The simulation priors of each rhythm (:data:`egmlib.physics.simulate.PRIORS`) as the
+    manifest stores them: part of what a data set is, beside :data:`DATA_KEYS`."""
+    return {rhythm: PRIORS[rhythm].to_dict() for rhythm in LABELS}
+
+
 def _params_match(manifest: Mapping[str, Any], p: Mapping[str, Any]) -> bool:
     old = manifest.get("params", {})
-    return manifest.get("format") == FORMAT and all(old.get(k) == p[k] for k in DATA_KEYS)
+    return (manifest.get("format") == FORMAT and all(old.get(k) == p[k] for k in DATA_KEYS)
+            and manifest.get("priors") == priors_record())
 
 
 def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = False,
@@ -513,5 +521,6 @@ def dataset_manifest(p: Mapping[str, Any], cfg: DataConfig, anatomy: Anatomy,
         "formulation_agreement": agreement,
         "simulations": meas.simulations,
         "params": key,
+        "priors": priors_record(),
         "provenance": provenance(dict(key), p["seed"]),
     }
