@@ -42,9 +42,29 @@ import torch
 
 from benchmarks.augment import bench_recon, bench_sweep
 from egmlib.core import params as params_mod
-from egmlib.core.runs import package_versions, repo_root, save_json
+from egmlib.core.runs import git_commit, package_versions, portable, repo_root, save_json, shown
 
 Row = dict[str, Any]
+
+
+def _machine() -> str:
+    """The CPU model and core count (the conditions every figure of a run was measured under)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next(line.split(":", 1)[1].strip() for line in fh
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores, load {_load()} at the end"
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _best(fn: Callable[[], Any], repeats: int) -> float:
@@ -249,10 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     out = Path(args.out) if args.out else repo_root() / "runs" / "bench" / "bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_json(out, {"quick": args.quick, "sections": names, "section_seconds": timings,
-                    "threads": torch.get_num_threads(), "versions": package_versions(),
-                    "rows": rows})
-    print(f"wrote {out}")
+    save_json(out, portable({"quick": args.quick, "sections": names,
+                             "section_seconds": timings, "threads": torch.get_num_threads(),
+                             "machine": _machine(), "created_utc": _now(),
+                             "git_commit": git_commit(), "versions": package_versions(),
+                             "rows": rows}))
+    print(f"wrote {shown(out)}")
     return 0
 
 
