@@ -494,11 +494,14 @@ class _XmlReader:
             return buf[start + h:start + h + n]
         nb = int(np.frombuffer(buf, self.header, 1, start)[0])
         head = np.frombuffer(buf, self.header, 3 + nb, start).astype(np.int64)
-        pos = start + h * (3 + nb)
+        return self._blocks(buf, start + h * (3 + nb), head[3:], "appended data")
+
+    def _blocks(self, buf: bytes, pos: int, sizes: NDArray[np.int64], what: str) -> bytes:
+        """The decompressed, joined blocks of ``sizes`` bytes each that start at ``pos``."""
         out = []
-        for size in head[3:]:
+        for size in sizes:
             if pos + size > len(buf):
-                raise _err(self.path, "truncated appended data")
+                raise _err(self.path, f"truncated {what}")
             out.append(self._decompress(buf[pos:pos + size]))
             pos += size
         return b"".join(out)
@@ -526,13 +529,7 @@ class _XmlReader:
                              self.header).astype(np.int64)
         body = base64.b64decode(text[_b64_chars(nhead):
                                      _b64_chars(nhead) + _b64_chars(int(head[3:].sum()))])
-        out, pos = [], 0
-        for size in head[3:]:
-            if pos + size > len(body):
-                raise _err(self.path, "truncated base64 data array")
-            out.append(self._decompress(body[pos:pos + size]))
-            pos += size
-        return b"".join(out)
+        return self._blocks(body, 0, head[3:], "base64 data array")
 
     def array(self, el: ET.Element) -> NDArray:
         name = el.get("Name", "?")
