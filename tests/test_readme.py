@@ -33,7 +33,10 @@ HOW_TESTED: dict[str, str] = {
     "make test": "CI runs it (.ci/run)",
     "make sweep": "test_make_targets_run_the_documented_modules (recipe); the sweep CLI on a "
                   "smoke grid: tests/test_sweep.py test_cli_runs_the_profile_grid",
-    "make bench": "test_make_targets_run_the_documented_modules",
+    "make bench": "test_make_targets_run_the_documented_modules; the module itself: "
+                  "test_bench_writes_its_record",
+    "python -m benchmarks.run --out results/bench/bench.json":
+        "test_bench_writes_its_record (one quick section, into a temporary file)",
     "make nbval": "test_make_targets_run_the_documented_modules",
     "make clean": "test_make_targets_run_the_documented_modules",
     ".venv/bin/python -m egmlib.workflow.pipeline --profile smoke":
@@ -133,3 +136,20 @@ def test_papermill_with_a_profile_file(tmp_path: Path):
 
     ds = data.load_dataset(tmp_path / "run")
     assert ds.egm.shape[2] == 64  # -p beat the profile's n_rec 32
+
+
+def test_bench_writes_its_record(tmp_path: Path, capsys):
+    """``python -m benchmarks.run --out FILE`` writes the figures with the conditions they were
+    measured under (here one quick section, the transfer matrix at n_rec 256)."""
+    import json
+
+    from benchmarks import run as bench
+
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--only", "transfer", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert {"machine", "created_utc", "git_commit", "versions", "threads"} <= set(record)
+    assert "cores" in record["machine"]
+    (row,) = record["rows"]
+    assert row["section"] == "transfer" and row["n_rec"] == 256 and row["ratio"] == 1.0
+    assert row["shape"] == [row["n_torso_vertices"], 256]  # torso vertices x recording sites
