@@ -136,6 +136,24 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from egmlib.workflow import pipeline
 
     run_dir = tmp_path_factory.mktemp("smoke")
-    assert pipeline.main(["--profile", "smoke", "--run-dir", str(run_dir), "--timeout",
-                          "900"]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        unset_thread_limits(mp)
+        assert pipeline.main(["--profile", "smoke", "--run-dir", str(run_dir), "--timeout",
+                              "900"]) == 0
     return run_dir
+
+
+def unset_thread_limits(mp: pytest.MonkeyPatch) -> None:
+    """Run with every core, as a user does: remove the thread limits a sweep sets for its
+    parallel runs (``sweep.THREAD_ENV``), whichever test ran before. Float rounding in BLAS, and
+    so every result, depends on the thread count."""
+    from egmlib.workflow.sweep import THREAD_ENV
+
+    for name in THREAD_ENV:
+        mp.delenv(name, raising=False)
+
+
+@pytest.fixture
+def all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test runs notebooks with every core (see :func:`unset_thread_limits`)."""
+    unset_thread_limits(monkeypatch)

@@ -45,7 +45,9 @@ def _arrays(run_dir: Path) -> dict[str, np.ndarray]:
     return {p.name: np.load(p) for p in sorted((run_dir / "data").glob("*.npy"))}
 
 
-def test_smoke_chain_reproduces_in_another_folder(smoke_run: Path, tmp_path_factory) -> None:
+def test_smoke_chain_reproduces_in_another_folder(smoke_run: Path, tmp_path_factory,
+                                                  all_cores: None) -> None:
+    # all_cores: the thread count of smoke_run, whatever a sweep test left in the environment
     again = tmp_path_factory.mktemp("smoke_again")
     run_pipeline("smoke", run_dir=again, root=ROOT, timeout=900)
     first, second = _records(smoke_run), _records(again)

@@ -141,8 +141,11 @@ def test_input_fingerprint_follows_the_files(tmp_path):
 def test_failed_run_is_reported_and_only_it_is_retried(tmp_path):
     grid = {"x": [3], "fail": [False, True]}
     # two runs on a LocalCluster of two worker processes (the default path for workers > 1)
+    environment = dict(os.environ)
     report = run_sweep(PROBE, grid, tmp_path, workers=2, timeout=60)
     assert report.mode.startswith("LocalCluster, 2 worker")
+    # the cluster's OMP_NUM_THREADS=1 etc. did not stay in this process's environment
+    assert dict(os.environ) == environment
     assert [r.params for r in report.done] == [{"x": 3, "fail": False}]
     assert [r.params for r in report.failed] == [{"x": 3, "fail": True}]
     bad = report.failed[0]
@@ -189,8 +192,10 @@ def test_partial_run_folder_is_redone(tmp_path):
 def test_sweep_on_an_existing_dask_cluster(tmp_path):
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                      dashboard_address=None) as cluster:
+    from egmlib.workflow.sweep import _environment_kept
+
+    with _environment_kept(), LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                           dashboard_address=None) as cluster:
         report = run_sweep(PROBE, {"x": [11, 12]}, tmp_path, base_parameters={"seed": 2},
                            scheduler_address=cluster.scheduler_address, timeout=60)
     assert report.mode == f"Dask cluster {cluster.scheduler_address}"

@@ -503,8 +503,29 @@ def run_sweep(notebook: str | Path,
     return report
 
 
+@contextmanager
+def _environment_kept() -> Iterator[None]:
+    """Restore this process's environment on exit. ``distributed.LocalCluster`` sets
+    ``OMP_NUM_THREADS=1`` (and other variables) in the *parent* process before it spawns its
+    workers and leaves them there (distributed 2026.8.0), so every notebook executed later by
+    this process would run its BLAS on one thread, with other float rounding."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(before):
+            del os.environ[name]
+        os.environ.update(before)
+
+
 def _run_dask(tasks: list[dict[str, Any]], n_workers: int, scheduler_address: str | None,
               stem: str) -> list[dict[str, Any]]:
+    with _environment_kept():
+        return _run_dask_tasks(tasks, n_workers, scheduler_address, stem)
+
+
+def _run_dask_tasks(tasks: list[dict[str, Any]], n_workers: int, scheduler_address: str | None,
+                    stem: str) -> list[dict[str, Any]]:
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
