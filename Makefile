@@ -9,7 +9,7 @@ PROFILE ?= default
 .PHONY: help setup reproduce test test-fast nbval lint bench sweep figures clean
 
 help:
-	@echo "make reproduce  set up .venv, run the default pipeline (notebooks 01..), regenerate figures/"
+	@echo "make reproduce  set up .venv, run the default pipeline (notebooks 01-05), regenerate figures/ and results/default/"
 	@echo "make test       set up .venv, ruff, pytest (unit tests, smoke chain, nbval on it)"
 	@echo "make nbval      re-execute the committed default notebooks with nbval (long)"
 	@echo "make bench      speed benchmarks (ratios to baselines measured in the same run)"
