@@ -12,7 +12,10 @@ checking. It is split into
   :func:`assign_splits`) and :func:`build_dataset`, which runs them; :data:`DATA_KEYS`;
 * :mod:`egmlib.data.analysis`: measurements and post-hoc analyses (:func:`physics_summary`,
   :func:`count_table`, :func:`noisy_bspm`, :func:`tikhonov_evaluation`,
-  :func:`sr_activation_map`, :func:`formulation_agreement`).
+  :func:`sr_activation_map`, :func:`formulation_agreement`);
+* :mod:`egmlib.data.export`: the data set as one self-describing NetCDF4 file for other tools
+  (:func:`to_xarray`, :func:`export_dataset`, :func:`read_exported`; readable with
+  ``xarray.open_dataset`` alone). The ``.npy`` folder stays the working format.
 
 Every name is re-exported here (``from egmlib import data``; ``data.load_dataset(...)``).
 
@@ -84,6 +87,13 @@ from egmlib.data.build import (
     simulate_all,
     spawn_seeds,
 )
+from egmlib.data.export import (
+    dataset_arrays,
+    export_dataset,
+    exported_manifest,
+    read_exported,
+    to_xarray,
+)
 from egmlib.data.store import (
     ARRAYS,
     FORMAT,
@@ -119,6 +129,9 @@ __all__ = [
     "build_dataset",
     "compress_lead_field",
     "count_table",
+    "dataset_arrays",
+    "export_dataset",
+    "exported_manifest",
     "formulation_agreement",
     "load_dataset",
     "make_anatomy",
@@ -128,11 +141,13 @@ __all__ = [
     "measure",
     "noisy_bspm",
     "physics_summary",
+    "read_exported",
     "save_dataset",
     "simulate_all",
     "spawn_seeds",
     "split_by_simulation",
     "sr_activation_map",
     "tikhonov_evaluation",
+    "to_xarray",
     "windows",
 ]
