@@ -192,10 +192,10 @@ def test_partial_run_folder_is_redone(tmp_path):
 def test_sweep_on_an_existing_dask_cluster(tmp_path):
     from distributed import LocalCluster
 
-    from egmlib.workflow.sweep import _environment_kept
+    from egmlib.core.process import environment_restored
 
-    with _environment_kept(), LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                           dashboard_address=None) as cluster:
+    with environment_restored(), LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                              dashboard_address=None) as cluster:
         report = run_sweep(PROBE, {"x": [11, 12]}, tmp_path, base_parameters={"seed": 2},
                            scheduler_address=cluster.scheduler_address, timeout=60)
     assert report.mode == f"Dask cluster {cluster.scheduler_address}"

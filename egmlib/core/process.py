@@ -30,6 +30,7 @@ __all__ = [
     "configure_threads",
     "default_threads",
     "deterministic_algorithms",
+    "environment_restored",
     "seed_everything",
     "seeded_torch",
     "setup_process",
@@ -180,3 +181,19 @@ def torch_state(seed: int | None = None, threads: int | None = None,
         if seed is not None:
             stack.enter_context(seeded_torch(seed, device))
         yield n
+
+
+@contextlib.contextmanager
+def environment_restored() -> Iterator[None]:
+    """Give ``os.environ`` back as it was on entry (variables added inside removed).
+
+    ``distributed.LocalCluster`` (2026.8.0) sets ``OMP_NUM_THREADS=1`` and other variables in
+    the *parent* process before it spawns its workers and leaves them there, so everything this
+    process ran afterwards (notebook kernels it starts, BLAS) would use one thread, with other
+    float rounding. The sweep and the data build wrap their clusters in this."""
+    saved = os.environ.copy()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -54,6 +54,7 @@ from egmlib.physics.simulate import (
     Simulator,
     conduction_velocity,
     draw_specs,
+    numba_available,
 )
 from egmlib.physics.torso import Torso, make_torsos
 
@@ -68,6 +69,8 @@ N_EXAMPLE_SITES = 4
 MIN_SITES_PER_ATRIUM = 4
 #: first simulation id of each rhythm
 FIRST_SIM_ID = {"SR": 0, "AF": 100_000}
+#: batches one rhythm may take before the build gives up (terminated AF runs are redrawn)
+MAX_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -219,23 +222,40 @@ def _fresh(ss: np.random.SeedSequence) -> np.random.SeedSequence:
 
 
 def simulate_all(anatomy: Anatomy, lead_basis: NDArray, cfg: DataConfig, seeds: Seeds,
-                 show_progress: bool = True) -> Simulations:
+                 show_progress: bool = True, *, scheduler: str | None = None,
+                 workers: int | None = None) -> Simulations:
     """Run ``n_sr`` SR and ``n_af`` sustained AF simulations (``batch`` at a time, time step
     ``dt_ms``, ``record_s`` kept after ``transient_s``), recording the EGMs through
     ``anatomy.egm_lead`` and the torso coefficients through ``lead_basis``. AF runs that
-    terminate are replaced by fresh draws."""
-    sim = Simulator(anatomy.geometry, dt=cfg.dt_ms)
+    terminate are replaced by fresh draws.
+
+    The batches run here one after the other (``scheduler`` and ``workers`` None), on a local
+    Dask cluster of ``workers`` one-thread processes, or on the Dask cluster at the address
+    ``scheduler``; the specs are drawn here in every case, and the result is the same to the
+    bit (:mod:`egmlib.data.parallel`).
+    """
     snapshot_ms = [float(t) for t in np.linspace(0, min(400.0, cfg.record_s * 1000 - 2), 5)]
     leads = {"egm": anatomy.egm_lead, "torso": lead_basis}
     results: list[SimulationResult] = []
     replaced = {}
     total = cfg.n_sr + cfg.n_af
+    rhythms = (("SR", cfg.n_sr, seeds.sr), ("AF", cfg.n_af, seeds.af))
     with progress(range(total), desc="simulations", total=total,
                   disable=not show_progress) as bar:
-        for rhythm, n, ss in (("SR", cfg.n_sr, seeds.sr), ("AF", cfg.n_af, seeds.af)):
-            res, replaced[rhythm] = _simulate_rhythm(
-                sim, rhythm, n, _fresh(ss), FIRST_SIM_ID[rhythm], cfg, leads, snapshot_ms, bar)
-            results += res
+        if scheduler is None and workers is None:
+            sim = Simulator(anatomy.geometry, dt=cfg.dt_ms)
+            backend = sim.backend
+            for rhythm, n, ss in rhythms:
+                res, replaced[rhythm] = _simulate_rhythm(
+                    sim, rhythm, n, _fresh(ss), FIRST_SIM_ID[rhythm], cfg, leads, snapshot_ms,
+                    bar)
+                results += res
+        else:
+            backend, per_rhythm = _simulate_on_cluster(anatomy, leads, cfg, rhythms,
+                                                       snapshot_ms, bar, scheduler, workers)
+            for (rhythm, _, _), attempts in zip(rhythms, per_rhythm):
+                results += [_select(res, keep) for res, keep in attempts]
+                replaced[rhythm] = sum(int((~keep).sum()) for _, keep in attempts)
     return Simulations(
         specs=[s for r in results for s in r.specs],
         egm=np.concatenate([r.traces["egm"] for r in results]),
@@ -244,7 +264,31 @@ def simulate_all(anatomy: Anatomy, lead_basis: NDArray, cfg: DataConfig, seeds: 
         activation_count=np.concatenate([r.activation_count for r in results]),
         wavefronts=np.concatenate([r.wavefronts for r in results]),
         snapshots=np.concatenate([r.snapshots for r in results]),
-        snapshot_ms=tuple(snapshot_ms), replaced_af=replaced["AF"], backend=sim.backend)
+        snapshot_ms=tuple(snapshot_ms), replaced_af=replaced["AF"], backend=backend)
+
+
+def _simulate_on_cluster(anatomy: Anatomy, leads: dict[str, NDArray], cfg: DataConfig,
+                         rhythms: tuple[tuple[str, int, np.random.SeedSequence], ...],
+                         snapshot_ms: list[float], bar: Any, scheduler: str | None,
+                         workers: int | None) -> tuple[str, list[list[Any]]]:
+    """The batches of :func:`simulate_all` on a Dask cluster: (backend, per rhythm its attempts
+    as (batch result, kept columns))."""
+    from egmlib.data import parallel
+
+    backend = "numba" if numba_available() else "torch"  # what Simulator's "auto" takes
+    run = parallel.BatchRun(dt_ms=cfg.dt_ms, record_ms=cfg.record_s * 1000.0,
+                            transient_ms=cfg.transient_s * 1000.0,
+                            snapshot_ms=tuple(snapshot_ms), backend=backend)
+    tasks = [parallel.RhythmTask(rhythm=rhythm, n=n, seed_seq=_fresh(ss),
+                                 first_id=FIRST_SIM_ID[rhythm]) for rhythm, n, ss in rhythms]
+    return backend, parallel.simulate_rhythms(
+        tasks, anatomy.geometry, leads, run, cfg.batch, MAX_ATTEMPTS, _kept_columns, bar,
+        scheduler, workers)
+
+
+def _kept_columns(rhythm: str, res: SimulationResult) -> NDArray[np.bool_]:
+    """The columns of a batch that count: every SR run, the AF runs that did not terminate."""
+    return res.alive if rhythm == "AF" else np.ones(len(res.specs), bool)
 
 
 def _simulate_rhythm(sim: Simulator, rhythm: str, n: int, seed_seq: np.random.SeedSequence,
@@ -256,14 +300,14 @@ def _simulate_rhythm(sim: Simulator, rhythm: str, n: int, seed_seq: np.random.Se
     attempts = 0
     while kept < n:
         attempts += 1
-        if attempts > 20:
+        if attempts > MAX_ATTEMPTS:
             raise RuntimeError(f"could not obtain {n} sustained {rhythm} simulations")
         todo = min(cfg.batch, n - kept)
         specs = draw_specs(rhythm, todo, seed_seq.spawn(1)[0], sim.geometry, first_id=next_id)
         next_id += todo
         res = sim.run(specs, cfg.record_s * 1000.0, transient_ms=cfg.transient_s * 1000.0,
                       leads=leads, snapshot_ms=snapshot_ms, show_progress=False)
-        keep = res.alive if rhythm == "AF" else np.ones(len(specs), bool)
+        keep = _kept_columns(rhythm, res)
         replaced += int((~keep).sum())
         results.append(_select(res, keep))
         kept += int(keep.sum())
@@ -422,13 +466,18 @@ def _params_match(manifest: Mapping[str, Any], p: Mapping[str, Any]) -> bool:
 
 
 def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = False,
-                  show_progress: bool = True) -> Dataset:
+                  show_progress: bool = True, scheduler: str | None = None,
+                  workers: int | None = None) -> Dataset:
     """Simulate the SR and AF data set of parameters ``p`` (see :mod:`egmlib.core.params`, notebook
     01_data), EGMs and BSPMs, into ``<run_dir>/data`` and return it loaded.
 
     An existing complete data set made with the same parameters (:data:`DATA_KEYS`) is loaded
     instead, unless ``rebuild``. The folder is written under a temporary name and renamed when
     complete, so an interrupted build leaves no partial data set behind.
+
+    ``scheduler`` (the address of a Dask cluster) or ``workers`` (the size of a local cluster
+    made and closed here) sends the simulation batches to a cluster, with the same data set to
+    the bit (:func:`simulate_all`); by default they run in this process.
     """
     run_dir = Path(run_dir)
     if not rebuild and (run_dir / "data" / "manifest.json").exists():
@@ -443,7 +492,8 @@ def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = 
     seeds = spawn_seeds(p["seed"])
     anatomy = make_anatomy(cfg)
     torso_models = make_torso_models(anatomy, cfg, seeds.torso)
-    sims = simulate_all(anatomy, torso_models.lead_basis, cfg, seeds, show_progress)
+    sims = simulate_all(anatomy, torso_models.lead_basis, cfg, seeds, show_progress,
+                        scheduler=scheduler, workers=workers)
     win = make_windows(sims, cfg)
     bspm, bspm_examples = make_bspms(win, torso_models)
     meas = measure(sims, anatomy, cfg)

@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from egmlib.core import params as _params
+from egmlib.core.process import environment_restored
 from egmlib.core.runs import (
     load_json,
     progress,
@@ -503,24 +504,9 @@ def run_sweep(notebook: str | Path,
     return report
 
 
-@contextmanager
-def _environment_kept() -> Iterator[None]:
-    """Restore this process's environment on exit. ``distributed.LocalCluster`` sets
-    ``OMP_NUM_THREADS=1`` (and other variables) in the *parent* process before it spawns its
-    workers and leaves them there (distributed 2026.8.0), so every notebook executed later by
-    this process would run its BLAS on one thread, with other float rounding."""
-    before = dict(os.environ)
-    try:
-        yield
-    finally:
-        for name in set(os.environ) - set(before):
-            del os.environ[name]
-        os.environ.update(before)
-
-
 def _run_dask(tasks: list[dict[str, Any]], n_workers: int, scheduler_address: str | None,
               stem: str) -> list[dict[str, Any]]:
-    with _environment_kept():
+    with environment_restored():  # LocalCluster leaves OMP_NUM_THREADS=1 behind
         return _run_dask_tasks(tasks, n_workers, scheduler_address, stem)
 
 
