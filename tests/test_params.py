@@ -153,23 +153,30 @@ def test_resolve_reads_a_notebook_namespace():
         resolve("01_data", {**ns, "hop_s": "half"})
 
 
-def test_load_profile_rejects_bad_files(tmp_path):
-    typo = tmp_path / "typo.yaml"
-    typo.write_text("profile: smoke\nn_recc: 3\n")
-    with pytest.raises(ParameterError, match=r"typo\.yaml.*'n_recc'"):
-        load_profile(typo)
+@pytest.mark.parametrize(("text", "match"), [
+    ("profile: smoke\nn_recc: 3\n", r"bad\.yaml.*'n_recc'"),  # a typo, named with the file
+    ("n_rec: many\n", "'n_rec'"),
+    ("- a\n- b\n", "flat mapping"),
+    ("sweep_k: [0]\nseeed: 3\n", "seeed"),
+    ("sweep_k: [0]\nseed: -1\n", "'seed'"),
+    ("sweep_generators: [vae_s, vae_x]\n", r"'sweep_generators\[1\]'.*'vae_s', 'vae_c'"),
+    ("sweep_seeds: []\n", r"'sweep_seeds'.*non-empty"),
+    ("T: 400\nfs: 100.0\nrecord_s: 2.0\n", r"bad\.yaml.*'T' and 'fs'"),  # a stage's rule
+])
+def test_load_profile_rejects_bad_files(tmp_path, text, match):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("n_rec: many\n")
-    with pytest.raises(ParameterError, match="'n_rec'"):
+    bad.write_text(text)
+    with pytest.raises(ParameterError, match=match):
         load_profile(bad)
-    flat = tmp_path / "list.yaml"
-    flat.write_text("- a\n- b\n")
-    with pytest.raises(ParameterError, match="flat mapping"):
-        load_profile(flat)
+
+
+def test_a_profile_is_shared_by_every_notebook_and_the_sweep(tmp_path):
+    """One YAML serves papermill's -f, the pipeline and the sweep: a name of any notebook, and
+    the sweep's keys, are accepted and checked by their stage's specs."""
     empty = tmp_path / "empty.yaml"
     empty.write_text("# nothing\n")
     assert load_profile(empty) == {}
-    # a name of any notebook is accepted in a shared profile
-    ok = tmp_path / "ok.yaml"
-    ok.write_text("seed: 4\nn_rec: 64\n")
-    assert load_profile(ok) == {"seed": 4, "n_rec": 64}
+    good = tmp_path / "good.yaml"
+    good.write_text("seed: 7\nn_rec: 64\nprofile: smoke\nsweep_k: [0, 2]\nsweep_seeds: [0]\n")
+    assert load_profile(good) == {"seed": 7, "n_rec": 64, "profile": "smoke", "sweep_k": [0, 2],
+                                  "sweep_seeds": [0]}

@@ -14,7 +14,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from egmlib.core.params import ParameterError, load_profile
 from egmlib.workflow import pipeline
 from egmlib.workflow.pipeline import (
     NotebookError,
@@ -29,31 +28,6 @@ FAILS = FIXTURES / "fails.ipynb"
 
 def _read_result(folder: Path) -> dict:
     return json.loads((folder / "result.json").read_text())
-
-
-def test_a_profile_keeps_its_sweep_keys_and_checks_every_name(tmp_path):
-    """One YAML serves papermill's -f, the pipeline and the sweep: its sweep keys are parameters
-    like any other, checked by their SweepConfig specs."""
-    good = tmp_path / "good.yaml"
-    good.write_text("seed: 7\nprofile: smoke\nsweep_k: [0, 2]\nsweep_seeds: [0]\n")
-    assert load_profile(good) == {"seed": 7, "profile": "smoke", "sweep_k": [0, 2],
-                                  "sweep_seeds": [0]}
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("sweep_k: [0]\nseeed: 3\n")
-    with pytest.raises(ParameterError, match="seeed"):
-        load_profile(bad)
-    wrong = tmp_path / "wrong.yaml"
-    wrong.write_text("sweep_k: [0]\nseed: -1\n")
-    with pytest.raises(ParameterError, match="'seed'"):
-        load_profile(wrong)
-    grid = tmp_path / "grid.yaml"
-    grid.write_text("sweep_generators: [vae_s, vae_x]\n")
-    with pytest.raises(ParameterError, match=r"'sweep_generators\[1\]'.*'vae_s', 'vae_c'"):
-        load_profile(grid)
-    empty = tmp_path / "empty.yaml"
-    empty.write_text("sweep_seeds: []\n")
-    with pytest.raises(ParameterError, match=r"'sweep_seeds'.*non-empty"):
-        load_profile(empty)
 
 
 @pytest.mark.notebook

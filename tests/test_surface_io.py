@@ -340,27 +340,18 @@ def test_missing_file(tmp_path):
         read_surface(tmp_path / "half")
 
 
-def test_unknown_format(tmp_path):
-    (tmp_path / "s.xyz").write_text("1 2 3\n")
-    with pytest.raises(SurfaceFileError, match=r"s\.xyz: unknown surface format '\.xyz'"):
-        read_surface(tmp_path / "s.xyz")
-
-
-def test_no_triangles(tmp_path):
-    (tmp_path / "p.vtk").write_text("# vtk DataFile Version 3.0\nx\nASCII\nDATASET POLYDATA\n"
-                                    "POINTS 3 float\n0 0 0 1 0 0 0 1 0\n")
-    with pytest.raises(SurfaceFileError, match=r"p\.vtk: no triangles found"):
-        read_surface(tmp_path / "p.vtk")
-    (tmp_path / "e.obj").write_text("v 0 0 0\nv 1 0 0\n")
-    with pytest.raises(SurfaceFileError, match=r"e\.obj: no triangles found"):
-        read_surface(tmp_path / "e.obj")
-
-
-def test_wrong_dataset(tmp_path):
-    (tmp_path / "g.vtk").write_text("# vtk DataFile Version 3.0\nx\nASCII\n"
-                                    "DATASET STRUCTURED_POINTS\nDIMENSIONS 2 2 2\n")
-    with pytest.raises(SurfaceFileError, match="STRUCTURED_POINTS is not a surface"):
-        read_surface(tmp_path / "g.vtk")
+@pytest.mark.parametrize(("name", "text", "match"), [
+    ("s.xyz", "1 2 3\n", r"s\.xyz: unknown surface format '\.xyz'"),
+    ("p.vtk", "# vtk DataFile Version 3.0\nx\nASCII\nDATASET POLYDATA\nPOINTS 3 float\n"
+              "0 0 0 1 0 0 0 1 0\n", r"p\.vtk: no triangles found"),
+    ("e.obj", "v 0 0 0\nv 1 0 0\n", r"e\.obj: no triangles found"),
+    ("g.vtk", "# vtk DataFile Version 3.0\nx\nASCII\nDATASET STRUCTURED_POINTS\n"
+              "DIMENSIONS 2 2 2\n", "STRUCTURED_POINTS is not a surface"),
+])
+def test_files_without_a_triangle_surface_are_refused(tmp_path, name, text, match):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(SurfaceFileError, match=match):
+        read_surface(tmp_path / name)
 
 
 def test_quads_and_tetrahedra_are_named(tmp_path):
