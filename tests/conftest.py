@@ -41,7 +41,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture
 def torch_single_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Train with one torch thread (``EGMLIB_THREADS=1``, read by
-    :func:`egmlib.generators.train.configure_threads`) and restore the thread count afterwards."""
+    :func:`egmlib.core.process.default_threads`) and restore the thread count afterwards."""
     before = torch.get_num_threads()
     monkeypatch.setenv("EGMLIB_THREADS", "1")
     yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from egmlib.core.process import seed_everything
 from egmlib.generators.generate import (
     encode_means,
     fit_latent_gaussian,
@@ -15,7 +16,7 @@ from egmlib.generators.generate import (
     select_best,
 )
 from egmlib.generators.models import ConvVAE, VAEConfig
-from egmlib.generators.train import Normalizer, seed_everything, train_vae
+from egmlib.generators.train import Normalizer, train_vae
 
 FS = 100.0
 

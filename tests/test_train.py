@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks.train import matmul_gflops, training_flops, training_throughput
+from egmlib.core.process import seed_everything
 from egmlib.generators.models import ConvVAE, VAEConfig
 from egmlib.generators.train import (
     HISTORY_KEYS,
@@ -17,7 +18,6 @@ from egmlib.generators.train import (
     TrainingDivergedError,
     load_checkpoint,
     save_checkpoint,
-    seed_everything,
     train_vae,
 )
 
@@ -218,7 +218,8 @@ def test_train_vae_leaves_process_state_and_depends_only_on_its_seed(monkeypatch
     monkeypatch.setenv("EGMLIB_THREADS", "2")
     before_flags = (torch.are_deterministic_algorithms_enabled(),
                     torch.is_deterministic_algorithms_warn_only_enabled(),
-                    torch.get_num_threads())
+                    torch.get_num_threads(), torch.backends.cudnn.deterministic,
+                    torch.backends.cudnn.benchmark)
     states = []
     try:
         torch.use_deterministic_algorithms(False)
@@ -227,6 +228,8 @@ def test_train_vae_leaves_process_state_and_depends_only_on_its_seed(monkeypatch
             model = ConvVAE(VAEConfig(T=T, C=C, latent=8, n_classes=2))
             model.load_state_dict(small_model(seed=7, n_classes=2).state_dict())
             torch.use_deterministic_algorithms(False)
+            # a caller's own cuDNN flags, set here rather than left by earlier tests
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
             torch.manual_seed(99)
             torch.rand(draws)
             before = _process_state()
@@ -239,6 +242,7 @@ def test_train_vae_leaves_process_state_and_depends_only_on_its_seed(monkeypatch
     finally:
         torch.use_deterministic_algorithms(before_flags[0], warn_only=before_flags[1])
         torch.set_num_threads(before_flags[2])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before_flags[3:]
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
 

@@ -5,7 +5,7 @@ The stage configurations are frozen dataclasses (:class:`RunConfig`, :class:`Dat
 Each field carries a :class:`Spec` (default, type, range or allowed values, one line of help);
 constructing a stage checks every field and the stage's cross-field rules and raises
 :class:`ParameterError` naming the parameter and what is allowed. They are the single source of
-defaults, types, ranges, messages and cache keys (:meth:`Stage.digest`); :data:`SPECS`,
+defaults, types, ranges, messages and cache keys (:meth:`Stage.key_names`); :data:`SPECS`,
 :data:`NOTEBOOKS` and the notebooks' ``parameters`` cells are derived from or checked against them
 (``tests/test_params.py`` fails when a cell or a profile drifts).
 
@@ -32,9 +32,6 @@ stages' defaults (the notebooks' parameters cells).
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -162,7 +159,7 @@ def param(default: Any, kind: type, low: float | None = None, high: float | None
           nonempty: bool = False, key: bool = True, help: str = "") -> Any:
     """A field of a stage configuration: its default and its :class:`Spec` (in the metadata).
 
-    ``key=False`` leaves the field out of the stage's :meth:`Stage.digest` (a switch such as
+    ``key=False`` leaves the field out of the stage's :meth:`Stage.key_names` (a switch such as
     ``rebuild`` that changes how, not what, is made).
     """
     spec = Spec(list(default) if kind is list else default, kind, low, high, choices, item,
@@ -203,19 +200,10 @@ class Stage:
         names = cls.specs()
         return cls(**{k: v for k, v in values.items() if k in names})
 
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (lists copied)."""
-        return {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
-
     @classmethod
     def key_names(cls) -> tuple[str, ...]:
         """The fields that determine what the stage makes (its cache key)."""
         return tuple(f.name for f in fields(cls) if f.metadata["key"])
-
-    def digest(self) -> str:
-        """Cache key: SHA-256 (16 hex digits) of the key fields as canonical JSON."""
-        blob = json.dumps({k: getattr(self, k) for k in self.key_names()}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -232,7 +220,8 @@ class RunConfig(Stage):
 class DataConfig(Stage):
     """The in-silico data set of notebook 01: anatomy, simulation, signals, windows, splits.
 
-    Its :meth:`digest` (with the run's seed) decides whether a data set on disk is reused.
+    Its :meth:`key_names` (with the run's seed) are the parameters a data set on disk must match
+    to be reused (:data:`egmlib.data.build.DATA_KEYS`).
     """
 
     # what to do with a data set already on disk
@@ -451,7 +440,7 @@ class Params(dict):
 
     def stage(self, cls: type[S]) -> S:
         """The typed, frozen configuration of one stage from these values (missing names get
-        their defaults), e.g. ``P.stage(DataConfig).digest()``."""
+        their defaults), e.g. ``P.stage(DataConfig).n_rec``."""
         return cls.from_values(self)  # type: ignore[return-value]
 
 

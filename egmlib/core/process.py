@@ -66,21 +66,14 @@ def configure_threads(n: int | None = None) -> int:
     return n
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> np.random.Generator:
+def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python's ``random``, numpy's legacy global state and torch's global generators (CPU
-    and every CUDA device) with ``seed`` and, with ``deterministic``, switch torch to
-    deterministic kernels for the process (``warn_only``: a kernel without a deterministic
-    version warns instead of failing; cuDNN deterministic, no benchmark). Returns a fresh numpy
-    ``Generator`` of ``seed``. Process-wide: for entry points (:func:`setup_process`)."""
+    and every CUDA device) with ``seed``; returns a fresh numpy ``Generator`` of ``seed``.
+    Process-wide: for entry points (:func:`setup_process`) and tests."""
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - legacy global state, for third-party code
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    if deterministic:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return rng
+    return np.random.default_rng(seed)
 
 
 def setup_process(seed: int, threads: int | None = None,
@@ -95,7 +88,7 @@ def setup_process(seed: int, threads: int | None = None,
     ``Generator`` of ``seed`` for the caller's own draws.
     """
     configure_threads(threads)
-    rng = seed_everything(seed, deterministic=False)
+    rng = seed_everything(seed)
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:

@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from egmlib.core import runs
 from egmlib.core.checks import check_ints
-from egmlib.core.process import configure_threads, seed_everything, torch_state
+from egmlib.core.process import torch_state
 from egmlib.core.training import FitResult, TrainingDivergedError, fit
 from egmlib.generators.models import (
     LOSS_PARTS,
@@ -42,11 +42,9 @@ from egmlib.generators.models import (
 __all__ = [
     "Normalizer",
     "TrainingDivergedError",
-    "configure_threads",
     "load_checkpoint",
     "prepare_model",
     "save_checkpoint",
-    "seed_everything",
     "torch_device",
     "train_vae",
 ]

@@ -77,7 +77,6 @@ from pathlib import Path
 from typing import Any
 
 from egmlib.core import params as _params
-from egmlib.core.process import environment_restored
 from egmlib.core.runs import (
     load_json,
     progress,
@@ -506,22 +505,14 @@ def run_sweep(notebook: str | Path,
 
 def _run_dask(tasks: list[dict[str, Any]], n_workers: int, scheduler_address: str | None,
               stem: str) -> list[dict[str, Any]]:
-    with environment_restored():  # LocalCluster leaves OMP_NUM_THREADS=1 behind
-        return _run_dask_tasks(tasks, n_workers, scheduler_address, stem)
+    from distributed import as_completed
 
+    from egmlib.data.parallel import dask_client
 
-def _run_dask_tasks(tasks: list[dict[str, Any]], n_workers: int, scheduler_address: str | None,
-                    stem: str) -> list[dict[str, Any]]:
-    from distributed import Client, LocalCluster, as_completed
-
-    cluster = None
-    if scheduler_address:
-        client = Client(scheduler_address)
-    else:
-        cluster = LocalCluster(n_workers=n_workers, processes=True, threads_per_worker=1,
-                               dashboard_address=None)
-        client = Client(cluster)
-    try:
+    # the same client as the data build's: a local cluster of one-thread processes, or an
+    # existing one; this process's environment is restored afterwards
+    with dask_client(scheduler_address or None, None if scheduler_address else n_workers) \
+            as client:
         tag = uuid.uuid4().hex[:6]
         futures = {client.submit(_run_one, task, key=f"sweep-{stem}-{task['key']}-{tag}"): task
                    for task in tasks}
@@ -536,10 +527,6 @@ def _run_dask_tasks(tasks: list[dict[str, Any]], n_workers: int, scheduler_addre
                                 "error": f"{type(exc).__name__}: {exc}", "notebook": None,
                                 "log": str(Path(task["folder"]) / LOG_FILE)})
         return records
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 # --------------------------------------------------------------------------------------------
