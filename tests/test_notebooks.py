@@ -185,3 +185,24 @@ def test_nbval_smoke_notebooks_reproduce(smoke_run: Path) -> None:
         env={**os.environ, "EGMLIB_QUIET": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+def test_the_chain_runs_unchanged_on_the_ct_anatomy(tmp_path: Path, all_cores: None) -> None:
+    """The README's ``pipeline --profile smoke -p anatomy ct_biatrial``: every notebook runs on
+    the real CT atria (remeshed to the smoke profile's 4 mm), and 01's physics holds there."""
+    from egmlib.workflow import pipeline
+
+    assert pipeline.main(["--profile", "smoke", "--run-dir", str(tmp_path), "--timeout", "900",
+                          "-p", "anatomy", "ct_biatrial"]) == 0
+    result = json.loads((tmp_path / "01_data" / "result.json").read_text())
+    sr, af = result["physics"]["SR"], result["physics"]["AF"]
+    assert sr["activated_min"] == 1.0 and 0.6 <= sr["cv_min_m_s"] <= sr["cv_max_m_s"] <= 1.2
+    assert 3.0 <= af["df_min_hz"] <= af["df_max_hz"] <= 10.0
+    ds = data.load_dataset(tmp_path)
+    assert ds.manifest["params"]["anatomy"] == "ct_biatrial"
+    assert ds.manifest["barr_heart"]["method"] == "wrap"
+    assert result["formulation_agreement"]["corr_median"] > 0.7
+    aug = json.loads(next((tmp_path / "05_augment").rglob("result.json")).read_text())
+    for method in ("network", "tikhonov"):
+        for rhythm in data.LABELS:
+            assert np.isfinite(aug[method][rhythm]["corr_mean"]), (method, rhythm)

@@ -43,6 +43,13 @@ HOW_TESTED: dict[str, str] = {
         "tests/test_notebooks.py smoke_run (the same CLI, into a temporary run directory)",
     ".venv/bin/python -m egmlib.workflow.pipeline --profile default --in-place":
         "what make reproduce runs: test_make_targets_run_the_documented_modules",
+    ".venv/bin/python -m egmlib.workflow.pipeline --profile ct_biatrial":
+        "what make reproduce runs second: test_make_targets_run_the_documented_modules; the same "
+        "chain at smoke sizes: tests/test_notebooks.py "
+        "test_the_chain_runs_unchanged_on_the_ct_anatomy",
+    ".venv/bin/python -m egmlib.workflow.pipeline --profile smoke -p anatomy ct_biatrial":
+        "tests/test_notebooks.py test_the_chain_runs_unchanged_on_the_ct_anatomy (verbatim CLI, "
+        "into a temporary run directory)",
     ".venv/bin/papermill notebooks/01_data.ipynb out.ipynb -f params/smoke.yaml -p n_rec 64":
         "test_papermill_with_a_profile_file (verbatim, plus a temporary run_dir)",
     "papermill notebooks/05_augment.ipynb out.ipynb -p k 18":
@@ -108,6 +115,7 @@ def _make_recipe(target: str) -> str:
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_targets_run_the_documented_modules():
     assert "-m egmlib.workflow.pipeline --profile default --in-place" in _make_recipe("reproduce")
+    assert "-m egmlib.workflow.pipeline --profile ct_biatrial" in _make_recipe("reproduce")
     assert "-m egmlib.workflow.sweep --profile default" in _make_recipe("sweep")
     assert "-m benchmarks.run" in _make_recipe("bench")
     assert "--nbval-lax" in _make_recipe("nbval")

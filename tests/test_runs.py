@@ -30,6 +30,10 @@ def test_results_dir_default_is_committed_folder(root: Path) -> None:
     path = runs.results_dir("default", root / "runs" / "default")
     assert path == root / "results" / "default" and path.is_dir()
     assert runs.results_dir("default") == path  # the run directory does not matter
+    ct = runs.results_dir("ct_biatrial", root / "runs" / "ct_biatrial")
+    assert ct == root / "results" / "ct_biatrial"  # the CT profile's records are committed too
+    assert runs.figures_dir("ct_biatrial", root / "runs" / "x") == root / "figures" / "ct_biatrial"
+    assert runs.figures_dir("default", root / "runs" / "x") == root / "figures"
 
 
 def test_results_dir_other_profiles_stay_in_run_dir(root: Path, tmp_path: Path) -> None:

@@ -150,8 +150,10 @@ class Spec:
         return value
 
 
-PROFILES = ("smoke", "default", "paper")
+PROFILES = ("smoke", "default", "paper", "ct_biatrial")
 GENERATORS = ("vae_s", "vae_c")
+#: The built-in anatomies (egmlib.physics.anatomy); anything else names surface files.
+ANATOMY_NAMES = ("idealised", "ct_biatrial")
 
 
 def param(default: Any, kind: type, low: float | None = None, high: float | None = None, *,
@@ -228,6 +230,8 @@ class DataConfig(Stage):
     rebuild: bool = param(False, bool, key=False,
                           help="rebuild artifacts even if identical ones exist")
     # anatomy and recording sites
+    anatomy: str = param("idealised", str, nonempty=True,
+                         help="idealised | ct_biatrial | a surface file | 'la_file,ra_file'")
     mesh_edge_mm: float = param(2.0, float, 1.0, 8.0,
                                 help="target mean edge of the atrial mesh (mm)")
     n_rec: int = param(256, int, 16, 4096, help="recording sites (paper: 2048)")
@@ -262,6 +266,15 @@ class DataConfig(Stage):
                                 help="fraction of simulations held out for validation")
 
     def check(self) -> None:
+        if self.anatomy not in ANATOMY_NAMES:
+            paths = [Path(x.strip()).expanduser() for x in self.anatomy.split(",")]
+            missing = [str(x) for x in paths if not x.is_file()]
+            if len(paths) > 2 or missing:
+                raise ParameterError(
+                    f"parameter 'anatomy': got {self.anatomy!r}; allowed: "
+                    f"{' | '.join(ANATOMY_NAMES)}, a surface file or two joined by a comma (left "
+                    f"atrium first)" + (f"; no such file: {', '.join(missing)}" if missing
+                                        else ""))
         window_s = self.T / self.fs
         if window_s > self.record_s + 1e-9:
             raise ParameterError(

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = [
+    "COMMITTED_PROFILES",
     "MissingInputError",
     "atomic_path",
     "figures_dir",
@@ -81,20 +82,32 @@ def resolve_run_dir(profile: str, run_dir: str | Path = "") -> Path:
     return path
 
 
+#: Profiles whose figures and result records are committed: the default one (``figures/``,
+#: ``results/default/``) and the same pipeline on the CT anatomy (``figures/ct_biatrial/``,
+#: ``results/ct_biatrial/``).
+COMMITTED_PROFILES = ("default", "ct_biatrial")
+
+
 def figures_dir(profile: str, run_dir: Path) -> Path:
-    """``figures/`` for the default profile (committed), ``<run_dir>/figures`` otherwise."""
-    path = repo_root() / "figures" if profile == "default" else Path(run_dir) / "figures"
+    """``figures/`` for the default profile, ``figures/<profile>/`` for the other committed ones
+    (:data:`COMMITTED_PROFILES`), ``<run_dir>/figures`` otherwise."""
+    if profile == "default":
+        path = repo_root() / "figures"
+    elif profile in COMMITTED_PROFILES:
+        path = repo_root() / "figures" / profile
+    else:
+        path = Path(run_dir) / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def results_dir(profile: str, run_dir: str | Path | None = None) -> Path:
-    """Where the notebooks' result records go (:func:`save_record`): ``results/default/`` at the
-    repository root for the default profile (committed: the numbers the README quotes),
-    ``<run_dir>/results`` for any other profile (``run_dir`` is then required), so tests and
-    smoke runs never dirty the working tree. The folder is created."""
-    if profile == "default":
-        path = repo_root() / "results" / "default"
+    """Where the notebooks' result records go (:func:`save_record`): ``results/<profile>/`` at
+    the repository root for the :data:`COMMITTED_PROFILES` (committed: the numbers the README
+    quotes), ``<run_dir>/results`` for any other profile (``run_dir`` is then required), so tests
+    and smoke runs never dirty the working tree. The folder is created."""
+    if profile in COMMITTED_PROFILES:
+        path = repo_root() / "results" / profile
     elif run_dir is None or not str(run_dir):
         raise ValueError(f"results_dir: profile {profile!r} keeps its results in its run "
                          "directory; pass run_dir")

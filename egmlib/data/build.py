@@ -4,7 +4,8 @@
 The stages, in order (each can be run and tested alone):
 
 1. :func:`spawn_seeds`: the independent seed streams of a build, from the run's seed;
-2. :func:`make_anatomy`: atrial geometry, recording sites, the EGM lead field;
+2. :func:`make_anatomy`: atrial geometry (``anatomy``: :mod:`egmlib.physics.anatomy`),
+   recording sites, the EGM lead field;
 3. :func:`make_torso_models`: torsos, their 64-electrode subsets, the compressed source-based
    lead field, the closed heart surface and the Barr-type transfer matrices;
 4. :func:`simulate_all`: the SR and AF simulations (EGMs and lead-field coefficients at 500 Hz);
@@ -31,10 +32,12 @@ from egmlib.core.runs import progress, provenance
 from egmlib.data import store
 from egmlib.data.analysis import formulation_agreement, sr_activation_map
 from egmlib.data.store import FORMAT, LABELS, RECORD_FS, SPLIT_NAMES, Dataset
+from egmlib.physics.anatomy import anatomy_digest, load_anatomy
 from egmlib.physics.electrograms import EGM_SCALE, infinite_medium_lead_field
 from egmlib.physics.forward import (
     compress_lead_field,
     heart_surface,
+    interpolation_matrix,
     lead_rank,
     reference_mean,
     torso_lead_field,
@@ -44,9 +47,9 @@ from egmlib.physics.geometry import (
     AtrialGeometry,
     RecordingSites,
     TriMesh,
-    biatrial_geometry,
     recording_sites,
 )
+from egmlib.physics.remesh import wrap_surface
 from egmlib.physics.simulate import (
     PRIORS,
     SimulationResult,
@@ -113,13 +116,13 @@ class Anatomy:
 
 
 def make_anatomy(cfg: DataConfig) -> Anatomy:
-    """Geometry (``mesh_edge_mm``), ``n_rec`` recording sites ``electrode_offset_mm`` above the
-    tissue, and the EGM lead field.
+    """Geometry (``anatomy`` at ``mesh_edge_mm``), ``n_rec`` recording sites
+    ``electrode_offset_mm`` above the tissue, and the EGM lead field.
 
     Raises :class:`~egmlib.core.params.ParameterError` naming ``n_rec`` when an atrium gets fewer
     than four sites (the heart surface of :func:`make_torso_models` could not be closed).
     """
-    geom = biatrial_geometry(cfg.mesh_edge_mm)
+    geom = load_anatomy(cfg.anatomy, cfg.mesh_edge_mm)
     sites = recording_sites(geom, cfg.n_rec, cfg.electrode_offset_mm)
     per_region = np.bincount(geom.region[sites.vertex], minlength=len(LABELS))
     if per_region.min() < MIN_SITES_PER_ATRIUM:
@@ -142,9 +145,11 @@ class TorsoModels:
             source-based lead field L ~ W R.
         lead_basis: R (r, n_nodes), orthonormal rows; the simulator records R q.
         lead_singular_values: all singular values of the stacked lead field (descending).
-        heart: the closed heart surface whose vertices are the electrodes.
+        heart: the closed heart surface of the Barr transfer (:func:`barr_heart`).
         transfer: (n_torsos, 64, n_rec) Barr-type transfer matrices, referenced to the mean
             over the 64 leads.
+        heart_method: ``"hull"`` (the heart surface's vertices are the electrodes) or ``"wrap"``
+            (a surface around the atria, electrode potentials interpolated onto it).
     """
 
     torsos: list[Torso]
@@ -154,13 +159,38 @@ class TorsoModels:
     lead_singular_values: NDArray[np.float64]
     heart: TriMesh
     transfer: NDArray[np.float64]
+    heart_method: str = "hull"
+
+
+#: Edge (mm) of the wrapped heart surface, and its distance from the tissue beyond the electrodes
+WRAP_EDGE_MM, WRAP_CLEARANCE_MM = 5.0, 2.5
+
+
+def barr_heart(anatomy: Anatomy) -> tuple[TriMesh, NDArray[np.float64] | None, str]:
+    """The closed heart surface of the Barr transfer, the interpolation from the electrodes to
+    its vertices (None when they are the electrodes) and the method's name.
+
+    ``"hull"``: each atrium's electrodes closed by their convex hull
+    (:func:`~egmlib.physics.forward.heart_surface`), possible when every electrode is a hull
+    vertex and the two hulls are disjoint (the idealised atria). ``"wrap"`` otherwise (a real
+    anatomy): one surface around both atria ``electrode_offset + WRAP_CLEARANCE_MM`` from the
+    tissue (:func:`~egmlib.physics.remesh.wrap_surface`, edge ``WRAP_EDGE_MM``), its vertex
+    potentials interpolated from the four nearest electrodes
+    (:func:`~egmlib.physics.forward.interpolation_matrix`).
+    """
+    geom, sites = anatomy.geometry, anatomy.sites
+    try:
+        return heart_surface(sites.electrodes, geom.region[sites.vertex]), None, "hull"
+    except ValueError:
+        heart = wrap_surface(geom.mesh, sites.offset_mm + WRAP_CLEARANCE_MM, WRAP_EDGE_MM)
+        return heart, interpolation_matrix(heart.vertices, sites.electrodes), "wrap"
 
 
 def make_torso_models(anatomy: Anatomy, cfg: DataConfig, seed: int) -> TorsoModels:
     """``n_torsos`` torsos (mesh edge ``torso_edge_mm``) drawn from ``seed``, their source-based
     lead fields compressed together (:func:`egmlib.physics.forward.compress_lead_field`), and
     the Barr-type transfer matrices from the recording sites."""
-    geom, sites = anatomy.geometry, anatomy.sites
+    geom = anatomy.geometry
     torsos = make_torsos(cfg.n_torsos, seed, edge_mm=cfg.torso_edge_mm)
     torso_leads = [EGM_SCALE * torso_lead_field(t, geom.mesh.vertices) for t in torsos]
     w_all, basis, lead_sv = compress_lead_field(np.concatenate(torso_leads))
@@ -168,13 +198,14 @@ def make_torso_models(anatomy: Anatomy, cfg: DataConfig, seed: int) -> TorsoMode
     bounds = np.cumsum([0] + [t.mesh.n_vertices for t in torsos])
     weights = [w_all[bounds[i]:bounds[i + 1]] for i in range(len(torsos))]
     subsets = [t.subset_vertices for t in torsos]
-    heart = heart_surface(sites.electrodes, geom.region[sites.vertex])
-    transfer = np.stack([
-        reference_mean(transfer_matrix(heart.vertices, heart.faces, t.mesh.vertices,
-                                       t.mesh.faces)[sub])
-        for t, sub in zip(torsos, subsets)])
+    heart, interp, method = barr_heart(anatomy)
+    transfer = []
+    for t, sub in zip(torsos, subsets):
+        a = transfer_matrix(heart.vertices, heart.faces, t.mesh.vertices, t.mesh.faces)[sub]
+        transfer.append(reference_mean(a if interp is None else a @ interp))
     return TorsoModels(torsos=torsos, subsets=subsets, lead_weights=weights, lead_basis=basis,
-                       lead_singular_values=lead_sv, heart=heart, transfer=transfer)
+                       lead_singular_values=lead_sv, heart=heart, transfer=np.stack(transfer),
+                       heart_method=method)
 
 
 @dataclass(frozen=True)
@@ -462,7 +493,8 @@ def priors_record() -> dict[str, dict[str, Any]]:
 def _params_match(manifest: Mapping[str, Any], p: Mapping[str, Any]) -> bool:
     old = manifest.get("params", {})
     return (manifest.get("format") == FORMAT and all(old.get(k) == p[k] for k in DATA_KEYS)
-            and manifest.get("priors") == priors_record())
+            and manifest.get("priors") == priors_record()
+            and manifest.get("anatomy_digest") == anatomy_digest(p["anatomy"]))
 
 
 def build_dataset(p: Mapping[str, Any], run_dir: str | Path, *, rebuild: bool = False,
@@ -557,6 +589,9 @@ def dataset_manifest(p: Mapping[str, Any], cfg: DataConfig, anatomy: Anatomy,
         "counts": counts,
         "replaced_terminated_af": sims.replaced_af,
         "n_nodes": anatomy.geometry.n_vertices,
+        "anatomy_digest": anatomy_digest(cfg.anatomy),
+        "barr_heart": {"method": torso_models.heart_method,
+                       "n_vertices": torso_models.heart.n_vertices},
         "torsos": [{"name": t.name, "n_vertices": t.mesh.n_vertices,
                     "split": SPLIT_NAMES[int(splits.torso_split[i])], "parameters": t.parameters}
                    for i, t in enumerate(torso_models.torsos)],

@@ -87,14 +87,16 @@ def geometry_arrays(geometry: AtrialGeometry) -> dict[str, Any]:
     return {"vertices": geometry.mesh.vertices, "faces": geometry.mesh.faces,
             "region": geometry.region, "links": geometry.links,
             "link_names": tuple(geometry.link_names), "pacing": geometry.pacing,
-            "landmarks": dict(geometry.landmarks)}
+            "landmarks": dict(geometry.landmarks), "fibres": geometry.fibres,
+            "anisotropy": geometry.anisotropy}
 
 
 def geometry_from_arrays(a: dict[str, Any]) -> AtrialGeometry:
     """The geometry of :func:`geometry_arrays`."""
     return AtrialGeometry(mesh=TriMesh(a["vertices"], a["faces"]), region=a["region"],
                           links=a["links"], link_names=a["link_names"], pacing=a["pacing"],
-                          landmarks=a["landmarks"])
+                          landmarks=a["landmarks"], fibres=a.get("fibres"),
+                          anisotropy=a.get("anisotropy", 1.0))
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ __all__ = [
     "gcv_lambda",
     "heart_surface",
     "infinite_medium",
+    "interpolation_matrix",
     "lambda_grid",
     "lcurve_lambda",
     "lead_rank",
@@ -523,6 +524,27 @@ def heart_surface(electrodes: ArrayLike, region: ArrayLike) -> TriMesh:
     mesh = TriMesh(p, np.concatenate(faces))
     require_closed_outward(mesh, "heart")
     return mesh
+
+
+def interpolation_matrix(targets: ArrayLike, sources: ArrayLike, k: int = 4
+                         ) -> NDArray[np.float64]:
+    """(n_targets, n_sources) inverse-square-distance weights of the ``k`` nearest sources,
+    rows summing to one (a constant maps to itself; a target on a source takes its value).
+
+    Maps electrode potentials onto the vertices of a heart surface that does not pass through the
+    electrodes (:func:`egmlib.physics.remesh.wrap_surface`); the Barr transfer from the electrodes
+    is then ``transfer_matrix(...) @ interpolation_matrix(heart, electrodes)``.
+    """
+    t, s = _points(targets, "targets"), _points(sources, "sources")
+    if not 1 <= k <= len(s):
+        raise ValueError(f"k must lie in [1, {len(s)}] (the sources); got {k}")
+    d, idx = cKDTree(s).query(t, k=k)
+    d, idx = d.reshape(len(t), k), idx.reshape(len(t), k)
+    w = 1.0 / np.maximum(d, 1e-9) ** 2
+    w /= w.sum(axis=1, keepdims=True)
+    out = np.zeros((len(t), len(s)))
+    np.add.at(out, (np.repeat(np.arange(len(t)), k), idx.ravel()), w.ravel())
+    return out
 
 
 def _separable(p: NDArray[np.float64], q: NDArray[np.float64]) -> bool:

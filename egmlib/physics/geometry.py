@@ -149,6 +149,18 @@ class TriMesh:
         uniq, counts = np.unique(e, axis=0, return_counts=True)
         return uniq[counts == 1]
 
+    def boundary_loops(self) -> list[NDArray[np.int64]]:
+        """The vertices of each hole rim (connected set of boundary edges), largest first."""
+        be = self.boundary_edges()
+        if len(be) == 0:
+            return []
+        n = self.n_vertices
+        g = sparse.coo_matrix((np.ones(len(be)), (be[:, 0], be[:, 1])), shape=(n, n))
+        _, lab = csgraph.connected_components(g + g.T, directed=False)
+        rim = np.unique(be)
+        loops = [rim[lab[rim] == c] for c in np.unique(lab[rim])]
+        return sorted(loops, key=len, reverse=True)
+
     def is_closed(self) -> bool:
         """True when every edge is shared by exactly two faces."""
         f = self.faces
@@ -180,26 +192,67 @@ class TriMesh:
         return TriMesh(self.vertices[used], remap[faces]), used
 
     # --- FEM ------------------------------------------------------------------------------
-    def stiffness(self) -> sparse.csr_matrix:
-        """P1 finite-element stiffness (cotangent Laplacian), symmetric positive semi-definite.
+    def stiffness(self, fibres: ArrayLike | None = None, anisotropy: float = 1.0
+                  ) -> sparse.csr_matrix:
+        """P1 finite-element stiffness, symmetric positive semi-definite (Neumann boundaries at
+        hole rims).
 
-        ``K[i, j] = -(cot a_ij + cot b_ij) / 2`` for an edge ij with opposite angles a, b, and
-        ``K[i, i] = -sum_j K[i, j]`` (unit conductivity; Neumann boundaries at hole rims).
+        Isotropic (``fibres`` None): the cotangent Laplacian, ``K[i, j] = -(cot a_ij + cot b_ij)
+        / 2`` for an edge ij with opposite angles a, b, and ``K[i, i] = -sum_j K[i, j]`` (unit
+        conductivity).
+
+        Anisotropic: ``fibres`` (m, 3) gives a direction per face (projected onto the face's
+        plane and normalised); the face's conductivity tensor is ``f f^T + anisotropy (P - f
+        f^T)`` with P the projector onto the face plane, i.e. 1 along the fibre and
+        ``anisotropy`` across it, and ``K[i, j] = sum_faces area grad(phi_i) . sigma
+        grad(phi_j)`` (phi the P1 hat functions). With ``anisotropy`` 1 this equals the cotangent
+        Laplacian. A conduction-velocity ratio along/across of r needs ``anisotropy = 1 / r^2``
+        (CV scales as sqrt(D)).
         """
         v, f = self.vertices, self.faces
-        rows, cols, vals = [], [], []
-        for k in range(3):
-            i, j, o = f[:, k], f[:, (k + 1) % 3], f[:, (k + 2) % 3]
-            a, b = v[i] - v[o], v[j] - v[o]
-            cot = np.einsum("ij,ij->i", a, b) / np.linalg.norm(np.cross(a, b), axis=1)
-            rows += [i, j]
-            cols += [j, i]
-            vals += [-0.5 * cot, -0.5 * cot]
         n = self.n_vertices
-        off = sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows),
-                                                        np.concatenate(cols))), shape=(n, n))
-        off = off.tocsr()
-        return (off - sparse.diags(np.asarray(off.sum(axis=1)).ravel())).tocsr()
+        if fibres is None:
+            rows, cols, vals = [], [], []
+            for k in range(3):
+                i, j, o = f[:, k], f[:, (k + 1) % 3], f[:, (k + 2) % 3]
+                a, b = v[i] - v[o], v[j] - v[o]
+                cot = np.einsum("ij,ij->i", a, b) / np.linalg.norm(np.cross(a, b), axis=1)
+                rows += [i, j]
+                cols += [j, i]
+                vals += [-0.5 * cot, -0.5 * cot]
+            off = sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows),
+                                                            np.concatenate(cols))), shape=(n, n))
+            off = off.tocsr()
+            return (off - sparse.diags(np.asarray(off.sum(axis=1)).ravel())).tocsr()
+        if not 0.0 < anisotropy <= 1.0:
+            raise ValueError(f"anisotropy must lie in (0, 1] (across-fibre over along-fibre "
+                             f"conductivity); got {anisotropy}")
+        fib = np.asarray(fibres, float)
+        if fib.shape != (self.n_faces, 3) or not np.all(np.isfinite(fib)):
+            raise MeshError(f"fibres must be finite with shape ({self.n_faces}, 3) (one "
+                            f"direction per face); got {fib.shape}")
+        nrm = self.face_normals()
+        fib = fib - np.einsum("ij,ij->i", fib, nrm)[:, None] * nrm
+        length = np.linalg.norm(fib, axis=1)
+        if np.any(length < 1e-9):
+            raise MeshError(f"fibre of face {int(np.argmin(length))} is zero or normal to the "
+                            "face; give a direction in the face's plane")
+        fib /= length[:, None]
+        area = self.face_areas()
+        # grad(phi_k) = n x e_k / (2 A), e_k the edge opposite vertex k (counter-clockwise)
+        grads = [np.cross(nrm, v[f[:, (k + 2) % 3]] - v[f[:, (k + 1) % 3]]) / (2 * area[:, None])
+                 for k in range(3)]
+        gf = [np.einsum("ij,ij->i", g, fib) for g in grads]
+        rows, cols, vals = [], [], []
+        for a in range(3):
+            for b in range(3):
+                iso = np.einsum("ij,ij->i", grads[a], grads[b])
+                vals.append(area * (anisotropy * iso + (1.0 - anisotropy) * gf[a] * gf[b]))
+                rows.append(f[:, a])
+                cols.append(f[:, b])
+        return sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows),
+                                                         np.concatenate(cols))),
+                                 shape=(n, n)).tocsr()
 
     def largest_component(self) -> tuple[TriMesh, NDArray[np.int64]]:
         """The largest edge-connected component and the indices of its vertices."""
@@ -294,6 +347,10 @@ class AtrialGeometry:
         link_names: a name per link pair ("bachmann" or "septal").
         pacing: vertices of the sinus-node pacing patch.
         landmarks: named points (mm), for figures and protocols.
+        fibres: optional (n_faces, 3) fibre direction per face; with it, diffusion is
+            anisotropic (:meth:`TriMesh.stiffness`): D along the fibre, ``anisotropy * D``
+            across.
+        anisotropy: across- over along-fibre diffusivity (used only with ``fibres``).
     """
 
     mesh: TriMesh
@@ -302,6 +359,18 @@ class AtrialGeometry:
     link_names: tuple[str, ...] = ()
     pacing: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     landmarks: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+    fibres: NDArray[np.float64] | None = None
+    anisotropy: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.fibres is not None:
+            self.mesh.stiffness(self.fibres, self.anisotropy)  # validates shape and values
+        elif self.anisotropy != 1.0:
+            raise ValueError("anisotropy needs fibres (one direction per face)")
+
+    def stiffness(self) -> sparse.csr_matrix:
+        """The tissue stiffness: isotropic, or anisotropic along :attr:`fibres`."""
+        return self.mesh.stiffness(self.fibres, self.anisotropy)
 
     @classmethod
     def from_arrays(cls, vertices: ArrayLike, faces: ArrayLike,
@@ -323,6 +392,98 @@ class AtrialGeometry:
         pacing = _patch(v, point, pacing_radius_mm)
         return cls(mesh=mesh, region=np.zeros(mesh.n_vertices, np.int64), pacing=pacing,
                    landmarks={"sinus_node": v[pacing[0]]})
+
+    @classmethod
+    def from_atria(cls, la: TriMesh, ra: TriMesh, *, contact_mm: float = 6.0,
+                   bachmann_radius_mm: float = 7.5, septal_radius_mm: float = 6.5,
+                   sinus_node: ArrayLike | None = None, pacing_radius_mm: float = 4.0,
+                   fibres: tuple[ArrayLike, ArrayLike] | None = None,
+                   anisotropy: float = 1.0) -> AtrialGeometry:
+        """A bi-atrial geometry from two separate surfaces (for example segmented from CT).
+
+        Frame: millimetres, x towards the patient's left, y posterior, z superior (DICOM's LPS
+        patient frame), as the idealised geometry; :func:`egmlib.physics.anatomy` recentres.
+
+        Inter-atrial connections, found from the geometry: the *contact zone* is the RA vertices
+        within ``contact_mm`` of the LA surface (the inter-atrial septum and the roof where the
+        atria touch). Bachmann's bundle is anchored at the contact vertex farthest superior and
+        anterior (largest z - y), the septal / coronary-sinus route at the one farthest inferior
+        and posterior (largest y - z), following the anatomy of the inter-atrial connections
+        (Ho et al., "Atrial structure and fibres: morphologic bases of atrial conduction",
+        Cardiovasc Res 54:325, 2002). Each contact vertex within ``bachmann_radius_mm`` /
+        ``septal_radius_mm`` of its anchor is linked to its nearest LA vertex (extra stiffness,
+        as in :func:`biatrial_geometry`); the rest of the septum stays uncoupled.
+
+        Sinus node: given (``sinus_node``, a point in mm), or found as the rim vertex of the
+        superior vena cava (the RA hole whose rim centroid is most superior) farthest lateral
+        and anterior (smallest x + y), i.e. at the superior end of the crista terminalis. The
+        pacing patch is the RA vertices within ``pacing_radius_mm`` of it.
+
+        Landmarks: the sinus node, each atrium's centroid, and the centre of each hole rim: the
+        LA's largest is named ``LA_MV`` (mitral valve) and the others ``LA_vein_<i>``; the RA's
+        largest ``RA_TV`` (tricuspid valve), then ``RA_SVC`` and ``RA_IVC`` (the higher of the
+        next two is the superior vena cava).
+
+        ``fibres``: optional per-face directions ``(la_fibres, ra_fibres)``.
+
+        Raises:
+            MeshError: the surfaces overlap or share no contact zone, or the RA has no hole
+                that could be the superior vena cava (give ``sinus_node``).
+        """
+        la_tree = cKDTree(la.vertices)
+        gap, nearest = la_tree.query(ra.vertices)
+        if gap.min() < 0.5:
+            raise MeshError(f"the atria touch or overlap (closest RA-LA vertices "
+                            f"{gap.min():.2f} mm apart); give two separate surfaces")
+        contact = np.flatnonzero(gap <= contact_mm)
+        if len(contact) == 0:
+            raise MeshError(f"no RA vertex lies within contact_mm = {contact_mm} mm of the LA "
+                            f"(closest: {gap.min():.1f} mm); increase contact_mm")
+        p = ra.vertices[contact]
+        links, names = [], []
+        for name, score, radius in (("bachmann", p[:, 2] - p[:, 1], bachmann_radius_mm),
+                                    ("septal", p[:, 1] - p[:, 2], septal_radius_mm)):
+            anchor = p[int(np.argmax(score))]
+            nodes = contact[np.linalg.norm(p - anchor, axis=1) <= radius]
+            links.append(np.column_stack([nodes, nearest[nodes] + ra.n_vertices]))
+            names += [name] * len(nodes)
+        pairs = np.concatenate(links)
+
+        if sinus_node is None:
+            rims = ra.boundary_loops()
+            if not rims:
+                raise MeshError("the RA surface has no hole, so the superior vena cava cannot "
+                                "be found; give sinus_node")
+            svc = max(rims, key=lambda r: ra.vertices[r, 2].mean())
+            rim = ra.vertices[svc]
+            point = rim[int(np.argmin(rim[:, 0] + rim[:, 1]))]
+        else:
+            point = np.asarray(sinus_node, float)
+        pacing = _patch(ra.vertices, point, pacing_radius_mm)
+
+        mesh = TriMesh(np.concatenate([ra.vertices, la.vertices]),
+                       np.concatenate([ra.faces, la.faces + ra.n_vertices]))
+        region = np.concatenate([np.full(ra.n_vertices, RA), np.full(la.n_vertices, LA)])
+        fib = None
+        if fibres is not None:
+            fib = np.concatenate([np.asarray(fibres[1], float), np.asarray(fibres[0], float)])
+        landmarks = {"sinus_node": ra.vertices[pacing[0]],
+                     "RA_center": ra.vertices.mean(axis=0), "LA_center": la.vertices.mean(axis=0)}
+        # hole centres: the LA's largest rim is the mitral valve, the others veins; the RA's
+        # largest the tricuspid valve, then the venae cavae (superior: the higher one)
+        la_rims = la.boundary_loops()
+        if la_rims:
+            landmarks["LA_MV"] = la.vertices[la_rims[0]].mean(axis=0)
+            for i, rim in enumerate(la_rims[1:]):
+                landmarks[f"LA_vein_{i}"] = la.vertices[rim].mean(axis=0)
+        ra_rims = ra.boundary_loops()
+        if ra_rims:
+            landmarks["RA_TV"] = ra.vertices[ra_rims[0]].mean(axis=0)
+            cavae = sorted(ra_rims[1:3], key=lambda r: -ra.vertices[r, 2].mean())
+            for name, rim in zip(("RA_SVC", "RA_IVC"), cavae):
+                landmarks[name] = ra.vertices[rim].mean(axis=0)
+        return cls(mesh=mesh, region=region, links=pairs, link_names=tuple(names),
+                   pacing=pacing, landmarks=landmarks, fibres=fib, anisotropy=anisotropy)
 
     @property
     def n_vertices(self) -> int:

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
 from egmlib.core import params as _params
 from egmlib.core.runs import atomic_path, quiet, repo_root, shown
 
@@ -136,7 +138,8 @@ def execute_notebook(notebook: str | Path, output: str | Path,
 
 def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = "",
                  only: Sequence[str] | None = None, root: str | Path | None = None,
-                 timeout: int = 3600) -> list[tuple[str, Path, float]]:
+                 timeout: int = 3600, parameters: Mapping[str, Any] | None = None
+                 ) -> list[tuple[str, Path, float]]:
     """Execute the pipeline notebooks that exist under ``<root>/notebooks`` in order.
 
     For ``profile != "default"`` the parameters are ``params/<profile>.yaml`` plus ``profile``
@@ -151,9 +154,16 @@ def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = 
     root = Path(root) if root is not None else repo_root()
     if profile not in _params.PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {', '.join(_params.PROFILES)}")
-    if in_place and (profile != "default" or str(run_dir)):
+    if in_place and (profile != "default" or str(run_dir) or parameters):
         raise ValueError("--in-place replaces the committed notebooks, which hold the default "
-                         "profile's outputs: use it with --profile default and no --run-dir")
+                         "profile's outputs: use it with --profile default, no --run-dir and no "
+                         "-p")
+    overrides = dict(parameters or {})
+    for name, value in overrides.items():
+        spec = _params.SPECS.get(name)
+        if spec is None:
+            raise ValueError(f"-p {name}: not a notebook parameter")
+        overrides[name] = spec.check(name, value)
     if only:
         unknown = [name for name in only if name not in PIPELINE]
         if unknown:
@@ -168,7 +178,7 @@ def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = 
         if not names:
             raise FileNotFoundError(f"no pipeline notebook under {root / 'notebooks'}")
 
-    parameters: dict[str, Any] = {}
+    parameters = dict(overrides)
     profile_file = None
     if profile != "default":
         profile_file = root / "params" / f"{profile}.yaml"
@@ -204,7 +214,7 @@ def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m egmlib.workflow.pipeline --profile default|smoke|paper [--in-place] [--run-dir
     DIR]
-    [--only 01_data,02_vae_s]``. Returns the exit status."""
+    [--only 01_data,02_vae_s] [-p NAME VALUE ...]``. Returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m egmlib.workflow.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="default", choices=_params.PROFILES)
@@ -214,11 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default="",
                         help=f"comma-separated subset of {','.join(PIPELINE)}")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"),
+                        help="override one parameter in every notebook (value read as YAML, "
+                             "as papermill -p)")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()] or None
+    overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
     try:
         run_pipeline(args.profile, in_place=args.in_place, run_dir=args.run_dir, only=only,
-                     timeout=args.timeout)
+                     timeout=args.timeout, parameters=overrides)
     except NotebookError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
