@@ -188,7 +188,8 @@ def test_manifest_holds_checksums_shapes_specs_and_provenance(tiny):
         if s.rhythm == "SR":
             assert 0.5 <= s.D <= 1.0 and 600 <= s.cycle_length_ms <= 1000
         else:
-            assert 0.15 <= s.D <= 0.3 and len(s.start_axes) == 2
+            lo, hi = simulate.PRIORS["AF"].D
+            assert lo <= s.D <= hi and len(s.start_axes) == 2
     for s in sims[:3]:
         assert s["activated_fraction"] == 1.0 and 0.5 < s["cv_median_m_s"] < 1.3
     prov = m["provenance"]
@@ -269,7 +270,7 @@ def test_existing_dataset_with_same_parameters_is_reused(tiny, tmp_path, monkeyp
     with pytest.raises(AssertionError, match="simulated"):
         build(_params(), run_dir, rebuild=False, show_progress=False)
     monkeypatch.setitem(simulate.PRIORS, "AF", af)
-    assert ds.manifest["priors"]["AF"]["D"] == [0.15, 0.3]
+    assert ds.manifest["priors"]["AF"]["D"] == list(af.D)
     # a corrupt data set is rebuilt, not loaded
     f = run_dir / "data" / "egm.npy"
     raw = bytearray(f.read_bytes())

@@ -36,15 +36,16 @@ def test_draw_specs_ranges_and_seeds(biatrial):
         assert s.fibrosis == () and s.start_axes == ()
         assert 0 <= s.pacing_shift < max(1, len(biatrial.pacing) // 2)
     for s in af:
-        assert s.rhythm == "AF" and 0.15 <= s.D <= 0.3 and s.cycle_length_ms == 0
-        assert 60 <= s.tau_close_ra <= 70 and 50 <= s.tau_close_la <= 62
+        assert s.rhythm == "AF" and 0.12 <= s.D <= 0.45 and s.cycle_length_ms == 0
+        assert 35 <= s.tau_close_la <= 100
+        assert 1.1 <= s.tau_close_ra / s.tau_close_la <= 1.7  # RA longer than LA
         assert len(s.start_axes) == 2
         assert np.allclose(np.linalg.norm(s.start_axes, axis=1), 1.0)
-        assert len(s.fibrosis) <= 5
+        assert len(s.fibrosis) <= 6
         for centre, radius in s.fibrosis:
-            assert 0 <= centre < biatrial.n_vertices and 5 <= radius <= 10
-    # about half of the AF draws carry fibrosis
-    assert 8 <= sum(bool(s.fibrosis) for s in af) <= 32
+            assert 0 <= centre < biatrial.n_vertices and 5 <= radius <= 12
+    # about 60 % of the AF draws carry fibrotic patches
+    assert 12 <= sum(bool(s.fibrosis) for s in af) <= 36
     # same seed: same list; another seed: other values; seeds of the simulations differ
     assert draw_specs("SR", 40, 3, biatrial) == sr
     assert draw_specs("AF", 40, 3, biatrial, first_id=500) == af
@@ -568,7 +569,8 @@ def test_priors_bound_the_draws_and_are_validated(biatrial):
     never = RhythmPriors(**{**PRIORS["AF"].__dict__, "fibrosis_probability": 0.0})
     assert all(s.fibrosis == () for s in draw_specs("AF", 20, 1, biatrial, priors=never))
     # the default priors are the ones documented; the manifest form is plain JSON
-    assert PRIORS["AF"].to_dict()["tau_close_la"] == [50, 62]
+    assert PRIORS["AF"].to_dict()["tau_close_la"] == [35, 100]
+    assert PRIORS["SR"].to_dict()["ra_over_la"] is None
     with pytest.raises(ValueError, match="tau_close_ra"):
         RhythmPriors(D=(0.2, 0.3), tau_close_ra=(70, 60), tau_close_la=(50, 62),
                      heterogeneity=(0.0, 0.1))

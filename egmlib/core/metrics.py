@@ -59,6 +59,11 @@ the more accurate SR rate) and the 100 Hz network windows :data:`SR_DF_WINDOW`
 the DF and its harmonics (Everett et al., IEEE Trans Biomed Eng 48:969-978, 2001; with
 ``harmonics=0`` it is the regularity index of Sanders et al., Circulation 112:789-797, 2005).
 
+:func:`cycle_length_variability` is the time-domain counterpart: local activations of a unipolar
+EGM taken at its steepest downstrokes (the most negative dV/dt within a blanking window of a
+fraction of the dominant cycle, at least ``threshold`` times the channel's steepest), and the
+mean, standard deviation and coefficient of variation of the intervals between them.
+
 Distributional metrics
 ----------------------
 :func:`frechet_distance` (Heusel et al. 2017, the FID formula), :func:`mmd2` (Gretton et al.,
@@ -77,7 +82,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import fft as scipy_fft
-from scipy import linalg, signal
+from scipy import linalg, ndimage, signal
 from scipy.spatial.distance import cdist, pdist
 
 from egmlib.core.checks import check_int
@@ -100,6 +105,7 @@ __all__ = [
     "active_units",
     "compare",
     "coverage",
+    "cycle_length_variability",
     "df_settings",
     "diversity",
     "dominant_frequency",
@@ -712,6 +718,92 @@ def organisation_index(
         out[sl] = np.where(np.isfinite(d), oi, np.nan)  # a NaN DF (constant channel) stays NaN
     out[flat | ~np.isfinite(out)] = np.nan
     return out.reshape(out_shape)
+
+
+def cycle_length_variability(
+    x: ArrayLike,
+    fs: float,
+    df: ArrayLike | None = None,
+    blanking: float = 0.85,
+    min_interval_s: float = 0.08,
+    threshold: float = 0.35,
+) -> dict[str, np.ndarray]:
+    """Cycle length (interval between local activations) statistics per site.
+
+    A local activation of a unipolar EGM is its intrinsic deflection, the steepest downstroke:
+    a sample whose slope ``x[t+1] - x[t]`` is the most negative within a blanking window
+    centred on it and at most ``threshold`` times the channel's most negative slope (so
+    far-field bumps and noise are ignored). The window is ``blanking / df`` seconds where a DF
+    is given (a fraction of the expected cycle), else ``min_interval_s``; two activations are
+    therefore at least half a window apart.
+
+    Measured on this package's simulated AF (24 runs of the default data build, 256 sites,
+    against the simulator's own activation times at the recording sites, whose median CV is
+    0.051): with ``df`` from :func:`rhythm_df` and the defaults, the median cycle length within
+    1 ms, the median CV 0.109 on the 500 Hz EGMs and 0.093 on 4 s windows at 100 Hz
+    (correlation with the true CV over simulations 0.82 and 0.75); without ``df`` (80 ms
+    blanking) 0.18 and 0.15 (correlation 0.60 and 0.45). Unipolar far-field deflections and
+    fractionation make the EGM estimate about twice the true variability.
+
+    Args:
+        x: signal ``(..., T, C)``.
+        fs: sampling rate (Hz).
+        df: dominant frequency per site ``(..., C)`` in Hz (NaN: use ``min_interval_s``).
+        blanking: window as a fraction of the dominant cycle ``1 / df``.
+        min_interval_s: window (s) without ``df``.
+        threshold: fraction (0, 1] of the channel's steepest downstroke an activation reaches.
+
+    Returns:
+        ``{"mean_ms", "sd_ms", "cv", "n_intervals"}``, each ``(..., C)``: the mean interval, its
+        sample standard deviation (ddof 1), their ratio, and the number of intervals. Statistics
+        need at least two intervals (else NaN); constant channels give no activation.
+    """
+    arr = _signal(x, "x", min_t=3)
+    rate = _positive(fs, "fs")
+    blank_s = _positive(min_interval_s, "min_interval_s")
+    frac = _positive(blanking, "blanking")
+    if not 0.0 < float(threshold) <= 1.0:
+        raise ValueError(f"threshold: must lie in (0, 1], got {threshold!r}")
+    rows, out_shape = _series(arr)  # (n_series, T)
+    window_s = np.full(rows.shape[0], blank_s)
+    if df is not None:
+        dom = _to_numpy(df, "df")
+        if dom.shape != out_shape:
+            raise ValueError(f"df: shape {dom.shape} does not match the sites of x {out_shape}")
+        dom = dom.reshape(-1)
+        if np.any(np.isfinite(dom) & (dom <= 0)):
+            raise ValueError("df: dominant frequencies must be positive")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            window_s = np.where(np.isfinite(dom), frac / dom, blank_s)
+    slope = np.diff(rows, axis=-1)  # (n_series, T - 1)
+    steepest = slope.min(axis=-1, keepdims=True)
+    is_act = (slope <= threshold * steepest) & (steepest < 0)
+    halfs = np.maximum(1, np.round(window_s * rate / 2).astype(int))
+    for half in np.unique(halfs):  # one filter per distinct window, not per site
+        sel = halfs == half
+        local_min = ndimage.minimum_filter1d(slope[sel], size=2 * int(half) + 1, axis=-1,
+                                             mode="nearest")
+        is_act[sel] &= slope[sel] == local_min
+    # a flat minimum (equal slopes) counts once: keep its first sample
+    is_act[:, 1:] &= ~(is_act[:, :-1] & (slope[:, 1:] == slope[:, :-1]))
+    row, t = np.nonzero(is_act)  # row-major: times ascending within each series
+    same = row[1:] == row[:-1]
+    iv = (t[1:] - t[:-1])[same] * (1000.0 / rate)
+    r = row[1:][same]
+    n_rows = rows.shape[0]
+    n = np.bincount(r, minlength=n_rows).astype(float)
+    total = np.bincount(r, weights=iv, minlength=n_rows)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / n
+        dev = iv - mean[r]
+        var = np.bincount(r, weights=dev * dev, minlength=n_rows) / (n - 1)
+    ok = n >= 2
+    mean = np.where(ok, mean, np.nan)
+    sd = np.where(ok, np.sqrt(np.where(ok, var, 0.0)), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cv = sd / mean
+    return {"mean_ms": mean.reshape(out_shape), "sd_ms": sd.reshape(out_shape),
+            "cv": cv.reshape(out_shape), "n_intervals": n.astype(int).reshape(out_shape)}
 
 
 # ----------------------------------------------------------------------------------------------

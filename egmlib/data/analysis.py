@@ -87,6 +87,76 @@ def physics_summary(ds: Dataset) -> dict[str, Any]:
     return out
 
 
+def af_regularity(egm: NDArray, fs: float, sim_id: NDArray,
+                  df_hz: NDArray | None = None) -> dict[str, Any]:
+    """How (ir)regular AF electrograms are, per simulation and over simulations.
+
+    Args:
+        egm: (n_windows, T, n_rec) AF EGM windows at ``fs`` Hz.
+        fs: sampling rate (Hz).
+        sim_id: (n_windows,) simulation of each window.
+        df_hz: optional (n_sims, n_rec) site DFs, one row per simulation in ascending
+            ``sim_id`` order (the data set's 500 Hz ``df_hz``); default: the AF DF of each
+            window (:func:`egmlib.core.metrics.rhythm_df`), median over a simulation's windows.
+
+    Per simulation (``per_sim``, in ascending ``sim_id``): ``df_median_hz`` (median site DF),
+    ``df_iqr_hz`` and ``df_p90_p10_hz`` (the spread of site DF within the simulation),
+    ``oi_median`` (median over windows and sites of the organisation index of
+    :func:`egmlib.core.metrics.organisation_index` in the AF band, around each window's DF),
+    ``cl_mean_ms``, ``cl_sd_ms`` and ``cl_cv`` (medians over windows and sites of
+    :func:`egmlib.core.metrics.cycle_length_variability` with the window DFs; from unipolar EGMs
+    the CV comes out about twice the true one, see there). ``summary``: over simulations, the
+    10th / 50th / 90th percentiles of each of these (``<name>_p10`` ...) and ``n_sims``.
+    """
+    egm = np.asarray(egm, float)
+    sim_id = np.asarray(sim_id)
+    if egm.ndim != 3 or len(sim_id) != len(egm):
+        raise ValueError(f"egm must be (n_windows, T, n_rec) with one sim_id per window; got "
+                         f"egm {egm.shape} and sim_id {sim_id.shape}")
+    sims = np.unique(sim_id)
+    if df_hz is not None and np.shape(df_hz) != (len(sims), egm.shape[2]):
+        raise ValueError(f"df_hz must be (n_sims, n_rec) = {(len(sims), egm.shape[2])}; got "
+                         f"{np.shape(df_hz)}")
+    win_df = metrics.rhythm_df(egm, fs, "AF")  # (n_windows, n_rec)
+    oi = metrics.organisation_index(egm, fs, metrics.AF_BAND, df=win_df)
+    cl = metrics.cycle_length_variability(egm, fs, df=win_df)
+    names = ("df_median_hz", "df_iqr_hz", "df_p90_p10_hz", "oi_median", "cl_mean_ms",
+             "cl_sd_ms", "cl_cv")
+    per_sim: dict[str, list[float]] = {k: [] for k in names}
+    for k, sid in enumerate(sims):
+        sel = sim_id == sid
+        site_df = (np.median(win_df[sel], axis=0) if df_hz is None
+                   else np.asarray(df_hz, float)[k])
+        p10, p25, p50, p75, p90 = np.nanpercentile(site_df, [10, 25, 50, 75, 90])
+        per_sim["df_median_hz"].append(float(p50))
+        per_sim["df_iqr_hz"].append(float(p75 - p25))
+        per_sim["df_p90_p10_hz"].append(float(p90 - p10))
+        per_sim["oi_median"].append(float(np.nanmedian(oi[sel])))
+        for name, key in (("cl_mean_ms", "mean_ms"), ("cl_sd_ms", "sd_ms"), ("cl_cv", "cv")):
+            v = cl[key][sel]
+            per_sim[name].append(float(np.nanmedian(v)) if np.isfinite(v).any() else np.nan)
+    summary: dict[str, float] = {"n_sims": len(sims)}
+    for name in names:
+        v = np.asarray(per_sim[name])
+        for q in (10, 50, 90):
+            summary[f"{name}_p{q}"] = (float(np.nanpercentile(v, q)) if np.isfinite(v).any()
+                                       else np.nan)
+    return {"sim_id": sims, "per_sim": {k: np.asarray(v) for k, v in per_sim.items()},
+            "summary": summary}
+
+
+def af_regularity_summary(ds: Dataset) -> dict[str, Any]:
+    """:func:`af_regularity` of a data set's AF windows, with its 500 Hz site DFs."""
+    af = np.flatnonzero(ds.label == LABELS.index("AF"))
+    if len(af) == 0:
+        raise ValueError("the data set holds no AF windows")
+    sims = [s["spec"]["sim_id"] for s in ds.simulations]
+    sim_ids = np.unique(ds.sim_id[af])
+    rows = [sims.index(int(i)) for i in sim_ids]
+    return af_regularity(ds.egm[af], float(ds.manifest["fs"]), ds.sim_id[af],
+                         df_hz=np.asarray(ds.df_hz)[rows])
+
+
 def count_table(ds: Dataset) -> str:
     """Windows per split part and rhythm, and simulations per rhythm, as a text table."""
     c = ds.manifest["counts"]

@@ -22,16 +22,53 @@ the same equations for one simulation, used to cross-check the batched engine an
 baseline in ``make bench``.
 
 Protocols (parameter ranges: Mitchell & Schaeffer, Bull Math Biol 65:767-793, 2003, for the
-ionic constants; the SR/AF ranges were chosen in a prototype of this engine so that SR conducts at
-0.6-1.2 m/s and AF sustains with DF 4-10 Hz and several wavefronts):
+ionic constants; the SR ranges were chosen in a prototype of this engine so that SR conducts at
+0.6-1.2 m/s; the AF ranges below were widened in 2026-12 so that AF is as irregular and as
+spatially varied as this model allows, see "AF priors"):
 
 * **SR**: the sinus-node patch is paced (2 ms stimulus) at a cycle length of 600-1000 ms,
   D 0.5-1.0 mm^2/ms, tau_close 130-150 ms. Conduction velocity comes out 0.6-1.2 m/s.
-* **AF**: remodelled tissue (tau_close 55-70 ms, LA shorter than RA; D 0.15-0.3 mm^2/ms), smooth
-  heterogeneity of tau_close, optional fibrotic patches (D x 0.2), started from a broken-wavefront
+* **AF**: remodelled tissue drawn per simulation (a "patient") from wide ranges, regional and
+  smooth tau_close heterogeneity, fibrosis of several patterns, started from a broken-wavefront
   "phase field": each atrium gets a rotating wave whose phase is the longitude about a random
   axis, the state of each node taken from a single cell's action potential at that phase (two
   phase singularities per atrium). Runs whose activity dies (max v < 0.1) are flagged.
+
+AF priors
+---------
+In this model the action potential duration is set by tau_close (approximately
+APD_max = tau_close ln(tau_out / (4 tau_in)) = 1.6 tau_close, as derived by Mitchell & Schaeffer
+2003), and the recovery of excitability by tau_open (120 ms, fixed for every simulation).
+
+* **Between-patient remodelling**: LA tau_close 35-100 ms (APD_max about 56-160 ms: from strongly
+  to mildly remodelled atria), RA tau_close 1.1-1.7 times the LA one, D 0.12-0.45 mm^2/ms
+  (CV about 0.33-0.64 m/s with CV ~ 0.95 sqrt(D), see :func:`_rotation_period_ms`).
+* **Regional APD**: the LA shorter than the RA and the pulmonary-vein (PV) region shortest
+  (tau_close x 0.5-0.85 at the vein centres, blending into the LA over a Gaussian of sigma
+  12 mm), after the left-to-right DF gradient of human AF: Lazar et al. (Circulation
+  110:3181-3186, 2004) measured DF 6.2 +- 0.8 Hz at the PV/LA junction, 5.5 +- 0.7 Hz in the
+  coronary sinus and 5.1 +- 0.6 Hz in the RA in paroxysmal AF (6.1, 5.8 and 5.8 Hz, no
+  significant gradient, in persistent AF).
+* **Smooth heterogeneity**: tau_close x (1 + h f) with h 0.1-0.3 and f a unit-variance random
+  field of wavelength 15-40 mm (before: h 0-0.15, wavelength 40 mm).
+* **Fibrosis**: in 60 % of the runs 1-6 patches of radius 5-12 mm, each either compact or
+  patchy-interstitial (a random 40-100 % of its nodes fibrotic), plus diffuse interstitial
+  fibrosis of 0-10 % of all nodes; fibrotic nodes have D x 0.05-0.3 (conduction slowing and,
+  at the low end, block). These ranges are a modelling choice, not fitted to a study.
+
+What they give (the 48 runs of the default data build, seed 0, DF per site from the 500 Hz EGMs
+with :func:`egmlib.core.metrics.rhythm_df`): median DF per simulation 3.3-6.2 Hz (p10 3.8, p50 5.2,
+p90 6.0; the priors before gave 4.4-6.6 Hz, p10 5.35, p50 6.35), within-simulation p90 - p10 of
+site DF median 1.0 Hz (before 0.2), LA minus RA DF median +0.38 Hz, cycle-length coefficient of
+variation from the simulated activations at the recording sites median 5.7 % (before 0.8 %),
+organisation index (:func:`egmlib.core.metrics.organisation_index`, AF band) median 0.89 (before
+1.00); every run sustained (1 of the 144 runs of seeds 0-2 terminated and would be redrawn; seeds 1
+and 2 give DF p10 3.7-3.8, p50 4.9-5.1, p90 6.0-6.2 Hz). Everett et al. (IEEE Trans Biomed Eng
+48:969-978, 2001), who defined the OI on the whole spectrum of bipolar canine AF electrograms,
+report 0.35-0.51 (means over 4 s windows), so the simulated AF is still more organised than real AF
+by that measure. Its rate is bounded above: with tau_open fixed at 120 ms no tau_close gives local
+rates above about 6.8 Hz (measured: tau_close 20-45 ms, 6.1-6.8 Hz); DFs of 7-9 Hz would need a
+shorter, per-simulation tau_open in the kernels.
 """
 
 from __future__ import annotations
@@ -63,6 +100,8 @@ __all__ = [
     "Simulator",
     "conduction_velocity",
     "draw_specs",
+    "node_fields",
+    "pv_weight",
     "simulate_reference",
     "single_cell_ap",
 ]
@@ -100,6 +139,15 @@ class SimulationSpec:
             (one value per batch: it enters the shared stiffness matrix).
         pacing_shift: index into the geometry's pacing patch ordering used as the patch centre
             (a small jitter of the sinus-node position between SR simulations).
+        heterogeneity_mm: wavelength (mm) of the smooth tau_close field.
+        pv_tau_factor: tau_close multiplier at the pulmonary-vein ostia (1 = none), blended
+            smoothly into the LA over :data:`PV_SIGMA_MM` (geometries with PV landmarks only).
+        fibrosis_density: fraction of the nodes inside a fibrotic patch that are fibrotic (1 =
+            the whole patch, a compact scar; below 1 a patchy-interstitial mix of fibrotic and
+            healthy nodes, whose zig-zag coupling slows and breaks wavefronts).
+        diffuse_fibrosis: fraction of all nodes, anywhere, made fibrotic (interstitial fibrosis).
+
+    The last four default to the behaviour before they existed (SR draws leave them there).
     """
 
     sim_id: int
@@ -115,6 +163,10 @@ class SimulationSpec:
     start_axes: tuple[tuple[float, float, float], ...] = ()
     link_strength: float = 1.0
     pacing_shift: int = 0
+    heterogeneity_mm: float = 40.0
+    pv_tau_factor: float = 1.0
+    fibrosis_density: float = 1.0
+    diffuse_fibrosis: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +192,16 @@ class RhythmPriors:
     Each ``(low, high)`` pair is a uniform distribution; ``fibrosis_patches`` is an inclusive
     integer range, used with probability ``fibrosis_probability`` (else no patch). The defaults of
     :data:`PRIORS` and their sources are in the module docstring.
+
+    The AF-only ranges below default to ``None`` (the :class:`SimulationSpec` default is then
+    kept, as for SR):
+
+    * ``ra_over_la``: when set, the RA tau_close is the LA one times a ratio drawn from it (the
+      LA-to-RA refractoriness gradient); ``tau_close_ra`` is then only the envelope that this
+      product spans (``tau_close_la`` times ``ra_over_la``, for the record);
+    * ``pv_tau_factor``, ``heterogeneity_mm``, ``fibrosis_density``, ``diffuse_fibrosis``: the
+      :class:`SimulationSpec` fields of those names;
+    * ``fibrosis_factor``: the D multiplier of fibrotic nodes (spec default 0.2).
     """
 
     D: tuple[float, float]
@@ -150,6 +212,12 @@ class RhythmPriors:
     fibrosis_probability: float = 0.0
     fibrosis_patches: tuple[int, int] = (1, 5)
     fibrosis_radius_mm: tuple[float, float] = (5, 10)
+    ra_over_la: tuple[float, float] | None = None
+    pv_tau_factor: tuple[float, float] | None = None
+    heterogeneity_mm: tuple[float, float] | None = None
+    fibrosis_factor: tuple[float, float] | None = None
+    fibrosis_density: tuple[float, float] | None = None
+    diffuse_fibrosis: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -160,6 +228,10 @@ class RhythmPriors:
         if not 0.0 <= self.fibrosis_probability <= 1.0:
             raise ValueError(f"fibrosis_probability: got {self.fibrosis_probability!r}; "
                              "allowed: a probability in [0, 1]")
+        for name in ("fibrosis_density", "diffuse_fibrosis", "fibrosis_factor"):
+            value = getattr(self, name)
+            if value is not None and value[1] > 1.0:
+                raise ValueError(f"{name}: got {value!r}; allowed: (low, high) within [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         """The ranges as plain lists (for the data set's manifest)."""
@@ -168,14 +240,17 @@ class RhythmPriors:
 
 
 #: The default priors. SR: D 0.5-1.0 mm^2/ms (CV 0.67-1.0 m/s on these meshes), tau_close
-#: 130-150 ms, sinus cycle length 600-1000 ms, heterogeneity up to 5 %. AF: remodelled tissue,
-#: D 0.15-0.3, tau_close shorter in the LA (50-62 ms) than in the RA (60-70 ms), heterogeneity up
-#: to 15 %, and in half the runs 1-5 fibrotic patches of radius 5-10 mm (D x 0.2).
+#: 130-150 ms, sinus cycle length 600-1000 ms, heterogeneity up to 5 %. AF: see "AF priors" in
+#: the module docstring for each range and its source.
 PRIORS: dict[str, RhythmPriors] = {
     "SR": RhythmPriors(D=(0.5, 1.0), tau_close_ra=(130, 150), tau_close_la=(130, 150),
                        heterogeneity=(0.0, 0.05), cycle_length_ms=(600, 1000)),
-    "AF": RhythmPriors(D=(0.15, 0.3), tau_close_ra=(60, 70), tau_close_la=(50, 62),
-                       heterogeneity=(0.0, 0.15), fibrosis_probability=0.5),
+    "AF": RhythmPriors(D=(0.12, 0.45), tau_close_la=(35, 100), tau_close_ra=(38.5, 170),
+                       ra_over_la=(1.1, 1.7), pv_tau_factor=(0.5, 0.85),
+                       heterogeneity=(0.1, 0.3), heterogeneity_mm=(15, 40),
+                       fibrosis_probability=0.6, fibrosis_patches=(1, 6),
+                       fibrosis_radius_mm=(5, 12), fibrosis_factor=(0.05, 0.3),
+                       fibrosis_density=(0.4, 1.0), diffuse_fibrosis=(0.0, 0.1)),
 }
 
 
@@ -216,10 +291,21 @@ def draw_specs(rhythm: str, n: int, seed: int | np.random.SeedSequence, geometry
             fib = tuple((int(rng.integers(geometry.n_vertices)),
                          float(rng.uniform(*pr.fibrosis_radius_mm))) for _ in range(n_fib))
             tissue = _draw_tissue(rng, pr)
+            heterogeneity = float(rng.uniform(*pr.heterogeneity))
+            axes = (_random_unit(rng), _random_unit(rng))
+            # the AF-only ranges, drawn after the others (None: the spec's default)
+            extra: dict[str, float] = {}
+            if pr.ra_over_la is not None:
+                tissue["tau_close_ra"] = tissue["tau_close_la"] * float(
+                    rng.uniform(*pr.ra_over_la))
+            for name in ("pv_tau_factor", "heterogeneity_mm", "fibrosis_factor",
+                         "fibrosis_density", "diffuse_fibrosis"):
+                rng_range = getattr(pr, name)
+                if rng_range is not None:
+                    extra[name] = float(rng.uniform(*rng_range))
             specs.append(SimulationSpec(
                 sim_id=first_id + k, rhythm="AF", seed=sim_seed, **tissue,
-                heterogeneity=float(rng.uniform(*pr.heterogeneity)), fibrosis=fib,
-                start_axes=(_random_unit(rng), _random_unit(rng))))
+                heterogeneity=heterogeneity, fibrosis=fib, start_axes=axes, **extra))
     return specs
 
 
@@ -234,17 +320,53 @@ def _smooth_field(points: NDArray[np.float64], rng: np.random.Generator,
     return (f - f.mean()) / (f.std() + 1e-12)
 
 
+#: the pulmonary-vein landmarks of :func:`~egmlib.physics.geometry.biatrial_geometry`
+PV_LANDMARKS = ("LA_LSPV", "LA_LIPV", "LA_RSPV", "LA_RIPV")
+#: width (mm, Gaussian sigma from the vein's centre) of the PV region of ``pv_tau_factor``
+PV_SIGMA_MM = 12.0
+
+
+def pv_weight(geometry: AtrialGeometry) -> NDArray[np.float64]:
+    """Per node, 1 at a pulmonary-vein centre falling smoothly to 0 over the LA (Gaussian of
+    the distance to the nearest vein, sigma :data:`PV_SIGMA_MM`); 0 in the RA and everywhere on
+    a geometry without the PV landmarks."""
+    v = geometry.mesh.vertices
+    w = np.zeros(len(v))
+    points = [geometry.landmarks[k] for k in PV_LANDMARKS if k in geometry.landmarks]
+    if not points:
+        return w
+    d = np.min([np.linalg.norm(v - np.asarray(p), axis=1) for p in points], axis=0)
+    la = geometry.region == LA
+    w[la] = np.exp(-0.5 * (d[la] / PV_SIGMA_MM) ** 2)
+    return w
+
+
 def node_fields(spec: SimulationSpec, geometry: AtrialGeometry
                 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per-node diffusivity D (mm^2/ms) and tau_close (ms) of one simulation."""
+    """Per-node diffusivity D (mm^2/ms) and tau_close (ms) of one simulation.
+
+    tau_close: the atrium's value, times ``1 - (1 - pv_tau_factor) * pv_weight`` near the
+    pulmonary veins, times ``1 + heterogeneity * f`` with ``f`` a smooth unit-variance random
+    field of wavelength ``heterogeneity_mm`` (clipped to +-2.5). D: ``spec.D`` times
+    ``fibrosis_factor`` at fibrotic nodes (inside each patch, all nodes or a random
+    ``fibrosis_density`` share of them; anywhere, a random ``diffuse_fibrosis`` share).
+    """
     v = geometry.mesh.vertices
     rng = np.random.default_rng(spec.seed)
     tau = np.where(geometry.region == LA, spec.tau_close_la, spec.tau_close_ra).astype(float)
+    if spec.pv_tau_factor != 1.0:
+        tau *= 1.0 - (1.0 - spec.pv_tau_factor) * pv_weight(geometry)
     if spec.heterogeneity > 0:
-        tau *= 1.0 + spec.heterogeneity * np.clip(_smooth_field(v, rng), -2.5, 2.5)
+        tau *= 1.0 + spec.heterogeneity * np.clip(
+            _smooth_field(v, rng, wavelength_mm=spec.heterogeneity_mm), -2.5, 2.5)
     d = np.full(len(v), spec.D)
     for centre, radius in spec.fibrosis:
-        d[np.linalg.norm(v - v[centre], axis=1) <= radius] *= spec.fibrosis_factor
+        inside = np.linalg.norm(v - v[centre], axis=1) <= radius
+        if spec.fibrosis_density < 1.0:
+            inside &= rng.random(len(v)) < spec.fibrosis_density
+        d[inside] *= spec.fibrosis_factor
+    if spec.diffuse_fibrosis > 0:
+        d[rng.random(len(v)) < spec.diffuse_fibrosis] *= spec.fibrosis_factor
     return d, tau
 
 
@@ -302,7 +424,7 @@ def _laplacian(geometry: AtrialGeometry, link_strength: float = 1.0
                ) -> tuple[sparse.csr_matrix, NDArray[np.float64]]:
     """Stiffness with inter-atrial links (link stiffness = ``link_strength`` times the mean
     |off-diagonal| stiffness of the mesh) and the lumped mass."""
-    k = geometry.mesh.stiffness()
+    k = geometry.stiffness()
     if len(geometry.links):
         off = -k.data[k.data < 0]
         w = link_strength * float(off.mean())
