@@ -84,12 +84,16 @@ def _load() -> float:
 
 
 def bench_simulator(quick: bool) -> list[Row]:
+    from egmlib.physics.anatomy import load_anatomy
     from egmlib.physics.electrograms import infinite_medium_lead_field
     from egmlib.physics.geometry import biatrial_geometry, recording_sites
     from egmlib.physics.simulate import Simulator, draw_specs, numba_available, simulate_reference
 
     geom = biatrial_geometry(2.0)
     n = geom.n_vertices
+    # the real CT atria at the same edge length (numba or torch, batch 24), beside the idealised
+    ct = load_anatomy("ct_biatrial", 2.0)
+    ct_lead = infinite_medium_lead_field(recording_sites(ct, 256).electrodes, ct.mesh.vertices)
     sites = recording_sites(geom, 256)
     lead = infinite_medium_lead_field(sites.electrodes, geom.mesh.vertices)
     lead32 = lead.astype(np.float32)
@@ -110,6 +114,11 @@ def bench_simulator(quick: bool) -> list[Row]:
                      + draw_specs("AF", batch - batch // 2, 2, geom, first_id=batch // 2))
             jobs[backend, batch] = (lambda specs=specs, sim=sims[backend]: sim.run(
                 specs, duration, leads={"egm": lead32}, record_dt_ms=2.0, show_progress=False))
+    ct_specs = (draw_specs("SR", 12, 1, ct) + draw_specs("AF", 12, 2, ct, first_id=12))
+    ct_sim = Simulator(ct, dt=dt, backend=backends[0])
+    jobs[backends[0] + "-ct", 24] = lambda: ct_sim.run(
+        ct_specs, duration, leads={"egm": ct_lead.astype(np.float32)}, record_dt_ms=2.0,
+        show_progress=False)
     # warm-up: the numba kernel is compiled (or loaded from its cache) on the first call
     if "numba" in sims:
         jobs["numba", batches[0]]()
@@ -129,19 +138,25 @@ def bench_simulator(quick: bool) -> list[Row]:
     ref_rate = n * n_steps / best["scipy", 1]
     rows: list[Row] = []
     for (backend, batch), seconds in best.items():
-        rate = n * batch * n_steps / seconds
+        on_ct = backend.endswith("-ct")
+        n_nodes = ct.n_vertices if on_ct else n
+        rate = n_nodes * batch * n_steps / seconds
+        engine = backend.removesuffix("-ct")
         item = {"scipy": "scipy float64, one at a time",
                 "torch": "Simulator.run torch float32",
-                "numba": "Simulator.run numba float32"}[backend]
-        row: Row = {"section": "simulator", "item": item, "backend": backend, "batch": batch,
+                "numba": "Simulator.run numba float32"}[engine]
+        if on_ct:
+            item += ", CT atria"
+        row: Row = {"section": "simulator", "item": item, "backend": engine, "batch": batch,
                     "seconds": seconds, "node_steps_per_s": rate, "ratio": rate / ref_rate,
-                    "baseline": "scipy loop", "load": f"{load0}-{load1}"}
+                    "baseline": "scipy loop (idealised)", "load": f"{load0}-{load1}",
+                    "anatomy": "ct_biatrial" if on_ct else "idealised", "n_nodes": n_nodes}
         if (backend, batch) in threads_used:
             used = threads_used[backend, batch]
             row["kernel_threads"] = {str(c): used.count(c) for c in sorted(set(used))}
         rows.append(row)
     for r in rows:
-        r.update(n_nodes=n, n_steps=n_steps, dt_ms=dt, threads=torch.get_num_threads())
+        r.update(n_steps=n_steps, dt_ms=dt, threads=torch.get_num_threads())
     return rows
 
 
@@ -149,17 +164,22 @@ def bench_simulator(quick: bool) -> list[Row]:
 def bench_data(quick: bool) -> list[Row]:
     from egmlib.data import build_dataset
 
-    profiles = [("smoke", params_mod.load_profile(repo_root() / "params" / "smoke.yaml"))]
+    smoke = params_mod.load_profile(repo_root() / "params" / "smoke.yaml")
+    # (name, parameters, Dask workers): the serial smoke build is the baseline; the same build
+    # on a two-worker local Dask cluster; the smoke sizes on the CT atria; the default build
+    profiles: list[tuple[str, dict[str, Any], int | None]] = [
+        ("smoke", smoke, None), ("smoke, Dask 2 workers", smoke, 2)]
     if not quick:
-        profiles.append(("default", {}))
+        profiles += [("smoke, CT atria", {**smoke, "anatomy": "ct_biatrial"}, None),
+                     ("default", {}, None)]
     rows: list[Row] = []
     base = None
-    for name, values in profiles:
+    for name, values, workers in profiles:
         p = params_mod.validate("01_data", values)
-        with tempfile.TemporaryDirectory(prefix=f"bench-data-{name}-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
             load0 = _load()
             t0 = time.perf_counter()
-            ds = build_dataset(p, Path(tmp), rebuild=True, show_progress=False)
+            ds = build_dataset(p, Path(tmp), rebuild=True, show_progress=False, workers=workers)
             seconds = time.perf_counter() - t0
             n_windows = len(ds.label)
             backend = ds.manifest.get("simulator_backend", "torch")

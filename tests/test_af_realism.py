@@ -5,10 +5,14 @@ Measured (4 mm mesh, 8 AF runs of seed 11-14 each, 0.5 s transient, 3 s recorded
 median over simulations of the within-simulation p90 - p10 of site DF 0.95-3.98 Hz with the
 current priors against 0.17-0.28 Hz with the priors before them; median cycle-length coefficient
 of variation (EGM activations, blanking 0.85 / DF) 0.047-0.073 against 0.018-0.033. Every run
-sustained in both.
+sustained in both. (Those numbers predate the per-simulation tau_open; with it, seed 11 gives
+1.36 Hz and 0.102, and the DF per simulation of its 8 runs spans 4.75-7.75 Hz, against
+3.1-4.83 Hz with tau_open fixed at 120 ms.)
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -30,6 +34,9 @@ from egmlib.physics.simulate import (
 #: the AF priors before the realism work (kept here to show that the test can fail)
 OLD_AF = RhythmPriors(D=(0.15, 0.3), tau_close_ra=(60, 70), tau_close_la=(50, 62),
                       heterogeneity=(0.0, 0.15), fibrosis_probability=0.5)
+#: the AF priors before tau_open was drawn (every simulation at the published 120 ms)
+PREV_AF = replace(PRIORS["AF"], tau_open=None, tau_close_la=(35, 100),
+                  tau_close_ra=(38.5, 170))
 
 
 def deflections(times_s, fs: float, seconds: float, sigma: float = 0.004) -> np.ndarray:
@@ -131,7 +138,7 @@ def test_sr_draws_unchanged(biatrial):
     assert sr[1].cycle_length_ms == 915.2459024584133 and sr[1].tau_close_la == 148.27577196306336
     for s in sr:
         assert (s.heterogeneity_mm, s.pv_tau_factor, s.fibrosis_density,
-                s.diffuse_fibrosis) == (40.0, 1.0, 1.0, 0.0)
+                s.diffuse_fibrosis, s.tau_open) == (40.0, 1.0, 1.0, 0.0, 120.0)
     d, tau = node_fields(sr[0], biatrial)
     assert float(tau.sum()) == 127061.83069019462 and float(tau[17]) == 151.14723514755403
     assert float(d.sum()) == 602.482440087432
@@ -147,13 +154,18 @@ def test_af_draws_in_priors(biatrial):
         assert pr.tau_close_la[0] <= s.tau_close_la <= pr.tau_close_la[1]
         assert pr.tau_close_ra[0] <= s.tau_close_ra <= pr.tau_close_ra[1]
         for name in ("pv_tau_factor", "heterogeneity_mm", "fibrosis_factor",
-                     "fibrosis_density", "diffuse_fibrosis"):
+                     "fibrosis_density", "diffuse_fibrosis", "tau_open"):
             lo, hi = getattr(pr, name)
             assert lo <= getattr(s, name) <= hi, name
     # a wide between-patient range: LA tau_close spans most of its prior
     la = np.array([s.tau_close_la for s in af])
     assert la.max() - la.min() > 0.8 * (pr.tau_close_la[1] - pr.tau_close_la[0])
     assert draw_specs("AF", 60, 5, biatrial) == af
+    # tau_open is drawn last: without it every other field of every draw is the same
+    no_open = draw_specs("AF", 60, 5, biatrial, priors=replace(pr, tau_open=None))
+    assert [replace(s, tau_open=120.0) for s in af] == no_open
+    to = np.array([s.tau_open for s in af])
+    assert to.max() - to.min() > 0.8 * (pr.tau_open[1] - pr.tau_open[0])
     with pytest.raises(ValueError, match="fibrosis_density"):
         RhythmPriors(**{**pr.__dict__, "fibrosis_density": (0.5, 1.5)})
 
@@ -205,15 +217,30 @@ def _af_batch(biatrial, priors):
     df = metrics.rhythm_df(x, 500.0, "AF")
     spread = np.percentile(df, 90, axis=1) - np.percentile(df, 10, axis=1)
     cv = np.nanmedian(metrics.cycle_length_variability(x, 500.0, df=df)["cv"], axis=1)
-    return res.alive, float(np.median(spread)), float(np.median(cv))
+    return res.alive, float(np.median(spread)), float(np.median(cv)), np.median(df, axis=1)
 
 
 def test_af_batch_is_irregular_and_heterogeneous(biatrial):
     """8 AF runs: every run sustained, site DF differs within a simulation (median p90 - p10
-    over sites above 0.6 Hz) and cycle lengths vary (median CV above 0.045): 2.2 Hz and 0.073
-    measured; the old priors gave 0.27 Hz and 0.018 on the same seed, and fail both."""
-    alive, spread, cv = _af_batch(biatrial, None)
+    over sites above 0.6 Hz) and cycle lengths vary (median CV above 0.045): 1.36 Hz and 0.102
+    measured (2.2 Hz and 0.073 before tau_open was drawn); the old priors gave 0.27 Hz and 0.018
+    on the same seed, and fail both."""
+    alive, spread, cv, _ = _af_batch(biatrial, None)
     assert alive.all()
     assert spread > 0.6 and cv > 0.045, (spread, cv)
-    _, spread_old, cv_old = _af_batch(biatrial, OLD_AF)
+    _, spread_old, cv_old, _ = _af_batch(biatrial, OLD_AF)
     assert spread_old < 0.6 and cv_old < 0.045, (spread_old, cv_old)
+
+
+def test_af_rate_spreads_between_simulations(biatrial):
+    """The DF per simulation (median over sites) of the same 8 draws spreads over the AF
+    rates: p90 - p10 above 2 Hz and the fastest above 7 Hz with the default priors (tau_open
+    drawn; measured 2.51 Hz, 4.75-7.75 Hz); the priors before tau_open was drawn (120 ms for
+    all, LA tau_close 35-100 ms) fail both (measured 0.99 Hz, 3.1-4.83 Hz)."""
+    alive, _, _, df = _af_batch(biatrial, None)
+    assert alive.all()
+    lo, hi = np.percentile(df, [10, 90])
+    assert hi - lo > 2.0 and df.max() > 7.0, df
+    _, _, _, df_prev = _af_batch(biatrial, PREV_AF)
+    lo, hi = np.percentile(df_prev, [10, 90])
+    assert hi - lo < 2.0 and df_prev.max() < 7.0, df_prev

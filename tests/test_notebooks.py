@@ -36,11 +36,19 @@ def test_01_data_results(smoke_run: Path) -> None:
     assert 0.6 <= sr["cv_min_m_s"] <= sr["cv_max_m_s"] <= 1.2
     assert sr["activated_min"] == 1.0
     assert sr["df_equals_pacing"] == 1.0
-    assert 4.0 <= af["df_min_hz"] <= af["df_max_hz"] <= 10.0
+    assert 3.0 <= af["df_min_hz"] <= af["df_p10_hz"] <= af["df_p90_hz"] <= af["df_max_hz"] <= 10.0
     assert af["wavefronts_min"] > 1.0
+    reg = result["af_regularity"]
+    assert reg["n_sims"] == p.n_af and reg["df_median_hz_p10"] <= reg["df_median_hz_p90"]
+    assert 0.0 < reg["oi_median_p50"] <= 1.0 and reg["cl_cv_p50"] > 0.0
+    # the sampling study: 500 Hz keeps everything, the window rate less of the steepest slope
+    samp = result["sampling"]
+    assert samp["500"]["slope_ratio"] == 1.0 and samp["100"]["slope_ratio"] < 1.0
+    assert result["barr_heart"]["method"] == "hull"  # the idealised atria's electrodes
     # figures go to the run directory, not to the committed figures/
     for name in ("01_geometry", "01_snapshots_SR", "01_snapshots_AF", "01_activation_SR",
-                 "01_egm_examples", "01_psd_df", "01_torsos", "01_bspm_maps", "01_tikhonov"):
+                 "01_egm_examples", "01_psd_df", "01_af_regularity", "01_torsos", "01_bspm_maps",
+                 "01_tikhonov"):
         assert (smoke_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
     assert (smoke_run / "notebooks" / "01_data.ipynb").exists()
     tik = result["tikhonov"]

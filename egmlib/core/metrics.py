@@ -127,8 +127,10 @@ __all__ = [
 #: al., Circulation 112:789-797, 2005, who searched 3-15 Hz); refractoriness keeps local AF cycle
 #: lengths above about 85 ms, so 12 Hz bounds the physiological rates, and stopping at 12 rather
 #: than 15 Hz keeps the plain argmax off the second harmonic of the common 6-7 Hz rates (12-14 Hz).
-#: 3 Hz keeps sinus-rate and baseline content out. This simulator's AF has median DFs of 4.4-6.6 Hz
-#: per simulation (notebook 01, default profile), well inside the band.
+#: 3 Hz keeps sinus-rate and baseline content out. This simulator's AF has median DFs of 3.35-9.6 Hz
+#: per simulation (the default AF set, seed 0; 3.05-9.8 Hz on seed 1; see "AF priors" in
+#: :mod:`egmlib.physics.simulate`), inside the band; the slowest runs come close to its lower
+#: edge, where a slower rate would be clipped to 3 Hz.
 AF_BAND: tuple[float, float] = (3.0, 12.0)
 #: DF search band for sinus rhythm (Hz): plausible pacing rates with margin (the simulator paces at
 #: cycle lengths of 600-1000 ms, 1.0-1.7 Hz); the upper edge excludes their 3rd and higher

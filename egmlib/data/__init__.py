@@ -61,6 +61,8 @@ Arrays are plain ``.npy`` files, so :func:`load_dataset` memory-maps them.
 
 
 from egmlib.data.analysis import (
+    af_regularity,
+    af_regularity_summary,
     count_table,
     formulation_agreement,
     noisy_bspm,
@@ -78,6 +80,7 @@ from egmlib.data.build import (
     TorsoModels,
     Windows,
     assign_splits,
+    barr_heart,
     build_dataset,
     make_anatomy,
     make_bspms,
@@ -94,6 +97,7 @@ from egmlib.data.export import (
     read_exported,
     to_xarray,
 )
+from egmlib.data.sampling import DEFAULT_RATES, sampling_study
 from egmlib.data.store import (
     ARRAYS,
     FORMAT,
@@ -112,6 +116,7 @@ from egmlib.physics.forward import compress_lead_field
 __all__ = [
     "ARRAYS",
     "DATA_KEYS",
+    "DEFAULT_RATES",
     "FORMAT",
     "LABELS",
     "RECORD_FS",
@@ -125,7 +130,10 @@ __all__ = [
     "Splits",
     "TorsoModels",
     "Windows",
+    "af_regularity",
+    "af_regularity_summary",
     "assign_splits",
+    "barr_heart",
     "build_dataset",
     "compress_lead_field",
     "count_table",
@@ -142,6 +150,7 @@ __all__ = [
     "noisy_bspm",
     "physics_summary",
     "read_exported",
+    "sampling_study",
     "save_dataset",
     "simulate_all",
     "spawn_seeds",

@@ -63,8 +63,8 @@ def physics_summary(ds: Dataset) -> dict[str, Any]:
 
     SR: conduction velocity (median per simulation, m/s), fraction of tissue activated, and the
     fraction of simulations whose median site DF equals the pacing rate within 0.1 Hz.
-    AF: DF (median over sites per simulation), mean number of wavefronts, terminated runs that
-    were replaced.
+    AF: DF (median over sites per simulation: its range and 10th / 50th / 90th percentiles over
+    simulations), mean number of wavefronts, terminated runs that were replaced.
     """
     sims = ds.simulations
     sr = [s for s in sims if s["spec"]["rhythm"] == "SR"]
@@ -80,8 +80,11 @@ def physics_summary(ds: Dataset) -> dict[str, Any]:
     if af:
         df = np.array([s["df_median_hz"] for s in af])
         wf = np.array([s["wavefronts_mean"] for s in af])
+        p10, p50, p90 = np.percentile(df, [10, 50, 90])
         out["AF"] = {"n_sims": len(af), "df_min_hz": float(df.min()),
-                     "df_max_hz": float(df.max()), "wavefronts_min": float(wf.min()),
+                     "df_max_hz": float(df.max()), "df_p10_hz": float(p10),
+                     "df_p50_hz": float(p50), "df_p90_hz": float(p90),
+                     "wavefronts_min": float(wf.min()),
                      "wavefronts_max": float(wf.max()),
                      "replaced_terminated": int(ds.manifest["replaced_terminated_af"])}
     return out

@@ -56,11 +56,13 @@ def advance(step0, n_steps, n_tr, transient_ms, dt,
         lv: receives the diffusion term (M^-1 K v) of the last step when ``keep_lv``.
         dd: dt * D per node and column.
         a_close: exp(-dt / tau_close) per node and column.
+        a_open: (S,) float32 exp(-dt / tau_open) per column (tau_open is a per-simulation
+            parameter, constant over the nodes).
         pace_dt: dt * stimulus current per node and column.
         cl_steps: (S,) int64 pacing cycle in steps (0: not paced); column j is stimulated at
             steps with ``step % cl_steps[j] < stim_steps``.
-        g_scale, leak, v_gate, a_open, v_act: float32 constants (dt / tau_in, tau_in / tau_out,
-            gate voltage, exp(-dt / tau_open), activation threshold).
+        g_scale, leak, v_gate, v_act: float32 constants (dt / tau_in, tau_in / tau_out,
+            gate voltage, activation threshold).
         count (int32), t_first, t_last: activation bookkeeping per node and column.
         up: (n, S) uint8, set to 1 where the last step had an up-crossing when ``keep_up``
             (written in full then; untouched otherwise).
@@ -114,7 +116,7 @@ def advance(step0, n_steps, n_tr, transient_ms, dt,
                         vn = vn + pace_dt[i, j] * on[j]
                     v_new[i, j] = vn
                     ac = a_close[i, j]
-                    y[i, j] = yy * a_open if vv < v_gate else (one - ac) + yy * ac
+                    y[i, j] = yy * a_open[j] if vv < v_gate else (one - ac) + yy * ac
                     n_hit += (vv < v_act) & (vn >= v_act)
                 if write_up:
                     for j in range(s):

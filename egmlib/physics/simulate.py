@@ -27,7 +27,14 @@ ionic constants; the SR ranges were chosen in a prototype of this engine so that
 spatially varied as this model allows, see "AF priors"):
 
 * **SR**: the sinus-node patch is paced (2 ms stimulus) at a cycle length of 600-1000 ms,
-  D 0.5-1.0 mm^2/ms, tau_close 130-150 ms. Conduction velocity comes out 0.6-1.2 m/s.
+  D 0.5-1.0 mm^2/ms, tau_close 130-150 ms, tau_open 120 ms (the published value). Conduction
+  velocity comes out 0.6-1.2 m/s.
+
+  Mesh convergence (where D is chosen): on a flat strip at D = 0.75 mm^2/ms the simulator's CV
+  is 0.841 m/s at 2 mm edges, 0.887 at 1 mm, 0.917 at 0.5 mm and 0.934 at 0.125 mm (lumped
+  mass; an independent FEM code agreed within 1 % at each size): the default 2 mm surface
+  conducts about 10 % slower than converged tissue, and the D ranges (SR and AF) are chosen so
+  that the CV at the edge length actually used (2 mm) is physiological (0.6-1.2 m/s in SR).
 * **AF**: remodelled tissue drawn per simulation (a "patient") from wide ranges, regional and
   smooth tau_close heterogeneity, fibrosis of several patterns, started from a broken-wavefront
   "phase field": each atrium gets a rotating wave whose phase is the longitude about a random
@@ -38,11 +45,37 @@ AF priors
 ---------
 In this model the action potential duration is set by tau_close (approximately
 APD_max = tau_close ln(tau_out / (4 tau_in)) = 1.6 tau_close, as derived by Mitchell & Schaeffer
-2003), and the recovery of excitability by tau_open (120 ms, fixed for every simulation).
+2003), and the recovery of excitability after repolarisation by tau_open: below the gate voltage
+the gate recovers as h = 1 - (1 - h_0) exp(-t / tau_open), and the cell fires again only once h
+has recovered past about 4 tau_in / tau_out = 0.2 (more in tissue, where an upstroke must drive
+its neighbours). Mitchell & Schaeffer (Bull Math Biol 65:767, 2003) derive the model's
+restitution curve (APD against the diastolic interval) from tau_open and tau_close together:
+tau_open is the model's post-repolarisation refractoriness. AF remodelling shortens atrial
+refractoriness, so AF draws tau_open per simulation; SR keeps the published 120 ms.
 
-* **Between-patient remodelling**: LA tau_close 35-100 ms (APD_max about 56-160 ms: from strongly
-  to mildly remodelled atria), RA tau_close 1.1-1.7 times the LA one, D 0.12-0.45 mm^2/ms
-  (CV about 0.33-0.64 m/s with CV ~ 0.95 sqrt(D), see :func:`_rotation_period_ms`).
+Why tau_open is drawn: with it fixed at 120 ms no tau_close gave local rates above about 6.8 Hz
+(measured: tau_close 20-45 ms, 6.1-6.8 Hz), and the DF per simulation of the default AF set was
+3.3-6.2 Hz (p10 3.8, p90 6.0). A grid on the default surface (2 mm edges, 1 s transient, 6 s
+recorded, the other fields as drawn) shows that fast AF needs both constants short: LA tau_close
+25 ms gives 9.7-10.7 Hz with tau_open 30 ms, 7.9-8.4 with 50 and 6.8-7.9 with 80; tau_close
+35 ms 7.5-8.2, 7.5-7.7 and 6.5-7.1 Hz; tau_close 70 ms 6.4, 4.6-5.1 and 4.9-5.3 Hz (D 0.15 and
+0.35).
+
+* **Between-patient remodelling**: LA tau_close 18-100 ms (APD_max about 29-160 ms: from
+  strongly to mildly remodelled atria), RA tau_close 1.1-1.7 times the LA one, tau_open
+  15-120 ms (drawn independently of tau_close, after every other AF draw so that those kept
+  their values), D 0.12-0.45 mm^2/ms (CV about 0.33-0.64 m/s at the 2 mm edges, with
+  CV ~ 0.95 sqrt(D), see :func:`_rotation_period_ms` and the mesh note above). The tau_close
+  and tau_open ranges are modelling choices tuned to a target of this project (DF per
+  simulation over the default AF set spanning at least 3-9 Hz, its p10 and p90 at least 3 Hz
+  apart), not fitted to a study: the tau_open range ends at the published 120 ms (mildly
+  remodelled atria), and its short end (tens of ms) is what rates near 9 Hz need in this
+  two-variable model. At the short end the APDs are far below human atrial ones (APD_max about
+  15 ms with tau_close 18 ms at a vein centre): the two constants are tuned to the activation
+  rate and the refractoriness, not to the action potential's shape or duration. The time step
+  is unchanged: tau_open enters only the Rush-Larsen gate update (an exact exponential, stable
+  for any step; exp(-dt / tau_open) is 0.993 at dt 0.1 ms and tau_open 15 ms), and the
+  forward-Euler limit of :meth:`Simulator.max_stable_dt` depends on D and the mesh only.
 * **Regional APD**: the LA shorter than the RA and the pulmonary-vein (PV) region shortest
   (tau_close x 0.5-0.85 at the vein centres, blending into the LA over a Gaussian of sigma
   12 mm), after the left-to-right DF gradient of human AF: Lazar et al. (Circulation
@@ -56,19 +89,25 @@ APD_max = tau_close ln(tau_out / (4 tau_in)) = 1.6 tau_close, as derived by Mitc
   fibrosis of 0-10 % of all nodes; fibrotic nodes have D x 0.05-0.3 (conduction slowing and,
   at the low end, block). These ranges are a modelling choice, not fitted to a study.
 
-What they give (the 48 runs of the default data build, seed 0, DF per site from the 500 Hz EGMs
-with :func:`egmlib.core.metrics.rhythm_df`): median DF per simulation 3.3-6.2 Hz (p10 3.8, p50 5.2,
-p90 6.0; the priors before gave 4.4-6.6 Hz, p10 5.35, p50 6.35), within-simulation p90 - p10 of
-site DF median 1.0 Hz (before 0.2), LA minus RA DF median +0.38 Hz, cycle-length coefficient of
-variation from the simulated activations at the recording sites median 5.7 % (before 0.8 %),
-organisation index (:func:`egmlib.core.metrics.organisation_index`, AF band) median 0.89 (before
-1.00); every run sustained (1 of the 144 runs of seeds 0-2 terminated and would be redrawn; seeds 1
-and 2 give DF p10 3.7-3.8, p50 4.9-5.1, p90 6.0-6.2 Hz). Everett et al. (IEEE Trans Biomed Eng
-48:969-978, 2001), who defined the OI on the whole spectrum of bipolar canine AF electrograms,
-report 0.35-0.51 (means over 4 s windows), so the simulated AF is still more organised than real AF
-by that measure. Its rate is bounded above: with tau_open fixed at 120 ms no tau_close gives local
-rates above about 6.8 Hz (measured: tau_close 20-45 ms, 6.1-6.8 Hz); DFs of 7-9 Hz would need a
-shorter, per-simulation tau_open in the kernels.
+What they give (the 48 runs of the default data build, seed 0: both batches of 24 drawn from the
+build's AF seed stream exactly as the build draws them, ``DataConfig()`` defaults, 1 s transient,
+6 s recorded; DF per site from the 500 Hz EGMs with :func:`egmlib.core.metrics.rhythm_df`): median
+DF per simulation 3.35-9.6 Hz (p10 3.9, p50 5.8, p90 7.8 Hz; with tau_open fixed at 120 ms and LA
+tau_close 35-100 ms before: 3.3-6.2 Hz, p10 3.8, p50 5.2, p90 6.0), within-simulation p90 - p10
+of site DF median 1.55 Hz (before 1.0), LA minus RA DF median +0.76 Hz, cycle-length coefficient
+of variation from the simulated activations at the recording sites median 9.3 % (before 5.7 %),
+organisation index (:func:`egmlib.core.metrics.organisation_index`, AF band) median 0.78 (before
+0.89); every run sustained (none of the 144 runs of seeds 0-2 terminated, so none is redrawn).
+Seeds 1 and 2 give DF p10 4.5 and 4.1, p50 5.7 and 5.55, p90 8.5 and 7.5 Hz, 3.05-9.8 and
+3.6-8.8 Hz: the 3-9 Hz span is met on seeds 0 and 1 and nearly (8.8 Hz) on seed 2. The batch
+time is unchanged (42 s of simulation for the 48 runs on one thread, 45 s before). The numbers
+come from a measurement script outside the package (simulate the two batches with
+``Simulator(geometry, dt=cfg.dt_ms).run(specs, 6000, transient_ms=1000, leads={"egm": ...},
+log_activations=True)`` and take the per-site ``rhythm_df``, ``organisation_index`` and the
+cycle lengths of the activations at the site vertices).
+Everett et al. (IEEE Trans Biomed Eng 48:969-978, 2001), who defined the OI on the whole spectrum
+of bipolar canine AF electrograms, report 0.35-0.51 (means over 4 s windows), so the simulated AF
+is still more organised than real AF by that measure.
 """
 
 from __future__ import annotations
@@ -106,8 +145,10 @@ __all__ = [
     "single_cell_ap",
 ]
 
-#: Mitchell-Schaeffer constants shared by every simulation (ms): the published values of
-#: Mitchell & Schaeffer (Bull Math Biol 65:767-793, 2003); tau_close is drawn per protocol.
+#: Mitchell-Schaeffer constants (ms): the published values of Mitchell & Schaeffer (Bull Math
+#: Biol 65:767-793, 2003). tau_in, tau_out and v_gate are shared by every simulation; tau_close is
+#: drawn per protocol, and "tau_open" here is only the default of :attr:`SimulationSpec.tau_open`
+#: (kept by SR; drawn per simulation in AF, see "AF priors" in the module docstring).
 MS_FIXED = {"tau_in": 0.3, "tau_out": 6.0, "tau_open": 120.0, "v_gate": 0.13}
 #: Threshold of an activation (upward crossing of v).
 V_ACTIVATION = 0.5
@@ -146,8 +187,11 @@ class SimulationSpec:
             the whole patch, a compact scar; below 1 a patchy-interstitial mix of fibrotic and
             healthy nodes, whose zig-zag coupling slows and breaks wavefronts).
         diffuse_fibrosis: fraction of all nodes, anywhere, made fibrotic (interstitial fibrosis).
+        tau_open: gate opening time constant (ms), the recovery of excitability after
+            repolarisation; one value for the whole simulation (default 120 ms, the published
+            value of :data:`MS_FIXED`).
 
-    The last four default to the behaviour before they existed (SR draws leave them there).
+    The last five default to the behaviour before they existed (SR draws leave them there).
     """
 
     sim_id: int
@@ -167,6 +211,7 @@ class SimulationSpec:
     pv_tau_factor: float = 1.0
     fibrosis_density: float = 1.0
     diffuse_fibrosis: float = 0.0
+    tau_open: float = 120.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,7 +246,9 @@ class RhythmPriors:
       product spans (``tau_close_la`` times ``ra_over_la``, for the record);
     * ``pv_tau_factor``, ``heterogeneity_mm``, ``fibrosis_density``, ``diffuse_fibrosis``: the
       :class:`SimulationSpec` fields of those names;
-    * ``fibrosis_factor``: the D multiplier of fibrotic nodes (spec default 0.2).
+    * ``fibrosis_factor``: the D multiplier of fibrotic nodes (spec default 0.2);
+    * ``tau_open``: the gate opening time constant (ms) of the simulation (spec default 120),
+      drawn last so that adding it left every earlier draw of a seed unchanged.
     """
 
     D: tuple[float, float]
@@ -218,6 +265,7 @@ class RhythmPriors:
     fibrosis_factor: tuple[float, float] | None = None
     fibrosis_density: tuple[float, float] | None = None
     diffuse_fibrosis: tuple[float, float] | None = None
+    tau_open: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -245,12 +293,13 @@ class RhythmPriors:
 PRIORS: dict[str, RhythmPriors] = {
     "SR": RhythmPriors(D=(0.5, 1.0), tau_close_ra=(130, 150), tau_close_la=(130, 150),
                        heterogeneity=(0.0, 0.05), cycle_length_ms=(600, 1000)),
-    "AF": RhythmPriors(D=(0.12, 0.45), tau_close_la=(35, 100), tau_close_ra=(38.5, 170),
+    "AF": RhythmPriors(D=(0.12, 0.45), tau_close_la=(18, 100), tau_close_ra=(19.8, 170),
                        ra_over_la=(1.1, 1.7), pv_tau_factor=(0.5, 0.85),
                        heterogeneity=(0.1, 0.3), heterogeneity_mm=(15, 40),
                        fibrosis_probability=0.6, fibrosis_patches=(1, 6),
                        fibrosis_radius_mm=(5, 12), fibrosis_factor=(0.05, 0.3),
-                       fibrosis_density=(0.4, 1.0), diffuse_fibrosis=(0.0, 0.1)),
+                       fibrosis_density=(0.4, 1.0), diffuse_fibrosis=(0.0, 0.1),
+                       tau_open=(15, 120)),
 }
 
 
@@ -303,6 +352,8 @@ def draw_specs(rhythm: str, n: int, seed: int | np.random.SeedSequence, geometry
                 rng_range = getattr(pr, name)
                 if rng_range is not None:
                     extra[name] = float(rng.uniform(*rng_range))
+            if pr.tau_open is not None:
+                extra["tau_open"] = float(rng.uniform(*pr.tau_open))
             specs.append(SimulationSpec(
                 sim_id=first_id + k, rhythm="AF", seed=sim_seed, **tissue,
                 heterogeneity=heterogeneity, fibrosis=fib, start_axes=axes, **extra))
@@ -371,14 +422,15 @@ def node_fields(spec: SimulationSpec, geometry: AtrialGeometry
 
 
 def single_cell_ap(tau_close: float, duration_ms: float, dt: float = 0.05,
-                   v0: float = 0.3) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+                   v0: float = 0.3, tau_open: float = MS_FIXED["tau_open"]
+                   ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(v, h) of an isolated Mitchell-Schaeffer cell excited at t = 0 to ``v0``, sampled every
     ``dt`` ms for ``duration_ms`` (rows: time)."""
     c = MS_FIXED
     n = round(duration_ms / dt) + 1
     out = np.empty((n, 2))
     vv, hh = v0, 1.0
-    a_open, a_close = math.exp(-dt / c["tau_open"]), math.exp(-dt / tau_close)
+    a_open, a_close = math.exp(-dt / tau_open), math.exp(-dt / tau_close)
     for i in range(n):
         out[i] = vv, hh
         dv = hh * vv * vv * (1 - vv) / c["tau_in"] - vv / c["tau_out"]
@@ -414,7 +466,8 @@ def phase_field_state(spec: SimulationSpec, geometry: AtrialGeometry, tau_close:
         rel = x[idx] - c
         theta = np.mod(np.arctan2(rel @ e2, rel @ e1), 2 * np.pi)
         period = _rotation_period_ms(radius, spec.D)
-        ap_v, ap_h = single_cell_ap(float(np.median(tau_close[idx])), period, dt=0.1)
+        ap_v, ap_h = single_cell_ap(float(np.median(tau_close[idx])), period, dt=0.1,
+                                    tau_open=spec.tau_open)
         k = np.minimum((theta / (2 * np.pi) * period / 0.1).astype(int), len(ap_v) - 1)
         v0[idx], h0[idx] = ap_v[k], ap_h[k]
     return v0, h0
@@ -510,7 +563,7 @@ class _StepBuffers:
     """
 
     def __init__(self, v: torch.Tensor, y: torch.Tensor, dd: torch.Tensor,
-                 a_close: torch.Tensor, dt: float) -> None:
+                 a_close: torch.Tensor, a_open: torch.Tensor, dt: float) -> None:
         c = MS_FIXED
         self.v, self.y, self.dd, self.a_close = v.contiguous(), y.contiguous(), dd, a_close
         # y' = y a_close + (1 - a_close) above the gate voltage; b_close from the float32
@@ -528,7 +581,8 @@ class _StepBuffers:
         self.g_scale = dt / c["tau_in"]
         self.leak = (dt / c["tau_out"]) / self.g_scale  # tau_in / tau_out
         self.v_gate = c["v_gate"]
-        self.a_open = torch.tensor(math.exp(-dt / c["tau_open"]), dtype=v.dtype, device=v.device)
+        # (S,) exp(-dt / tau_open) per column, broadcast against the (n, S) state
+        self.a_open = a_open.to(dtype=v.dtype, device=v.device)
         self.zero = torch.zeros((), dtype=v.dtype, device=v.device)
 
     def laplacian(self, lap: torch.Tensor) -> None:
@@ -695,6 +749,7 @@ class _Setup:
     lap: sparse.csr_matrix  # M^-1 K
     d_nodes: NDArray  # (n, s) D
     tau_close: NDArray  # (n, s)
+    a_open: NDArray[np.float32]  # (s,) exp(-dt / tau_open) per column
     v0: NDArray
     h0: NDArray
     src: NDArray  # (n, s) -V_SCALE D M: the sources are src * (M^-1 K v)
@@ -921,6 +976,9 @@ class Simulator:
         n_rec = round(duration_ms / record_dt_ms)
         n_steps = n_steps_tr + n_rec * rec_every
         s = len(specs)
+        bad = [sp.tau_open for sp in specs if not sp.tau_open > 0]
+        if bad:
+            raise ValueError(f"tau_open: got {bad[0]!r}; allowed: a time constant > 0 ms")
 
         # per-node, per-simulation fields
         d_nodes = np.empty((n, s))
@@ -961,6 +1019,8 @@ class Simulator:
                 raise ValueError(f"lead {name!r} must have shape (n_out, {n}); got {m.shape}")
         return _Setup(
             n=n, s=s, lap=lap, d_nodes=d_nodes, tau_close=tau_close, v0=v0, h0=h0,
+            # computed per column exactly as the scalar before: float32(exp(-dt / tau_open))
+            a_open=np.array([math.exp(-dt / sp.tau_open) for sp in specs], dtype=np.float32),
             # sources q = -V_SCALE * (D/D_ref) * (K v) = -V_SCALE * D * M * (M^-1 K v), D_ref 1
             src=-V_SCALE * d_nodes * mass[:, None], pace_dt=pace_dt, cl_steps=cl_steps,
             stim_steps=round(STIM_DURATION / dt), n_steps=n_steps, n_steps_tr=n_steps_tr,
@@ -1003,7 +1063,8 @@ class Simulator:
             v=torch.from_numpy(su.v0).to(dev, f32),
             y=1.0 - torch.from_numpy(su.h0).to(dev, f32),
             dd=torch.from_numpy(dt * su.d_nodes).to(dev, f32),
-            a_close=torch.from_numpy(np.exp(-dt / su.tau_close)).to(dev, f32), dt=dt)
+            a_close=torch.from_numpy(np.exp(-dt / su.tau_close)).to(dev, f32),
+            a_open=torch.from_numpy(su.a_open).to(dev), dt=dt)
         # a per-step schedule of which columns are stimulated (computed once, so the loop
         # does no numpy work per step)
         schedule = _stimulus_schedule(su.cl_steps, su.stim_steps, su.n_steps)
@@ -1095,7 +1156,7 @@ class Simulator:
         t_first = acts.t_first.reshape(n, s)
         t_last = acts.t_last.reshape(n, s)
         consts = (f32(dt / c["tau_in"]), f32(c["tau_in"] / c["tau_out"]), f32(c["v_gate"]),
-                  f32(math.exp(-dt / c["tau_open"])), f32(V_ACTIVATION))
+                  su.a_open, f32(V_ACTIVATION))
         lead_t = {name: torch.from_numpy(m) for name, m in su.leads.items()}
         traces = {name: np.empty((su.n_rec, m.shape[0], s), f32) for name, m in su.leads.items()}
         snaps = np.zeros((len(su.snap_steps), n, s), f32)
@@ -1219,7 +1280,7 @@ def simulate_reference(geometry: AtrialGeometry, spec: SimulationSpec, duration_
     else:
         v, h = np.zeros(n), np.ones(n)
     c = MS_FIXED
-    a_close, a_open = np.exp(-dt / tau), math.exp(-dt / c["tau_open"])
+    a_close, a_open = np.exp(-dt / tau), math.exp(-dt / spec.tau_open)
     stim = np.zeros(n)
     if spec.rhythm == "SR":
         x = geometry.mesh.vertices
