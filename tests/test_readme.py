@@ -48,8 +48,8 @@ HOW_TESTED: dict[str, str] = {
         "chain at smoke sizes: tests/test_notebooks.py "
         "test_the_chain_runs_unchanged_on_the_ct_anatomy",
     ".venv/bin/python -m egmlib.workflow.pipeline --profile smoke -p anatomy ct_biatrial":
-        "tests/test_notebooks.py test_the_chain_runs_unchanged_on_the_ct_anatomy (verbatim CLI, "
-        "into a temporary run directory)",
+        "tests/test_notebooks.py test_the_chain_runs_unchanged_on_the_ct_anatomy (the same CLI "
+        "plus -p n_rec 64, into a temporary run directory)",
     ".venv/bin/papermill notebooks/01_data.ipynb out.ipynb -f params/smoke.yaml -p n_rec 64":
         "test_papermill_with_a_profile_file (verbatim, plus a temporary run_dir)",
     "papermill notebooks/05_augment.ipynb out.ipynb -p k 18":
