@@ -311,3 +311,18 @@ def test_sampling_study_on_hand_made_traces() -> None:
     assert [out[k]["samples_per_window"] for k in ("100", "250", "500")] == [400, 1000, 2000]
     with pytest.raises(ValueError, match="does not divide"):
         sampling_study(x, np.array([1, 1]), rates=(300.0,))
+
+
+def test_pulmonary_vein_shortening_reaches_the_ct_veins(ct: AtrialGeometry) -> None:
+    """The AF priors' PV region exists on the CT atria too: weight 1 near each vein hole, 0 in
+    the RA and far from the veins."""
+    from egmlib.physics.simulate import pv_weight
+
+    w = pv_weight(ct)
+    veins = [k for k in ct.landmarks if k.startswith("LA_vein_")]
+    assert len(veins) == 5
+    assert np.all(w[ct.region == RA] == 0.0)
+    for k in veins:
+        nearest = np.argmin(np.linalg.norm(ct.mesh.vertices - ct.landmarks[k], axis=1))
+        assert w[nearest] > 0.8, k
+    assert np.median(w[ct.region == LA]) < 0.5

@@ -651,6 +651,18 @@ def dominant_frequency(
     return out.reshape(out_shape)
 
 
+def _site_df(df: Any, out_shape: tuple[int, ...]) -> np.ndarray:
+    """Dominant frequencies given per site, checked against the sites of the signal and
+    flattened (NaN allowed: no DF)."""
+    dom = _to_numpy(df, "df")
+    if dom.shape != out_shape:
+        raise ValueError(f"df: shape {dom.shape} does not match the sites of x {out_shape}")
+    dom = dom.reshape(-1)
+    if np.any(np.isfinite(dom) & (dom <= 0)):
+        raise ValueError("df: dominant frequencies must be positive")
+    return dom
+
+
 def organisation_index(
     x: ArrayLike,
     fs: float,
@@ -697,12 +709,7 @@ def organisation_index(
         x, fs, band, "plain", nperseg, resolution
     )
     if df is not None:
-        dom = _to_numpy(df, "df")
-        if dom.shape != out_shape:
-            raise ValueError(f"df: shape {dom.shape} does not match the sites of x {out_shape}")
-        dom = dom.reshape(-1)
-        if np.any(np.isfinite(dom) & (dom <= 0)):
-            raise ValueError("df: dominant frequencies must be positive")
+        dom = _site_df(df, out_shape)
     out = np.empty(rows.shape[0])
     orders = np.arange(1, n_harm + 2, dtype=np.float64)
     for sl, f, p in spectra:
@@ -769,12 +776,7 @@ def cycle_length_variability(
     rows, out_shape = _series(arr)  # (n_series, T)
     window_s = np.full(rows.shape[0], blank_s)
     if df is not None:
-        dom = _to_numpy(df, "df")
-        if dom.shape != out_shape:
-            raise ValueError(f"df: shape {dom.shape} does not match the sites of x {out_shape}")
-        dom = dom.reshape(-1)
-        if np.any(np.isfinite(dom) & (dom <= 0)):
-            raise ValueError("df: dominant frequencies must be positive")
+        dom = _site_df(df, out_shape)
         with np.errstate(invalid="ignore", divide="ignore"):
             window_s = np.where(np.isfinite(dom), frac / dom, blank_s)
     slope = np.diff(rows, axis=-1)  # (n_series, T - 1)

@@ -371,8 +371,11 @@ def _smooth_field(points: NDArray[np.float64], rng: np.random.Generator,
     return (f - f.mean()) / (f.std() + 1e-12)
 
 
-#: the pulmonary-vein landmarks of :func:`~egmlib.physics.geometry.biatrial_geometry`
+#: the pulmonary-vein landmarks of :func:`~egmlib.physics.geometry.biatrial_geometry`; on a
+#: geometry from two surfaces (:meth:`~egmlib.physics.geometry.AtrialGeometry.from_atria`) the
+#: centres of the LA's holes other than the mitral valve, ``LA_vein_<i>``, take their place
 PV_LANDMARKS = ("LA_LSPV", "LA_LIPV", "LA_RSPV", "LA_RIPV")
+PV_LANDMARK_PREFIX = "LA_vein_"
 #: width (mm, Gaussian sigma from the vein's centre) of the PV region of ``pv_tau_factor``
 PV_SIGMA_MM = 12.0
 
@@ -380,10 +383,13 @@ PV_SIGMA_MM = 12.0
 def pv_weight(geometry: AtrialGeometry) -> NDArray[np.float64]:
     """Per node, 1 at a pulmonary-vein centre falling smoothly to 0 over the LA (Gaussian of
     the distance to the nearest vein, sigma :data:`PV_SIGMA_MM`); 0 in the RA and everywhere on
-    a geometry without the PV landmarks."""
+    a geometry without vein landmarks (:data:`PV_LANDMARKS`, or names starting with
+    :data:`PV_LANDMARK_PREFIX`: on a real anatomy every LA hole but the largest, which may
+    include a cut appendage)."""
     v = geometry.mesh.vertices
     w = np.zeros(len(v))
-    points = [geometry.landmarks[k] for k in PV_LANDMARKS if k in geometry.landmarks]
+    points = [p for k, p in geometry.landmarks.items()
+              if k in PV_LANDMARKS or k.startswith(PV_LANDMARK_PREFIX)]
     if not points:
         return w
     d = np.min([np.linalg.norm(v - np.asarray(p), axis=1) for p in points], axis=0)
