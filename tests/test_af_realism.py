@@ -244,3 +244,24 @@ def test_af_rate_spreads_between_simulations(biatrial):
     _, _, _, df_prev = _af_batch(biatrial, PREV_AF)
     lo, hi = np.percentile(df_prev, [10, 90])
     assert hi - lo < 2.0 and df_prev.max() < 7.0, df_prev
+
+
+@pytest.mark.slow
+def test_default_af_set_meets_the_clinical_targets(tmp_path):
+    """The default data build's 48 AF simulations (its seed, its batches; one SR run, which draws
+    from another seed stream and so leaves the AF draws alone): DF per simulation spanning at
+    least 3.5-9 Hz with p10 and p90 at least 3 Hz apart, site DF differing within simulations
+    (median p90 - p10 over 1 Hz), none terminated. With tau_open fixed at 120 ms no simulation
+    exceeded about 6.8 Hz."""
+    from egmlib.core import params
+    from egmlib.data import build_dataset, physics_summary
+
+    p = params.validate("01_data", {"n_sr": 1})
+    ds = build_dataset(p, tmp_path, show_progress=False)
+    af = physics_summary(ds)["AF"]
+    assert af["n_sims"] == 48 and af["replaced_terminated"] == 0
+    assert af["df_min_hz"] <= 3.5 and af["df_max_hz"] >= 9.0
+    assert af["df_p90_hz"] - af["df_p10_hz"] >= 3.0
+    is_af = np.array([s["spec"]["rhythm"] == "AF" for s in ds.simulations])
+    spread = np.subtract(*np.percentile(ds.df_hz[is_af], [90, 10], axis=1))
+    assert np.median(spread) > 1.0
