@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 import yaml
 
 __all__ = [
+    "ANATOMY_NAMES",
     "GENERATORS",
     "NOTEBOOKS",
     "NOTEBOOK_DEFAULTS",
@@ -58,6 +59,8 @@ __all__ = [
     "Spec",
     "Stage",
     "SweepConfig",
+    "anatomy_paths",
+    "anatomy_problem",
     "default_value",
     "defaults",
     "load_profile",
@@ -154,6 +157,24 @@ PROFILES = ("smoke", "default", "paper", "ct_biatrial")
 GENERATORS = ("vae_s", "vae_c")
 #: The built-in anatomies (egmlib.physics.anatomy); anything else names surface files.
 ANATOMY_NAMES = ("idealised", "ct_biatrial")
+
+
+def anatomy_paths(anatomy: str) -> list[Path]:
+    """The surface files an ``anatomy`` value that is not a built-in name stands for (one, or two
+    joined by a comma)."""
+    return [Path(x.strip()).expanduser() for x in anatomy.split(",")]
+
+
+def anatomy_problem(anatomy: str) -> str | None:
+    """None when ``anatomy`` is a built-in name or one or two existing files; else what is wrong
+    (the one check of :class:`DataConfig` and :func:`egmlib.physics.anatomy.load_anatomy`)."""
+    if anatomy in ANATOMY_NAMES:
+        return None
+    paths = anatomy_paths(anatomy)
+    if len(paths) > 2 or not all(str(x) for x in paths):
+        return "give one surface file or two joined by a comma"
+    missing = [str(x) for x in paths if not x.is_file()]
+    return f"no such file: {', '.join(missing)}" if missing else None
 
 
 def param(default: Any, kind: type, low: float | None = None, high: float | None = None, *,
@@ -266,15 +287,11 @@ class DataConfig(Stage):
                                 help="fraction of simulations held out for validation")
 
     def check(self) -> None:
-        if self.anatomy not in ANATOMY_NAMES:
-            paths = [Path(x.strip()).expanduser() for x in self.anatomy.split(",")]
-            missing = [str(x) for x in paths if not x.is_file()]
-            if len(paths) > 2 or missing:
-                raise ParameterError(
-                    f"parameter 'anatomy': got {self.anatomy!r}; allowed: "
-                    f"{' | '.join(ANATOMY_NAMES)}, a surface file or two joined by a comma (left "
-                    f"atrium first)" + (f"; no such file: {', '.join(missing)}" if missing
-                                        else ""))
+        problem = anatomy_problem(self.anatomy)
+        if problem is not None:
+            raise ParameterError(f"parameter 'anatomy': got {self.anatomy!r}; allowed: "
+                                 f"{' | '.join(ANATOMY_NAMES)}, a surface file or two joined "
+                                 f"by a comma (left atrium first); {problem}")
         window_s = self.T / self.fs
         if window_s > self.record_s + 1e-9:
             raise ParameterError(

@@ -61,6 +61,7 @@ Arrays are plain ``.npy`` files, so :func:`load_dataset` memory-maps them.
 
 
 from egmlib.data.analysis import (
+    AF_LITERATURE,
     af_regularity,
     af_regularity_summary,
     count_table,
@@ -114,6 +115,7 @@ from egmlib.data.store import (
 from egmlib.physics.forward import compress_lead_field
 
 __all__ = [
+    "AF_LITERATURE",
     "ARRAYS",
     "DATA_KEYS",
     "DEFAULT_RATES",

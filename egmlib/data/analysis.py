@@ -90,6 +90,15 @@ def physics_summary(ds: Dataset) -> dict[str, Any]:
     return out
 
 
+#: Literature ranges beside which 01 shows the AF measures of :func:`af_regularity` (keys of its
+#: ``per_sim``): dominant frequency of clinical AF between patients and sites, roughly 3-9 Hz
+#: (site means of 5.1-6.2 Hz, SD 0.6-0.8 Hz, in Lazar et al., Circulation 110:3181, 2004); the
+#: organisation index of Everett et al. (IEEE TBME 48:969, 2001), 0.35-0.51 in canine bipolar
+#: AF recordings (a rough guide for simulated unipolar EGMs).
+AF_LITERATURE: dict[str, tuple[float, float]] = {"df_median_hz": (3.0, 9.0),
+                                                 "oi_median": (0.35, 0.51)}
+
+
 def af_regularity(egm: NDArray, fs: float, sim_id: NDArray,
                   df_hz: NDArray | None = None) -> dict[str, Any]:
     """How (ir)regular AF electrograms are, per simulation and over simulations.

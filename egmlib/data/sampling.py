@@ -34,11 +34,6 @@ __all__ = ["DEFAULT_RATES", "sampling_study"]
 DEFAULT_RATES = (100.0, 250.0, 500.0)
 
 
-def _down(x: np.ndarray, fs: float) -> np.ndarray:
-    q = round(RECORD_FS / fs)
-    return resample_poly(x, 1, q, axis=-1) if q > 1 else x
-
-
 def sampling_study(egm_500hz: ArrayLike, labels: ArrayLike,
                    rates: Sequence[float] = DEFAULT_RATES, window_s: float = 4.0
                    ) -> dict[str, dict[str, Any]]:
@@ -66,7 +61,8 @@ def sampling_study(egm_500hz: ArrayLike, labels: ArrayLike,
     out: dict[str, dict[str, Any]] = {}
     for fs in rates:
         q = round(RECORD_FS / fs)
-        y = _down(x, fs)
+        # the data build's filter (store.windows) down, and back up for the round trip
+        y = resample_poly(x, 1, q, axis=-1) if q > 1 else x
         slope = np.abs(np.diff(y, axis=-1)).max(axis=-1) * fs
         back = resample_poly(y, q, 1, axis=-1)[..., :x.shape[-1]] if q > 1 else y
         corr = metrics.pearson(back.swapaxes(1, 2), x.swapaxes(1, 2))

@@ -28,37 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
-from egmlib.core.params import ANATOMY_NAMES
+from egmlib.core.params import ANATOMY_NAMES, anatomy_paths, anatomy_problem
 from egmlib.physics.geometry import AtrialGeometry, TriMesh, biatrial_geometry
 from egmlib.physics.remesh import remesh
 
-__all__ = ["ANATOMIES", "CT_EDGE_MM", "CT_FILE", "anatomy_digest", "check_anatomy",
-           "ct_atria", "load_anatomy"]
+__all__ = ["ANATOMY_NAMES", "CT_EDGE_MM", "CT_FILE", "anatomy_digest", "ct_atria",
+           "load_anatomy"]
 
-#: The named anatomies; anything else is read as a path (or a comma-separated pair of paths).
-ANATOMIES = ANATOMY_NAMES
 #: Folder of the shipped anatomy and its attribution.
 ANATOMY_DIR = Path(__file__).with_name("anatomy_data")
 CT_FILE = ANATOMY_DIR / "ct_biatrial_case01.npz"
 #: Target edge (mm) of the shipped CT copy (the idealised surface's default edge).
 CT_EDGE_MM = 2.0
-
-
-def _paths(anatomy: str) -> list[Path]:
-    return [Path(p.strip()).expanduser() for p in anatomy.split(",")]
-
-
-def check_anatomy(anatomy: str) -> str | None:
-    """None when ``anatomy`` is a known name or one or two existing files; else the reason."""
-    if anatomy in ANATOMIES:
-        return None
-    paths = _paths(anatomy)
-    if len(paths) > 2 or not all(str(p) for p in paths):
-        return "one surface file or two joined by a comma (left atrium first)"
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        return f"no such file: {', '.join(missing)}"
-    return None
 
 
 def anatomy_digest(anatomy: str) -> str:
@@ -67,7 +48,7 @@ def anatomy_digest(anatomy: str) -> str:
     if anatomy == "idealised":
         return "idealised"
     h = hashlib.sha256()
-    for p in ([CT_FILE] if anatomy == "ct_biatrial" else _paths(anatomy)):
+    for p in ([CT_FILE] if anatomy == "ct_biatrial" else anatomy_paths(anatomy)):
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
@@ -86,10 +67,10 @@ def _recentre(parts: list[TriMesh]) -> list[TriMesh]:
 def load_anatomy(anatomy: str, edge_mm: float) -> AtrialGeometry:
     """The simulation geometry of ``anatomy`` (see the module docstring) at mean edge
     ``edge_mm``."""
-    reason = check_anatomy(anatomy)
-    if reason is not None:
-        raise ValueError(f"anatomy: got {anatomy!r}; allowed: {', '.join(ANATOMIES)} or a path "
-                         f"({reason})")
+    problem = anatomy_problem(anatomy)
+    if problem is not None:
+        raise ValueError(f"anatomy: got {anatomy!r}; allowed: {', '.join(ANATOMY_NAMES)} or a "
+                         f"path ({problem})")
     if anatomy == "idealised":
         return biatrial_geometry(edge_mm)
     if anatomy == "ct_biatrial":
@@ -100,7 +81,7 @@ def load_anatomy(anatomy: str, edge_mm: float) -> AtrialGeometry:
         return AtrialGeometry.from_atria(la, ra)
     from egmlib.physics.surface_io import read_surface
 
-    meshes = _recentre([remesh(read_surface(p), edge_mm) for p in _paths(anatomy)])
+    meshes = _recentre([remesh(read_surface(p), edge_mm) for p in anatomy_paths(anatomy)])
     if len(meshes) == 1:
         return AtrialGeometry.from_arrays(meshes[0].vertices, meshes[0].faces)
     return AtrialGeometry.from_atria(meshes[0], meshes[1])
