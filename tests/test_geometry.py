@@ -310,3 +310,33 @@ def test_recording_sites_sit_offset_outside_the_tissue(biatrial):
         recording_sites(biatrial, biatrial.n_vertices + 1)
     with pytest.raises(ValueError, match="offset_mm"):
         recording_sites(biatrial, 4, 0.0)
+
+
+def test_site_orders_are_permutations_that_put_neighbours_side_by_side(biatrial):
+    fps = recording_sites(biatrial, 120, 1.5, "fps")
+    step = {"fps": geometry.column_step_mm(fps.electrodes)}
+    for order in ("chain", "spectral"):
+        s = recording_sites(biatrial, 120, 1.5, order)
+        # the same sites, only reordered
+        assert sorted(s.vertex.tolist()) == sorted(fps.vertex.tolist())
+        perm = geometry.order_sites(fps.electrodes, biatrial.region[fps.vertex], order)
+        assert sorted(perm.tolist()) == list(range(120))
+        assert np.array_equal(s.vertex, fps.vertex[perm])
+        # atria are not interleaved: all RA columns, then all LA columns
+        reg = biatrial.region[s.vertex]
+        assert np.all(np.diff(reg) >= 0)
+        step[order] = geometry.column_step_mm(s.electrodes)
+    # farthest-point order jumps across the atria; a short path steps to a near neighbour
+    assert step["chain"] < 0.3 * step["fps"]
+    assert step["chain"] < step["spectral"] < step["fps"]
+
+
+def test_chain_order_finds_the_straight_path_through_points_on_a_line():
+    rng = np.random.default_rng(3)
+    x = rng.permutation(30).astype(float)
+    pts = np.column_stack([x, np.zeros(30), -x])       # the top (largest z) is x = 0
+    perm = geometry.order_sites(pts, np.zeros(30), "chain")
+    assert np.array_equal(x[perm], np.arange(30.0))    # 0, 1, ..., 29: the shortest open path
+    assert geometry.column_step_mm(pts[perm]) == pytest.approx(np.sqrt(2.0))
+    with pytest.raises(ValueError, match="allowed: chain, spectral, fps"):
+        geometry.order_sites(pts, np.zeros(30), "hilbert")

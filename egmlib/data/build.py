@@ -123,7 +123,7 @@ def make_anatomy(cfg: DataConfig) -> Anatomy:
     than four sites (the heart surface of :func:`make_torso_models` could not be closed).
     """
     geom = load_anatomy(cfg.anatomy, cfg.mesh_edge_mm)
-    sites = recording_sites(geom, cfg.n_rec, cfg.electrode_offset_mm)
+    sites = recording_sites(geom, cfg.n_rec, cfg.electrode_offset_mm, cfg.site_order)
     per_region = np.bincount(geom.region[sites.vertex], minlength=len(LABELS))
     if per_region.min() < MIN_SITES_PER_ATRIUM:
         raise ParameterError(f"parameter 'n_rec': got {cfg.n_rec}; each atrium needs at least "

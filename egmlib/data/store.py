@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from scipy.signal import resample_poly
 
 from egmlib.core.runs import load_json, save_json, sha256_file
-from egmlib.physics.geometry import AtrialGeometry, RecordingSites, TriMesh
+from egmlib.physics.geometry import AtrialGeometry, RecordingSites, TriMesh, recording_sites
 from egmlib.physics.torso import Torso
 
 LABELS = ("SR", "AF")
@@ -120,6 +120,20 @@ class Dataset:
         sites = RecordingSites(vertex=g["site_vertex"], electrodes=g["electrodes"],
                                offset_mm=float(g["offset_mm"]))
         return geom, sites
+
+    def site_permutation(self, order: str) -> NDArray[np.int64]:
+        """Column indices that put this data set's recording sites in ``order``
+        (:func:`egmlib.physics.geometry.order_sites`): ``egm[..., perm]`` are the same windows
+        with the same sites in that order. The sites are re-derived from the stored mesh
+        (farthest-point sampling is deterministic), so any order can be compared on one data
+        set without simulating again (the generators' site-order study)."""
+        geom, sites = self.geometry()
+        again = recording_sites(geom, len(sites.vertex), sites.offset_mm, order)
+        column = {int(v): i for i, v in enumerate(sites.vertex)}
+        if set(column) != {int(v) for v in again.vertex}:
+            raise ValueError("the stored recording sites are not the farthest-point sample of "
+                             "the stored mesh; cannot reorder them")
+        return np.array([column[int(v)] for v in again.vertex], np.int64)
 
     def torsos(self) -> list[Torso]:
         """The torso variants (meshes with their 64-electrode subsets)."""
