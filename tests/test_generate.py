@@ -52,7 +52,11 @@ def vae_c():
     Xv = np.concatenate([rhythm_windows(8, T, C, 0, 3), rhythm_windows(8, T, C, 1, 4)])
     yv = np.repeat([0, 1], 8)
     seed_everything(0)
-    model = ConvVAE(VAEConfig(T=T, C=C, latent=8, n_classes=2))
+    # torch's default initialisation: with the He initialisation (the EGM default, chosen on the
+    # EGM validation split) this 160-step toy reaches a lower validation loss, but its prior
+    # samples of the pulse-train class carry high-frequency texture (rhythm-blind DF 3.5 Hz
+    # against 1.5 Hz real; guided samples 1.9 Hz), which this label test cannot tell apart
+    model = ConvVAE(VAEConfig(T=T, C=C, latent=8, n_classes=2, init="torch"))
     norm = Normalizer(quantile=1.0).fit(X)
     train_vae(model, X, y, Xv, yv, epochs=40, batch_size=16, lr=5e-3, beta_max=1e-3,
               warmup_epochs=5, patience=40, lr_decay=1.0, progress=False, normalizer=norm)

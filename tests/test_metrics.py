@@ -297,24 +297,6 @@ def test_silhouette_hand_case():
     assert M.silhouette(x, np.array([0, 1, 0, 1])) < 0.0
 
 
-def test_linear_probe(rng):
-    n = 60
-    labels = np.repeat([0, 1], n // 2)
-    sep = rng.standard_normal((n, 4)) + 4.0 * labels[:, None]
-    assert M.linear_probe_accuracy(sep, labels) == 1.0
-    noise = rng.standard_normal((n, 4))
-    acc = M.linear_probe_accuracy(noise, labels, seed=1)
-    assert 0.2 < acc < 0.8
-    assert acc == M.linear_probe_accuracy(noise, labels, seed=1)  # deterministic
-    with pytest.raises(ValueError, match="labels"):
-        M.linear_probe_accuracy(sep[:6], np.array([0, 0, 0, 0, 1, 1]), cv=5)
-
-
-# ---------------------------------------------------------------------------------------------
-# numpy and torch give the same numbers
-# ---------------------------------------------------------------------------------------------
-
-
 def test_numpy_and_torch_agree(rng):
     x = rng.standard_normal((2, 200, 3)).astype(np.float32)
     y = x + 0.3 * rng.standard_normal(x.shape).astype(np.float32)
@@ -367,7 +349,6 @@ def test_numpy_and_torch_agree(rng):
         (lambda: M.coverage(np.zeros((9, 2)), np.zeros((3, 3))), "fake"),
         (lambda: M.active_units(np.array([[np.nan, 1.0], [0.0, 1.0]])), "mu"),
         (lambda: M.silhouette(np.zeros((4, 2)), np.array([0, 1, 1])), "labels"),
-        (lambda: M.linear_probe_accuracy(np.zeros((4, 2)), np.zeros(4)), "labels"),
     ],
 )
 def test_bad_input_names_the_argument(call, name):

@@ -77,9 +77,9 @@ def test_validate_fills_defaults_and_promotes_ints():
 
 def test_a_notebook_can_override_a_schema_default():
     """VAE-C sees twice VAE-S's windows per epoch, so its default epochs are fewer."""
-    assert validate("02_vae_s", {}).epochs == params.SPECS["epochs"].default == 25
-    assert validate("03_vae_c", {}).epochs == params.NOTEBOOK_DEFAULTS["03_vae_c"]["epochs"] == 15
-    assert validate("03_vae_c", {"epochs": 40}).epochs == 40  # an explicit value wins
+    assert validate("02_vae_s", {}).epochs == params.SPECS["epochs"].default == 60
+    assert validate("03_vae_c", {}).epochs == params.NOTEBOOK_DEFAULTS["03_vae_c"]["epochs"] == 40
+    assert validate("03_vae_c", {"epochs": 25}).epochs == 25  # an explicit value wins
     for notebook, overrides in params.NOTEBOOK_DEFAULTS.items():
         for name, value in overrides.items():  # an override must pass its own check
             assert params.SPECS[name].check(name, value) == value, (notebook, name)

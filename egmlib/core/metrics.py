@@ -69,7 +69,7 @@ Distributional metrics
 :func:`frechet_distance` (Heusel et al. 2017, the FID formula), :func:`mmd2` (Gretton et al.,
 JMLR 13:723-773, 2012; unbiased, RBF kernel, median heuristic), :func:`diversity`,
 :func:`coverage` (Naeem et al., ICML 2020), :func:`active_units` (Burda et al., ICLR 2016),
-:func:`silhouette` and :func:`linear_probe_accuracy` (class separation, for VAE-C).
+:func:`silhouette` (class separation).
 """
 
 from __future__ import annotations
@@ -110,7 +110,6 @@ __all__ = [
     "diversity",
     "dominant_frequency",
     "frechet_distance",
-    "linear_probe_accuracy",
     "lsd",
     "mmd2",
     "organisation_index",
@@ -970,34 +969,3 @@ def silhouette(features: ArrayLike, labels: ArrayLike) -> float:
     return float(silhouette_score(x, y, metric="euclidean"))
 
 
-def linear_probe_accuracy(
-    features: ArrayLike, labels: ArrayLike, seed: int = 0, cv: int = 5
-) -> float:
-    """Cross-validated accuracy of a linear classifier of ``labels`` from ``features``.
-
-    Standardisation then ``sklearn`` ``LogisticRegression`` (L2, ``C=1``, lbfgs), fitted inside
-    each fold of a shuffled ``StratifiedKFold(cv, random_state=seed)``; the mean test accuracy
-    over folds. Deterministic for a given seed.
-
-    Args:
-        features: ``(n, d)``.
-        labels: ``(n,)`` class labels; every class needs at least ``cv`` samples.
-        seed: shuffling seed of the folds.
-        cv: number of folds, ``>= 2``.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    folds = check_int("cv", cv, 2)
-    rs = check_int("seed", seed, 0)
-    x, y, counts = _class_labels(features, labels)
-    if counts.min() < folds:
-        raise ValueError(
-            f"labels: every class needs at least cv={folds} samples, smallest has {counts.min()}"
-        )
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=rs)
-    scores = cross_val_score(model, x, y, cv=splitter, scoring="accuracy")
-    return float(np.mean(scores))

@@ -155,6 +155,9 @@ class Spec:
 
 PROFILES = ("smoke", "default", "paper", "ct_biatrial")
 GENERATORS = ("vae_s", "vae_c")
+#: Column orders of the recording sites (:func:`egmlib.physics.geometry.order_sites`; kept here
+#: so that parameters are checked without importing the physics layer).
+SITE_ORDERS = ("chain", "spectral", "fps")
 #: The built-in anatomies (egmlib.physics.anatomy); anything else names surface files.
 ANATOMY_NAMES = ("idealised", "ct_biatrial")
 
@@ -256,6 +259,9 @@ class DataConfig(Stage):
     mesh_edge_mm: float = param(2.0, float, 1.0, 8.0,
                                 help="target mean edge of the atrial mesh (mm)")
     n_rec: int = param(256, int, 16, 4096, help="recording sites (paper: 2048)")
+    site_order: str = param("chain", str, choices=SITE_ORDERS,
+                            help="column order of the sites: a short path per atrium (chain), "
+                                 "a spectral 1-D embedding, or the sampling order (fps)")
     electrode_offset_mm: float = param(
         1.5, float, 0.5, 5.0, help="electrode height above the tissue along the normal (mm)")
     # simulations (their priors: egmlib.physics.simulate.PRIORS)
@@ -315,25 +321,27 @@ class GeneratorConfig(Stage):
     """Training, sampling and filtering of one generator (notebooks 02 and 03).
 
     Deviations from the paper at the default profile, to fit minutes of CPU training: latent 64
-    (paper 250), Adam at lr 3e-3 with batch 8. The learning rate and batch were chosen by the
-    held-out reconstruction correlation of VAE-S after 15 epochs on the
-    default data (measured 2026-11-24 on a 2-core AMD EPYC virtual machine): lr 1e-3 / batch 16
-    0.03, lr 3e-3 / batch 16 0.18, lr 1e-2 / batch 16 0.09, lr 3e-3 / batch 8 0.35, lr 5e-3 /
-    batch 8 0.37 (30 epochs at lr 3e-3 / batch 8: 0.46); a few hundred optimiser steps is all
-    such a budget allows, so the smaller batch wins. The paper profile restores latent 250.
+    (paper 250), Adam at lr 2e-3 with batch 4, learning rate x0.98 per epoch, 60 epochs for
+    VAE-S and 40 for VAE-C (each about 5 minutes on 2 cores). Every one of these was chosen on
+    the *validation* split by the choice study (``python -m egmlib.workflow.studies``, record
+    ``results/default/generator_choices.json``, which lists each setting compared, at equal
+    budget, with its validation correlation): a few thousand optimiser steps is all such a
+    budget allows, and more, smaller steps won. The paper profile restores latent 250.
     """
 
     latent: int = param(64, int, 2, 1024, help="latent dimension (paper: 250)")
-    epochs: int = param(25, int, 1, 10_000, help="maximum training epochs")
-    batch_size: int = param(8, int, 1, 1024, help="training batch size")
-    lr: float = param(3e-3, float, 1e-6, 1.0, help="Adam learning rate (x0.95 per epoch)")
+    epochs: int = param(60, int, 1, 10_000, help="maximum training epochs")
+    batch_size: int = param(4, int, 1, 1024, help="training batch size")
+    lr: float = param(2e-3, float, 1e-6, 1.0, help="Adam learning rate")
+    lr_decay: float = param(0.98, float, 0.5, 1.0,
+                            help="learning-rate factor per epoch (ExponentialLR; 1 keeps it)")
     beta_max: float = param(1e-3, float, 0.0, 10.0,
                             help="final KL weight after the linear warm-up")
     spec_avg: float = param(0.0, float, 0.0, 10.0,
                             help="weight of the time-averaged log-spectrum loss term (not in the "
                                  "paper; 0: the paper's loss)")
     warmup_epochs: int = param(5, int, 0, 10_000, help="epochs of linear beta warm-up")
-    patience: int = param(6, int, 1, 10_000,
+    patience: int = param(10, int, 1, 10_000,
                           help="early stopping: epochs without validation gain")
     n_generate: int = param(200, int, 1, 100_000, help="windows generated (paper: 200)")
     n_keep: int = param(25, int, 1, 100_000, help="windows kept after filtering (paper: 25)")
@@ -439,14 +447,14 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
 
 
 #: Defaults that differ from the schema's for one notebook. VAE-C trains on SR and AF windows,
-#: twice VAE-S's, so 15 of its epochs take about as many optimiser steps (and as long) as 30 of
-#: VAE-S's; 25 / 15 keep each default model at about 4 minutes on 2 cores.
-#: VAE-C adds the time-averaged log-spectrum term (``spec_avg``, not in the paper): with the
-#: paper's loss alone its AF output was a low-amplitude blur and generated AF windows had an
-#: SR-like dominant frequency (1.25 Hz against 6.2 Hz real, autocorrelation DF, 15 epochs,
-#: seed 0); with weight 0.15, 6.27 Hz against 6.22, at the cost of SR reconstruction correlation
-#: 0.22 instead of 0.29; weight 0.5 gave 6.27 Hz but SR correlation 0.02 (measured 2026-11-24).
-NOTEBOOK_DEFAULTS: dict[str, dict[str, Any]] = {"03_vae_c": {"epochs": 15, "spec_avg": 0.15}}
+#: twice VAE-S's, so 40 of its epochs take about as long as VAE-S's 60 (each about 5 minutes on
+#: 2 cores). VAE-C adds the time-averaged log-spectrum term (``spec_avg``, not in the paper;
+#: :func:`egmlib.generators.models.vae_loss`): with the paper's loss alone its generated AF
+#: windows came out with an SR-like dominant frequency. Its weight, like every other training
+#: setting, is chosen on the validation split by the choice study
+#: (:mod:`egmlib.workflow.studies`, record ``results/default/generator_choices.json``: spec_avg
+#: 0, 0.15 and 0.5 against the generated AF windows' dominant frequency and SR reconstruction).
+NOTEBOOK_DEFAULTS: dict[str, dict[str, Any]] = {"03_vae_c": {"epochs": 40, "spec_avg": 0.15}}
 
 
 def default_value(notebook: str, name: str) -> Any:

@@ -64,6 +64,11 @@ def _labels(name: str, label: ArrayLike | None, n: int, model: ConvVAE) -> np.nd
     return lab.astype(np.int64)
 
 
+def _class_labels(normalizer: Normalizer, labels: np.ndarray | None) -> np.ndarray | None:
+    """The labels a normaliser needs: those given when it has a scale per class, else none."""
+    return labels if normalizer.class_scales is not None else None
+
+
 @torch.no_grad()
 def encode_means(model: ConvVAE, normalizer: Normalizer | None, X: ArrayLike,
                  y: ArrayLike | None = None, batch_size: int = 64) -> NDArray[np.float32]:
@@ -77,8 +82,10 @@ def encode_means(model: ConvVAE, normalizer: Normalizer | None, X: ArrayLike,
     out = []
     for s in range(0, X.shape[0], batch_size):
         xb = X[s:s + batch_size]
-        xb = normalizer.transform(xb) if normalizer is not None else np.asarray(xb, np.float32)
-        yb = None if y is None else torch.from_numpy(y[s:s + batch_size]).to(dev)
+        lab = None if y is None else y[s:s + batch_size]
+        xb = (normalizer.transform(xb, _class_labels(normalizer, lab))
+              if normalizer is not None else np.asarray(xb, np.float32))
+        yb = None if lab is None else torch.from_numpy(lab).to(dev)
         mu, _ = model.encode(torch.from_numpy(np.ascontiguousarray(xb)).to(dev), yb)
         out.append(mu.cpu().numpy())
     return np.concatenate(out).astype(np.float32)
@@ -111,7 +118,9 @@ def _decode(model: ConvVAE, normalizer: Normalizer | None, z: np.ndarray,
             yb = None if y is None else torch.from_numpy(y[s:s + batch_size]).to(dev)
         out.append(model.decode(zb, yb).float().cpu().numpy())
     x = np.concatenate(out)
-    return normalizer.inverse(x) if normalizer is not None else x.astype(np.float32)
+    if normalizer is None:
+        return x.astype(np.float32)
+    return normalizer.inverse(x, _class_labels(normalizer, soft if soft is not None else y))
 
 
 def generate(model: ConvVAE, normalizer: Normalizer | None, n: int,

@@ -41,7 +41,6 @@ __all__ = [
     "GENERATORS",
     "generator_dir",
     "kept_for_augmentation",
-    "latent_separation",
     "load_generator",
     "load_synthetic",
     "reconstruct",
@@ -72,35 +71,48 @@ def generator_dir(run_dir: str | Path, kind: str) -> Path:
     return path
 
 
-def training_windows(ds: Dataset, kind: str, part: str = "train"
+def training_windows(ds: Dataset, kind: str, part: str = "train",
+                     columns: NDArray[np.int64] | None = None
                      ) -> tuple[NDArray[np.float32], NDArray[np.int64] | None]:
-    """Windows (and labels for VAE-C; ``None`` for VAE-S) of a split part for a generator."""
+    """Windows (and labels for VAE-C; ``None`` for VAE-S) of a split part for a generator;
+    ``columns`` reorders the sites (:meth:`egmlib.data.Dataset.site_permutation`)."""
     _kind(kind)
     if kind == "vae_s":
-        return np.asarray(ds.egm[ds.part(part, "SR")]), None
-    mask = ds.part(part)
-    return np.asarray(ds.egm[mask]), np.asarray(ds.label[mask], np.int64)
+        x, y = np.asarray(ds.egm[ds.part(part, "SR")]), None
+    else:
+        mask = ds.part(part)
+        x, y = np.asarray(ds.egm[mask]), np.asarray(ds.label[mask], np.int64)
+    return (x if columns is None else x[..., columns]), y
 
 
-def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str | Path,
-                    show_progress: bool = True) -> tuple[ConvVAE, Normalizer, dict[str, Any]]:
+def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str | Path | None,
+                    show_progress: bool = True, *, columns: NDArray[np.int64] | None = None,
+                    init: str = "he", class_scales: bool = True
+                    ) -> tuple[ConvVAE, Normalizer, dict[str, Any]]:
     """Build and train VAE-S or VAE-C with parameters ``p`` (notebook 02/03); the best model is
-    checkpointed to ``<run_dir>/<kind>/checkpoint.pt``. Returns (model, normaliser, history)."""
-    x_tr, y_tr = training_windows(ds, kind, "train")
-    x_va, y_va = training_windows(ds, kind, "val")
+    checkpointed to ``<run_dir>/<kind>/checkpoint.pt`` (``run_dir=None``: not saved). Returns
+    (model, normaliser, history).
+
+    The keywords exist for the choice study (:mod:`egmlib.workflow.studies`): ``columns``
+    trains on the sites in another order, ``init="torch"`` uses torch's default initialisation
+    (:class:`egmlib.generators.models.VAEConfig`), ``class_scales=False`` scales VAE-C's
+    rhythms by one number (:class:`egmlib.generators.train.Normalizer`)."""
+    x_tr, y_tr = training_windows(ds, kind, "train", columns)
+    x_va, y_va = training_windows(ds, kind, "val", columns)
     if len(x_tr) == 0 or len(x_va) == 0:
         raise ValueError(f"the data set has no {'SR ' if kind == 'vae_s' else ''}windows in its "
                          "train or validation split; rebuild it with more simulations")
     n_classes = 0 if kind == "vae_s" else len(LABELS)
     with seeded_torch(p["seed"], p["device"]):  # the initial weights; no process state changed
         model = ConvVAE(VAEConfig(T=x_tr.shape[1], C=x_tr.shape[2], latent=p["latent"],
-                                  n_classes=n_classes))
-    norm = Normalizer().fit(x_tr)
+                                  n_classes=n_classes, init=init))
+    norm = Normalizer().fit(x_tr, y_tr if class_scales else None)  # VAE-C: a scale per rhythm
+    ckpt = None if run_dir is None else generator_dir(run_dir, kind) / "checkpoint.pt"
     history = train_vae(model, x_tr, y_tr, x_va, y_va, epochs=p["epochs"],
-                        batch_size=p["batch_size"], lr=p["lr"], beta_max=p["beta_max"],
+                        batch_size=p["batch_size"], lr=p["lr"], lr_decay=p["lr_decay"],
+                        beta_max=p["beta_max"],
                         warmup_epochs=p["warmup_epochs"], patience=p["patience"],
-                        device=p["device"], seed=p["seed"],
-                        checkpoint_path=generator_dir(run_dir, kind) / "checkpoint.pt",
+                        device=p["device"], seed=p["seed"], checkpoint_path=ckpt,
                         progress=show_progress, normalizer=norm,
                         weights=LossWeights(spec_avg=p.get("spec_avg", 0.0)),
                         extra={"params": dict(p), "seed": p["seed"], "kind": kind})
@@ -121,13 +133,15 @@ def reconstruct(model: ConvVAE, norm: Normalizer, x: NDArray, y: NDArray | None 
     """Encode and decode windows (z = encoder mean), in data units."""
     import torch
 
-    xt = torch.from_numpy(norm.transform(np.asarray(x, np.float32)).astype(np.float32))
-    yt = None if y is None else torch.as_tensor(np.asarray(y, np.int64))
+    lab = None if y is None else np.asarray(y, np.int64)
+    scale_by = lab if norm.class_scales is not None else None
+    xt = torch.from_numpy(norm.transform(np.asarray(x, np.float32), scale_by))
+    yt = None if lab is None else torch.as_tensor(lab)
     model.eval()
     with torch.no_grad():
         mu, _ = model.encode(xt, yt)
         out = model.decode(mu, yt)
-    return norm.inverse(out.cpu().numpy()).astype(np.float32)
+    return norm.inverse(out.cpu().numpy(), scale_by).astype(np.float32)
 
 
 def synthesize(model: ConvVAE, norm: Normalizer, ds: Dataset, kind: str, rhythm: str,
@@ -177,28 +191,18 @@ def load_synthetic(run_dir: str | Path, kind: str, rhythm: str = "SR") -> dict[s
 
 
 def reconstruction_metrics(model: ConvVAE, norm: Normalizer, ds: Dataset, kind: str,
-                           part: str = "test") -> dict[str, dict[str, float]]:
+                           part: str = "test", columns: NDArray[np.int64] | None = None
+                           ) -> dict[str, dict[str, float]]:
     """Correlation, RMSE and LSD (mean and std over sites and windows) of the reconstructions of
-    ``part``'s windows, per rhythm the generator knows."""
+    ``part``'s windows, per rhythm the generator knows (``columns``: sites reordered as in
+    training)."""
     out = {}
     for rhythm in GENERATORS[kind][1]:
         x = np.asarray(ds.egm[ds.part(part, rhythm)])
+        x = x if columns is None else x[..., columns]
         y = None if kind == "vae_s" else np.full(len(x), LABELS.index(rhythm))
         out[rhythm] = metrics.compare(x, reconstruct(model, norm, x, y))
     return out
-
-
-def latent_separation(model: ConvVAE, norm: Normalizer, ds: Dataset, part: str = "test"
-                      ) -> dict[str, Any]:
-    """Encoder means of ``part``'s windows with their labels, and how well the rhythms separate
-    in them: silhouette score and a cross-validated linear probe (folds: five, or fewer when a
-    class has fewer windows)."""
-    x, y = training_windows(ds, "vae_c", part)
-    mu = encode_means(model, norm, x, y if model.config.n_classes else None)
-    folds = int(min(5, np.bincount(y).min()))
-    return {"mu": mu, "labels": y, "silhouette": metrics.silhouette(mu, y),
-            "linear_probe": metrics.linear_probe_accuracy(mu, y, seed=0, cv=folds)
-            if folds >= 2 else float("nan")}
 
 
 def kept_for_augmentation(run_dir: str | Path, generator: str) -> NDArray[np.float32] | None:

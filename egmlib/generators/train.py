@@ -68,28 +68,50 @@ def torch_device(device: str) -> torch.device:
 class Normalizer:
     """Scale windows to [-1, 1]: ``x / scale`` clipped, with ``scale`` the ``quantile`` of
     ``|x|`` over the training windows (one number for all sites, so the spatial pattern of
-    amplitudes survives). ``inverse`` multiplies back (clipped values stay clipped)."""
+    amplitudes survives). ``inverse`` multiplies back (clipped values stay clipped).
+
+    Fitted with labels (VAE-C), each class gets its own scale (``class_scales``), and
+    ``transform`` / ``inverse`` then need each window's label (an integer class, or a row of
+    soft class weights that mixes the scales linearly). Why: AF windows are about four times
+    larger than SR ones (0.999 quantile of |x| on the default data: SR 3.1 mV, AF 7.4 mV, and
+    SR is silent between beats), so one scale for both squeezed SR into a small part of the
+    range; with a scale per class VAE-C's validation SR correlation after 8 epochs rose from
+    0.10 to 0.20 (the choice study records the comparison at the default budget).
+    """
 
     quantile: float = 0.999
     scale: float | None = None
     max_values: int = 20_000_000
+    class_scales: list[float] | None = None
 
-    def fit(self, X: ArrayLike) -> Normalizer:
-        """Fit on training windows ``(n, T, C)`` (a strided subsample above ``max_values``)."""
-        X = np.asarray(X)
-        if X.ndim != 3 or X.size == 0:
-            raise ValueError(f"X: expected training windows shaped (n, T, C); got {X.shape}")
-        if not 0.5 <= self.quantile <= 1.0:
-            raise ValueError(f"quantile: got {self.quantile!r}; allowed: [0.5, 1]")
+    def _quantile(self, X: np.ndarray) -> float:
         flat = X.reshape(-1)
         step = max(1, math.ceil(flat.size / self.max_values))
         sub = np.abs(flat[::step].astype(np.float64))
         if not np.all(np.isfinite(sub)):
             raise ValueError("X: training windows contain NaN or infinite values")
         scale = float(np.quantile(sub, self.quantile))
-        if scale <= 0:
-            scale = float(sub.max()) or 1.0
-        self.scale = scale
+        return scale if scale > 0 else (float(sub.max()) or 1.0)
+
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> Normalizer:
+        """Fit on training windows ``(n, T, C)`` (a strided subsample above ``max_values``);
+        with integer labels ``y`` also one scale per class ``0..max(y)``."""
+        X = np.asarray(X)
+        if X.ndim != 3 or X.size == 0:
+            raise ValueError(f"X: expected training windows shaped (n, T, C); got {X.shape}")
+        if not 0.5 <= self.quantile <= 1.0:
+            raise ValueError(f"quantile: got {self.quantile!r}; allowed: [0.5, 1]")
+        self.scale = self._quantile(X)
+        self.class_scales = None
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+                raise ValueError(f"y: expected {len(X)} class indices >= 0; got {y.shape} "
+                                 f"{y.dtype}")
+            missing = [c for c in range(int(y.max()) + 1) if not np.any(y == c)]
+            if missing:
+                raise ValueError(f"y: class {missing[0]} has no training window")
+            self.class_scales = [self._quantile(X[y == c]) for c in range(int(y.max()) + 1)]
         return self
 
     def _need_fit(self) -> float:
@@ -97,22 +119,45 @@ class Normalizer:
             raise RuntimeError("Normalizer: call fit(X_train) first")
         return self.scale
 
-    def transform(self, X: ArrayLike) -> NDArray[np.float32]:
+    def _scales(self, n: int, y: ArrayLike | None) -> np.ndarray | np.float32:
+        """The scale of each of ``n`` windows, shaped to broadcast over ``(n, T, C)``."""
         s = self._need_fit()
-        return np.clip(np.asarray(X, dtype=np.float32) / np.float32(s), -1.0, 1.0)
+        if self.class_scales is None:
+            return np.float32(s)
+        if y is None:
+            raise ValueError("y: this normaliser has one scale per class; pass each window's "
+                             "label")
+        cs = np.asarray(self.class_scales, np.float64)
+        lab = np.asarray(y)
+        if lab.ndim == 0:
+            lab = np.full(n, lab)
+        if lab.ndim == 2 and np.issubdtype(lab.dtype, np.floating):
+            per = lab @ cs                      # soft labels mix the scales
+        else:
+            per = cs[lab.astype(np.int64)]
+        if per.shape != (n,):
+            raise ValueError(f"y: expected {n} labels; got shape {np.asarray(y).shape}")
+        return per.astype(np.float32)[:, None, None]
 
-    def inverse(self, Z: ArrayLike) -> NDArray[np.float32]:
-        s = self._need_fit()
-        return np.asarray(Z, dtype=np.float32) * np.float32(s)
+    def transform(self, X: ArrayLike, y: ArrayLike | None = None) -> NDArray[np.float32]:
+        X = np.asarray(X, dtype=np.float32)
+        return np.clip(X / self._scales(len(X), y), -1.0, 1.0)
+
+    def inverse(self, Z: ArrayLike, y: ArrayLike | None = None) -> NDArray[np.float32]:
+        Z = np.asarray(Z, dtype=np.float32)
+        return Z * self._scales(len(Z), y)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"quantile": self.quantile, "scale": self.scale, "max_values": self.max_values}
+        return {"quantile": self.quantile, "scale": self.scale, "max_values": self.max_values,
+                "class_scales": self.class_scales}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Normalizer:
+        cs = d.get("class_scales")
         return cls(quantile=float(d["quantile"]),
                    scale=None if d.get("scale") is None else float(d["scale"]),
-                   max_values=int(d.get("max_values", 20_000_000)))
+                   max_values=int(d.get("max_values", 20_000_000)),
+                   class_scales=None if cs is None else [float(v) for v in cs])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -202,7 +247,9 @@ def _batch(X: np.ndarray, y: np.ndarray | None, idx: np.ndarray, normalizer: Nor
     xb = X[np.sort(idx)] if isinstance(X, np.memmap) else X[idx]
     if isinstance(X, np.memmap):  # keep the shuffled order after a sorted (fast) memmap read
         xb = xb[np.argsort(np.argsort(idx))]
-    xb = normalizer.transform(xb) if normalizer is not None else np.asarray(xb, np.float32)
+    yb = None if y is None else y[idx]
+    xb = (normalizer.transform(xb, yb if normalizer.class_scales else None)
+          if normalizer is not None else np.asarray(xb, np.float32))
     xt = torch.from_numpy(np.ascontiguousarray(xb)).to(device)
     yt = None if y is None else torch.from_numpy(y[idx]).to(device)
     return xt, yt
