@@ -10,9 +10,10 @@ Layers, bottom to top; a module imports only from its own layer or the ones belo
 - :mod:`egmlib.physics`      anatomy, electrophysiology, electrograms, torsos, forward/inverse
 - :mod:`egmlib.data`         building, saving, loading, windowing and splitting the data set
 - :mod:`egmlib.generators`   VAE-S and VAE-C: models, training, generation, selection
-- :mod:`egmlib.evaluation`   the fidelity study, figures
+- :mod:`egmlib.evaluation`   the independent evaluation space, the fidelity study, figures
 - :mod:`egmlib.augmentation` the reconstruction network and the augmentation experiment
-- :mod:`egmlib.workflow`     the notebook pipeline, the sweep and its results
+- :mod:`egmlib.workflow`     the notebook pipeline, the generators' choice study, the sweep and
+                             its results
 """
 
 __version__ = "0.1.0"

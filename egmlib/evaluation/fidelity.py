@@ -40,16 +40,23 @@ Protocol (:func:`fidelity_table`)
     generated window is compared with the real window it resembles most), which is why the
     ceiling row is needed.
 (b) Reconstruction fidelity of held-out windows,
-:func:`egmlib.generators.synthesis.reconstruction_metrics`
-    (z = encoder mean), for VAE-S and VAE-C, with the active units of each model's own encoder.
-(c) Distributions in a *common* feature space: the encoder means of the VAE-C encoder, given the
-    label of the set's rhythm, for every set (real, VAE-S, VAE-C, references). One feature
-    extractor for all rows keeps the numbers comparable (VAE-S's own latent space is another
-    space); VAE-C is the one encoder trained on both rhythms. It is a learned, imperfect
-    extractor, more so on small profiles. Frechet distance and MMD^2 (RBF, median heuristic)
-    against the held-out windows; diversity (mean pairwise distance) of the set beside that of
-    the real windows; coverage (Naeem et al. 2020, ``k = min(5, n_real - 1)``) of the held-out
-    windows by the set; active units (variance of a feature over the set > 0.01).
+    :func:`egmlib.generators.synthesis.reconstruction_metrics` (z = encoder mean), for VAE-S and
+    VAE-C, with each model's collapse report per rhythm
+    (:func:`egmlib.evaluation.evaluator.collapse_report`: active units of its own encoder, and
+    how distinct the reconstructions of different windows are), beside what memorising the
+    training set scores (:func:`egmlib.evaluation.evaluator.nearest_train_predictor`, each test
+    window predicted by its nearest training window).
+(c) Distributions in the independent evaluation space of
+    :mod:`egmlib.evaluation.evaluator`: a small SR/AF classifier's embedding and physiological
+    features (DF, its spread over sites, organisation index, amplitude, RMS, neighbour
+    coherence), fitted once on the real training windows only and frozen (stored beside the
+    data set), so no generator shapes the space it is judged in and rows compare across runs
+    and generators. Frechet distance, MMD^2, precision and recall (Kynkäänniemi et al. 2019),
+    coverage (Naeem et al. 2020), diversity, and ``called_af``: the share of the set that the
+    real-trained classifier calls AF (:func:`egmlib.evaluation.evaluator.distribution_row`); the
+    physiological features' medians against the held-out windows'
+    (:func:`egmlib.evaluation.evaluator.physiology_row`). (Until 2026-12 the space was the VAE-C
+    encoder, with a linear probe fed the label it was asked to predict; both are gone.)
 (d) Spectra. Mean Welch PSD with 10-90 % bands over windows and sites; the mean absolute
     difference of the mean PSDs in dB; dominant frequency per site with
     :func:`egmlib.core.metrics.rhythm_df` at ``fs = ds.manifest["fs"]`` (at 100 Hz SR:
@@ -73,6 +80,14 @@ from numpy.typing import NDArray
 from egmlib.core import metrics
 from egmlib.core.checks import check_int
 from egmlib.data import LABELS, Dataset
+from egmlib.evaluation.evaluator import (
+    Evaluator,
+    collapse_report,
+    distribution_row,
+    load_or_fit_evaluator,
+    nearest_train_predictor,
+    physiology_row,
+)
 from egmlib.generators import synthesis
 from egmlib.generators.generate import encode_means, generate, nearest_windows
 from egmlib.physics.forward import add_noise
@@ -273,11 +288,11 @@ def _db_diff(p: list[float], q: list[float]) -> float:
 
 
 def row(windows: NDArray, real: NDArray, rhythm: str, fs: float,
-        feat: NDArray | None = None, real_feat: NDArray | None = None) -> dict[str, Any]:
+        evaluator: Evaluator | None = None) -> dict[str, Any]:
     """The measurements of one set against the held-out windows ``real`` of its rhythm:
     ``morphology`` (nearest-pair :func:`egmlib.core.metrics.compare` plus the pairs' window
-    RMSE),
-    ``distribution`` (when features are given) and ``spectral``."""
+    RMSE), ``distribution`` and ``physiology`` in the evaluation space (when ``evaluator`` is
+    given) and ``spectral``."""
     x = np.asarray(windows)
     ref = np.asarray(real)
     idx, pair_rmse = nearest_windows(x, ref)
@@ -285,15 +300,9 @@ def row(windows: NDArray, real: NDArray, rhythm: str, fs: float,
     morph["pair_rmse_window_mean"] = float(pair_rmse.mean())
     morph["distinct_pairs"] = int(np.unique(idx).size)
     out: dict[str, Any] = {"n": len(x), "morphology": morph}
-    if feat is not None and real_feat is not None:
-        k = min(5, len(real_feat) - 1)
-        out["distribution"] = {
-            "frechet": metrics.frechet_distance(real_feat, feat),
-            "mmd2": metrics.mmd2(real_feat, feat),
-            "diversity": metrics.diversity(feat),
-            "coverage": metrics.coverage(real_feat, feat, k=k),
-            "active_units": metrics.active_units(feat),
-        }
+    if evaluator is not None:
+        out["distribution"] = distribution_row(evaluator, x, ref)
+        out["physiology"] = physiology_row(evaluator, x, ref)
     df, df_real = metrics.rhythm_df(x, fs, rhythm), metrics.rhythm_df(ref, fs, rhythm)
     with warnings.catch_warnings():  # all-NaN sites give NaN ('Mean of empty slice'), handled
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -332,21 +341,21 @@ def _clean(obj: Any) -> Any:
 
 def fidelity_table(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
                    gen_mode: str = "prior",
-                   sets: Mapping[str, Mapping[str, NDArray]] | None = None) -> dict[str, Any]:
-    """The fidelity section: every row of (a) morphology, (c) distribution and (d) spectra, the
-    (b) reconstruction metrics, class separation, figure data (``curves``) and settings; a
-    JSON-ready dict (non-finite values become ``None``). ``sets`` (from
-    :func:`evaluation_sets` with the same arguments) avoids generating twice."""
+                   sets: Mapping[str, Mapping[str, NDArray]] | None = None,
+                   evaluator: Evaluator | None = None) -> dict[str, Any]:
+    """The fidelity section: every row of (a) morphology, (c) distribution and physiology and
+    (d) spectra, the (b) reconstruction metrics with collapse reports and the memorising
+    baseline, class separation and the classifier's calls, figure data (``curves``) and
+    settings; a JSON-ready dict (non-finite values become ``None``). ``sets`` (from
+    :func:`evaluation_sets` with the same arguments) avoids generating twice; ``evaluator``
+    defaults to the data set's (:func:`egmlib.evaluation.evaluator.load_or_fit_evaluator`,
+    fitted once on the training windows and cached beside the data set)."""
     n, s, mode = _check(ds, n_eval, seed, gen_mode)
     models = _load_models(run_dir)
     if sets is None:
         sets = evaluation_sets(ds, run_dir, n, s, mode, models=models)
+    ev = load_or_fit_evaluator(ds, run_dir) if evaluator is None else evaluator
     fs = float(ds.manifest["fs"])
-    model_c, norm_c = models["vae_c"]
-
-    def features(x: NDArray, rhythm: str) -> NDArray:
-        return encode_means(model_c, norm_c, np.asarray(x, np.float32),
-                            np.full(len(x), LABELS.index(rhythm)))
 
     rows: list[dict[str, Any]] = []
     real_stats: dict[str, Any] = {}
@@ -356,13 +365,15 @@ def fidelity_table(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
     feats: dict[tuple[str, str], NDArray] = {}
     for rhythm in LABELS:
         real = _part(ds, "test", rhythm, at_least=2)
-        rf = features(real, rhythm)
+        rf = ev.features(real)
         feats[("real", rhythm)] = rf
         f, real_psd = _psd(real, fs)
         df_real = metrics.rhythm_df(real, fs, rhythm)
         dfs = metrics.df_settings(rhythm, fs)
+        calls = ev.rhythm_calls(real)
         real_stats[rhythm] = {"n": len(real), "diversity": metrics.diversity(rf),
-                              "active_units": metrics.active_units(rf), **_df_summary(df_real)}
+                              "called_af": float(np.mean(calls == LABELS.index("AF"))),
+                              **_df_summary(df_real)}
         psd[rhythm] = {"f": f.tolist(), "sets": {"real": real_psd}}
         lo, hi = dfs.band_hz
         edges = np.arange(lo, hi + _DF_BIN[rhythm] / 2, _DF_BIN[rhythm])
@@ -370,9 +381,9 @@ def fidelity_table(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
                            "counts": {"real": np.histogram(df_real[np.isfinite(df_real)],
                                                            edges)[0].tolist()}}
         for name, x in sets[rhythm].items():
-            gf = features(x, rhythm)
-            feats[(name, rhythm)] = gf
-            r = row(x, real, rhythm, fs, gf, rf)
+            if name in _MODELS:
+                feats[(name, rhythm)] = ev.features(np.asarray(x, np.float32))
+            r = row(x, real, rhythm, fs, ev)
             df = r.pop("_df")
             _, set_psd = _psd(x, fs)
             r["spectral"]["psd_db_diff"] = _db_diff(set_psd["mean"], real_psd["mean"])
@@ -380,36 +391,40 @@ def fidelity_table(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
             df_hist[rhythm]["counts"][name] = np.histogram(df[np.isfinite(df)], edges)[0].tolist()
             rows.append({"set": name, "label": _label(name), "rhythm": rhythm,
                          "kind": "model" if name in _MODELS else "reference", **r})
-    # the latent picture: PCA of the held-out windows' common features, every set projected
+    # the picture: PCA of the held-out windows' evaluation features, every set projected
     mean, comp = _pca2(np.concatenate([feats[("real", r)] for r in LABELS]))
     for (name, rhythm), v in feats.items():
-        if name in ("real", *_MODELS):
-            latent.setdefault(name, {})[rhythm] = ((v - mean) @ comp.T).tolist()
-    # (b) reconstructions, with the active units of each model's own encoder on held-out windows
+        latent.setdefault(name, {})[rhythm] = ((v - mean) @ comp.T).tolist()
+    # (b) reconstructions, each model's collapse report per rhythm, and memorising as reference
     recon: dict[str, Any] = {}
     for kind in _MODELS:
         model, norm = models[kind]
-        x, y = synthesis.training_windows(ds, kind, "test")
-        mu = encode_means(model, norm, x, y if kind == "vae_c" else None)
         recon[kind] = {**synthesis.reconstruction_metrics(model, norm, ds, kind),
-                       "active_units": metrics.active_units(mu), "latent": model.config.latent}
-    # class separation: real held-out windows (VAE-C's encoder) and VAE-C's generated windows
-    sep = synthesis.latent_separation(model_c, norm_c, ds)
+                       "latent": model.config.latent, "collapse": {}}
+        for rhythm in synthesis.GENERATORS[kind][1]:
+            x = _part(ds, "test", rhythm, at_least=2)
+            y = None if kind == "vae_s" else np.full(len(x), LABELS.index(rhythm))
+            recon[kind]["collapse"][rhythm] = collapse_report(model, norm, x, y)
+    recon["nearest_training_window"] = {r: nearest_train_predictor(ds, "test", r)
+                                        for r in LABELS}
+    # class separation in the evaluation space: real held-out and VAE-C's generated windows
+    real_f = np.concatenate([feats[("real", r)] for r in LABELS])
+    real_y = np.repeat(np.arange(len(LABELS)), [len(feats[("real", r)]) for r in LABELS])
     gen_f = np.concatenate([feats[("vae_c", r)] for r in LABELS])
     gen_y = np.repeat(np.arange(len(LABELS)), [len(feats[("vae_c", r)]) for r in LABELS])
-    separation = {
-        "real_test": {"silhouette": sep["silhouette"], "linear_probe": sep["linear_probe"]},
-        "vae_c_generated": {"silhouette": metrics.silhouette(gen_f, gen_y),
-                            "linear_probe": metrics.linear_probe_accuracy(
-                                gen_f, gen_y, seed=0, cv=min(5, n))},
-    }
+    separation = {"real_test": {"silhouette": metrics.silhouette(real_f, real_y)},
+                  "vae_c_generated": {"silhouette": metrics.silhouette(gen_f, gen_y)}}
+    test_calls = np.concatenate([ev.rhythm_calls(_part(ds, "test", r)) for r in LABELS])
+    test_y = np.concatenate([np.full(int(ds.part("test", r).sum()), LABELS.index(r))
+                             for r in LABELS])
     table = {
         "settings": {
             "n_eval": n, "seed": s, "gen_mode": mode, "fs": fs,
             "pairing": "each generated window with its nearest held-out test window of the same "
                        "rhythm (smallest RMSE over samples and sites)",
-            "features": "VAE-C encoder means with the set's rhythm label, for every set",
-            "coverage_k": {r: min(5, real_stats[r]["n"] - 1) for r in LABELS},
+            "features": "the independent evaluation space (egmlib.evaluation.evaluator), fitted "
+                        "on the real training windows only",
+            "evaluator": {**ev.describe(), "test_accuracy": float(np.mean(test_calls == test_y))},
             "df": {r: metrics.df_settings(r, fs).as_dict() for r in LABELS},
             "noisy_snr_db": list(NOISY_SNR_DB),
             "surrogate": "rfft, uniform random phase per window and frequency shared by all "
@@ -435,43 +450,58 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 
 
 def format_table(table: Mapping[str, Any]) -> str:
-    """The table in the paper's form (LSD, correlation) with RMSE, the distributional and DF
-    columns, the paper's VAE-S figures as a separate row, then reconstructions and separation."""
+    """The table in the paper's form (LSD, correlation) with RMSE, the distributional columns
+    of the evaluation space and the DF columns, the paper's VAE-S figures as a separate row,
+    then reconstructions (with the memorising baseline and collapse reports) and separation."""
     head = (f"{'rhythm':<6} {'set':<27} {'n':>4} {'corr':>13} {'LSD':>13} {'RMSE':>7} "
-            f"{'FD':>8} {'MMD2':>7} {'cover':>5} {'|dDF|Hz':>7} {'PSD dB':>6}")
+            f"{'FD':>7} {'MMD2':>6} {'prec':>5} {'recall':>6} {'cover':>5} {'AF?':>5} "
+            f"{'|dDF|Hz':>7} {'PSD dB':>6}")
     lines = ["Generated windows vs held-out test windows (nearest-window pairs; mean +- std over "
-             "sites and windows)", head, "-" * len(head)]
+             "sites and windows). FD ... AF?: in the evaluation space fitted on real training "
+             "windows; AF?: share the real-trained classifier calls AF", head, "-" * len(head)]
     for r in table["rows"]:
         m, d, sp = r["morphology"], r.get("distribution", {}), r["spectral"]
         lines.append(
             f"{r['rhythm']:<6} {r['label']:<27} {r['n']:>4} "
             f"{_fmt(m['corr_mean'])+' +- '+_fmt(m['corr_std']):>13} "
             f"{_fmt(m['lsd_mean'])+' +- '+_fmt(m['lsd_std']):>13} {_fmt(m['rmse_mean'], '.3f'):>7} "
-            f"{_fmt(d.get('frechet'), '.3g'):>8} {_fmt(d.get('mmd2'), '.3f'):>7} "
-            f"{_fmt(d.get('coverage')):>5} {_fmt(sp['df_abs_diff_hz']):>7} "
-            f"{_fmt(sp['psd_db_diff'], '.1f'):>6}")
+            f"{_fmt(d.get('frechet'), '.3g'):>7} {_fmt(d.get('mmd2'), '.3f'):>6} "
+            f"{_fmt(d.get('precision')):>5} {_fmt(d.get('recall')):>6} "
+            f"{_fmt(d.get('coverage')):>5} {_fmt(d.get('called_af')):>5} "
+            f"{_fmt(sp['df_abs_diff_hz']):>7} {_fmt(sp['psd_db_diff'], '.1f'):>6}")
     p = table["paper"]
     lines.append(f"{p['rhythm']:<6} {'paper (different data)':<27} {'':>4} "
                  f"{_fmt(p['corr_mean']):>13} {_fmt(p['lsd_mean']):>13}")
-    lines += ["", "Real held-out windows: " + "; ".join(
-        f"{rh} n={v['n']}, diversity {_fmt(v['diversity'], '.3g')}, active units "
-        f"{v['active_units']}, median DF {_fmt(v['df_median_hz'])} Hz"
-        for rh, v in table["real"].items())]
-    lines += ["", "Reconstruction of held-out windows (z = encoder mean)",
-              f"{'model':<6} {'rhythm':<6} {'corr':>13} {'LSD':>13} {'RMSE':>7}  active units"]
-    for kind, rec in table["reconstruction"].items():
+    ev = table["settings"]["evaluator"]
+    lines += ["", f"Evaluation space: {ev['embed']} classifier units + "
+              f"{len(ev['feature_names'])} physiological features, fitted on "
+              f"{ev['train_windows']} real training windows; classifier accuracy on real windows: "
+              f"validation {_fmt(ev['val_accuracy'])}, test {_fmt(ev['test_accuracy'])}"]
+    lines += ["Real held-out windows: " + "; ".join(
+        f"{rh} n={v['n']}, called AF {_fmt(v['called_af'])}, median DF "
+        f"{_fmt(v['df_median_hz'])} Hz" for rh, v in table["real"].items())]
+    lines += ["", "Reconstruction of held-out test windows (z = encoder mean); collapse: active "
+              "units of the model's encoder, distinctness of its reconstructions",
+              f"{'model':<26} {'rhythm':<6} {'corr':>13} {'LSD':>13} {'RMSE':>7}  collapse"]
+    rec = table["reconstruction"]
+    for kind in _MODELS:
         for rh in LABELS:
-            if rh in rec:
-                v = rec[rh]
-                lines.append(f"{_label(kind):<6} {rh:<6} "
+            if rh in rec[kind]:
+                v, c = rec[kind][rh], rec[kind]["collapse"][rh]
+                lines.append(f"{_label(kind):<26} {rh:<6} "
                              f"{_fmt(v['corr_mean'])+' +- '+_fmt(v['corr_std']):>13} "
                              f"{_fmt(v['lsd_mean'])+' +- '+_fmt(v['lsd_std']):>13} "
-                             f"{_fmt(v['rmse_mean'], '.3f'):>7}  "
-                             f"{rec['active_units']} of {rec['latent']}")
+                             f"{_fmt(v['rmse_mean'], '.3f'):>7}  {c['active_units']} of "
+                             f"{c['latent']} active, distinctness {_fmt(c['distinctness'])}"
+                             f"{' COLLAPSED' if c['collapsed'] else ''}")
+    for rh, v in rec["nearest_training_window"].items():
+        lines.append(f"{'nearest training window':<26} {rh:<6} "
+                     f"{_fmt(v['corr_mean'])+' +- '+_fmt(v['corr_std']):>13} "
+                     f"{_fmt(v['lsd_mean'])+' +- '+_fmt(v['lsd_std']):>13} "
+                     f"{_fmt(v['rmse_mean'], '.3f'):>7}  (memorising: no model)")
     sep = table["separation"]
-    lines += ["", "Class separation (SR vs AF) in the VAE-C encoder space: " + "; ".join(
-        f"{name.replace('_', ' ')}: silhouette {_fmt(v['silhouette'])}, linear probe "
-        f"{_fmt(v['linear_probe'])}" for name, v in sep.items())]
+    lines += ["", "Class separation (SR vs AF) in the evaluation space, silhouette: " + "; ".join(
+        f"{name.replace('_', ' ')} {_fmt(v['silhouette'])}" for name, v in sep.items())]
     return "\n".join(lines)
 
 
@@ -535,7 +565,7 @@ def df_figure(table: Mapping[str, Any],
 
 def latent_figure(table: Mapping[str, Any]):
     """Held-out windows (filled) and generated windows (open: VAE-C circles, VAE-S crosses) in
-    the first two principal components of the VAE-C encoder means of the held-out windows."""
+    the first two principal components of the held-out windows' evaluation features."""
     import matplotlib.pyplot as plt
 
     from egmlib.evaluation.plots import RHYTHM_COLORS
@@ -549,7 +579,7 @@ def latent_figure(table: Mapping[str, Any]):
             p = np.asarray(pts).reshape(-1, 2)
             ax.scatter(p[:, 0], p[:, 1], s=14, color=RHYTHM_COLORS[rhythm], lw=0.8,
                        label=f"{_label(name)} {rhythm}", **marks[name])
-    ax.set(xlabel="PC 1", ylabel="PC 2", title="VAE-C encoder means")
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="evaluation space (real-trained)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
