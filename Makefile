@@ -6,13 +6,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= default
 
-.PHONY: help setup reproduce test test-fast nbval lint bench sweep figures clean
+.PHONY: help setup reproduce test test-fast nbval lint bench studies sweep figures clean
 
 help:
 	@echo "make reproduce  set up .venv, run the default pipeline (notebooks 01-05) on the idealised and the CT atria, regenerate figures/ and results/"
 	@echo "make test       set up .venv, ruff, pytest (unit tests, smoke chain, nbval on it)"
 	@echo "make nbval      re-execute the committed default notebooks with nbval (long)"
 	@echo "make bench      speed benchmarks (ratios to baselines measured in the same run)"
+	@echo "make studies   the generators' choice study on the validation split (needs 01_data's run)"
 	@echo "make sweep      the augmentation sweep over k x seed x generator, then 06_sweep"
 	@echo "make clean      remove run directories and caches (keeps .venv)"
 
@@ -53,6 +54,11 @@ nbval: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# The generators' choice study (egmlib.workflow.studies): every training setting of VAE-S and VAE-C
+# scored on the validation split; writes results/<profile>/generator_choices.json (about 15 min).
+studies: $(STAMP)
+	$(BIN)/python -m egmlib.workflow.studies --profile $(PROFILE)
 
 sweep: $(STAMP)
 	$(BIN)/python -m egmlib.workflow.sweep --profile $(PROFILE)

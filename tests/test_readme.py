@@ -38,6 +38,8 @@ HOW_TESTED: dict[str, str] = {
     "python -m benchmarks.run --out results/bench/bench.json":
         "test_bench_writes_its_record (one quick section, into a temporary file)",
     "make nbval": "test_make_targets_run_the_documented_modules",
+    "make studies": "test_make_targets_run_the_documented_modules (recipe); the study CLI on the "
+                    "smoke run, one epoch a row: tests/test_studies.py",
     "make clean": "test_make_targets_run_the_documented_modules",
     ".venv/bin/python -m egmlib.workflow.pipeline --profile smoke":
         "tests/test_notebooks.py smoke_run (the same CLI, into a temporary run directory)",
@@ -118,10 +120,11 @@ def test_make_targets_run_the_documented_modules():
     assert "-m egmlib.workflow.pipeline --profile ct_biatrial" in _make_recipe("reproduce")
     assert "-m egmlib.workflow.sweep --profile default" in _make_recipe("sweep")
     assert "-m benchmarks.run" in _make_recipe("bench")
+    assert "-m egmlib.workflow.studies --profile default" in _make_recipe("studies")
     assert "--nbval-lax" in _make_recipe("nbval")
     assert "rm -rf runs" in _make_recipe("clean")
     assert "pytest tests" in _make_recipe("test")
-    for name in ("reproduce", "sweep", "bench", "nbval", "clean", "test"):
+    for name in ("reproduce", "sweep", "bench", "nbval", "clean", "test", "studies"):
         assert f"make {name}" in HOW_TESTED
 
 

@@ -2,6 +2,8 @@
 aggregation of its records. The top layer: nothing in egmlib imports it.
 
 - :mod:`egmlib.workflow.pipeline` the notebooks in order, atomically (``make reproduce``)
+- :mod:`egmlib.workflow.studies`  the generators' choice study, on the validation split
+  (``make studies``)
 - :mod:`egmlib.workflow.sweep`    notebook 05 over a grid, locally or on a Dask cluster
 - :mod:`egmlib.workflow.results`  collecting run records, paired tests, the sweep's verdict
 """

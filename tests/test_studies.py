@@ -1,0 +1,81 @@
+"""The generators' choice study (egmlib.workflow.studies): every row is scored on the validation
+split, the test split is never read, and a bad row fails before anything trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from egmlib import data
+from egmlib.core import params
+from egmlib.workflow import studies
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _smoke_values(run_dir: Path) -> dict:
+    return {**params.load_profile(ROOT / "params" / "smoke.yaml"), "run_dir": str(run_dir)}
+
+
+def test_the_study_never_reads_the_test_split(smoke_run: Path, monkeypatch: pytest.MonkeyPatch):
+    ds = data.load_dataset(smoke_run)
+    part = ds.part
+    asked: list[str] = []
+
+    def guarded(name: str, rhythm: str | None = None):
+        asked.append(name)
+        if name == "test":
+            raise AssertionError("the choice study read the test split")
+        return part(name, rhythm)
+
+    monkeypatch.setattr(ds, "part", guarded)
+    rows = [r for r in studies.CHOICES if r[2] in ({}, {"site_order": "fps"})]
+    study = studies.choice_study(ds, _smoke_values(smoke_run), rows,
+                                 epochs={"vae_s": 1, "vae_c": 1})
+    assert "val" in asked and "test" not in asked
+    assert study["split"] == "val" and study["epochs"] == {"vae_c": 1, "vae_s": 1}
+    by = {(r["generator"], r["site_order"]): r for r in study["rows"]}
+    # the chain order puts neighbouring sites in neighbouring columns, farthest-point sampling not
+    assert by[("vae_s", "chain")]["column_step_mm"] < by[("vae_s", "fps")]["column_step_mm"]
+    for row in study["rows"]:
+        for rhythm, m in row["val"].items():
+            assert -1.0 <= m["corr_mean"] <= 1.0 and m["lsd_mean"] > 0, rhythm
+    vae_c = by[("vae_c", "chain")]
+    assert set(vae_c["df_hz"]) == set(data.LABELS)
+    for d in vae_c["df_hz"].values():
+        assert d["abs_diff"] == pytest.approx(abs(d["generated_median"] - d["val_median"]))
+    assert 0 <= vae_c["af_collapse"]["active_units"] <= vae_c["af_collapse"]["latent"]
+
+
+def test_a_row_is_reproducible(smoke_run: Path):
+    ds = data.load_dataset(smoke_run)
+    base = studies._base("vae_s", _smoke_values(smoke_run))
+    a = studies.choice_row(ds, "vae_s", base, {"init": "torch"}, epochs=1)
+    b = studies.choice_row(ds, "vae_s", base, {"init": "torch"}, epochs=1)
+    assert a["val"] == b["val"] and a["best_epoch"] == b["best_epoch"]
+
+
+def test_bad_rows_fail_before_training(smoke_run: Path):
+    ds = data.load_dataset(smoke_run)
+    values = _smoke_values(smoke_run)
+    good = ("vae_s", "defaults", {})
+    with pytest.raises(ValueError, match="unknown setting 'learning_rate'"):
+        studies.choice_study(ds, values, [good, ("vae_s", "typo", {"learning_rate": 1e-3})])
+    with pytest.raises(ValueError, match="unknown generator 'vae_x'"):
+        studies.choice_study(ds, values, [good, ("vae_x", "no such model", {})])
+    with pytest.raises(ValueError, match="lr"):  # a changed setting is checked like any other
+        studies.choice_row(ds, "vae_s", studies._base("vae_s", values), {"lr": -1.0}, epochs=1)
+
+
+def test_cli_writes_the_record(smoke_run: Path, capsys: pytest.CaptureFixture):
+    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--only", "vae_c",
+                         "--epochs", "1"]) == 0
+    record = json.loads((smoke_run / "results" / "generator_choices.json").read_text())
+    labels = [r["label"] for r in record["rows"]]
+    assert labels == [r[1] for r in studies.CHOICES if r[0] == "vae_c"]
+    assert record["provenance"]["params"]["profile"] == "smoke"
+    assert np.isfinite(record["rows"][0]["val"]["AF"]["corr_mean"])
+    assert "validation correlation" in capsys.readouterr().out
