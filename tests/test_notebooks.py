@@ -92,8 +92,10 @@ def test_generator_notebooks_results(smoke_run: Path, kind: str) -> None:
                                  p.seed, p.gen_mode)
     np.testing.assert_array_equal(again["kept"],
                                   synthesis.load_synthetic(smoke_run, kind, rhythms[0])["kept"])
-    if kind == "vae_c":
-        assert 0.0 <= result["separation"]["linear_probe"] <= 1.0
+    if kind == "vae_c":  # the collapse detector and the memorising reference, per rhythm
+        for rhythm in data.LABELS:
+            assert 0 <= result["collapse"][rhythm]["active_units"] <= p.latent
+            assert -1.0 <= result["nearest_training_window"][rhythm]["corr_mean"] <= 1.0
 
 
 def test_04_fidelity_results(smoke_run: Path) -> None:
