@@ -102,7 +102,7 @@ def test_anatomy_has_the_sites_lead_field_and_example_sites():
 
 
 def test_anatomy_refuses_too_few_sites_in_an_atrium(monkeypatch):
-    def one_atrium(geom, n_rec, offset_mm):
+    def one_atrium(geom, n_rec, offset_mm, order="chain"):
         idx = np.flatnonzero(geom.region == 0)[:n_rec]
         return RecordingSites(vertex=idx, electrodes=geom.mesh.vertices[idx],
                               offset_mm=offset_mm)
