@@ -164,3 +164,20 @@ def test_bench_writes_its_record(tmp_path: Path, capsys):
     (row,) = record["rows"]
     assert row["section"] == "transfer" and row["n_rec"] == 256 and row["ratio"] == 1.0
     assert row["shape"] == [row["n_torso_vertices"], 256]  # torso vertices x recording sites
+
+
+def test_licence_and_citation_agree_with_the_package():
+    """LICENSE and CITATION.cff exist, and say what pyproject.toml says (version, licence); the
+    citation names the paper the repository reproduces."""
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (ROOT / "LICENSE").read_text().startswith(f"{project['license']['text']} License")
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert cff["version"] == project["version"] and cff["license"] == project["license"]["text"]
+    assert all(a.get("name") or a.get("family-names") for a in cff["authors"])
+    ids = [i["value"] for r in cff["references"] for i in r.get("identifiers", [])]
+    assert "arXiv:2512.14537" in ids
