@@ -75,8 +75,9 @@ class Normalizer:
     soft class weights that mixes the scales linearly). Why: AF windows are about four times
     larger than SR ones (0.999 quantile of |x| on the default data: SR 3.1 mV, AF 7.4 mV, and
     SR is silent between beats), so one scale for both squeezed SR into a small part of the
-    range; with a scale per class VAE-C's validation SR correlation after 8 epochs rose from
-    0.10 to 0.20 (the choice study records the comparison at the default budget).
+    range. The choice study (``results/default/generator_choices.json``, validation split, 8
+    epochs) could not tell the two apart (correlation SR 0.29 and AF 0.01 either way); the scale
+    per class is kept for the reason above, not for a measured gain.
     """
 
     quantile: float = 0.999
