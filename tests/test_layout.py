@@ -65,3 +65,18 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path):
     mods = {m for _, m in _imports(path)}
     assert "egmlib.physics.geometry" in mods
     assert LAYERS.index(_layer("egmlib.workflow.sweep")) > LAYERS.index("physics")
+
+
+def test_the_package_docstring_lists_every_public_module():
+    """``egmlib.__doc__`` is the map of the public API: every module whose name does not start
+    with an underscore is listed (by its dotted name), and nothing listed is missing."""
+    import re
+
+    import egmlib
+
+    public = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts)
+              for p in PACKAGE.rglob("*.py")
+              if p.name != "__init__.py" and not p.name.startswith("_")}
+    listed = set(re.findall(r":mod:`~?(egmlib\.\w+\.\w+)`", egmlib.__doc__))
+    assert public - listed == set(), f"modules missing from egmlib's docstring: {public - listed}"
+    assert listed - public == set(), f"listed but not modules: {listed - public}"
