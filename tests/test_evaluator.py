@@ -33,6 +33,7 @@ from egmlib.evaluation.evaluator import (
     physiological_features,
     physiology_row,
     precision_recall,
+    shared_variance,
 )
 from egmlib.generators import synthesis
 from egmlib.generators.models import ConvVAE, VAEConfig
@@ -331,8 +332,11 @@ def test_collapse_flags_decoder_that_ignores_z(vae) -> None:
     dead.load_state_dict(model.state_dict())
     with torch.no_grad():
         dead.decoder_dense[0].weight.zero_()  # the decoder no longer sees z
+        dead.decoder_dense[0].bias.normal_(generator=torch.Generator().manual_seed(0))  # a template
     rep = collapse_report(dead, norm, x)
     assert rep["distinctness"] < 1e-6 and rep["collapsed"] is True
+    # one reconstruction for every window: all of its variance is shared
+    assert rep["shared_variance"] == pytest.approx(1.0)
     assert rep["n_windows"] == 30 and rep["latent"] == 4
     json.dumps(rep)
 
@@ -353,9 +357,27 @@ def test_collapse_passes_a_faithful_decoder(vae, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(synthesis, "reconstruct", lambda m, n, xx, y=None: np.array(xx))
     rep = collapse_report(model, norm, x)
     assert rep["distinctness"] == pytest.approx(1.0)
+    assert rep["shared_variance"] == pytest.approx(rep["shared_variance_input"])
     assert rep["active_units"] > 0 and rep["collapsed"] is False
     assert collapse_report(model, norm, x, threshold=1.5)["collapsed"] is True
     # a collapsed encoder (constant means) is flagged even with a faithful decoder
     monkeypatch.setattr(ev_mod, "encode_means",
                         lambda m, n, xx, y=None: np.zeros((len(xx), 4), np.float32))
     assert collapse_report(model, norm, x)["collapsed"] is True
+
+
+def test_shared_variance_on_hand_made_sets() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(1, 50, 3))
+    assert shared_variance(np.repeat(w, 4, axis=0)) == pytest.approx(1.0)  # one template
+    assert shared_variance(np.concatenate([w, -w])) == pytest.approx(0.0, abs=1e-12)  # cancel
+    # a constant offset per window and site is not variance: removed before the share
+    assert shared_variance(np.concatenate([w, w + 5.0])) == pytest.approx(1.0)
+    # n independent windows share about 1/n of their variance
+    assert shared_variance(rng.normal(size=(200, 400, 4))) == pytest.approx(1 / 200, rel=0.1)
+    # template plus independent parts of equal power: about a half
+    mix = np.repeat(w, 400, axis=0) + rng.normal(size=(400, 50, 3))
+    assert shared_variance(mix) == pytest.approx(0.5, abs=0.05)
+    assert np.isnan(shared_variance(np.zeros((3, 10, 2))))
+    with pytest.raises(ValueError, match="at least 2"):
+        shared_variance(w)

@@ -80,6 +80,7 @@ __all__ = [
     "physiological_features",
     "physiology_row",
     "precision_recall",
+    "shared_variance",
     "site_neighbours",
 ]
 
@@ -856,6 +857,29 @@ def physiology_row(ev: Evaluator, generated: ArrayLike, real: ArrayLike) -> dict
 # ----------------------------------------------------------------------------------------------
 
 
+def shared_variance(x: ArrayLike) -> float:
+    """The share of a set of windows' variance that all of them have in common.
+
+    Each window ``(T, C)`` is centred per site (its mean over time removed); with ``m`` the mean
+    of the centred windows over the set, the result is ``||m||^2 / mean_n ||x_n||^2``: 1 when
+    every window is the same, 0 when they cancel, about ``1 / n`` for ``n`` independent windows.
+    A decoder that emits one template for every input whatever its code scores near 1 on its
+    reconstructions while real windows of a chaotic rhythm score near ``1 / n``.
+
+    Args:
+        x: ``(n, T, C)`` windows, ``n >= 2``.
+    """
+    arr = np.asarray(_windows(x), np.float64)
+    if arr.shape[0] < 2:
+        raise ValueError("x: needs at least 2 windows")
+    c = arr - arr.mean(axis=1, keepdims=True)
+    total = float(np.mean(np.sum(c * c, axis=(1, 2))))
+    if total == 0.0:
+        return math.nan
+    m = c.mean(axis=0)
+    return float(np.sum(m * m)) / total
+
+
 def collapse_report(model: ConvVAE, norm: Normalizer, x: ArrayLike, y: ArrayLike | None = None,
                     threshold: float = 0.1, max_windows: int = 50) -> dict[str, Any]:
     """Does a VAE ignore its latent code (posterior collapse)?
@@ -870,7 +894,11 @@ def collapse_report(model: ConvVAE, norm: Normalizer, x: ArrayLike, y: ArrayLike
       the mean of ``RMS(x_i - x_j)``, with ``x̂`` the reconstructions
       (:func:`egmlib.generators.synthesis.reconstruct`, z = encoder mean). A decoder that
       ignores z makes every reconstruction alike (0); a faithful one keeps the windows apart as
-      much as they are (about 1).
+      much as they are (about 1);
+    * ``shared_variance``: :func:`shared_variance` of the reconstructions, beside
+      ``shared_variance_input`` of the windows themselves: a decoder that adds one template to
+      every reconstruction has the first far above the second (a partial collapse that
+      ``distinctness`` sees only as a lower ratio).
 
     ``collapsed``: ``active_units == 0`` or ``distinctness < threshold``.
     """
@@ -890,6 +918,8 @@ def collapse_report(model: ConvVAE, norm: Normalizer, x: ArrayLike, y: ArrayLike
     distinct = float(np.mean(d_hat)) / denom if denom > 0 else math.nan
     return {"active_units": int(au), "latent": int(mu.shape[1]),
             "distinctness": float(distinct), "threshold": float(threshold),
+            "shared_variance": shared_variance(x_hat),
+            "shared_variance_input": shared_variance(arr),
             "n_windows": int(arr.shape[0]),
             "collapsed": bool(au == 0 or not distinct >= threshold)}
 

@@ -481,7 +481,8 @@ def format_table(table: Mapping[str, Any]) -> str:
         f"{rh} n={v['n']}, called AF {_fmt(v['called_af'])}, median DF "
         f"{_fmt(v['df_median_hz'])} Hz" for rh, v in table["real"].items())]
     lines += ["", "Reconstruction of held-out test windows (z = encoder mean); collapse: active "
-              "units of the model's encoder, distinctness of its reconstructions",
+              "units of the model's encoder, distinctness of its reconstructions, the share of "
+              "their variance common to all (shared) against the inputs'",
               f"{'model':<26} {'rhythm':<6} {'corr':>13} {'LSD':>13} {'RMSE':>7}  collapse"]
     rec = table["reconstruction"]
     for kind in _MODELS:
@@ -492,7 +493,9 @@ def format_table(table: Mapping[str, Any]) -> str:
                              f"{_fmt(v['corr_mean'])+' +- '+_fmt(v['corr_std']):>13} "
                              f"{_fmt(v['lsd_mean'])+' +- '+_fmt(v['lsd_std']):>13} "
                              f"{_fmt(v['rmse_mean'], '.3f'):>7}  {c['active_units']} of "
-                             f"{c['latent']} active, distinctness {_fmt(c['distinctness'])}"
+                             f"{c['latent']} active, distinctness {_fmt(c['distinctness'])}, "
+                             f"shared {_fmt(c['shared_variance'])} (inputs "
+                             f"{_fmt(c['shared_variance_input'])})"
                              f"{' COLLAPSED' if c['collapsed'] else ''}")
     for rh, v in rec["nearest_training_window"].items():
         lines.append(f"{'nearest training window':<26} {rh:<6} "
