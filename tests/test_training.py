@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from egmlib.core.training import FitResult, TrainingDivergedError, fit, loss_total
+from egmlib.core.training import (
+    FitResult,
+    TrainingDivergedError,
+    fit,
+    loss_total,
+    stopping_point,
+)
 
 
 def w_of(model: nn.Module) -> float:
@@ -26,7 +33,7 @@ class Scalar(nn.Module):
 
 
 def run(val_seq, *, patience=2, epochs=20, lr=0.1, clip_norm=None, nan_at=None,
-        checkpoints=None, scheduler=None, total="total", w0=1.0, model=None):
+        checkpoints=None, scheduler=None, total="total", w0=1.0, model=None, min_epochs=0):
     """SGD on ``loss = w^2`` (two batches of weight 1 per epoch); the validation value of epoch
     ``e`` is ``val_seq[e]`` (hand-made). Returns the model, the result and the weight seen by
     each epoch's validation. ``checkpoints``: a list that receives ``(best_epoch, epochs_run,
@@ -50,7 +57,8 @@ def run(val_seq, *, patience=2, epochs=20, lr=0.1, clip_norm=None, nan_at=None,
 
     sched = scheduler(opt) if scheduler else None
     result = fit(model, step, lambda e: [(0, 1), (1, 1)], lambda e: [(0, 1)], opt, sched,
-                 epochs=epochs, patience=patience, clip_norm=clip_norm, val_loss=val,
+                 epochs=epochs, patience=patience, min_epochs=min_epochs, clip_norm=clip_norm,
+                 val_loss=val,
                  checkpoint=checkpoint if checkpoints is not None else None,
                  record=("total", "sq"), total=total)
     return model, result, seen
@@ -71,6 +79,37 @@ def test_stops_at_the_epoch_patience_implies_and_restores_the_best_weights():
     # patience 3: epoch 6 improves (0.5), then 0.1 at epoch 7 improves again; epochs cap at 8
     _, result, _ = run(seq, patience=3, epochs=8)
     assert result.epochs_run == 8 and not result.stopped_early and result.best_epoch == 7
+
+
+def test_no_early_stop_before_min_epochs():
+    # a plateau from epoch 1 to 5, then learning: patience 2 alone stops after epoch 3; with
+    # min_epochs 7 the loop runs on, finds the later best (epoch 6) and stops two epochs on
+    seq = [3.0, 2.0, 2.5, 2.5, 2.5, 2.5, 1.0, 1.2, 1.3, 1.4, 0.1]
+    _, alone, _ = run(seq, patience=2)
+    assert alone.epochs_run == 4 and alone.best_epoch == 1 and alone.stopped_early
+    model, result, seen = run(seq, patience=2, min_epochs=7)
+    assert result.epochs_run == 9 and result.best_epoch == 6 and result.stopped_early
+    assert w_of(model) == seen[6]
+    # min_epochs at or above epochs: never stops early
+    _, result, _ = run(seq, patience=1, min_epochs=20, epochs=len(seq))
+    assert result.epochs_run == len(seq) and not result.stopped_early and result.best_epoch == 10
+    with pytest.raises(ValueError, match="min_epochs"):
+        run(seq, min_epochs=-1)
+
+
+def test_stopping_point_replays_fit_on_a_recorded_curve():
+    """The replay of a rule on a whole curve stops where fit stops on the same values."""
+    rng = np.random.default_rng(0)
+    seqs = [[3.0, 2.0, 2.5, 2.5, 2.5, 2.5, 1.0, 1.2, 1.3, 1.4, 0.1],
+            *[list(np.round(rng.uniform(0, 1, 12), 1)) for _ in range(6)]]
+    for seq in seqs:
+        for patience, min_epochs in ((1, 0), (2, 0), (2, 7), (3, 4), (20, 0)):
+            _, result, _ = run(seq, patience=patience, min_epochs=min_epochs, epochs=len(seq))
+            assert stopping_point(seq, patience, min_epochs) == (result.epochs_run,
+                                                                  result.best_epoch)
+    assert stopping_point([3.0, 2.0, 2.5, 2.5, 2.5, 2.5, 1.0], 2) == (4, 1)  # by hand
+    with pytest.raises(ValueError, match="values"):
+        stopping_point([], 2)
 
 
 def test_train_means_are_sample_weighted_and_taken_before_each_step():

@@ -12,7 +12,8 @@ their history. Everything else exists once, here:
   batches (train mode) and over the validation batches (eval mode, no gradients), the learning
   rate before the scheduler's step, the wall time;
 * **early stopping** on a validation value (a part, or a function of the validation means):
-  training stops after ``patience`` epochs without a strictly lower value;
+  training stops after ``patience`` epochs without a strictly lower value, and not before
+  ``min_epochs``;
 * **the best state**: the weights of the best epoch are kept (a deep copy of the ``state_dict``)
   and restored at the end, on divergence too;
 * **checkpointing the best**: ``checkpoint(result)`` is called at every improvement (the model
@@ -41,7 +42,8 @@ import torch
 from egmlib.core import runs
 from egmlib.core.checks import check_ints
 
-__all__ = ["FitResult", "Parts", "TrainingDivergedError", "evaluate", "fit", "loss_total"]
+__all__ = ["FitResult", "Parts", "TrainingDivergedError", "evaluate", "fit", "loss_total",
+           "stopping_point"]
 
 B = TypeVar("B")
 #: A loss by named parts: scalar tensors (those recorded must convert with ``float``).
@@ -135,6 +137,26 @@ def _weighted_means(batches: Iterable[tuple[B, int]], loss: Callable[[B], Parts]
     return {k: v / n for k, v in sums.items()}, n
 
 
+def stopping_point(values: Sequence[float], patience: int, min_epochs: int = 0
+                   ) -> tuple[int, int]:
+    """Replay :func:`fit`'s early stopping on a recorded sequence of monitored values (one per
+    epoch, e.g. a run trained without early stopping): ``(epochs_run, best_epoch)``, the number
+    of epochs the rule would have run and the 0-based epoch whose weights it would restore (the
+    first strict minimum so far). Lets a study compare stopping rules on one training curve."""
+    check_ints(("patience", patience, 1), ("min_epochs", min_epochs, 0))
+    if len(values) == 0:
+        raise ValueError("values: need at least one epoch")
+    best, best_epoch, since = math.inf, 0, 0
+    for epoch, v in enumerate(values):
+        if v < best:
+            best, best_epoch, since = v, epoch, 0
+        else:
+            since += 1
+        if since >= patience and epoch + 1 >= min_epochs:
+            return epoch + 1, best_epoch
+    return len(values), best_epoch
+
+
 def evaluate(model: torch.nn.Module, batches: Iterable[tuple[B, int]],
              loss: Callable[[B], Parts], keys: Sequence[str] | None = None) -> dict[str, float]:
     """Sample-weighted means of the parts ``keys`` (``None``: all) of ``loss(batch)`` over
@@ -150,7 +172,7 @@ def fit(model: torch.nn.Module, step_loss: Callable[[B, int], Parts],
         val_batches: Callable[[int], Iterable[tuple[Any, int]]],
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, *,
-        epochs: int, patience: int, clip_norm: float | None = 1.0,
+        epochs: int, patience: int, min_epochs: int = 0, clip_norm: float | None = 1.0,
         total: str | Mapping[str, float] = "total",
         val_loss: Callable[[Any, int], Parts] | None = None,
         monitor: str | Callable[[Mapping[str, float], int], float] = "total",
@@ -173,8 +195,10 @@ def fit(model: torch.nn.Module, step_loss: Callable[[B, int], Parts],
     ``monitor(val_means, e)`` for a function (then recorded as ``val["monitor"]``). A strictly
     lower value than every earlier one makes the epoch the best: its weights are copied and
     ``checkpoint(result)`` is called. After ``patience`` epochs in a row without one, training
-    stops (``stopped_early``). At the end the best weights are restored, the model is left in
-    eval mode and ``checkpoint(result)`` is called once more with ``result.finished`` true.
+    stops (``stopped_early``), but never before ``min_epochs`` epochs have run: a network that
+    sits on a plateau before it starts to learn is not stopped there. At the end the best
+    weights are restored, the model is left in eval mode and ``checkpoint(result)`` is called
+    once more with ``result.finished`` true.
 
     Divergence: a non-finite optimised value (checked before the step) or a non-finite
     monitored value restores the best weights (the initial ones before any best epoch) and
@@ -185,7 +209,7 @@ def fit(model: torch.nn.Module, step_loss: Callable[[B, int], Parts],
     ``progress``: the description of a progress bar (``None``: none); ``show``: more values on
     it, label -> validation key.
     """
-    check_ints(("epochs", epochs, 1), ("patience", patience, 1))
+    check_ints(("epochs", epochs, 1), ("patience", patience, 1), ("min_epochs", min_epochs, 0))
     val_loss = step_loss if val_loss is None else val_loss
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())
@@ -251,7 +275,7 @@ def fit(model: torch.nn.Module, step_loss: Callable[[B, int], Parts],
             shown = train.get(total if isinstance(total, str) else "total", math.nan)
             bar.set_postfix(train=f"{shown:.3f}", val=f"{value:.3f}",
                             **{label: f"{val[k]:.2f}" for label, k in (show or {}).items()})
-        if since_best >= patience:
+        if since_best >= patience and epoch + 1 >= min_epochs:
             result.stopped_early = True
             break
 
