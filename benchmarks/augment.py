@@ -10,6 +10,11 @@ default
   baseline) and from moments (:func:`egmlib.augmentation.recon.recon_loss_moments`, what training
   uses), on
   one and on two threads.
+* ``baselines``: the baselines of the test BSPMs
+  (:func:`egmlib.augmentation.baselines.baselines`: Tikhonov by L-curve, GCV and the validation
+  lambda, the floor), computed as every 05 run did before (the baseline) against read back from
+  the cache that the runs now share (:func:`egmlib.augmentation.baselines.cached_baselines`), on
+  the default data set (``--quick``: the smoke one, built when missing).
 * ``sweep``: the same two runs of ``notebooks/05_augment.ipynb`` (k in {0, 18}, seed 0,
   VAE-S) run serially and then on a ``LocalCluster`` of two single-threaded workers, each into
   a fresh temporary sweep folder: the wall times and the speed-up (serial / parallel). Full mode
@@ -76,16 +81,12 @@ def bench_recon(quick: bool) -> list[Row]:
 
 
 def bench_sweep(quick: bool) -> list[Row]:
-    from egmlib.core import params as params_mod
-    from egmlib.core.runs import repo_root, resolve_run_dir
+    from egmlib.core.runs import repo_root
     from egmlib.workflow.pipeline import run_pipeline
     from egmlib.workflow.sweep import run_sweep
 
     root = repo_root()
-    profile = "smoke" if quick else "default"
-    profile_file = root / "params" / "smoke.yaml" if quick else None
-    values = params_mod.load_profile(profile_file) if profile_file else {}
-    run_dir = resolve_run_dir(profile, values.get("run_dir", ""))
+    profile, run_dir, profile_file = _profile_run(quick)
     needed = [run_dir / "data" / "manifest.json", run_dir / "vae_s" / "synthetic_SR.npz"]
     if not all(p.exists() for p in needed):
         if not quick:
@@ -114,3 +115,40 @@ def bench_sweep(quick: bool) -> list[Row]:
                      "baseline": "serial (speed-up)", "workers": workers,
                      "run_s_mean": sum(runs_s) / len(runs_s)})
     return rows
+
+
+def _profile_run(quick: bool) -> tuple[str, Path, Any]:
+    """``(profile, run_dir, profile_file)`` of the benchmark's data: smoke when ``quick``."""
+    from egmlib.core import params as params_mod
+    from egmlib.core.runs import repo_root, resolve_run_dir
+
+    profile_file = repo_root() / "params" / "smoke.yaml" if quick else None
+    values = params_mod.load_profile(profile_file) if profile_file else {}
+    profile = "smoke" if quick else "default"
+    return profile, resolve_run_dir(profile, values.get("run_dir", "")), profile_file
+
+
+def bench_baselines(quick: bool) -> list[Row]:
+    from egmlib.augmentation import augment, baselines
+    from egmlib.data import load_dataset
+    from egmlib.workflow.pipeline import run_pipeline
+
+    profile, run_dir, _ = _profile_run(quick)
+    if not (run_dir / "data" / "manifest.json").exists():
+        if not quick:
+            return [{"section": "baselines", "skipped": True,
+                     "item": f"needs {run_dir} with notebook 01 run (make reproduce)"}]
+        run_pipeline("smoke", only=["01_data"])
+    ds = load_dataset(run_dir)
+    seed = augment.EVAL_NOISE_SEED
+    t0 = time.perf_counter()
+    baselines.baselines(ds, 20.0, seed)
+    computed = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="bench-baselines-") as tmp:
+        baselines.cached_baselines(ds, 20.0, seed, tmp)  # fills the cache (not timed)
+        t0 = time.perf_counter()
+        baselines.cached_baselines(ds, 20.0, seed, tmp)
+        cached = time.perf_counter() - t0
+    return [{"section": "baselines", "item": f"baselines of the test BSPMs ({profile}), {how}",
+             "seconds": sec, "ratio": computed / sec, "baseline": "computed in every run"}
+            for how, sec in (("computed", computed), ("read from the cache", cached))]

@@ -19,8 +19,9 @@ Sections (each a function returning a list of rows):
 * ``data``: :func:`egmlib.data.build_dataset` of the smoke profile and (full mode) the default
   01_data parameters, into a temporary run folder with ``rebuild=True``, with the load.
 * ``transfer``: :func:`benchmarks.transfer.time_transfer_matrix` at n_rec 256 and (full) 2048.
-* ``recon``, ``sweep``: the augmentation experiment (:mod:`benchmarks.augment`): training pairs/s
-  of the reconstruction network, and a small 05 grid serially against two workers.
+* ``recon``, ``baselines``, ``sweep``: the augmentation experiment (:mod:`benchmarks.augment`):
+  training pairs/s of the reconstruction network, the baselines computed against cached, and a
+  small 05 grid serially against two workers.
 * ``train``: :func:`benchmarks.train.training_throughput`, eager against optimised, 400 x 256 and
   (full) 400 x 2048, with the FLOPs of a step (:func:`benchmarks.train.training_flops`) and the
   machine's matrix-product rate (:func:`benchmarks.train.matmul_gflops`) as the ceiling.
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.augment import bench_recon, bench_sweep
+from benchmarks.augment import bench_baselines, bench_recon, bench_sweep
 from egmlib.core import params as params_mod
 from egmlib.core.runs import git_commit, package_versions, portable, repo_root, save_json, shown
 
@@ -243,6 +244,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "transfer": bench_transfer,
     "train": bench_train,
     "recon": bench_recon,
+    "baselines": bench_baselines,
     "sweep": bench_sweep,
 }
 

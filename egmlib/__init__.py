@@ -12,7 +12,7 @@ Layers, bottom to top; a module imports only from its own layer or the ones belo
 - :mod:`egmlib.generators`   VAE-S and VAE-C: models, training, generation, selection
 - :mod:`egmlib.evaluation`   the independent evaluation space, the fidelity study, figures
 - :mod:`egmlib.augmentation` the reconstruction network and the augmentation experiment
-- :mod:`egmlib.workflow`     the notebook pipeline, the generators' choice study, the sweep and
+- :mod:`egmlib.workflow`     the notebook pipeline, the choice studies, the sweep and
                              its results
 
 Modules (the public API; each documents its own functions):
@@ -39,10 +39,12 @@ Modules (the public API; each documents its own functions):
   detector, memorising reference), :mod:`~egmlib.evaluation.fidelity` (notebook 04),
   :mod:`~egmlib.evaluation.plots` (figures)
 - augmentation: :mod:`~egmlib.augmentation.recon` (the BSPM -> EGM network),
-  :mod:`~egmlib.augmentation.augment` (one augmentation run, notebook 05)
+  :mod:`~egmlib.augmentation.augment` (one augmentation run, notebook 05),
+  :mod:`~egmlib.augmentation.baselines` (Tikhonov and the floor on the same test BSPMs)
 - workflow: :mod:`~egmlib.workflow.pipeline` (the notebooks in order),
-  :mod:`~egmlib.workflow.studies` (the generators' choice study), :mod:`~egmlib.workflow.sweep`
-  (05 over a grid), :mod:`~egmlib.workflow.records` (what a run leaves, comparing records),
+  :mod:`~egmlib.workflow.studies` (the choice studies of the generators and of the
+  reconstruction network), :mod:`~egmlib.workflow.sweep` (05 over a grid),
+  :mod:`~egmlib.workflow.records` (what a run leaves, comparing records),
   :mod:`~egmlib.workflow.results` (collecting records, paired tests)
 """
 

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from egmlib.augmentation import baselines
 from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, predict, train_recon
-from egmlib.core import metrics
 from egmlib.core.checks import check_int, check_ints
 from egmlib.core.process import seeded_torch
 from egmlib.data import LABELS, Dataset, noisy_bspm
@@ -54,18 +54,20 @@ from egmlib.physics.forward import (
     reference_mean,
     svd,
     tikhonov_solution,
-    tikhonov_windows,
 )
 
 __all__ = [
     "EVAL_NOISE_SEED",
     "GENERATORS",
+    "METHOD_NAMES",
     "TrainingSet",
     "build_training_set",
     "check_augment_args",
+    "comparison_table",
     "evaluate",
     "examples",
     "pair_synthetic",
+    "reading",
     "result_record",
     "run_augmentation",
     "test_torsos",
@@ -78,6 +80,13 @@ GENERATORS = ("none", "vae_s", "vae_c")
 EVAL_NOISE_SEED = 20_251_216
 
 _TRAIN, _VAL, _SYNTH = 0, 1, 2  # purposes of derived noise seeds
+
+#: Names of the reconstruction methods in tables and readings (the network, then
+#: :data:`egmlib.augmentation.baselines.BASELINES`).
+METHOD_NAMES = {"network": "network", "lcurve": "Tikhonov, L-curve lambda",
+                "gcv": "Tikhonov, GCV lambda", "val": "Tikhonov, validation lambda",
+                "val_rhythm": "Tikhonov, lambda per rhythm (told the rhythm)",
+                "mean": "mean training window"}
 
 
 def _derived_seed(seed: int, purpose: int) -> int:
@@ -222,75 +231,58 @@ def build_training_set(ds: Dataset, synth_egm: ArrayLike | None, k: int, snr_db:
 # ------------------------------------------------------------------------------------------------
 # Evaluation
 # ------------------------------------------------------------------------------------------------
-def _df_error(truth: NDArray, recon: NDArray, fs: float, rhythm: str) -> NDArray[np.float64]:
-    return np.abs(metrics.rhythm_df(recon, fs, rhythm) - metrics.rhythm_df(truth, fs, rhythm))
-
-
-def _scores(truth: NDArray, recon: NDArray, df_err: NDArray) -> dict[str, float]:
-    out: dict[str, Any] = metrics.compare(truth, recon)
-    finite = df_err[np.isfinite(df_err)]
-    out["df_err_mean"] = float(finite.mean()) if finite.size else float("nan")
-    out["df_err_std"] = float(finite.std()) if finite.size else float("nan")
-    out["df_err_median"] = float(np.median(finite)) if finite.size else float("nan")
-    out["n"] = len(truth)
-    return out
-
-
 def evaluate(model: DualBranchVAE | None, ds: Dataset, snr_db: float,
              seed: int = EVAL_NOISE_SEED, tikhonov_baseline: bool = True,
-             part: str = "test") -> dict[str, Any]:
-    """Score the network (``model``; ``None`` skips it) and zero-order Tikhonov on ``part``.
+             part: str = "test", baseline: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Score the network (``model``; ``None`` skips it) and the baselines on ``part``.
 
     Every window of ``part`` (default the test simulations) is reconstructed from the BSPM of
     every test torso (:func:`test_torsos`) with noise at ``snr_db`` drawn from ``seed``
-    (:func:`egmlib.data.noisy_bspm`); both methods see the same noisy BSPMs. Tikhonov uses the
-    torso's transfer matrix with lambda at the L-curve corner per window.
+    (:func:`egmlib.data.noisy_bspm`); every method sees the same noisy BSPMs.
 
-    Returns ``{"network": {...}, "tikhonov": {...}, "n_windows", "torsos", "noise_seed",
-    "snr_db"}`` where each method maps ``"SR"``, ``"AF"`` (rhythms present) and ``"all"`` to
-    ``corr_mean/std``, ``rmse_mean/std``, ``lsd_mean/std``, ``df_err_mean/std/median`` (Hz) and
-    ``n`` (reconstructed windows); Tikhonov adds ``lambda_median``.
+    Baselines: ``baseline``, a :func:`egmlib.augmentation.baselines.baselines` result for the
+    same data, ``snr_db``, ``seed`` and ``part`` (checked; e.g. the cached one of
+    :func:`egmlib.augmentation.baselines.cached_baselines`), or, when it is ``None`` and
+    ``tikhonov_baseline`` holds, zero-order Tikhonov with lambda at the L-curve corner per
+    window computed here.
+
+    Returns ``{"network": {...}, "tikhonov": {...}, "baselines": {...}, "n_windows", "torsos",
+    "noise_seed", "snr_db"}`` where ``network`` and ``tikhonov`` (the L-curve baseline) map
+    ``"SR"``, ``"AF"`` (rhythms present) and ``"all"`` to
+    :func:`egmlib.augmentation.baselines.scores` (``corr_mean/std``, ``rmse_mean/std``,
+    ``lsd_mean/std``, ``df_err_mean/std/median`` in Hz, ``amp_ratio_median``, ``n``); Tikhonov
+    adds ``lambda_median``; ``baselines`` holds every baseline given (empty without one).
     """
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
         raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number (dB)")
     idx = np.flatnonzero(ds.part(part))
     if len(idx) == 0:
         raise ValueError(f"part: {part!r} has no windows")
+    if baseline is not None:
+        for key, want in (("snr_db", float(snr_db)), ("noise_seed", int(seed)), ("part", part),
+                          ("n_windows", len(idx))):
+            if baseline.get(key) != want:
+                raise ValueError(f"baseline: made with {key} = {baseline.get(key)!r}; this "
+                                 f"evaluation uses {want!r}")
+    elif tikhonov_baseline:
+        baseline = baselines.baselines(ds, snr_db, seed, part, methods=("lcurve",))
     torsos = test_torsos(ds)
     fs = float(ds.manifest["fs"])
     truth = np.asarray(ds.egm[idx], np.float64)
     labels = np.asarray(ds.label[idx])
-    rec_net, rec_tik, lams = [], [], []
-    for t in torsos:
-        b = noisy_bspm(ds, idx, int(t), snr_db, seed)
-        if model is not None:
-            rec_net.append(predict(model, b.astype(np.float32)).astype(np.float64))
-        if tikhonov_baseline:
-            sol, lam = tikhonov_windows(ds.transfer[int(t)], b, "lcurve")
-            rec_tik.append(sol)
-            lams.extend(lam)
-    n_t = len(torsos)
-    truth_all = np.concatenate([truth] * n_t)
-    lab_all = np.concatenate([labels] * n_t)
     out: dict[str, Any] = {"n_windows": len(idx), "torsos": [int(t) for t in torsos],
-                           "noise_seed": int(seed), "snr_db": float(snr_db)}
-    for name, recs in (("network", rec_net), ("tikhonov", rec_tik)):
-        if not recs:
-            continue
-        rec = np.concatenate(recs)
-        res: dict[str, Any] = {}
-        dfs = []
-        for j, rhythm in enumerate(LABELS):
-            sel = lab_all == j
-            if not sel.any():
-                continue
-            err = _df_error(truth_all[sel], rec[sel], fs, rhythm)
-            dfs.append(err.ravel())
-            res[rhythm] = _scores(truth_all[sel], rec[sel], err)
-        res["all"] = _scores(truth_all, rec, np.concatenate(dfs))
-        if name == "tikhonov":
-            res["lambda_median"] = float(np.median(lams))
-        out[name] = res
+                           "noise_seed": int(seed), "snr_db": float(snr_db), "baselines": {}}
+    if model is not None:
+        rec = np.concatenate([predict(model, noisy_bspm(ds, idx, int(t), snr_db, seed)
+                                      .astype(np.float32)).astype(np.float64) for t in torsos])
+        out["network"] = baselines.scores(np.concatenate([truth] * len(torsos)), rec,
+                                          np.concatenate([labels] * len(torsos)), fs)
+    if baseline is not None:
+        out["baselines"] = {m: baseline[m] for m in baselines.BASELINES if m in baseline}
+        out["baseline_lambdas"] = baseline.get("lambdas", {})
+        if "lcurve" in baseline:
+            out["tikhonov"] = {**baseline["lcurve"],
+                               "lambda_median": baseline["lambdas"]["lcurve"]}
     return out
 
 
@@ -308,12 +300,13 @@ def _history_summary(h: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int,
-                     snr_db: float = 20.0, epochs: int = 30, batch_size: int = 32,
-                     lr: float = 2e-3, patience: int = 5, generator: str | None = None,
+                     snr_db: float = 20.0, epochs: int = 40, batch_size: int = 32,
+                     lr: float = 1e-3, patience: int = 8, generator: str | None = None,
                      config: dict[str, Any] | None = None, device: str = "cpu",
                      progress: bool = False, eval_seed: int = EVAL_NOISE_SEED,
                      tikhonov_baseline: bool = True, threads: int | None = None,
-                     return_model: bool = False) -> dict[str, Any]:
+                     return_model: bool = False, min_epochs: int = 0,
+                     baseline: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The whole experiment for one ``(k, seed)``: pairs, training, evaluation.
 
     ``synth_egm``: the kept synthetic windows ``(n_kept, T, n_rec)`` in mV, best first, or
@@ -325,7 +318,10 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     training (:func:`egmlib.augmentation.recon.train_recon`); ``None`` (default):
     ``EGMLIB_THREADS`` or every
     core. Measured (``make bench``, section ``recon``): 630 training pairs/s on two threads
-    against 389 on one.
+    against 389 on one. ``min_epochs``: no early stop before it
+    (:func:`egmlib.augmentation.recon.train_recon`). ``baseline``: the baselines of the test
+    BSPMs, computed once for every run (:func:`egmlib.augmentation.baselines.cached_baselines`);
+    without it, the L-curve Tikhonov baseline is computed here (``tikhonov_baseline``).
 
     Returns a JSON-ready dict: ``k``, ``seed``, ``generator``, ``snr_db``, ``counts``
     (``n_real``, ``n_synth``, ``n_val``, ...), ``test`` (:func:`evaluate`: network and Tikhonov
@@ -343,7 +339,8 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
                          "got None")
     check_augment_args(k, generator, 0 if synth is None else len(synth))
     check_int("seed", seed, 0)
-    check_ints(("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 1))
+    check_ints(("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 1),
+               ("min_epochs", min_epochs, 0))
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: got {lr!r}; allowed: a finite number > 0")
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
@@ -361,8 +358,10 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
         model = DualBranchVAE(cfg)
     hist = train_recon(model, tset.bspm_train, tset.egm_train, tset.bspm_val, tset.egm_val,
                        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                       patience=patience, device=device, progress=progress, threads=threads)
-    test = evaluate(model, ds, snr_db, seed=eval_seed, tikhonov_baseline=tikhonov_baseline)
+                       patience=patience, device=device, progress=progress, threads=threads,
+                       min_epochs=min_epochs)
+    test = evaluate(model, ds, snr_db, seed=eval_seed, tikhonov_baseline=tikhonov_baseline,
+                    baseline=baseline)
     out: dict[str, Any] = {"k": int(k), "seed": int(seed), "generator": generator,
                            "snr_db": float(snr_db), "counts": tset.counts(), "test": test,
                            "history": _history_summary(hist), "config": cfg.to_dict(),
@@ -372,11 +371,13 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     return out
 
 
-def examples(model: DualBranchVAE, ds: Dataset, snr_db: float, seed: int = EVAL_NOISE_SEED
-             ) -> dict[str, dict[str, Any]]:
+def examples(model: DualBranchVAE, ds: Dataset, snr_db: float, seed: int = EVAL_NOISE_SEED,
+             rel_lambda: float | None = None) -> dict[str, dict[str, Any]]:
     """For the first test window of each rhythm on the first test torso: the true EGM, the
     network's and the Tikhonov reconstruction (lambda at the L-curve corner), from the same noisy
-    BSPM that :func:`evaluate` uses."""
+    BSPM that :func:`evaluate` uses; with ``rel_lambda`` also ``"tikhonov_val"``, Tikhonov at
+    that relative lambda (:func:`egmlib.augmentation.baselines.relative_tikhonov`, e.g. the one
+    chosen on validation windows)."""
     torso = int(test_torsos(ds)[0])
     dec = svd(ds.transfer[torso])
     out = {}
@@ -389,6 +390,8 @@ def examples(model: DualBranchVAE, ds: Dataset, snr_db: float, seed: int = EVAL_
                        "truth": np.asarray(ds.egm[idx[0]], float),
                        "network": predict(model, b.astype(np.float32))[0],
                        "tikhonov": tikhonov_solution(dec, b[0].T, "lcurve").x.T}
+        if rel_lambda is not None:
+            out[rhythm]["tikhonov_val"] = baselines.relative_tikhonov(dec, b, rel_lambda)[0]
     return out
 
 
@@ -405,3 +408,65 @@ def result_record(run: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str
             "test": {k: v for k, v in test.items() if k not in ("network", "tikhonov")},
             "counts": run["counts"], "history": run["history"], "config": run["config"],
             "wall_s": run["wall_s"], "params": dict(params)}
+
+
+def _methods(test: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The network's and every baseline's scores of an :func:`evaluate` result, in table order."""
+    out = {"network": test["network"]} if "network" in test else {}
+    out.update(test.get("baselines", {}))
+    return out
+
+
+def comparison_table(test: Mapping[str, Any]) -> str:
+    """A text table of an :func:`evaluate` result: per method (:data:`METHOD_NAMES`) and rhythm,
+    mean correlation, RMSE (mV) and the median amplitude ratio."""
+    head = f"{'method':<46}{'rhythm':<7}{'corr':>7}{'RMSE mV':>9}{'amplitude':>11}"
+    lines = [head, "-" * len(head)]
+    for name, res in _methods(test).items():
+        for rhythm in (*LABELS, "all"):
+            r = res.get(rhythm)
+            if not r:
+                continue
+            amp = r.get("amp_ratio_median")
+            amp_s = f"{amp:>11.2f}" if amp is not None and math.isfinite(amp) else f"{'':>11}"
+            lines.append(f"{METHOD_NAMES.get(name, name):<46}{rhythm:<7}{r['corr_mean']:>7.3f}"
+                         f"{r['rmse_mean']:>9.3f}{amp_s}")
+    return "\n".join(lines)
+
+
+def reading(run: Mapping[str, Any], paper: Mapping[str, Any] | None = None) -> list[str]:
+    """Sentences that read one run (:func:`run_augmentation`'s result, or its stored
+    :func:`result_record` with the same keys under ``test``) from its numbers: how training
+    ended, the network against the fairest baseline (Tikhonov at the validation lambda) and
+    the classical one (L-curve) per rhythm, and the floor. ``paper``: the paper's numbers
+    (:data:`egmlib.workflow.results.PAPER`) for context."""
+    test, hist = run["test"], run["history"]
+    methods = _methods(test)
+    out = [f"Training ran {hist['epochs_run']} epochs and kept epoch {hist['best_epoch'] + 1} "
+           f"(validation correlation {hist['val_corr_best']:.3f})."]
+    net = methods.get("network", {})
+    for rhythm in LABELS:
+        if rhythm not in net:
+            continue
+        parts = [f"{rhythm}: network {net[rhythm]['corr_mean']:.3f}"]
+        for m in ("val", "lcurve"):
+            if rhythm in methods.get(m, {}):
+                d = net[rhythm]["corr_mean"] - methods[m][rhythm]["corr_mean"]
+                parts.append(f"{METHOD_NAMES[m]} {methods[m][rhythm]['corr_mean']:.3f} "
+                             f"({'+' if d >= 0 else '-'}{abs(d):.3f} for the network)")
+        out.append("Test correlation, " + ", ".join(parts) + ".")
+    if "mean" in methods and "lcurve" in methods:
+        for rhythm in LABELS:
+            if rhythm in methods["mean"]:
+                out.append(f"{rhythm} RMSE: the mean training window (which ignores the BSPM) "
+                           f"{methods['mean'][rhythm]['rmse_mean']:.2f} mV, the network "
+                           f"{net.get(rhythm, {}).get('rmse_mean', float('nan')):.2f} mV, "
+                           f"Tikhonov at the L-curve lambda "
+                           f"{methods['lcurve'][rhythm]['rmse_mean']:.2f} mV (amplitude ratio "
+                           f"{methods['lcurve'][rhythm]['amp_ratio_median']:.2f}).")
+    if paper is not None:
+        out.append(f"For context, the paper reports {paper['rhythm']} correlation "
+                   f"{paper['corr_without']:.3f} without augmentation and "
+                   f"{paper['corr_with_vae_s']:.3f} with VAE-S (k = {paper['best_k'][0]}-"
+                   f"{paper['best_k'][1]}), on its own data and network.")
+    return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -41,6 +42,7 @@ __all__ = [
     "atomic_path",
     "figures_dir",
     "interactive",
+    "json_ready",
     "load_json",
     "portable",
     "progress",
@@ -206,6 +208,22 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays turned into Python values and non-finite floats
+    into ``None`` (JSON has no NaN), recursively through dicts, lists and tuples."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
 
 
 def save_json(path: str | Path, obj: Any) -> Path:

@@ -79,6 +79,7 @@ from numpy.typing import NDArray
 
 from egmlib.core import metrics
 from egmlib.core.checks import check_int
+from egmlib.core.runs import json_ready
 from egmlib.data import LABELS, Dataset
 from egmlib.evaluation.evaluator import (
     Evaluator,
@@ -324,21 +325,6 @@ def _pca2(real_feats: NDArray) -> tuple[NDArray, NDArray]:
     return mean, comp
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return _finite(float(obj))
-    return obj
-
-
 def fidelity_table(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
                    gen_mode: str = "prior",
                    sets: Mapping[str, Mapping[str, NDArray]] | None = None,
@@ -437,7 +423,7 @@ def fidelity_table(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
         "paper": {"set": "vae_s", "rhythm": "SR", **PAPER},
         "curves": {"psd": psd, "df_hist": df_hist, "latent": latent},
     }
-    return _clean(table)
+    return json_ready(table)
 
 
 # ----------------------------------------------------------------------------------------------
