@@ -13,7 +13,7 @@ help:
 	@echo "make test       set up .venv, ruff, pytest (unit tests, smoke chain, nbval on it)"
 	@echo "make nbval      re-execute the committed default notebooks with nbval (long)"
 	@echo "make bench      speed benchmarks (ratios to baselines measured in the same run)"
-	@echo "make studies   the generators' choice study on the validation split (needs 01_data's run)"
+	@echo "make studies    the choice studies (generators, reconstruction network) on the validation split (needs 01_data's run)"
 	@echo "make sweep      the augmentation sweep over k x seed x generator, then 06_sweep"
 	@echo "make clean      remove run directories and caches (keeps .venv)"
 
@@ -55,8 +55,9 @@ nbval: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
-# The generators' choice study (egmlib.workflow.studies): every training setting of VAE-S and VAE-C
-# scored on the validation split; writes results/<profile>/generator_choices.json (about 15 min).
+# The choice studies (egmlib.workflow.studies), on the validation split only: every training
+# setting of VAE-S and VAE-C (results/<profile>/generator_choices.json, about 15 min) and of the
+# reconstruction network of 05 (results/<profile>/recon_choices.json, about 15 min).
 studies: $(STAMP)
 	$(BIN)/python -m egmlib.workflow.studies --profile $(PROFILE)
 

@@ -72,10 +72,77 @@ def test_bad_rows_fail_before_training(smoke_run: Path):
 
 def test_cli_writes_the_record(smoke_run: Path, capsys: pytest.CaptureFixture):
     assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--only", "vae_c",
-                         "--epochs", "1"]) == 0
+                         "--epochs", "1", "--study", "generators"]) == 0
     record = json.loads((smoke_run / "results" / "generator_choices.json").read_text())
     labels = [r["label"] for r in record["rows"]]
     assert labels == [r[1] for r in studies.CHOICES if r[0] == "vae_c"]
     assert record["provenance"]["params"]["profile"] == "smoke"
     assert np.isfinite(record["rows"][0]["val"]["AF"]["corr_mean"])
     assert "validation correlation" in capsys.readouterr().out
+
+
+def test_the_recon_study_never_reads_the_test_split(smoke_run: Path,
+                                                    monkeypatch: pytest.MonkeyPatch):
+    ds = data.load_dataset(smoke_run)
+    part = ds.part
+
+    def guarded(name: str, rhythm: str | None = None):
+        if name == "test":
+            raise AssertionError("the reconstruction study read the test split")
+        return part(name, rhythm)
+
+    monkeypatch.setattr(ds, "part", guarded)
+    rows = studies.RECON_CHOICES[:2]
+    study = studies.recon_choice_study(ds, _smoke_values(smoke_run), rows, seeds=(0,),
+                                       epochs=2)
+    assert study["split"] == "val" and len(study["rows"]) == 2
+    for row in study["rows"]:
+        assert len(row["val_corr"]) == len(row["val_total"]) == 2  # no early stop
+        assert len(row["rules"]) == len(studies.STOPPING_RULES)
+        for rule in row["rules"]:
+            assert rule["val_corr"] == row["val_corr"][rule["best_epoch"]]
+    assert study["choice"]["label"] in {r[0] for r in rows}
+
+
+def _row(label: str, seed: int, corr: list[float], rules: list[tuple[int, int, float]]) -> dict:
+    """A hand-made study row: rules as (epochs_run, best_epoch, val_corr)."""
+    return {"label": label, "settings": {"w_corr": 1.0}, "seed": seed, "val_corr": corr,
+            "rules": [{"epochs_run": e, "best_epoch": b, "val_corr": c} for e, b, c in rules]}
+
+
+def test_choose_recon_hand_worked(monkeypatch: pytest.MonkeyPatch):
+    """Row B wins on the longest rule (mean 0.45 against 0.40); its shortest rule within 0.01
+    of the longest on every seed is the second (rule 0 is 0.02 short on seed 1)."""
+    monkeypatch.setattr(studies, "STOPPING_RULES", ((0, 2), (5, 2), (9, 1)))
+    rows = [_row("A", 0, [], [(3, 1, 0.30), (6, 4, 0.39), (9, 8, 0.40)]),
+            _row("A", 1, [], [(3, 1, 0.30), (6, 4, 0.39), (9, 8, 0.40)]),
+            _row("B", 0, [], [(3, 1, 0.445), (6, 4, 0.445), (9, 8, 0.45)]),
+            _row("B", 1, [], [(3, 1, 0.43), (7, 5, 0.445), (9, 8, 0.45)])]
+    c = studies.choose_recon(rows)
+    assert c["label"] == "B" and c["rule"] == {"min_epochs": 5, "patience": 2}
+    assert c["val_corr"] == pytest.approx(0.445) and c["longest_val_corr"] == pytest.approx(0.45)
+    assert c["epochs_run"] == [6, 7]
+
+
+def test_bad_recon_rows_fail_before_training(smoke_run: Path):
+    ds = data.load_dataset(smoke_run)
+    with pytest.raises(ValueError, match="unknown setting 'w_kl'"):
+        studies.recon_choice_study(ds, _smoke_values(smoke_run),
+                                   [("ok", {"w_corr": 1.0}), ("typo", {"w_kl": 1.0})])
+
+
+def test_the_recon_defaults_are_the_committed_choice():
+    """The reconstruction network's defaults are what its committed choice study chose."""
+    from egmlib.augmentation.recon import ReconConfig
+
+    record = json.loads((ROOT / "results" / "default" / "recon_choices.json").read_text())
+    assert record["split"] == "val"
+    choice = record["choice"]
+    assert choice == studies.choose_recon(record["rows"])  # the rule, re-applied
+    cfg = ReconConfig()
+    assert (cfg.w_corr, cfg.beta) == (choice["settings"]["w_corr"], choice["settings"]["beta"])
+    p = params.validate("05_augment", {})
+    assert p.recon_lr == choice["settings"].get("lr", 2e-3)
+    assert (p.recon_min_epochs, p.recon_patience) == (choice["rule"]["min_epochs"],
+                                                       choice["rule"]["patience"])
+    assert p.recon_epochs == record["epochs"]

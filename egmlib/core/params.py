@@ -368,7 +368,17 @@ class FidelityConfig(Stage):
 
 @dataclass(frozen=True)
 class AugmentConfig(Stage):
-    """One augmentation run of notebook 05: k synthetic windows, the reconstruction network."""
+    """One augmentation run of notebook 05: k synthetic windows, the reconstruction network.
+
+    The network's learning rate (1e-3), its loss weights (:class:`egmlib.augmentation.recon.
+    ReconConfig`) and its stopping rule (at most 40 epochs, patience 8, no minimum) were chosen
+    on the validation simulations by the reconstruction network's choice study
+    (:func:`egmlib.workflow.studies.recon_choice_study`, record
+    ``results/default/recon_choices.json``): every rule was replayed on the same 40-epoch
+    validation curves, and the shortest one within 0.01 of the longest's correlation on both
+    seeds was kept. The rule used before (30 epochs, patience 5) stopped a run of the old loss at
+    epoch 8 with validation correlation 0.01 there.
+    """
 
     k: int = param(18, int, 0, 100_000, help="synthetic EGM windows added to the training set")
     generator: str = param("vae_s", str, choices=("none", *GENERATORS),
@@ -376,10 +386,14 @@ class AugmentConfig(Stage):
     out_dir: str = param("", str, help="folder of this run's result.json; '' means "
                                        "<run_dir>/05_augment/<generator>_k<k>_s<seed>")
     snr_db: float = DataConfig.specs()["snr_db"].as_field()
-    recon_epochs: int = param(30, int, 1, 10_000,
+    recon_epochs: int = param(40, int, 1, 10_000,
                               help="maximum epochs of the reconstruction network")
-    recon_patience: int = param(5, int, 1, 10_000,
+    recon_patience: int = param(8, int, 1, 10_000,
                                 help="early stopping patience (reconstruction)")
+    recon_min_epochs: int = param(0, int, 0, 10_000,
+                                  help="no early stop before this many epochs (reconstruction)")
+    recon_lr: float = param(1e-3, float, 1e-6, 1.0,
+                            help="Adam learning rate of the reconstruction network")
     device: str = GeneratorConfig.specs()["device"].as_field()
 
     def check(self) -> None:

@@ -19,6 +19,19 @@ the same simulations), a training setting, the initialisation, VAE-C's per-rhyth
 the spectral loss weight. The budget is short (about a minute a row on 2 cores) so the study
 fits in a quarter of an hour; the full-budget training curve of the chosen settings is notebook
 02's and 03's validation history.
+
+The reconstruction network's choice study (:func:`recon_choice_study`, record
+``results/<profile>/recon_choices.json``) does the same for the BSPM -> EGM network of notebook
+05: each row of :data:`RECON_CHOICES` (loss weights, learning rate) trains the network on the
+real pairs only (k = 0) for :data:`RECON_STUDY_EPOCHS` epochs **without** early stopping, for
+each seed of :data:`RECON_STUDY_SEEDS`, and keeps the whole validation curve (correlation and
+total loss per epoch). Every early-stopping rule of :data:`STOPPING_RULES` is then replayed on
+each curve (:func:`egmlib.core.training.stopping_point`: the epochs it would run and the epoch
+whose weights it would restore), so rules are compared on the same trainings. The choice, fixed
+before the study ran: the row with the highest validation correlation at the restored epoch
+under the longest rule (mean over seeds), then the rule with the fewest epochs whose restored
+correlation is within 0.01 of that longest rule's, for that row, on every seed. The test split is
+never read.
 """
 
 from __future__ import annotations
@@ -31,15 +44,20 @@ from typing import Any
 
 import numpy as np
 
+from egmlib.augmentation.augment import build_training_set
+from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, train_recon
 from egmlib.core import metrics
 from egmlib.core import params as _params
-from egmlib.core.process import setup_process
+from egmlib.core.process import seeded_torch, setup_process
 from egmlib.core.runs import provenance, repo_root, resolve_run_dir, save_record, shown
+from egmlib.core.training import stopping_point
 from egmlib.data import LABELS, Dataset, load_dataset
 from egmlib.generators import synthesis
 from egmlib.generators.generate import generate
 
-__all__ = ["CHOICES", "STUDY_EPOCHS", "choice_row", "choice_study", "main"]
+__all__ = ["CHOICES", "RECON_CHOICES", "RECON_STUDY_EPOCHS", "RECON_STUDY_SEEDS",
+           "STOPPING_RULES", "STUDY_EPOCHS", "choice_row", "choice_study", "choose_recon", "main",
+           "recon_choice_study", "recon_row"]
 
 #: Epochs per row, per generator (equal budget inside a generator's rows).
 STUDY_EPOCHS: dict[str, int] = {"vae_s": 12, "vae_c": 8}
@@ -60,6 +78,28 @@ CHOICES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("vae_c", "spec_avg 0 (the paper's loss)", {"spec_avg": 0.0}),
     ("vae_c", "spec_avg 0.5", {"spec_avg": 0.5}),
 )
+
+#: Epochs of every row of the reconstruction study (no early stopping: the whole curve is kept).
+RECON_STUDY_EPOCHS = 40
+#: Seeds of every row of the reconstruction study (a seed fixes the training noise and weights).
+RECON_STUDY_SEEDS: tuple[int, ...] = (0, 1)
+#: The reconstruction study's rows: (label, settings). Settings: the loss weights ``w_corr`` and
+#: ``beta`` of :class:`egmlib.augmentation.recon.ReconConfig` and the learning rate ``lr``
+#: (default 2e-3); every row names both weights, so a label keeps its meaning when the defaults
+#: move.
+RECON_CHOICES: tuple[tuple[str, dict[str, float]], ...] = (
+    ("w_corr 0.1, beta 1e-3 (before)", {"w_corr": 0.1, "beta": 1e-3}),
+    ("w_corr 0.1, beta 1e-4", {"w_corr": 0.1, "beta": 1e-4}),
+    ("w_corr 0.5, beta 1e-3", {"w_corr": 0.5, "beta": 1e-3}),
+    ("w_corr 0.5, beta 1e-4", {"w_corr": 0.5, "beta": 1e-4}),
+    ("w_corr 1, beta 1e-4", {"w_corr": 1.0, "beta": 1e-4}),
+    ("w_corr 1, beta 1e-4, lr 1e-3", {"w_corr": 1.0, "beta": 1e-4, "lr": 1e-3}),
+)
+#: Early-stopping rules replayed on every curve of the reconstruction study:
+#: ``(min_epochs, patience)``; the last is the longest.
+STOPPING_RULES: tuple[tuple[int, int], ...] = ((0, 5), (0, 8), (10, 5), (10, 8), (15, 8),
+                                               (RECON_STUDY_EPOCHS, 1))
+_RECON_KEYS = ("w_corr", "beta", "lr")
 
 _MODEL_KEYS = ("site_order", "init", "class_scales")
 _N_GENERATED = 50
@@ -151,17 +191,102 @@ def choice_study(ds: Dataset, values: Mapping[str, Any],
             "base": {k: _base(k, values) for k in kinds}, "rows": out}
 
 
+def recon_row(ds: Dataset, label: str, settings: Mapping[str, float], seed: int,
+              epochs: int = RECON_STUDY_EPOCHS, snr_db: float = 20.0) -> dict[str, Any]:
+    """Train the reconstruction network on the real training pairs of ``seed`` (k = 0,
+    :func:`egmlib.augmentation.augment.build_training_set`) with ``settings`` for ``epochs``
+    epochs without early stopping; return its validation curve and every rule of
+    :data:`STOPPING_RULES` replayed on it."""
+    unknown = sorted(set(settings) - set(_RECON_KEYS))
+    if unknown:
+        raise ValueError(f"settings: unknown key {unknown[0]!r}; allowed: "
+                         f"{', '.join(_RECON_KEYS)}")
+    tset = build_training_set(ds, None, 0, snr_db, seed)
+    T, n_rec = ds.egm.shape[1:]
+    cfg = ReconConfig(T=int(T), n_electrodes=int(ds.bspm.shape[-1]), n_rec=int(n_rec),
+                      **{k: v for k, v in settings.items() if k != "lr"})
+    with seeded_torch(seed, "cpu"):
+        model = DualBranchVAE(cfg)
+    t0 = time.perf_counter()
+    hist = train_recon(model, tset.bspm_train, tset.egm_train, tset.bspm_val, tset.egm_val,
+                       epochs=epochs, lr=float(settings.get("lr", 2e-3)), seed=seed,
+                       patience=epochs, progress=False)
+    corr, total = hist["val"]["corr"], hist["val"]["total"]
+    rules = []
+    for min_epochs, patience in STOPPING_RULES:
+        run, best = stopping_point(total, patience, min_epochs)
+        rules.append({"min_epochs": min_epochs, "patience": patience, "epochs_run": run,
+                      "best_epoch": best, "val_corr": corr[best]})
+    return {"label": label, "settings": dict(settings), "seed": seed, "epochs": epochs,
+            "seconds": time.perf_counter() - t0, "val_corr": corr, "val_total": total,
+            "max_val_corr": max(corr), "rules": rules}
+
+
+def choose_recon(rows: Sequence[Mapping[str, Any]], tolerance: float = 0.01
+                 ) -> dict[str, Any]:
+    """The choice of the reconstruction study (module docstring) from :func:`recon_row` rows:
+    ``{"label", "settings", "rule": {"min_epochs", "patience"}, "val_corr" (mean over seeds at
+    the restored epoch under that rule), "longest_val_corr", "epochs_run" (per seed)}``."""
+    by: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["label"], []).append(r)
+    if not by:
+        raise ValueError("rows: no row to choose from")
+    longest = {label: float(np.mean([r["rules"][-1]["val_corr"] for r in rs]))
+               for label, rs in by.items()}
+    label = max(longest, key=lambda k: longest[k])
+    rs = by[label]
+    ok = [i for i in range(len(STOPPING_RULES))
+          if all(r["rules"][i]["val_corr"] >= r["rules"][-1]["val_corr"] - tolerance
+                 for r in rs)]
+    i = min(ok, key=lambda j: (max(r["rules"][j]["epochs_run"] for r in rs), j))
+    min_epochs, patience = STOPPING_RULES[i]
+    return {"label": label, "settings": dict(rs[0]["settings"]),
+            "rule": {"min_epochs": min_epochs, "patience": patience},
+            "val_corr": float(np.mean([r["rules"][i]["val_corr"] for r in rs])),
+            "longest_val_corr": longest[label],
+            "epochs_run": [r["rules"][i]["epochs_run"] for r in rs]}
+
+
+def recon_choice_study(ds: Dataset, values: Mapping[str, Any],
+                       rows: Sequence[tuple[str, Mapping[str, float]]] = RECON_CHOICES,
+                       seeds: Sequence[int] = RECON_STUDY_SEEDS,
+                       epochs: int = RECON_STUDY_EPOCHS, log: Any = None) -> dict[str, Any]:
+    """Every row of ``rows`` for every seed of ``seeds`` (:func:`recon_row`) at the profile's
+    noise level, and :func:`choose_recon`'s choice. Rows are checked before any trains."""
+    for label, settings in rows:
+        unknown = sorted(set(settings) - set(_RECON_KEYS))
+        if unknown:
+            raise ValueError(f"rows: unknown setting {unknown[0]!r} in row {label!r}; allowed: "
+                             f"{', '.join(_RECON_KEYS)}")
+    snr_db = float(_params.validate("05_augment", values)["snr_db"])
+    out = []
+    for label, settings in rows:
+        for seed in seeds:
+            row = recon_row(ds, label, settings, int(seed), epochs, snr_db)
+            out.append(row)
+            if log is not None:
+                print(f"recon {label}, seed {seed}: validation correlation max "
+                      f"{row['max_val_corr']:.3f}, {row['seconds']:.0f} s", file=log, flush=True)
+    return {"split": "val", "epochs": epochs, "seeds": list(seeds), "snr_db": snr_db,
+            "stopping_rules": [list(r) for r in STOPPING_RULES], "rows": out,
+            "choice": choose_recon(out)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m egmlib.workflow.studies --profile default``: run the choice study on the
     profile's data set and write its record."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
+    ap.add_argument("--study", choices=("all", "generators", "recon"), default="all",
+                    help="which study: the generators', the reconstruction network's, or both")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only")
     ap.add_argument("--run-dir", default=None,
                     help="run directory holding the data set (default: the profile's)")
     ap.add_argument("--epochs", type=int, default=None,
-                    help="epochs per row for every generator (default: STUDY_EPOCHS)")
+                    help="epochs per row for every generator and the reconstruction network "
+                         "(default: STUDY_EPOCHS, RECON_STUDY_EPOCHS)")
     a = ap.parse_args(argv)
     if a.epochs is not None and a.epochs < 1:
         ap.error(f"--epochs: got {a.epochs}; allowed: an integer >= 1")
@@ -174,12 +299,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_process(base["seed"])
     run = resolve_run_dir(base["profile"], base["run_dir"])
     ds = load_dataset(run)
-    rows = [r for r in CHOICES if a.only is None or r[0] == a.only]
-    epochs = None if a.epochs is None else dict.fromkeys(synthesis.GENERATORS, a.epochs)
-    study = choice_study(ds, values, rows, log=sys.stdout, epochs=epochs)
-    study["provenance"] = provenance(base)
-    path = save_record("generator_choices", study, base["profile"], run)
-    print(f"wrote {shown(path)}")
+    if a.study in ("all", "generators"):
+        rows = [r for r in CHOICES if a.only is None or r[0] == a.only]
+        epochs = None if a.epochs is None else dict.fromkeys(synthesis.GENERATORS, a.epochs)
+        study = choice_study(ds, values, rows, log=sys.stdout, epochs=epochs)
+        study["provenance"] = provenance(base)
+        path = save_record("generator_choices", study, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study in ("all", "recon"):
+        recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
+                                   log=sys.stdout)
+        recon["provenance"] = provenance(base)
+        path = save_record("recon_choices", recon, base["profile"], run)
+        print(f"wrote {shown(path)}")
     return 0
 
 
