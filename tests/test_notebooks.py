@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from egmlib import data
+from egmlib.augmentation import augment
 from egmlib.core import params
 from egmlib.core.runs import repo_root
 from egmlib.workflow.pipeline import NotebookError, execute_notebook
@@ -129,6 +130,19 @@ def test_05_augment_results(smoke_run: Path) -> None:
         for rhythm in data.LABELS:
             m = r[method][rhythm]
             assert -1 <= m["corr_mean"] <= 1 and m["rmse_mean"] > 0, (method, rhythm)
+    # every baseline on the same test BSPMs, read from the cache the notebook shares with the
+    # sweep; the L-curve row is the record's Tikhonov
+    base = r["test"]["baselines"]
+    assert set(base) == {"lcurve", "gcv", "val", "val_rhythm", "mean"}
+    assert base["lcurve"]["AF"] == r["tikhonov"]["AF"]
+    cache = json.loads((smoke_run / "05_augment" / f"baselines_snr{p.snr_db:g}_seed"
+                        f"{augment.EVAL_NOISE_SEED}.json").read_text())
+    assert cache["baselines"]["val"] == base["val"]
+    assert abs(base["mean"]["all"]["corr_mean"]) < 0.2  # the floor ignores its input
+    hist = r["history"]
+    assert hist["epochs_run"] == len(hist["val_corr"]) <= p.recon_epochs
+    for name in ("05_lambda_search", f"05_training_{p.generator}_k{p.k}"):
+        assert (smoke_run / "figures" / f"{name}.png").exists(), name
 
 
 def test_05_papermill_cli_single_run(smoke_run: Path, tmp_path: Path) -> None:

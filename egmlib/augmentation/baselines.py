@@ -8,7 +8,11 @@ scored by the same per-rhythm metrics:
 * ``lcurve``: zero-order Tikhonov, lambda at the L-curve corner of each window (Hansen 2000), the
   paper's classical reference;
 * ``gcv``: the same with lambda by generalised cross-validation per window (Golub, Heath and
-  Wahba 1979);
+  Wahba 1979). Expect it to fail here, and why: with 64 leads and more sources than leads, the
+  transfer matrix (after the mean reference) spans every referenced lead vector, so the residual
+  of the GCV function vanishes as lambda goes to 0 while its denominator stays positive; GCV then
+  picks the smallest lambda of its grid and the solution is amplified noise. It is reported,
+  not dropped, because it is the textbook automatic rule;
 * ``val``: one lambda for every window, chosen on the **validation** simulations (see below);
 * ``val_rhythm``: one lambda per rhythm, chosen likewise; at test time it is told each window's
   rhythm, which the network is not, so it is an upper reference rather than a competitor;

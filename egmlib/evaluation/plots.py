@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 
 from egmlib.core.runs import atomic_path
 
-__all__ = ["RHYTHM_COLORS", "mesh_axes", "mesh_views", "savefig", "torsos_figure", "use_style"]
+__all__ = ["RHYTHM_COLORS", "lambda_search_figure", "mesh_axes", "mesh_views", "savefig",
+           "torsos_figure", "training_curve_figure", "use_style"]
 
 #: One colour per rhythm, used by every figure.
 RHYTHM_COLORS = {"SR": "#1f77b4", "AF": "#d62728"}
@@ -219,5 +220,44 @@ def metric_vs_k(summary, reference=None, ylabel="correlation"):
             ax.axhline(reference[rhythm], color="0.5", ls="--", lw=1, label="Tikhonov")
         ax.set(xlabel="k (synthetic windows added)", ylabel=ylabel, title=rhythm)
         ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def lambda_search_figure(validation: Mapping[str, Any], lcurve_rel: float | None = None):
+    """The validation search of Tikhonov's lambda
+    (:func:`egmlib.augmentation.baselines.validation_lambdas`): mean per-site correlation
+    against ``lambda / s_max`` for every window and per rhythm, the chosen lambdas marked;
+    ``lcurve_rel``: the L-curve's median relative lambda, drawn for comparison."""
+    import numpy as np
+
+    grid = np.asarray(validation["grid"])
+    fig, ax = plt.subplots(figsize=(5.2, 3.0))
+    for group, corr in validation["corr"].items():
+        color = RHYTHM_COLORS.get(group, "k")
+        ax.semilogx(grid, corr, color=color, lw=1.2, label=group if group != "all" else
+                    "SR and AF")
+        chosen = validation["chosen"][group]
+        ax.plot([chosen], [corr[int(np.argmin(np.abs(grid - chosen)))]], "o", color=color,
+                ms=5)
+    if lcurve_rel is not None:
+        ax.axvline(lcurve_rel, color="0.5", ls=":", lw=1, label="L-curve (median, test)")
+    ax.set(xlabel="relative lambda, lambda / s_max", ylabel="mean correlation (validation)")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def training_curve_figure(history: Mapping[str, Any]):
+    """A reconstruction run's validation correlation per epoch
+    (:func:`egmlib.augmentation.augment.run_augmentation`'s ``history``), with the epoch whose
+    weights were restored and the last epoch run."""
+    corr = history["val_corr"]
+    fig, ax = plt.subplots(figsize=(5.2, 2.6))
+    ax.plot(range(1, len(corr) + 1), corr, color="k", lw=1.2, label="validation correlation")
+    best = history["best_epoch"] + 1
+    ax.axvline(best, color="#2ca02c", lw=1, ls="--", label=f"restored (epoch {best})")
+    ax.set(xlabel="epoch", ylabel="mean correlation", xlim=(0.5, max(len(corr), 2) + 0.5))
+    ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
