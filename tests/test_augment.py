@@ -201,3 +201,67 @@ def test_evaluate_same_noise_for_both_methods(ds, monkeypatch):
     assert res["network"]["all"]["n"] == res["tikhonov"]["all"]["n"] == len(idx)
     # DF error: the true AF windows are 5-8 Hz sinusoids; Tikhonov at 15 dB keeps the rate
     assert res["tikhonov"]["AF"]["df_err_median"] < 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# The data-scarce arm: nested subsets of real training simulations
+# ------------------------------------------------------------------------------------------------
+def test_real_subsets_are_nested_and_split_by_simulation(tmp_path):
+    ds = fake_dataset(tmp_path, n_sims=12)
+    sims = augment.training_simulations(ds)
+    n_min = min(len(v) for v in sims.values())
+    assert n_min >= 3
+    sim_id = np.asarray(ds.sim_id)
+    for seed in (0, 5):
+        prev = set()
+        for n in range(1, n_min + 1):
+            idx = augment.real_subset(ds, n, seed)
+            assert ds.part("train")[idx].all()
+            chosen = set(sim_id[idx].tolist())
+            # n simulations per rhythm, every window of each chosen simulation
+            for rhythm, ids in sims.items():
+                assert len(chosen & set(ids.tolist())) == n, rhythm
+            assert set(idx.tolist()) == set(np.flatnonzero(
+                ds.part("train") & np.isin(sim_id, list(chosen))).tolist())
+            assert prev <= chosen  # nested
+            prev = chosen
+    # 0 is every training window; another seed draws another subset
+    np.testing.assert_array_equal(augment.real_subset(ds, 0, 1), np.flatnonzero(ds.part("train")))
+    draws = {tuple(augment.real_subset(ds, 1, seed).tolist()) for seed in range(10)}
+    assert len(draws) > 1
+
+
+def test_too_many_real_simulations_fail_before_training(ds, monkeypatch):
+    most = min(len(v) for v in augment.training_simulations(ds).values())
+
+    def no_training(*a, **k):
+        raise AssertionError("trained despite bad input")
+
+    monkeypatch.setattr(augment, "train_recon", no_training)
+    with pytest.raises(ValueError, match=rf"n_real_sims: got {most + 1}; allowed: .*1\.\.{most}"):
+        augment.run_augmentation(ds, None, 0, 0, epochs=1, config=TINY, n_real_sims=most + 1)
+    with pytest.raises(ValueError, match="n_real_sims"):
+        augment.check_real_sims(ds, -1)
+
+
+def test_scarce_run_trains_on_its_subset_only(ds):
+    r = augment.run_augmentation(ds, None, 0, 3, epochs=1, batch_size=8, config=TINY,
+                                 n_real_sims=1)
+    idx = augment.real_subset(ds, 1, 3)
+    assert r["n_real_sims"] == 1 and r["counts"]["n_train_sims"] == 2
+    assert r["counts"]["n_real"] == len(idx) * 2  # two training torsos
+
+
+def test_per_simulation_means_reproduce_the_overall_mean(ds):
+    rng = np.random.default_rng(1)
+    idx = np.flatnonzero(ds.part("test"))
+    truth = np.asarray(ds.egm[idx], float)
+    recon = truth + 0.8 * rng.standard_normal(truth.shape)
+    ps = augment.per_simulation(truth, recon, ds.sim_id[idx], ds.label[idx])
+    assert ps["sim_id"] == sorted(set(ds.sim_id[idx].tolist()))
+    overall = augment.baselines.scores(truth, recon, ds.label[idx], FS)["all"]["corr_mean"]
+    weighted = np.average(ps["corr"], weights=ps["n_windows"])
+    assert weighted == pytest.approx(overall, abs=1e-5)
+    assert {r for r in ps["rhythm"]} == {"SR", "AF"}
+    with pytest.raises(ValueError, match="several rhythms"):
+        augment.per_simulation(truth[:2], recon[:2], [7, 7], [0, 1])

@@ -163,3 +163,22 @@ def test_select_best_keeps_the_m_lowest():
         nearest_rmse(cand[0], ref)
     with pytest.raises(ValueError, match="m:"):
         select_best(cand, ref, 0)
+
+
+def test_filter_pool_is_the_paper_filter_at_full_pool_and_none_at_k():
+    """synthesis.filtered: pool = n_generate gives the saved kept set, pool = k the first k
+    generated windows (no filter), and a pool larger than what was generated fails."""
+    from egmlib.generators import synthesis
+
+    rng = np.random.default_rng(0)
+    generated = rng.standard_normal((20, 8, 3)).astype(np.float32)
+    reference = rng.standard_normal((5, 8, 3))
+    kept, scores, idx = select_best(generated, reference, 6)
+    synth = {"kept": kept, "all_scores": scores, "idx": idx, "generated": generated}
+    np.testing.assert_array_equal(synthesis.filtered(synth, 0), kept)
+    np.testing.assert_array_equal(synthesis.filtered(synth, 20), kept)
+    first4 = synthesis.filtered(synth, 4)
+    assert sorted(map(bytes, first4)) == sorted(map(bytes, generated[:4]))
+    assert np.all(np.diff(scores[:4][np.argsort(scores[:4])]) >= 0)
+    with pytest.raises(ValueError, match=r"filter_pool: got 21; allowed: .*1\.\.20"):
+        synthesis.filtered(synth, 21)

@@ -165,32 +165,43 @@ def test_05_papermill_cli_single_run(smoke_run: Path, tmp_path: Path) -> None:
 
 
 def test_sweep_and_06(smoke_run: Path, tmp_path: Path) -> None:
-    """A two-by-two grid through the Dask path on local cores, then 06_sweep reads it."""
+    """A small study (two arms of real simulations, k = 0 and 2, two seeds) through the Dask
+    path on local cores, then 06_sweep reads it: the primary test, the secondary family."""
     from egmlib.workflow.sweep import expand_grid, input_fingerprint, run_sweep, shared_baseline
 
     sweep_dir = smoke_run / "sweep"
-    # as the CLI plans it: k = 0 once per seed (generator "none"), inputs recorded per run
-    points = shared_baseline(expand_grid({"generator": ["vae_s"], "k": [0, 2], "seed": [0, 1]}))
+    # as the CLI plans it: k = 0 once per seed and arm (generator "none"), inputs recorded per run
+    points = shared_baseline(expand_grid({"generator": ["vae_s"], "n_real_sims": [1, 0],
+                                          "k": [0, 2], "seed": [0, 1]}))
     kw = {"base_parameters": {"run_dir": str(smoke_run)},
           "profile_file": ROOT / "params" / "smoke.yaml", "timeout": 600,
           "inputs": lambda point: input_fingerprint(smoke_run, [point["generator"]])}
     report = run_sweep(ROOT / "notebooks" / "05_augment.ipynb", points, sweep_dir, workers=2,
                        **kw)
-    assert report.ok and len(report.done) == 4
+    assert report.ok and len(report.done) == 8
     again = run_sweep(ROOT / "notebooks" / "05_augment.ipynb", points, sweep_dir, workers=1,
                       **kw)
-    assert len(again.skipped) == 4 and not again.done
+    assert len(again.skipped) == 8 and not again.done
     execute_notebook(ROOT / "notebooks" / "06_sweep.ipynb", tmp_path / "06.ipynb",
                      parameters={"profile": "smoke", "run_dir": str(smoke_run),
-                                 "sweep_dir": str(sweep_dir), "range_k": [2]}, timeout=300)
+                                 "sweep_dir": str(sweep_dir), "range_k": [2],
+                                 "learn_threshold": -1.0}, timeout=300)
     r = json.loads((smoke_run / "06_sweep" / "result.json").read_text())
-    assert r["n_runs"] == 4 and r["n_stale"] == 0
-    (row,) = [t for t in r["paired_tests"] if t["rhythm"] == "SR"]
-    assert row["k"] == 2 and row["n_pairs"] == 2
-    # the range test of k = 2 alone is the paired test of k = 2
-    (in_range,) = [t for t in r["range_test"] if t["rhythm"] == "SR"]
-    assert in_range["ks"] == [2] and in_range["mean_diff"] == pytest.approx(row["mean_diff"])
-    for name in ("06_corr_vs_k", "06_rmse_vs_k", "06_gain_vs_k"):
+    assert r["n_runs"] == 8 and r["n_stale"] == 0 and r["seeds"] == [0, 1]
+    # every arm's k = 0 runs learn at threshold -1: the scarcest arm (1 simulation) is primary
+    assert set(r["validation_by_arm"]) == {"1", "0"}
+    p = r["primary"]
+    assert (p["n_real_sims"], p["ks"], p["n_seeds"], p["generator"]) == (1, [2], 2, "vae_s")
+    assert p["decision"] in ("gain", "loss", "no change") and p["boot_lo"] <= p["boot_hi"]
+    runs = {(x["n_real_sims"], x["k"], x["seed"]): x["corr"]["SR"] for x in r["runs"]}
+    want = np.mean([runs[(1, 2, s)] - runs[(1, 0, s)] for s in (0, 1)])
+    assert p["mean_gain"] == pytest.approx(want, abs=1e-4)  # per-simulation means, rounded
+    # the secondary family: the other rhythm of the primary arm, both rhythms of all data
+    assert sorted((x["n_real_sims"], x["rhythm"]) for x in r["secondary"]) == [
+        (0, "AF"), (0, "SR"), (1, "AF")]
+    assert all(x["p_holm"] >= x["p_t"] or np.isnan(x["p_t"]) for x in r["secondary"])
+    assert any("secondary comparisons" in line for line in r["reading"])
+    for name in ("06_gain_by_arm", "06_corr_vs_k"):
         assert (smoke_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
 
 

@@ -263,3 +263,114 @@ def test_collapsed_runs_are_counted_with_their_best_epochs(tmp_path):
     assert results.collapsed_runs(results.collect([tmp_path]), rhythm="SR")["runs"] == []
     assert results.format_collapsed(results.collapsed_runs([], rhythm="AF")) == \
         "no run has AF corr_mean"
+
+
+# --------------------------------------------------------------------------------------------
+# The study: arms, per-simulation gains, the two-level bootstrap, Holm, the primary test
+# --------------------------------------------------------------------------------------------
+
+def test_holm_on_a_hand_worked_case():
+    # sorted 0.01, 0.03, 0.04 (m = 3): 3 * 0.01 = 0.03, 2 * 0.03 = 0.06, 1 * 0.04 -> max 0.06
+    np.testing.assert_allclose(results.holm([0.04, 0.01, 0.03]), [0.06, 0.03, 0.06])
+    np.testing.assert_allclose(results.holm([0.5, 0.9]), [1.0, 1.0])
+    out = results.holm([0.02, float("nan")])
+    assert out[0] == pytest.approx(0.02) and np.isnan(out[1])
+
+
+def test_bootstrap_of_test_simulations_matches_the_standard_error():
+    """Every seed the same gains per simulation: only the test sample varies, so the bootstrap
+    standard error is the plug-in standard error of a mean, std / sqrt(n)."""
+    x = np.random.default_rng(3).normal(0.02, 0.05, 40)
+    g = np.tile(x, (6, 1))
+    b = results.bootstrap_interval(g, n_boot=8000, seed=1)
+    assert b["mean"] == pytest.approx(x.mean())
+    assert b["se"] == pytest.approx(x.std() / np.sqrt(40), rel=0.05)
+    assert b["lo"] < x.mean() < b["hi"]
+    assert b["hi"] - b["lo"] == pytest.approx(2 * 1.96 * x.std() / np.sqrt(40), rel=0.1)
+
+
+def test_bootstrap_of_a_constant_and_of_two_by_two():
+    b = results.bootstrap_interval(np.full((3, 4), 0.07))
+    assert b["lo"] == pytest.approx(0.07) and b["hi"] == pytest.approx(0.07)
+    # 2 seeds x 2 simulations, g = [[0, 0], [0, 1]]: the mean is 1/4 times the number of
+    # (seed 2, simulation 2) cells drawn, (binomial(2, 1/2))^2 / 4, so P(mean = 0) = 1 - 1/4 *
+    # 1/4 ... = 1 - P(seed 2 drawn) P(sim 2 drawn) = 1 - (3/4)(3/4) = 7/16
+    g = np.array([[0.0, 0.0], [0.0, 1.0]])
+    b = results.bootstrap_interval(g, n_boot=20000, level=0.8, seed=0)
+    assert b["lo"] == 0.0
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 2, (20000, 2)), rng.integers(0, 2, (20000, 2))
+    reps = [g[np.ix_(r, c)].mean() for r, c in zip(rows, cols)]
+    assert np.mean(np.asarray(reps) == 0) == pytest.approx(7 / 16, abs=0.01)
+    with pytest.raises(ValueError, match="gains"):
+        results.bootstrap_interval(np.zeros(3))
+
+
+def test_paired_t_power_matches_the_tables():
+    # Cohen's tables: effect size 0.5 needs 34 pairs, 0.8 needs 15, for 80% power at 0.05
+    for effect, n in ((0.5, 34), (0.8, 15)):
+        assert results.paired_t_power(effect, 1.0, n - 1) < 0.8 <= results.paired_t_power(
+            effect, 1.0, n)
+    assert results.paired_t_power(0.05, 0.1, 20) == pytest.approx(
+        results.paired_t_power(0.5, 1.0, 20))
+    assert np.isnan(results.paired_t_power(0.5, 0.0, 10))
+
+
+def _study_run(gen, k, seed, n_real, sim_corr, pool=0, val=0.3):
+    sims = sorted(sim_corr)
+    return {"k": k, "seed": seed, "generator": gen, "n_real_sims": n_real, "filter_pool": pool,
+            "network": {"SR": {"corr_mean": float(np.mean(list(sim_corr.values())))}},
+            "tikhonov": {"SR": {"corr_mean": 0.5}},
+            "history": {"val_corr_best": val, "best_epoch": 3, "epochs_run": 8},
+            "test": {"per_simulation": {"sim_id": sims, "rhythm": ["SR"] * len(sims),
+                                        "n_windows": [5] * len(sims),
+                                        "corr": [sim_corr[s] for s in sims]}}}
+
+
+def test_primary_test_reads_per_simulation_gains_of_its_arm():
+    rng = np.random.default_rng(0)
+    runs, gains = [], []
+    for seed in range(8):
+        base = {s: 0.3 + 0.1 * rng.standard_normal() for s in (10, 11, 12)}
+        runs.append(_study_run("none", 0, seed, 4, base, val=0.25))
+        g = 0.05 + 0.01 * rng.standard_normal()
+        gains.append(g)
+        runs.append(_study_run("vae_s", 18, seed, 4, {s: v + g for s, v in base.items()}))
+        # another arm and a filter ablation: must not enter the primary test
+        runs.append(_study_run("none", 0, seed, 0, base, val=0.5))
+        d1, d2 = 0.2 + 0.01 * rng.standard_normal(2)
+        runs.append(_study_run("vae_s", 18, seed, 0, {s: v - d1 for s, v in base.items()}))
+        runs.append(_study_run("vae_s", 18, seed, 4, {s: v - d2 for s, v in base.items()},
+                               pool=18))
+    assert results.arms(runs) == [(4, 0), (4, 18), (0, 0)]
+    seeds, sims, g = results.simulation_gains(
+        results.by_generator(results.select(runs, 4))["vae_s"], [18], "SR")
+    assert seeds == list(range(8)) and sims == [10, 11, 12]
+    np.testing.assert_allclose(g, np.repeat(np.asarray(gains)[:, None], 3, 1), atol=1e-12)
+    t = results.primary_test(runs, "vae_s", "SR", [18], 4)
+    assert t["mean_gain"] == pytest.approx(np.mean(gains))
+    assert t["p_t"] == pytest.approx(stats.ttest_1samp(gains, 0).pvalue)
+    assert t["decision"] == "gain" and t["boot_lo"] > 0
+    assert "gain" in results.format_primary(t)
+    # the pre-registered rule: the scarcest arm whose k = 0 runs learn on validation
+    assert results.choose_scarce(runs, 0.2) == 4
+    assert results.choose_scarce(runs, 0.3) == 0
+    assert results.choose_scarce(runs, 0.9) is None
+    assert results.primary_test(runs, "vae_s", "SR", [18], None)["decision"] == "untestable"
+    # secondary family: the other two comparisons, Holm-adjusted, the primary left out
+    rows = results.scarcity_table(runs, exclude=t)
+    assert {(r["n_real_sims"], r["filter_pool"]) for r in rows} == {(4, 18), (0, 0)}
+    assert all(r["mean_gain"] < 0 for r in rows)
+    p_low, p_high = sorted(r["p_t"] for r in rows)  # Holm with m = 2
+    first = min(1.0, 2 * p_low)
+    assert sorted(r["p_holm"] for r in rows) == pytest.approx([first, max(first, p_high)])
+
+
+def test_no_change_when_gains_straddle_zero():
+    runs = []
+    for seed, g in enumerate([0.02, -0.03, 0.01, -0.01, 0.015, -0.02]):
+        runs.append(_study_run("none", 0, seed, 2, {1: 0.2, 2: 0.3}))
+        runs.append(_study_run("vae_s", 18, seed, 2, {1: 0.2 + g, 2: 0.3 + g}))
+    t = results.primary_test(runs, "vae_s", "SR", [18], 2)
+    assert t["decision"] == "no change" and t["boot_lo"] < 0 < t["boot_hi"]
+    assert 0 < t["power"] < 1

@@ -220,15 +220,35 @@ def _cli_repo(tmp_path: Path, generators: str = "[vae_s]") -> Path:
     shutil.copy(PROBE, root / "notebooks" / "05_augment.ipynb")
     (root / "params" / "smoke.yaml").write_text(
         f"run_dir: {tmp_path / 'run'}\nseed: 9\n"
-        f"sweep_k: [0, 3]\nsweep_seeds: [1]\nsweep_generators: {generators}\n")
+        f"sweep_k: [0, 3]\nsweep_seeds: [1]\nsweep_generators: {generators}\n"
+        "sweep_n_real_sims: [0]\n")
     return root
 
 
-def test_cli_grid_from_profile_and_default():
+def test_cli_grid_from_profile_and_default(tmp_path):
     grid = sweep.profile_grid(None)
-    assert grid["k"] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 25]
-    assert grid == {"generator": ["vae_s", "vae_c"], "seed": [0, 1, 2, 3, 4, 5], "k": grid["k"]}
-    assert len(expand_grid(grid)) == 14 * 6 * 2
+    assert grid == {"generator": ["vae_s", "vae_c"], "n_real_sims": [2, 4, 8, 0],
+                    "k": [0, 6, 12, 18], "seed": list(range(20))}
+    assert len(expand_grid(grid)) == 2 * 4 * 4 * 20
+    # k = 0 runs once per seed and n_real_sims for both generators
+    assert len(sweep.shared_baseline(expand_grid(grid))) == 4 * 20 + 2 * 4 * 3 * 20
+    # an arm field swept over more than its default enters the grid and the keys
+    yaml = tmp_path / "p.yaml"
+    yaml.write_text("sweep_filter_pool: [0, 18]\nsweep_n_real_sims: [0]\n")
+    grid = sweep.profile_grid(yaml)
+    assert grid["filter_pool"] == [0, 18] and "n_real_sims" not in grid
+
+
+def test_restrict_grid_keeps_named_values_and_refuses_others():
+    grid = {"generator": ["vae_s", "vae_c"], "k": [0, 6, 18], "seed": [0, 1]}
+    sweep.restrict_grid(grid, ["k=0,18", "generator=vae_c"])
+    assert grid == {"generator": ["vae_c"], "k": [0, 18], "seed": [0, 1]}
+    with pytest.raises(ValueError, match=r"k: got '7'; allowed: values of the profile's grid"):
+        sweep.restrict_grid(grid, ["k=7"])
+    with pytest.raises(ValueError, match="NAME one of"):
+        sweep.restrict_grid(grid, ["lr=1"])
+    with pytest.raises(ValueError, match="integers"):
+        sweep.restrict_grid(grid, ["seed=a"])
 
 
 def test_cli_dry_run(tmp_path, monkeypatch, capsys):
@@ -267,6 +287,12 @@ def test_shared_baseline_runs_k0_once_per_seed():
         {"generator": "vae_c", "k": 2, "seed": 0}, {"generator": "vae_c", "k": 2, "seed": 1}]
     assert points[0]["generator"] == "vae_s"  # the input is not modified
     assert sweep.shared_baseline([{"k": 0, "seed": 0}]) == [{"k": 0, "seed": 0}]
+    # the filter does not act at k = 0: one baseline for every pool
+    pooled = sweep.shared_baseline(expand_grid({"generator": ["vae_s"], "filter_pool": [0, 6],
+                                                "k": [0, 6], "seed": [0]}))
+    assert pooled == [{"generator": "none", "filter_pool": 0, "k": 0, "seed": 0},
+                      {"generator": "vae_s", "filter_pool": 0, "k": 6, "seed": 0},
+                      {"generator": "vae_s", "filter_pool": 6, "k": 6, "seed": 0}]
 
 
 def test_a_run_stays_finished_while_only_inputs_it_does_not_read_change(tmp_path):

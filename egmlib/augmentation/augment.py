@@ -4,11 +4,13 @@ One run, for a number ``k`` of synthetic windows and a ``seed`` (:func:`run_augm
 
 1. Training pairs (:func:`build_training_set`). Real: every training window (split 0) with the
    BSPM of every training torso (``torso_split == 0``), white noise at ``snr_db`` per window
-   (:func:`egmlib.data.noisy_bspm`). Validation: every validation window (split 1) with every
-   training torso, noise likewise. Synthetic: the first ``k`` windows of the kept synthetic set
-   (the kept set is sorted best score first, :func:`egmlib.generators.generate.select_best`) with
-   every
-   training torso (:func:`pair_synthetic`): ``k * n_train_torsos`` more training pairs.
+   (:func:`egmlib.data.noisy_bspm`); with ``n_real_sims > 0`` only the windows of that many
+   training simulations per rhythm (:func:`real_subset`, the data-scarce arm). Validation: every
+   validation window (split 1) with every training torso, noise likewise. Synthetic: the first
+   ``k`` windows of the kept synthetic set (sorted best score first,
+   :func:`egmlib.generators.generate.select_best`; the filter's pool:
+   :func:`egmlib.generators.synthesis.filtered`) with every training torso
+   (:func:`pair_synthetic`): ``k * n_train_torsos`` more training pairs.
 2. The dual-branch VAE (:mod:`egmlib.augmentation.recon`) is trained on them, early stopping on
 validation.
 3. Evaluation (:func:`evaluate`) on the test simulations (split 2) with the test torsos (every
@@ -46,6 +48,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from egmlib.augmentation import baselines
 from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, predict, train_recon
+from egmlib.core import metrics
 from egmlib.core.checks import check_int, check_ints
 from egmlib.core.process import seeded_torch
 from egmlib.data import LABELS, Dataset, noisy_bspm
@@ -63,15 +66,19 @@ __all__ = [
     "TrainingSet",
     "build_training_set",
     "check_augment_args",
+    "check_real_sims",
     "comparison_table",
     "evaluate",
     "examples",
     "pair_synthetic",
+    "per_simulation",
     "reading",
+    "real_subset",
     "result_record",
     "run_augmentation",
     "test_torsos",
     "train_torsos",
+    "training_simulations",
 ]
 
 #: Names of the sources of synthetic windows ("none": no augmentation, k must be 0).
@@ -79,7 +86,7 @@ GENERATORS = ("none", "vae_s", "vae_c")
 #: Seed of the noise on the test BSPMs (shared by every run, see the module docstring).
 EVAL_NOISE_SEED = 20_251_216
 
-_TRAIN, _VAL, _SYNTH = 0, 1, 2  # purposes of derived noise seeds
+_TRAIN, _VAL, _SYNTH, _SUBSET = 0, 1, 2, 3  # purposes of derived seeds
 
 #: Names of the reconstruction methods in tables and readings (the network, then
 #: :data:`egmlib.augmentation.baselines.BASELINES`).
@@ -108,6 +115,53 @@ def check_augment_args(k: int, generator: str, n_kept: int) -> None:
     if k > n_kept:
         raise ValueError(f"k: got {k}; allowed: at most {n_kept}, the size of the kept "
                          "synthetic set")
+
+
+def training_simulations(ds: Dataset) -> dict[str, NDArray[np.int64]]:
+    """The training simulations' ids per rhythm (``{"SR": ids, "AF": ids}``, ascending; a
+    rhythm without training windows is left out)."""
+    train = ds.part("train")
+    out = {}
+    for j, rhythm in enumerate(LABELS):
+        ids = np.unique(np.asarray(ds.sim_id)[train & (np.asarray(ds.label) == j)])
+        if len(ids):
+            out[rhythm] = ids.astype(np.int64)
+    return out
+
+
+def check_real_sims(ds: Dataset, n_real_sims: int) -> None:
+    """Raise ValueError naming ``n_real_sims`` unless it is 0 (every training simulation) or at most
+    the training simulations of the rhythm that has fewest."""
+    check_int("n_real_sims", n_real_sims, 0)
+    sims = training_simulations(ds)
+    most = min((len(v) for v in sims.values()), default=0)
+    if n_real_sims > most:
+        counts = ", ".join(f"{r} {len(v)}" for r, v in sims.items())
+        raise ValueError(f"n_real_sims: got {n_real_sims}; allowed: 0 (every training "
+                         f"simulation) or 1..{most}, the training simulations per rhythm "
+                         f"({counts})")
+
+
+def real_subset(ds: Dataset, n_real_sims: int, seed: int) -> NDArray[np.int64]:
+    """Indices of the training windows of ``n_real_sims`` training simulations per rhythm (all
+    training windows for ``n_real_sims = 0``), ascending.
+
+    Each rhythm's training simulations are put in one random order drawn from ``seed`` (through
+    ``numpy.random.SeedSequence([seed, 3])``, independent of the noise draws) and the first
+    ``n_real_sims`` are taken, so for one seed the subsets are nested (2 simulations are inside
+    the 4) and split by simulation (a simulation's windows are all in or all out);
+    different seeds draw different subsets, so a study over seeds averages over which
+    simulations a scarce network sees.
+    """
+    check_real_sims(ds, n_real_sims)
+    check_int("seed", seed, 0)
+    train = np.flatnonzero(ds.part("train"))
+    if n_real_sims == 0:
+        return train
+    rng = np.random.default_rng(_derived_seed(seed, _SUBSET))
+    chosen = [rng.permutation(ids)[:n_real_sims] for ids in training_simulations(ds).values()]
+    keep = np.isin(np.asarray(ds.sim_id)[train], np.concatenate(chosen))
+    return train[keep]
 
 
 def train_torsos(ds: Dataset) -> NDArray[np.int64]:
@@ -165,12 +219,14 @@ class TrainingSet:
     n_real: int
     n_synth: int
     n_val: int
+    n_train_sims: int
     train_windows: NDArray[np.int64]
     val_windows: NDArray[np.int64]
     torsos: NDArray[np.int64]
 
     def counts(self) -> dict[str, int]:
         return {"n_real": self.n_real, "n_synth": self.n_synth, "n_val": self.n_val,
+                "n_train_sims": self.n_train_sims,
                 "n_train_windows": len(self.train_windows), "n_torsos": len(self.torsos)}
 
 
@@ -188,8 +244,10 @@ def _check_synth(synth_egm: ArrayLike | None, ds: Dataset) -> NDArray | None:
 
 
 def build_training_set(ds: Dataset, synth_egm: ArrayLike | None, k: int, snr_db: float,
-                       seed: int) -> TrainingSet:
-    """Real, validation and ``k`` synthetic pairs per training torso (module docstring)."""
+                       seed: int, n_real_sims: int = 0) -> TrainingSet:
+    """Real, validation and ``k`` synthetic pairs per training torso (module docstring); the
+    real pairs of ``n_real_sims`` training simulations per rhythm (:func:`real_subset`; 0:
+    all)."""
     synth = _check_synth(synth_egm, ds)
     n_kept = 0 if synth is None else len(synth)
     check_int("k", k, 0)
@@ -199,7 +257,7 @@ def build_training_set(ds: Dataset, synth_egm: ArrayLike | None, k: int, snr_db:
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
         raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number (dB)")
     torsos = train_torsos(ds)
-    tr = np.flatnonzero(ds.part("train"))
+    tr = real_subset(ds, n_real_sims, seed)
     va = np.flatnonzero(ds.part("val"))
     if len(tr) == 0 or len(va) == 0:
         raise ValueError(f"ds: needs training and validation windows; has {len(tr)} and "
@@ -224,7 +282,9 @@ def build_training_set(ds: Dataset, synth_egm: ArrayLike | None, k: int, snr_db:
                        bspm_val=np.concatenate(b_va),
                        egm_val=np.concatenate([egm_va] * len(torsos)),
                        is_synth=is_synth, n_real=n_real, n_synth=n_synth,
-                       n_val=len(va) * len(torsos), train_windows=tr, val_windows=va,
+                       n_val=len(va) * len(torsos),
+                       n_train_sims=len(np.unique(np.asarray(ds.sim_id)[tr])),
+                       train_windows=tr, val_windows=va,
                        torsos=torsos)
 
 
@@ -251,7 +311,9 @@ def evaluate(model: DualBranchVAE | None, ds: Dataset, snr_db: float,
     ``"SR"``, ``"AF"`` (rhythms present) and ``"all"`` to
     :func:`egmlib.augmentation.baselines.scores` (``corr_mean/std``, ``rmse_mean/std``,
     ``lsd_mean/std``, ``df_err_mean/std/median`` in Hz, ``amp_ratio_median``, ``n``); Tikhonov
-    adds ``lambda_median``; ``baselines`` holds every baseline given (empty without one).
+    adds ``lambda_median``; ``baselines`` holds every baseline given (empty without one). With a
+    model, ``per_simulation`` (:func:`per_simulation`) holds the network's mean correlation and
+    RMSE per test simulation, what a bootstrap over test simulations resamples.
     """
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
         raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number (dB)")
@@ -275,14 +337,50 @@ def evaluate(model: DualBranchVAE | None, ds: Dataset, snr_db: float,
     if model is not None:
         rec = np.concatenate([predict(model, noisy_bspm(ds, idx, int(t), snr_db, seed)
                                       .astype(np.float32)).astype(np.float64) for t in torsos])
-        out["network"] = baselines.scores(np.concatenate([truth] * len(torsos)), rec,
+        truth_all = np.concatenate([truth] * len(torsos))
+        out["network"] = baselines.scores(truth_all, rec,
                                           np.concatenate([labels] * len(torsos)), fs)
+        out["per_simulation"] = per_simulation(
+            truth_all, rec, np.tile(np.asarray(ds.sim_id)[idx], len(torsos)),
+            np.tile(labels, len(torsos)))
     if baseline is not None:
         out["baselines"] = {m: baseline[m] for m in baselines.BASELINES if m in baseline}
         out["baseline_lambdas"] = baseline.get("lambdas", {})
         if "lcurve" in baseline:
             out["tikhonov"] = {**baseline["lcurve"],
                                "lambda_median": baseline["lambdas"]["lcurve"]}
+    return out
+
+
+def per_simulation(truth: ArrayLike, recon: ArrayLike, sim_id: ArrayLike, labels: ArrayLike
+                   ) -> dict[str, list]:
+    """Mean correlation and RMSE (over sites, windows and torsos) of each simulation's windows.
+
+    ``truth``, ``recon``: ``(n, T, C)``; ``sim_id``, ``labels``: ``(n,)``. Returns
+    ``{"sim_id", "rhythm", "n_windows", "corr", "rmse"}``, lists in ascending ``sim_id``, floats
+    rounded to 6 decimals. The mean over simulations weighted by ``n_windows`` is the
+    ``corr_mean`` of :func:`egmlib.augmentation.baselines.scores` (same windows): windows of one
+    simulation overlap and share its rhythm's realisation, so the simulation, not the window,
+    is the unit a bootstrap over the test set resamples.
+    """
+    corr = metrics.pearson(truth, recon).mean(-1)
+    err = metrics.rmse(truth, recon).mean(-1)
+    sims = np.asarray(sim_id)
+    lab = np.asarray(labels)
+    if not (len(sims) == len(lab) == len(corr)):
+        raise ValueError(f"sim_id, labels: expected {len(corr)} entries each; got {len(sims)} and "
+                         f"{len(lab)}")
+    out: dict[str, list] = {"sim_id": [], "rhythm": [], "n_windows": [], "corr": [], "rmse": []}
+    for sim in np.unique(sims):
+        sel = sims == sim
+        rhythms = np.unique(lab[sel])
+        if len(rhythms) != 1:
+            raise ValueError(f"labels: simulation {sim} has windows of several rhythms")
+        out["sim_id"].append(int(sim))
+        out["rhythm"].append(LABELS[int(rhythms[0])])
+        out["n_windows"].append(int(sel.sum()))
+        out["corr"].append(round(float(corr[sel].mean()), 6))
+        out["rmse"].append(round(float(err[sel].mean()), 6))
     return out
 
 
@@ -306,7 +404,8 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
                      progress: bool = False, eval_seed: int = EVAL_NOISE_SEED,
                      tikhonov_baseline: bool = True, threads: int | None = None,
                      return_model: bool = False, min_epochs: int = 0,
-                     baseline: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     baseline: Mapping[str, Any] | None = None,
+                     n_real_sims: int = 0) -> dict[str, Any]:
     """The whole experiment for one ``(k, seed)``: pairs, training, evaluation.
 
     ``synth_egm``: the kept synthetic windows ``(n_kept, T, n_rec)`` in mV, best first, or
@@ -322,6 +421,8 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     (:func:`egmlib.augmentation.recon.train_recon`). ``baseline``: the baselines of the test
     BSPMs, computed once for every run (:func:`egmlib.augmentation.baselines.cached_baselines`);
     without it, the L-curve Tikhonov baseline is computed here (``tikhonov_baseline``).
+    ``n_real_sims``: train on that many real training simulations per rhythm
+    (:func:`real_subset`; 0, the default: all of them); validation and test are unchanged.
 
     Returns a JSON-ready dict: ``k``, ``seed``, ``generator``, ``snr_db``, ``counts``
     (``n_real``, ``n_synth``, ``n_val``, ...), ``test`` (:func:`evaluate`: network and Tikhonov
@@ -341,6 +442,7 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     check_int("seed", seed, 0)
     check_ints(("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 1),
                ("min_epochs", min_epochs, 0))
+    check_real_sims(ds, n_real_sims)
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: got {lr!r}; allowed: a finite number > 0")
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
@@ -353,7 +455,8 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     cfg = ReconConfig(T=int(T), n_electrodes=int(ds.bspm.shape[-1]), n_rec=int(n_rec),
                       **overrides)
 
-    tset = build_training_set(ds, synth if generator != "none" else None, k, snr_db, seed)
+    tset = build_training_set(ds, synth if generator != "none" else None, k, snr_db, seed,
+                              n_real_sims)
     with seeded_torch(seed, device):  # the initial weights; no process state changed
         model = DualBranchVAE(cfg)
     hist = train_recon(model, tset.bspm_train, tset.egm_train, tset.bspm_val, tset.egm_val,
@@ -363,6 +466,7 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     test = evaluate(model, ds, snr_db, seed=eval_seed, tikhonov_baseline=tikhonov_baseline,
                     baseline=baseline)
     out: dict[str, Any] = {"k": int(k), "seed": int(seed), "generator": generator,
+                           "n_real_sims": int(n_real_sims),
                            "snr_db": float(snr_db), "counts": tset.counts(), "test": test,
                            "history": _history_summary(hist), "config": cfg.to_dict(),
                            "wall_s": time.perf_counter() - t0}
@@ -402,6 +506,8 @@ def result_record(run: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str
     counts, history, configuration, wall time and the notebook's parameters."""
     test = run["test"]
     return {"k": run["k"], "seed": run["seed"], "generator": run["generator"],
+            "n_real_sims": run.get("n_real_sims", 0),
+            "filter_pool": int(params.get("filter_pool", 0)),
             "network": {r: v for r, v in test["network"].items() if isinstance(v, dict)},
             "tikhonov": {r: v for r, v in test["tikhonov"].items() if isinstance(v, dict)},
             "tikhonov_lambda_median": test["tikhonov"].get("lambda_median"),

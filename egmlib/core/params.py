@@ -279,9 +279,9 @@ class DataConfig(Stage):
     T: int = param(400, int, 16, 4000, help="window length in samples at fs (paper: 400)")
     hop_s: float = param(0.5, float, 0.05, 60.0, help="hop between consecutive windows (s)")
     # torsos and body-surface potentials
-    n_torsos: int = param(4, int, 1, 50,
+    n_torsos: int = param(5, int, 1, 50,
                           help="torso variants (the paper used ten transfer matrices)")
-    test_torsos: int = param(1, int, 0, 49,
+    test_torsos: int = param(2, int, 0, 49,
                              help="torsos held out for testing (the last ones)")
     torso_edge_mm: float = param(27.5, float, 10.0, 60.0, help="mean edge of the torso mesh (mm)")
     snr_db: float = param(20.0, float, -10.0, 80.0, key=False,  # noise is added when used
@@ -394,6 +394,12 @@ class AugmentConfig(Stage):
                                   help="no early stop before this many epochs (reconstruction)")
     recon_lr: float = param(1e-3, float, 1e-6, 1.0,
                             help="Adam learning rate of the reconstruction network")
+    n_real_sims: int = param(0, int, 0, 10_000,
+                             help="real training simulations per rhythm the network sees (0: "
+                                  "all; nested random subsets drawn from the seed)")
+    filter_pool: int = param(0, int, 0, 100_000,
+                             help="generated windows per rhythm the filter chooses the k best "
+                                  "from (0: all generated; k: no filter)")
     device: str = GeneratorConfig.specs()["device"].as_field()
 
     def check(self) -> None:
@@ -405,20 +411,42 @@ class AugmentConfig(Stage):
 
 @dataclass(frozen=True)
 class SweepConfig(Stage):
-    """The sweep of notebook 05 over k x seed x generator (``make sweep``) and its aggregation
-    in notebook 06. Six seeds by default: the paired exact Wilcoxon test of 06 cannot go below
-    p = 2 / 2**n, which is 0.0625 for five seeds, so five could never show a gain at p < 0.05."""
+    """The augmentation study: notebook 05 over k x seed x generator x real simulations x filter
+    pool (``make sweep``), aggregated by notebook 06.
 
-    sweep_k: list = param([*range(0, 25, 2), 25], list, 0, 100_000, item=int, nonempty=True,
+    The primary hypothesis is written here, before the sweep runs: the generator
+    ``hypothesis_generator``'s windows at the k of ``range_k`` (averaged per seed) change the
+    test correlation of ``hypothesis_rhythm`` against the same seed's ``k = 0`` run, in the
+    scarcest arm of ``sweep_n_real_sims`` whose ``k = 0`` runs reach a mean *validation*
+    correlation of ``learn_threshold`` (a network that does not learn at all cannot be
+    helped or hurt measurably). Decision rule and statistics:
+    :func:`egmlib.workflow.results.primary_test`; every other comparison is secondary, with
+    Holm's correction (:func:`egmlib.workflow.results.scarcity_table`).
+    """
+
+    sweep_k: list = param([0, 6, 12, 18], list, 0, 100_000, item=int, nonempty=True,
                           help="k values of the sweep grid")
-    sweep_seeds: list = param([0, 1, 2, 3, 4, 5], list, 0, 2**31 - 1, item=int, nonempty=True,
+    sweep_seeds: list = param(list(range(20)), list, 0, 2**31 - 1, item=int, nonempty=True,
                               help="seeds of the sweep grid")
     sweep_generators: list = param(list(GENERATORS), list, item=str, choices=GENERATORS,
                                    nonempty=True, help="generators of the sweep grid")
+    sweep_n_real_sims: list = param([2, 4, 8, 0], list, 0, 10_000, item=int, nonempty=True,
+                                    help="real training simulations per rhythm of the grid "
+                                         "(0: all)")
+    sweep_filter_pool: list = param([0], list, 0, 100_000, item=int, nonempty=True,
+                                    help="filter pools of the grid (0: the paper's filter; k: "
+                                         "none)")
     sweep_dir: str = param("", str, help="folder of the sweep's runs; '' means <run_dir>/sweep")
-    range_k: list = param([14, 16, 18], list, 1, 100_000, item=int, nonempty=True,
-                          help="k values tested together against the k 0 baseline, fixed in "
-                               "advance (paper: gains at k 14-18)")
+    range_k: list = param([18], list, 1, 100_000, item=int, nonempty=True,
+                          help="k of the primary hypothesis, tested together against k 0 "
+                               "(paper: gains at k 14-18)")
+    hypothesis_generator: str = param("vae_s", str, choices=GENERATORS,
+                                      help="generator of the primary hypothesis")
+    hypothesis_rhythm: str = param("SR", str, choices=("SR", "AF"),
+                                   help="rhythm of the primary hypothesis (paper: SR)")
+    learn_threshold: float = param(0.2, float, -1.0, 1.0,
+                                   help="mean validation correlation that the k 0 runs of the "
+                                        "primary arm must reach")
 
 
 #: Every stage configuration, bottom to top of the pipeline.
@@ -456,7 +484,8 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "03_vae_c": ("profile", "run_dir", "seed", *GeneratorConfig.specs()),
     "04_fidelity": ("profile", "run_dir", "seed", *FidelityConfig.specs()),
     "05_augment": ("profile", "run_dir", "seed", *AugmentConfig.specs()),
-    "06_sweep": ("profile", "run_dir", "sweep_dir", "range_k"),
+    "06_sweep": ("profile", "run_dir", "sweep_dir", "range_k", "hypothesis_generator",
+                 "hypothesis_rhythm", "learn_threshold"),
 }
 
 

@@ -261,3 +261,67 @@ def training_curve_figure(history: Mapping[str, Any]):
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
+
+
+#: Display names of the generators in figures.
+GENERATOR_NAMES = {"vae_s": "VAE-S", "vae_c": "VAE-C", "none": "no generator"}
+
+
+def _arm_label(n_real_sims: int) -> str:
+    return "all" if n_real_sims == 0 else str(n_real_sims)
+
+
+def scarcity_figure(rows: Sequence[Mapping[str, Any]], paper_gain: float | None = None,
+                    paper_rhythm: str = "SR", paper_generator: str = "vae_s"):
+    """The study's answer at a glance: the change of test correlation against the same seed's
+    ``k = 0`` run (mean over seeds, 95% two-level bootstrap interval over seeds and test
+    simulations), against the real training simulations per rhythm (scarcest left, all right),
+    one marker series per k, one row of panels per rhythm and one column per generator.
+    ``rows``: :func:`egmlib.workflow.results.scarcity_table` rows of the paper's filter
+    (``filter_pool == 0``), with the primary test's row added. ``paper_gain``: the paper's gain,
+    drawn in its rhythm's and generator's panel (measured on its own data)."""
+    import numpy as np
+
+    rows = [r for r in rows if r.get("filter_pool", 0) == 0]
+    gens = [g for g in GENERATOR_NAMES if any(r["generator"] == g for r in rows)]
+    rhythms = [rh for rh in RHYTHM_COLORS if any(r["rhythm"] == rh for r in rows)]
+    arms = sorted({r["n_real_sims"] for r in rows}, key=lambda n: (n == 0, n))
+    ks = sorted({r["k"] for r in rows})
+    fig, axes = plt.subplots(len(rhythms), len(gens), figsize=(4.0 * len(gens) + 1.4,
+                                                                2.8 * len(rhythms)),
+                             squeeze=False, sharex=True, sharey="row")
+    width = 0.6 / max(len(ks), 1)
+    cmap = plt.get_cmap("viridis")
+    for i, rhythm in enumerate(rhythms):
+        for j, gen in enumerate(gens):
+            ax = axes[i, j]
+            ax.axhline(0.0, color="0.4", lw=0.8)
+            for m, k in enumerate(ks):
+                sel = sorted((r for r in rows if r["generator"] == gen and r["rhythm"] == rhythm
+                              and r["k"] == k), key=lambda r: arms.index(r["n_real_sims"]))
+                if not sel:
+                    continue
+                x = np.array([arms.index(r["n_real_sims"]) for r in sel]) + (m - (len(ks) - 1)
+                                                                             / 2) * width
+                y = np.array([r["mean_gain"] for r in sel])
+                err = np.array([[r["mean_gain"] - r["boot_lo"] for r in sel],
+                                [r["boot_hi"] - r["mean_gain"] for r in sel]])
+                ax.errorbar(x, y, yerr=err, fmt="o", ms=3.5, capsize=2, lw=1,
+                            color=cmap(m / max(len(ks) - 1, 1)), label=f"k = {k}")
+            if paper_gain is not None and rhythm == paper_rhythm and gen == paper_generator:
+                ax.axhline(paper_gain, color="k", ls=":", lw=1.2,
+                           label=f"paper's gain ({paper_gain:+.3f}, its data)")
+            ax.set_title(f"{GENERATOR_NAMES.get(gen, gen)}, {rhythm}", loc="left")
+            ax.set_xticks(range(len(arms)), [_arm_label(n) for n in arms])
+            if i == len(rhythms) - 1:
+                ax.set_xlabel("real training simulations per rhythm")
+            if j == 0:
+                ax.set_ylabel("change in test correlation\nvs k = 0")
+    handles: dict[str, Any] = {}
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="center left",
+               bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig

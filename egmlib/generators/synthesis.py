@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from egmlib.core import metrics
+from egmlib.core.checks import check_int
 from egmlib.core.process import seeded_torch
 from egmlib.core.runs import MissingInputError, atomic_path, provenance, require
 from egmlib.data import LABELS, Dataset
@@ -39,6 +40,7 @@ from egmlib.generators.train import Normalizer, load_checkpoint, train_vae
 
 __all__ = [
     "GENERATORS",
+    "filtered",
     "generator_dir",
     "kept_for_augmentation",
     "load_generator",
@@ -205,16 +207,42 @@ def reconstruction_metrics(model: ConvVAE, norm: Normalizer, ds: Dataset, kind: 
     return out
 
 
-def kept_for_augmentation(run_dir: str | Path, generator: str) -> NDArray[np.float32] | None:
+def filtered(synth: Mapping[str, NDArray], pool: int = 0) -> NDArray[np.float32]:
+    """The windows of one saved synthetic set (:func:`synthesize`) that the filter keeps, best
+    first, when it may choose only among the first ``pool`` generated windows.
+
+    ``pool = 0``: the saved ``kept`` windows (the best ``n_keep`` of all ``n_generate``; paper:
+    25 of 200). ``0 < pool``: the first ``pool`` generated windows (independent draws, so a
+    random sample of the generator's output) sorted by their stored score (smallest RMSE to a
+    training window, ties keep generation order), at most ``n_keep`` of them. Drawing k of them
+    with ``pool = k`` is therefore no filter at all, and ``pool = n_generate`` is the paper's
+    filter: the ablation of the filter is one integer.
+    """
+    check_int("pool", pool, 0)
+    if pool == 0:
+        return np.asarray(synth["kept"], np.float32)
+    n_generated, n_keep = len(synth["generated"]), len(synth["kept"])
+    if pool > n_generated:
+        raise ValueError(f"filter_pool: got {pool}; allowed: 0 (the saved filter) or "
+                         f"1..{n_generated}, the windows generated")
+    order = np.argsort(np.asarray(synth["all_scores"])[:pool], kind="stable")[:n_keep]
+    return np.asarray(synth["generated"], np.float32)[order]
+
+
+def kept_for_augmentation(run_dir: str | Path, generator: str, pool: int = 0
+                          ) -> NDArray[np.float32] | None:
     """The kept synthetic windows that notebook 05 draws its k from, best first.
 
     ``"none"``: ``None``. VAE-S: its kept SR windows. VAE-C: its kept SR and AF windows
     alternately (SR first), so any k mixes the rhythms about evenly, as the real data do.
+    ``pool``: each rhythm's filter chooses among its first ``pool`` generated windows only
+    (:func:`filtered`; 0: the saved kept windows).
     """
     if generator == "none":
         return None
     _kind(generator)
-    sets = [load_synthetic(run_dir, generator, r)["kept"] for r in GENERATORS[generator][1]]
+    sets = [filtered(load_synthetic(run_dir, generator, r), pool)
+            for r in GENERATORS[generator][1]]
     n = min(len(s) for s in sets)
     inter = np.stack([s[:n] for s in sets], axis=1).reshape(-1, *sets[0].shape[1:])
     return np.concatenate([inter] + [s[n:] for s in sets]).astype(np.float32)

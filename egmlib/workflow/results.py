@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
 from egmlib.core.checks import check_int
 from egmlib.core.runs import load_json
+from egmlib.data import LABELS as LABELS_ORDER
 from egmlib.workflow.records import (
     BASELINE_GENERATOR,
     MARKER,
@@ -37,15 +38,43 @@ from egmlib.workflow.records import (
     inputs_match,
 )
 
-__all__ = ["PAPER", "by_generator", "collapsed_runs", "collect", "format_collapsed",
-           "format_range_test", "format_tests", "paired_tests", "range_test", "seeds_for_power",
-           "summarise", "sweep_cost", "verdict"]
+__all__ = [
+    "PAPER",
+    "PAPER_GAIN",
+    "arms",
+    "bootstrap_interval",
+    "by_generator",
+    "choose_scarce",
+    "collapsed_runs",
+    "collect",
+    "format_collapsed",
+    "format_pivot",
+    "format_primary",
+    "format_range_test",
+    "format_tests",
+    "holm",
+    "paired_t_power",
+    "primary_test",
+    "range_test",
+    "scarcity_table",
+    "seeds_for_power",
+    "select",
+    "simulation_gains",
+    "study_reading",
+    "summarise",
+    "sweep_cost",
+    "validation_by_arm",
+    "verdict",
+]
 
 #: The paper's numbers (arXiv 2512.14537), measured on its own (closed) data: the test
 #: correlation of the reconstructed SR EGMs without and with VAE-S augmentation, the k range of
 #: the gains and the k range where they plateau or slightly degrade (inclusive bounds).
 PAPER = {"corr_without": 0.160, "corr_with_vae_s": 0.214, "rhythm": "SR", "best_k": (14, 18),
          "plateau_k": (20, 25)}
+#: The paper's gain in SR test correlation from VAE-S augmentation (0.214 - 0.160): the effect
+#: size the study is powered to find.
+PAPER_GAIN = round(PAPER["corr_with_vae_s"] - PAPER["corr_without"], 3)
 
 
 def collect(folders: Iterable[str | Path], marker: str | None = None,
@@ -373,4 +402,299 @@ def sweep_cost(sweep_dir: str | Path, bench_json: str | Path | None = None) -> d
         parallel = [r for r in rows if r.get("workers", 1) > 1]
         if parallel:  # serial time / parallel time: below 1 when parallel is slower
             out["bench_speedup"] = float(parallel[-1]["ratio"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The study's arms: data scarcity (n_real_sims) and the filter (filter_pool)
+# --------------------------------------------------------------------------------------------
+
+def select(results_: Iterable[Mapping[str, Any]], n_real_sims: int = 0, filter_pool: int = 0
+           ) -> list[Mapping[str, Any]]:
+    """The runs of one arm of the study: those trained on ``n_real_sims`` real simulations per
+    rhythm (0: all) whose synthetic windows came through the filter with ``filter_pool`` (0: the
+    paper's), plus the ``k = 0`` runs of that ``n_real_sims`` (which add no synthetic window, so
+    they are every filter's baseline). Runs written before these parameters existed count as
+    ``0`` and ``0``."""
+    return [r for r in results_ if int(r.get("n_real_sims", 0)) == n_real_sims
+            and (r["k"] == 0 or int(r.get("filter_pool", 0)) == filter_pool)]
+
+
+def arms(results_: Iterable[Mapping[str, Any]]) -> list[tuple[int, int]]:
+    """The ``(n_real_sims, filter_pool)`` arms present among runs with ``k > 0``, scarcest
+    first (0, all the data, last)."""
+    found = {(int(r.get("n_real_sims", 0)), int(r.get("filter_pool", 0)))
+             for r in results_ if r["k"] > 0}
+    return sorted(found, key=lambda a: (a[0] == 0, a[0], a[1]))
+
+
+def holm(p_values: ArrayLike) -> NDArray[np.float64]:
+    """Holm's step-down adjusted p-values (family-wise error control): the i-th smallest of m
+    p-values becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``; NaNs stay NaN and do not count
+    in m. Holm, Scand. J. Statist. 6:65-70 (1979).
+
+    >>> holm([0.01, 0.04, 0.03]).round(3).tolist()
+    [0.03, 0.06, 0.06]
+    """
+    p = np.asarray(p_values, float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adjusted
+    return out
+
+
+def simulation_gains(runs: list[Mapping[str, Any]], ks: Iterable[int], rhythm: str,
+                     metric: str = "corr") -> tuple[list[int], list[int], NDArray[np.float64]]:
+    """The gain of each seed on each test simulation: ``(seeds, sim_ids, gains)`` with
+    ``gains[i, j]`` the mean over ``ks`` of seed i's per-simulation ``metric``
+    (``per_simulation`` of :func:`egmlib.augmentation.augment.evaluate`) on test simulation j of
+    ``rhythm``, minus its ``k = 0`` run's. ``runs``: one arm and generator (:func:`select`,
+    :func:`by_generator`); seeds without ``k = 0`` and every k of ``ks``, or without per-simulation
+    scores, are left out."""
+    ks = list(ks)
+    base = {r["seed"]: r for r in runs if r["k"] == 0}
+    by_k = [{r["seed"]: r for r in runs if r["k"] == k} for k in ks]
+    seeds = sorted(s for s in set(base).intersection(*by_k)
+                   if all("per_simulation" in run[s]["test"] for run in (base, *by_k)))
+    if not seeds:
+        return [], [], np.zeros((0, 0))
+
+    def per_sim(r: Mapping[str, Any]) -> dict[int, float]:
+        ps = r["test"]["per_simulation"]
+        return {int(i): float(v) for i, v, rh in zip(ps["sim_id"], ps[metric], ps["rhythm"])
+                if rh == rhythm}
+
+    sims = sorted(per_sim(base[seeds[0]]))
+    if not sims:
+        return [], [], np.zeros((0, 0))
+    rows = []
+    for s in seeds:
+        b = per_sim(base[s])
+        cur = [per_sim(run[s]) for run in by_k]
+        if sorted(b) != sims or any(sorted(c) != sims for c in cur):
+            raise ValueError(f"seed {s}: the runs were scored on different test simulations")
+        rows.append([np.mean([c[j] for c in cur]) - b[j] for j in sims])
+    return seeds, sims, np.asarray(rows, float)
+
+
+def bootstrap_interval(gains: ArrayLike, n_boot: int = 4000, level: float = 0.95,
+                       seed: int = 0) -> dict[str, float]:
+    """Percentile interval of the mean of a seeds x test-simulations matrix of gains under a
+    two-level (crossed) bootstrap: each replicate draws the seeds (rows) and, independently, the
+    test simulations (columns) with replacement, so the interval holds both the training noise
+    of a run and the sampling of the test set (every seed is scored on the same simulations,
+    which a bootstrap over seeds alone would treat as fixed). Windows of one simulation overlap
+    and are not resampled separately. A matrix with one seed or one simulation resamples the
+    other axis only.
+
+    Returns ``{"mean", "lo", "hi", "se"}`` (``se``: the replicates' standard deviation).
+    """
+    g = np.asarray(gains, float)
+    if g.ndim != 2 or g.size == 0 or not np.all(np.isfinite(g)):
+        raise ValueError(f"gains: expected a finite (seeds, simulations) matrix; got shape "
+                         f"{g.shape}")
+    check_int("n_boot", n_boot, 1)
+    if not 0 < level < 1:
+        raise ValueError(f"level: got {level!r}; allowed: 0 < level < 1")
+    rng = np.random.default_rng(seed)
+    n_s, n_j = g.shape
+    rows = rng.integers(0, n_s, (n_boot, n_s))
+    cols = rng.integers(0, n_j, (n_boot, n_j))
+    # mean of g[rows][:, cols] = (row weights) . g . (column weights) / (n_s n_j)
+    w_r = np.stack([np.bincount(r, minlength=n_s) for r in rows])
+    w_c = np.stack([np.bincount(c, minlength=n_j) for c in cols])
+    reps = np.einsum("bi,ij,bj->b", w_r, g, w_c) / (n_s * n_j)
+    tail = (1 - level) / 2
+    return {"mean": float(g.mean()), "lo": float(np.quantile(reps, tail)),
+            "hi": float(np.quantile(reps, 1 - tail)), "se": float(reps.std())}
+
+
+def paired_t_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of a two-sided paired t-test at ``alpha`` with ``n`` pairs to find a mean gain of
+    ``effect`` when the per-pair gains have standard deviation ``sd`` (noncentral t). nan when
+    ``sd`` is not positive or ``n < 2``."""
+    if not (sd > 0) or n < 2:
+        return float("nan")
+    t_crit = stats.t.ppf(1 - alpha / 2, n - 1)
+    shift = effect / sd * np.sqrt(n)
+    return float(stats.nct.sf(t_crit, n - 1, shift) + stats.nct.cdf(-t_crit, n - 1, shift))
+
+
+def choose_scarce(results_: Iterable[Mapping[str, Any]], threshold: float) -> int | None:
+    """The pre-registered rule that picks the primary hypothesis's ``n_real_sims``: the
+    scarcest arm whose ``k = 0`` runs still learn, that is, whose mean *validation* correlation
+    (``history.val_corr_best``; the test split is not read) reaches ``threshold``. None when no
+    arm does."""
+    val: dict[int, list[float]] = {}
+    for r in results_:
+        if r["k"] == 0 and r.get("history", {}).get("val_corr_best") is not None:
+            val.setdefault(int(r.get("n_real_sims", 0)), []).append(
+                float(r["history"]["val_corr_best"]))
+    for n in sorted(val, key=lambda n: (n == 0, n)):
+        if np.mean(val[n]) >= threshold:
+            return n
+    return None
+
+
+def _t_p(d: np.ndarray) -> float:
+    """Two-sided one-sample t-test p-value of the gains ``d`` against 0 (nan below 2 or with no
+    spread)."""
+    if len(d) < 2 or d.std(ddof=1) == 0:
+        return float("nan")
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def _gain_row(runs: list[Mapping[str, Any]], ks: list[int], rhythm: str, metric: str,
+              n_boot: int) -> dict[str, Any] | None:
+    seeds, sims, g = simulation_gains(runs, ks, rhythm, metric)
+    if not seeds:
+        return None
+    d = g.mean(1)
+    lo, hi = _t_interval(d)
+    boot = bootstrap_interval(g, n_boot=n_boot)
+    return {"n_seeds": len(seeds), "n_sims": len(sims), "mean_gain": float(d.mean()),
+            "sd_seeds": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
+            "t_lo": lo, "t_hi": hi, "boot_lo": boot["lo"], "boot_hi": boot["hi"],
+            "p_t": _t_p(d), "p_wilcoxon": _wilcoxon_p(d)}
+
+
+def primary_test(results_: list[Mapping[str, Any]], generator: str, rhythm: str,
+                 ks: Iterable[int], n_real_sims: int | None, metric: str = "corr",
+                 alpha: float = 0.05, effect: float = PAPER_GAIN, n_boot: int = 4000
+                 ) -> dict[str, Any]:
+    """The study's one pre-registered test: ``generator``'s synthetic windows, each seed's
+    ``metric`` on ``rhythm`` averaged over ``ks``, against the same seed's ``k = 0`` run, in the
+    arm of ``n_real_sims`` (the paper's filter).
+
+    Decision, fixed before the sweep: a gain (or a loss) when the two-sided paired t-test over
+    seeds gives ``p < alpha`` *and* the 95% two-level bootstrap interval over seeds and test
+    simulations (:func:`bootstrap_interval`) excludes zero. Also reported: the Wilcoxon p, the
+    t interval over seeds, and the power the design had to find a gain of ``effect`` (the
+    paper's +0.054) given the measured spread over seeds (:func:`paired_t_power`).
+    """
+    ks = sorted({check_int("ks", k, 1) for k in ks})
+    out: dict[str, Any] = {"generator": generator, "rhythm": rhythm, "ks": ks,
+                           "n_real_sims": n_real_sims, "metric": metric, "alpha": alpha,
+                           "effect": effect}
+    if n_real_sims is None:
+        return {**out, "decision": "untestable", "reason": "no arm's k = 0 runs learn"}
+    runs = by_generator(select(results_, n_real_sims)).get(generator, [])
+    row = _gain_row(runs, ks, rhythm, metric, n_boot)
+    if row is None:
+        return {**out, "decision": "untestable", "reason": "no seed has k = 0 and every k"}
+    out.update(row)
+    out["power"] = paired_t_power(effect, row["sd_seeds"], row["n_seeds"], alpha)
+    sig = row["p_t"] < alpha and not row["boot_lo"] <= 0 <= row["boot_hi"]
+    out["decision"] = ("gain" if row["mean_gain"] > 0 else "loss") if sig else "no change"
+    return out
+
+
+def format_primary(t: Mapping[str, Any]) -> str:
+    """:func:`primary_test` as one paragraph."""
+    head = (f"{t['generator']}, {t['rhythm']}, k = {', '.join(map(str, t['ks']))} against "
+            f"k = 0")
+    if t["decision"] == "untestable":
+        return f"{head}: untestable ({t['reason']})."
+    arm = "all" if t["n_real_sims"] == 0 else str(t["n_real_sims"])
+    verdict_ = {"gain": "a gain", "loss": "a loss", "no change": "no change detected"}
+    return (f"{head}, {arm} real training simulations per rhythm: mean change of "
+            f"{t['metric']} {t['mean_gain']:+.4f} (95% interval over seeds {t['t_lo']:+.4f} to "
+            f"{t['t_hi']:+.4f}; over seeds and test simulations {t['boot_lo']:+.4f} to "
+            f"{t['boot_hi']:+.4f}); paired t p = {t['p_t']:.3g}, Wilcoxon p = "
+            f"{t['p_wilcoxon']:.3g}; {t['n_seeds']} seeds, {t['n_sims']} test simulations. "
+            f"Decision: {verdict_[t['decision']]}. The design had {100 * t['power']:.0f}% power "
+            f"to find a change of {t['effect']:+.3f} (the paper's) at this spread over seeds.")
+
+
+def scarcity_table(results_: list[Mapping[str, Any]], metric: str = "corr", n_boot: int = 2000,
+                   exclude: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every secondary comparison: per arm (:func:`arms`), generator, k > 0 and rhythm, the mean
+    gain over the same seed's ``k = 0`` run with its t interval over seeds, the two-level
+    bootstrap interval, the paired t p-value and Holm's adjusted p over all rows (the family of
+    secondary comparisons). ``exclude``: the primary test (:func:`primary_test`), whose own
+    k values in its arm are left out of the family."""
+    rows = []
+    for n_real, pool in arms(results_):
+        for gen, runs in by_generator(select(results_, n_real, pool)).items():
+            for k in sorted({r["k"] for r in runs if r["k"] > 0}):
+                for rhythm in LABELS_ORDER:
+                    if (exclude and exclude.get("generator") == gen and pool == 0
+                            and exclude.get("n_real_sims") == n_real
+                            and exclude.get("rhythm") == rhythm and k in exclude.get("ks", ())):
+                        continue
+                    row = _gain_row(runs, [k], rhythm, metric, n_boot)
+                    if row is not None:
+                        rows.append({"n_real_sims": n_real, "filter_pool": pool,
+                                     "generator": gen, "k": k, "rhythm": rhythm, **row})
+    for row, p in zip(rows, holm([r["p_t"] for r in rows])):
+        row["p_holm"] = float(p)
+    return rows
+
+
+def validation_by_arm(results_: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, float]]:
+    """Per ``n_real_sims`` arm, the ``k = 0`` runs' mean validation correlation (what
+    :func:`choose_scarce` reads) and their number: ``{n: {"val_corr", "n_runs"}}``."""
+    val: dict[int, list[float]] = {}
+    for r in results_:
+        if r["k"] == 0 and r.get("history", {}).get("val_corr_best") is not None:
+            val.setdefault(int(r.get("n_real_sims", 0)), []).append(
+                float(r["history"]["val_corr_best"]))
+    return {n: {"val_corr": float(np.mean(v)), "n_runs": len(v)}
+            for n, v in sorted(val.items(), key=lambda kv: (kv[0] == 0, kv[0]))}
+
+
+def format_pivot(rows: list[Mapping[str, Any]], filter_pool: int = 0) -> str:
+    """:func:`scarcity_table` rows of one filter as a pivot: one line per generator, rhythm and
+    arm, one column per k, each cell the mean gain and Holm's adjusted p."""
+    rows = [r for r in rows if r["filter_pool"] == filter_pool]
+    if not rows:
+        return "no comparisons"
+    ks = sorted({r["k"] for r in rows})
+    head = f"{'generator':<10}{'rhythm':<7}{'real sims':>10}" + "".join(
+        f"{f'k = {k}':>22}" for k in ks)
+    lines = [head, "-" * len(head)]
+    keys = sorted({(r["generator"], r["rhythm"], r["n_real_sims"]) for r in rows},
+                  key=lambda t: (t[0], t[1] != "SR", t[2] == 0, t[2]))
+    for gen, rhythm, n in keys:
+        cells = []
+        for k in ks:
+            hit = [r for r in rows if (r["generator"], r["rhythm"], r["n_real_sims"], r["k"])
+                   == (gen, rhythm, n, k)]
+            cells.append(f"{hit[0]['mean_gain']:+.3f} (p_Holm {hit[0]['p_holm']:.2f})"
+                         if hit else "-")
+        lines.append(f"{gen:<10}{rhythm:<7}{'all' if n == 0 else n:>10}"
+                     + "".join(f"{c:>22}" for c in cells))
+    return "\n".join(lines)
+
+
+def study_reading(primary: Mapping[str, Any], secondary: list[Mapping[str, Any]],
+                  alpha: float = 0.05, paper: Mapping[str, Any] = PAPER) -> list[str]:
+    """Sentences that read the study from its numbers: the primary decision, how many secondary
+    comparisons survive Holm's correction and which, the largest secondary gain, and the paper's
+    result for context."""
+    out = [format_primary(primary)]
+    survivors = [r for r in secondary if r["p_holm"] < alpha]
+    out.append(f"Of {len(secondary)} secondary comparisons (every arm, generator, k and rhythm), "
+               f"{len(survivors)} remain significant after Holm's correction at {alpha:g}"
+               + (": " + "; ".join(
+                   f"{r['generator']} {r['rhythm']} k = {r['k']} with "
+                   f"{'all' if r['n_real_sims'] == 0 else r['n_real_sims']} real simulations "
+                   f"per rhythm ({r['mean_gain']:+.3f})" for r in survivors) if survivors
+                  else "") + ".")
+    if secondary:
+        best = max(secondary, key=lambda r: r["mean_gain"])
+        out.append(f"The largest secondary mean change is {best['mean_gain']:+.3f} "
+                   f"({best['generator']}, {best['rhythm']}, k = {best['k']}, "
+                   f"{'all' if best['n_real_sims'] == 0 else best['n_real_sims']} real "
+                   f"simulations per rhythm; interval over seeds and test simulations "
+                   f"{best['boot_lo']:+.3f} to {best['boot_hi']:+.3f}).")
+    out.append(f"For context, the paper reports {paper['rhythm']} correlation "
+               f"{paper['corr_without']:.3f} without and {paper['corr_with_vae_s']:.3f} with "
+               f"VAE-S augmentation (a change of {PAPER_GAIN:+.3f}, k = {paper['best_k'][0]}-"
+               f"{paper['best_k'][1]}), on its own data and network, without intervals.")
     return out

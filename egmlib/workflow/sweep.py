@@ -111,6 +111,7 @@ __all__ = [
     "main",
     "plan_sweep",
     "profile_grid",
+    "restrict_grid",
     "run_key",
     "run_sweep",
     "shared_baseline",
@@ -132,7 +133,11 @@ SERIAL_ENV = {"EGMLIB_QUIET": "1"}
 
 #: Grid parameter of the augmentation notebook <- its :class:`~egmlib.core.params.SweepConfig`
 #: field (the defaults and checks live there).
-GRID_FIELDS = {"generator": "sweep_generators", "k": "sweep_k", "seed": "sweep_seeds"}
+GRID_FIELDS = {"generator": "sweep_generators", "n_real_sims": "sweep_n_real_sims",
+               "filter_pool": "sweep_filter_pool", "k": "sweep_k", "seed": "sweep_seeds"}
+
+#: The grid fields that make the study's arms (data scarcity, the filter); 0 is each one's default.
+ARM_FIELDS = ("n_real_sims", "filter_pool")
 
 SWEEP_NOTEBOOK = "05_augment"
 AGGREGATE_NOTEBOOK = "06_sweep"
@@ -159,12 +164,14 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 
 def shared_baseline(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The points with every ``k = 0`` point's generator set to ``"none"``, duplicates dropped
-    (first occurrence kept, order otherwise unchanged).
+    """The points with every ``k = 0`` point's generator set to ``"none"`` (and its
+    ``filter_pool``, if any, to 0), duplicates dropped (first occurrence kept, order otherwise
+    unchanged).
 
     A ``k = 0`` run of the augmentation notebook trains on real pairs only, so it is the same run
-    whatever the generator; running it once per seed saves ``(n_generators - 1) * n_seeds`` runs
-    and gives every generator the identical baseline.
+    whatever the generator and the filter; running it once per seed (and number of real
+    simulations) saves ``(n_generators * n_pools - 1) * n_seeds`` runs and gives every generator
+    and filter the identical baseline.
 
     >>> shared_baseline([{"generator": "vae_s", "k": 0}, {"generator": "vae_c", "k": 0},
     ...                  {"generator": "vae_c", "k": 2}])
@@ -175,6 +182,8 @@ def shared_baseline(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
         point = dict(point)
         if point.get("k") == 0 and "generator" in point:
             point["generator"] = BASELINE_GENERATOR
+            if "filter_pool" in point:
+                point["filter_pool"] = 0
         key = run_key(point)
         if key not in seen:
             seen.add(key)
@@ -534,12 +543,41 @@ def _run_dask(tasks: list[dict[str, Any]], n_workers: int, scheduler_address: st
 # --------------------------------------------------------------------------------------------
 
 def profile_grid(profile_yaml: Path | None) -> dict[str, list[Any]]:
-    """The CLI's grid ``{"generator": [...], "k": [...], "seed": [...]}`` from the profile's
-    :class:`~egmlib.core.params.SweepConfig` (its defaults where the YAML is silent)."""
+    """The CLI's grid (:data:`GRID_FIELDS`: generator, n_real_sims, filter_pool, k, seed) from
+    the profile's :class:`~egmlib.core.params.SweepConfig` (its defaults where the YAML is
+    silent). An arm field (:data:`ARM_FIELDS`) whose only value is 0, the notebook's own default,
+    is left out of the grid, so its runs keep the keys they had before the field existed."""
     values = (_params.load_profile(profile_yaml)
               if profile_yaml is not None and profile_yaml.is_file() else {})
     config = _params.SweepConfig.from_values(values)
-    return {name: list(getattr(config, key)) for name, key in GRID_FIELDS.items()}
+    grid = {name: list(getattr(config, key)) for name, key in GRID_FIELDS.items()}
+    return {name: v for name, v in grid.items() if not (name in ARM_FIELDS and v == [0])}
+
+
+def restrict_grid(grid: dict[str, list[Any]], rules: Sequence[str]) -> dict[str, list[Any]]:
+    """Keep, in place, only the values that each ``"NAME=V1,V2"`` rule names (values read as
+    ints except for ``generator``); a name outside :data:`GRID_FIELDS` or a value outside the
+    profile's grid raises ValueError naming both.
+
+    >>> restrict_grid({"k": [0, 6, 18], "seed": [0, 1]}, ["k=0,18"])
+    {'k': [0, 18], 'seed': [0, 1]}
+    """
+    for rule in rules:
+        name, sep, values = rule.partition("=")
+        if not sep or name not in GRID_FIELDS or name not in grid:
+            raise ValueError(f"got {rule!r}; allowed: NAME=V1,V2 with NAME one of "
+                             f"{', '.join(GRID_FIELDS)}")
+        try:
+            wanted = [v.strip() if name == "generator" else int(v)
+                      for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"got {rule!r}; the values of {name} are integers") from None
+        outside = [v for v in wanted if v not in grid[name]]
+        if not wanted or outside:
+            raise ValueError(f"{name}: got {values!r}; allowed: values of the profile's grid "
+                             f"{grid[name]}")
+        grid[name] = [v for v in grid[name] if v in wanted]
+    return grid
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -556,6 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--generator", action="append", default=None, metavar="NAME",
                         help="run only this generator's part of the grid (repeatable; the shared "
                              "k = 0 runs always belong to the part)")
+    parser.add_argument("--restrict", action="append", default=[], metavar="NAME=V1,V2",
+                        help="run only these values of one grid field (repeatable; e.g. "
+                             "n_real_sims=4 or k=0,18): a part of the study, whose finished "
+                             "runs the full sweep then skips")
     parser.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
     args = parser.parse_args(argv)
@@ -589,6 +631,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{grid['generator']}", file=sys.stderr)
             return 2
         grid["generator"] = [g for g in grid["generator"] if g in args.generator]
+    try:
+        restrict_grid(grid, args.restrict)
+    except ValueError as exc:
+        print(f"error: --restrict: {exc}", file=sys.stderr)
+        return 2
     points = shared_baseline(expand_grid(grid))
     digests = {gen: input_fingerprint(run_dir, [gen]) for gen in {p["generator"] for p in points}}
 
