@@ -227,11 +227,11 @@ def _cli_repo(tmp_path: Path, generators: str = "[vae_s]") -> Path:
 
 def test_cli_grid_from_profile_and_default(tmp_path):
     grid = sweep.profile_grid(None)
-    assert grid == {"generator": ["vae_s", "vae_c"], "n_real_sims": [2, 4, 8, 0],
+    assert grid == {"generator": ["vae_s", "vae_c"], "n_real_sims": [2, 4, 8, 16, 0],
                     "k": [0, 6, 12, 18], "seed": list(range(20))}
-    assert len(expand_grid(grid)) == 2 * 4 * 4 * 20
+    assert len(expand_grid(grid)) == 2 * 5 * 4 * 20
     # k = 0 runs once per seed and n_real_sims for both generators
-    assert len(sweep.shared_baseline(expand_grid(grid))) == 4 * 20 + 2 * 4 * 3 * 20
+    assert len(sweep.shared_baseline(expand_grid(grid))) == 5 * 20 + 2 * 5 * 3 * 20
     # an arm field swept over more than its default enters the grid and the keys
     yaml = tmp_path / "p.yaml"
     yaml.write_text("sweep_filter_pool: [0, 18]\nsweep_n_real_sims: [0]\n")

@@ -430,7 +430,7 @@ class SweepConfig(Stage):
                               help="seeds of the sweep grid")
     sweep_generators: list = param(list(GENERATORS), list, item=str, choices=GENERATORS,
                                    nonempty=True, help="generators of the sweep grid")
-    sweep_n_real_sims: list = param([2, 4, 8, 0], list, 0, 10_000, item=int, nonempty=True,
+    sweep_n_real_sims: list = param([2, 4, 8, 16, 0], list, 0, 10_000, item=int, nonempty=True,
                                     help="real training simulations per rhythm of the grid "
                                          "(0: all)")
     sweep_filter_pool: list = param([0], list, 0, 100_000, item=int, nonempty=True,
