@@ -374,3 +374,21 @@ def test_no_change_when_gains_straddle_zero():
     t = results.primary_test(runs, "vae_s", "SR", [18], 2)
     assert t["decision"] == "no change" and t["boot_lo"] < 0 < t["boot_hi"]
     assert 0 < t["power"] < 1
+
+
+def test_pivot_and_reading_name_each_arm_and_the_holm_survivors():
+    rows = [{"generator": "vae_s", "rhythm": "SR", "n_real_sims": n, "filter_pool": 0, "k": k,
+             "mean_gain": g, "p_t": p, "p_holm": ph, "boot_lo": g - 0.01, "boot_hi": g + 0.01}
+            for n, k, g, p, ph in ((2, 6, 0.030, 0.001, 0.004), (2, 18, -0.010, 0.2, 0.6),
+                                   (0, 6, 0.005, 0.3, 0.6))]
+    text = results.format_pivot(rows)
+    lines = text.splitlines()
+    assert "k = 6" in lines[0] and "k = 18" in lines[0]
+    assert lines[2].split()[:3] == ["vae_s", "SR", "2"] and "+0.030 (p_Holm 0.00)" in lines[2]
+    assert lines[3].split()[:3] == ["vae_s", "SR", "all"] and lines[3].rstrip().endswith("-")
+    primary = {"generator": "vae_s", "rhythm": "SR", "ks": [18], "decision": "untestable",
+               "reason": "no arm's k = 0 runs learn"}
+    reading = results.study_reading(primary, rows)
+    assert "untestable" in reading[0]
+    assert "1 remain significant" in reading[1] and "k = 6 with 2 real simulations" in reading[1]
+    assert "+0.030" in reading[2]

@@ -17,6 +17,8 @@ __all__ = ["RHYTHM_COLORS", "lambda_search_figure", "mesh_axes", "mesh_views", "
 
 #: One colour per rhythm, used by every figure.
 RHYTHM_COLORS = {"SR": "#1f77b4", "AF": "#d62728"}
+#: Display names of the generators in figures.
+GENERATOR_NAMES = {"vae_s": "VAE-S", "vae_c": "VAE-C", "none": "no generator"}
 
 _STYLE = {
     "figure.dpi": 100,
@@ -202,24 +204,34 @@ def gain_vs_k(tests: Sequence[Mapping[str, Any]], paper: Mapping[str, Any] | Non
     return fig
 
 
-def metric_vs_k(summary, reference=None, ylabel="correlation"):
+def metric_vs_k(summary, reference=None, ylabel="correlation",
+                reference_label="Tikhonov"):
     """Mean over seeds with its 95% interval against k, one panel per rhythm, one line per
-    generator; ``reference`` {rhythm: value} draws a horizontal line (Tikhonov)."""
+    generator (named as in :data:`GENERATOR_NAMES`); ``reference`` {rhythm: value} draws a
+    horizontal dashed line labelled ``reference_label``. The legend sits right of the panels,
+    clear of the data."""
     import numpy as np
 
     rhythms = sorted({rh for gen in summary.values() for rh in gen})
-    fig, axes = plt.subplots(1, len(rhythms), figsize=(4.2 * len(rhythms), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(rhythms), figsize=(4.2 * len(rhythms) + 1.6, 3.2),
+                             squeeze=False)
     for ax, rhythm in zip(axes[0], rhythms):
         for gen, by_rhythm in summary.items():
             rows = by_rhythm.get(rhythm, [])
             k = np.array([r["k"] for r in rows])
             m = np.array([r["mean"] for r in rows])
-            ax.plot(k, m, marker="o", ms=3, label=gen)
-            ax.fill_between(k, [r["lo"] for r in rows], [r["hi"] for r in rows], alpha=0.2)
+            ax.plot(k, m, marker="o", ms=3, label=GENERATOR_NAMES.get(gen, gen))
+            ax.fill_between(k, [r["lo"] for r in rows], [r["hi"] for r in rows], alpha=0.15,
+                            lw=0)
         if reference and rhythm in reference:
-            ax.axhline(reference[rhythm], color="0.5", ls="--", lw=1, label="Tikhonov")
+            ax.axhline(reference[rhythm], color="0.5", ls="--", lw=1, label=reference_label)
         ax.set(xlabel="k (synthetic windows added)", ylabel=ylabel, title=rhythm)
-        ax.legend()
+    handles: dict[str, Any] = {}
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="center left",
+               bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -261,10 +273,6 @@ def training_curve_figure(history: Mapping[str, Any]):
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
-
-
-#: Display names of the generators in figures.
-GENERATOR_NAMES = {"vae_s": "VAE-S", "vae_c": "VAE-C", "none": "no generator"}
 
 
 def _arm_label(n_real_sims: int) -> str:
