@@ -602,13 +602,15 @@ def format_primary(t: Mapping[str, Any]) -> str:
         return f"{head}: untestable ({t['reason']})."
     arm = "all" if t["n_real_sims"] == 0 else str(t["n_real_sims"])
     verdict_ = {"gain": "a gain", "loss": "a loss", "no change": "no change detected"}
+    where = "inside" if t["boot_lo"] <= t["effect"] <= t["boot_hi"] else "outside"
     return (f"{head}, {arm} real training simulations per rhythm: mean change of "
             f"{t['metric']} {t['mean_gain']:+.4f} (95% interval over seeds {t['t_lo']:+.4f} to "
             f"{t['t_hi']:+.4f}; over seeds and test simulations {t['boot_lo']:+.4f} to "
             f"{t['boot_hi']:+.4f}); paired t p = {t['p_t']:.3g}, Wilcoxon p = "
             f"{t['p_wilcoxon']:.3g}; {t['n_seeds']} seeds, {t['n_sims']} test simulations. "
-            f"Decision: {verdict_[t['decision']]}. The design had {100 * t['power']:.0f}% power "
-            f"to find a change of {t['effect']:+.3f} (the paper's) at this spread over seeds.")
+            f"Decision: {verdict_[t['decision']]}. A change of {t['effect']:+.3f} (the "
+            f"paper's) lies {where} that interval; the t-test over seeds had "
+            f"{100 * t['power']:.0f}% power to find it at this spread over seeds.")
 
 
 def scarcity_table(results_: list[Mapping[str, Any]], metric: str = "corr", n_boot: int = 2000,
