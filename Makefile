@@ -14,7 +14,7 @@ help:
 	@echo "make nbval      re-execute the committed default notebooks with nbval (long)"
 	@echo "make bench      speed benchmarks (ratios to baselines measured in the same run)"
 	@echo "make studies    the choice studies (generators, reconstruction network) on the validation split (needs 01_data's run)"
-	@echo "make sweep      the augmentation sweep over k x seed x generator, then 06_sweep"
+	@echo "make sweep      the augmentation study (generator x real simulations x k x seed), then 06_sweep"
 	@echo "make clean      remove run directories and caches (keeps .venv)"
 
 $(STAMP): pyproject.toml
