@@ -204,6 +204,17 @@ def gain_vs_k(tests: Sequence[Mapping[str, Any]], paper: Mapping[str, Any] | Non
     return fig
 
 
+def _legend_right(fig: plt.Figure, axes) -> None:
+    """One legend for all ``axes`` (each label once, first handle kept), right of the panels,
+    clear of the data."""
+    handles: dict[str, Any] = {}
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="center left",
+               bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
 def metric_vs_k(summary, reference=None, ylabel="correlation",
                 reference_label="Tikhonov"):
     """Mean over seeds with its 95% interval against k, one panel per rhythm, one line per
@@ -226,12 +237,7 @@ def metric_vs_k(summary, reference=None, ylabel="correlation",
         if reference and rhythm in reference:
             ax.axhline(reference[rhythm], color="0.5", ls="--", lw=1, label=reference_label)
         ax.set(xlabel="k (synthetic windows added)", ylabel=ylabel, title=rhythm)
-    handles: dict[str, Any] = {}
-    for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="center left",
-               bbox_to_anchor=(1.0, 0.5), frameon=False)
+    _legend_right(fig, axes)
     fig.tight_layout()
     return fig
 
@@ -325,11 +331,6 @@ def scarcity_figure(rows: Sequence[Mapping[str, Any]], paper_gain: float | None 
                 ax.set_xlabel("real training simulations per rhythm")
             if j == 0:
                 ax.set_ylabel("change in test correlation\nvs k = 0")
-    handles: dict[str, Any] = {}
-    for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="center left",
-               bbox_to_anchor=(1.0, 0.5), frameon=False)
+    _legend_right(fig, axes)
     fig.tight_layout()
     return fig

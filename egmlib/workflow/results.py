@@ -56,6 +56,7 @@ __all__ = [
     "paired_t_power",
     "primary_test",
     "range_test",
+    "run_rows",
     "scarcity_table",
     "seeds_for_power",
     "select",
@@ -409,6 +410,19 @@ def sweep_cost(sweep_dir: str | Path, bench_json: str | Path | None = None) -> d
 # The study's arms: data scarcity (n_real_sims) and the filter (filter_pool)
 # --------------------------------------------------------------------------------------------
 
+def _scarcest_first(n_real_sims: int) -> tuple[bool, int]:
+    """Sort key of arms: fewest real simulations first, 0 (all of them) last."""
+    return n_real_sims == 0, n_real_sims
+
+
+def run_rows(results_: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every run's grid point (generator, n_real_sims, filter_pool, k, seed) and its network's
+    test correlation per rhythm: the study record's list of runs."""
+    return [{key: r.get(key) for key in ("generator", "n_real_sims", "filter_pool", "k", "seed")}
+            | {"corr": {rh: v["corr_mean"] for rh, v in r["network"].items() if rh != "all"}}
+            for r in results_]
+
+
 def select(results_: Iterable[Mapping[str, Any]], n_real_sims: int = 0, filter_pool: int = 0
            ) -> list[Mapping[str, Any]]:
     """The runs of one arm of the study: those trained on ``n_real_sims`` real simulations per
@@ -425,7 +439,7 @@ def arms(results_: Iterable[Mapping[str, Any]]) -> list[tuple[int, int]]:
     first (0, all the data, last)."""
     found = {(int(r.get("n_real_sims", 0)), int(r.get("filter_pool", 0)))
              for r in results_ if r["k"] > 0}
-    return sorted(found, key=lambda a: (a[0] == 0, a[0], a[1]))
+    return sorted(found, key=lambda a: (*_scarcest_first(a[0]), a[1]))
 
 
 def holm(p_values: ArrayLike) -> NDArray[np.float64]:
@@ -530,13 +544,8 @@ def choose_scarce(results_: Iterable[Mapping[str, Any]], threshold: float) -> in
     scarcest arm whose ``k = 0`` runs still learn, that is, whose mean *validation* correlation
     (``history.val_corr_best``; the test split is not read) reaches ``threshold``. None when no
     arm does."""
-    val: dict[int, list[float]] = {}
-    for r in results_:
-        if r["k"] == 0 and r.get("history", {}).get("val_corr_best") is not None:
-            val.setdefault(int(r.get("n_real_sims", 0)), []).append(
-                float(r["history"]["val_corr_best"]))
-    for n in sorted(val, key=lambda n: (n == 0, n)):
-        if np.mean(val[n]) >= threshold:
+    for n, v in validation_by_arm(results_).items():  # scarcest first
+        if v["val_corr"] >= threshold:
             return n
     return None
 
@@ -647,7 +656,7 @@ def validation_by_arm(results_: Iterable[Mapping[str, Any]]) -> dict[int, dict[s
             val.setdefault(int(r.get("n_real_sims", 0)), []).append(
                 float(r["history"]["val_corr_best"]))
     return {n: {"val_corr": float(np.mean(v)), "n_runs": len(v)}
-            for n, v in sorted(val.items(), key=lambda kv: (kv[0] == 0, kv[0]))}
+            for n, v in sorted(val.items(), key=lambda kv: _scarcest_first(kv[0]))}
 
 
 def format_pivot(rows: list[Mapping[str, Any]], filter_pool: int = 0) -> str:
