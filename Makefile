@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PROFILE ?= default
 
-.PHONY: help setup reproduce test test-fast nbval lint bench studies sweep figures clean
+.PHONY: help setup reproduce test test-fast nbval lint bench studies sweep figures site clean
 
 help:
 	@echo "make reproduce  set up .venv, run the default pipeline (notebooks 01-05) on the idealised and the CT atria, regenerate figures/ and results/"
@@ -15,7 +15,8 @@ help:
 	@echo "make bench      speed benchmarks (ratios to baselines measured in the same run)"
 	@echo "make studies    the choice studies (generators, reconstruction network) on the validation split (needs 01_data's run)"
 	@echo "make sweep      the augmentation study (generator x real simulations x k x seed), then 06_sweep"
-	@echo "make clean      remove run directories and caches (keeps .venv)"
+	@echo "make site       build the static site (README, executed notebooks, API) into _build/site/"
+	@echo "make clean      remove run directories, the site and caches (keeps .venv)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +65,11 @@ studies: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/python -m egmlib.workflow.sweep --profile $(PROFILE)
 
+# The site renders the committed notebooks as they are (no execution): run `make reproduce` first
+# for fresh outputs. Open _build/site/index.html. tests/test_site.py checks it in headless Chromium.
+site: $(STAMP)
+	$(BIN)/python -m egmlib.workflow.site
+
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs _build .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -not -path './.venv/*' -exec rm -rf {} +

@@ -45,7 +45,8 @@ Modules (the public API; each documents its own functions):
   :mod:`~egmlib.workflow.studies` (the choice studies of the generators and of the
   reconstruction network), :mod:`~egmlib.workflow.sweep` (05 over a grid),
   :mod:`~egmlib.workflow.records` (what a run leaves, comparing records),
-  :mod:`~egmlib.workflow.results` (collecting records, paired tests)
+  :mod:`~egmlib.workflow.results` (collecting records, paired tests),
+  :mod:`~egmlib.workflow.site` (the static site of the README and the notebooks)
 """
 
 __version__ = "0.1.0"

@@ -41,6 +41,8 @@ HOW_TESTED: dict[str, str] = {
     "make studies": "test_make_targets_run_the_documented_modules (recipe); the study CLI on the "
                     "smoke run, one epoch a row: tests/test_studies.py",
     "make clean": "test_make_targets_run_the_documented_modules",
+    "make site": "test_make_targets_run_the_documented_modules (recipe); the same build, opened "
+                 "page by page in headless Chromium: tests/test_site.py",
     ".venv/bin/python -m egmlib.workflow.pipeline --profile smoke":
         "tests/test_notebooks.py smoke_run (the same CLI, into a temporary run directory)",
     ".venv/bin/python -m egmlib.workflow.pipeline --profile default --in-place":
@@ -123,8 +125,9 @@ def test_make_targets_run_the_documented_modules():
     assert "-m egmlib.workflow.studies --profile default" in _make_recipe("studies")
     assert "--nbval-lax" in _make_recipe("nbval")
     assert "rm -rf runs" in _make_recipe("clean")
+    assert "-m egmlib.workflow.site" in _make_recipe("site")
     assert "pytest tests" in _make_recipe("test")
-    for name in ("reproduce", "sweep", "bench", "nbval", "clean", "test", "studies"):
+    for name in ("reproduce", "sweep", "bench", "nbval", "clean", "test", "studies", "site"):
         assert f"make {name}" in HOW_TESTED
 
 

@@ -5,12 +5,12 @@ networks see are resampled to ``fs`` by the same polyphase filter as the data bu
 (:func:`~egmlib.data.store.windows`, ``scipy.signal.resample_poly``). :func:`sampling_study`
 measures, for each candidate rate, on the 500 Hz example traces a data set keeps:
 
-* ``slope_ratio``: the steepest deflection (max |dV/dt|) at ``fs`` over that at 500 Hz, median
+* ``slope_ratio``: the steepest deflection (max ``|dV/dt|``) at ``fs`` over that at 500 Hz, median
   over traces: unipolar intrinsic deflections last a few ms, so a low rate blunts them (the
   morphology metrics and local activation times depend on them);
 * ``roundtrip_corr``: correlation between a 500 Hz trace and the same trace resampled to ``fs``
   and back, median over traces: the share of the waveform the ``fs`` samples carry;
-* ``df_error_hz``: median |DF at ``fs`` - DF at 500 Hz| per rhythm
+* ``df_error_hz``: median ``|DF at fs - DF at 500 Hz|`` per rhythm
   (:func:`~egmlib.core.metrics.rhythm_df`): what the spectral metrics lose;
 * ``samples_per_window``: the window length in samples for a window of ``window_s`` seconds,
   which sets the generators' cost (linear in T for the convolutional VAEs).

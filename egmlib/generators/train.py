@@ -73,7 +73,7 @@ class Normalizer:
     Fitted with labels (VAE-C), each class gets its own scale (``class_scales``), and
     ``transform`` / ``inverse`` then need each window's label (an integer class, or a row of
     soft class weights that mixes the scales linearly). Why: AF windows are about four times
-    larger than SR ones (0.999 quantile of |x| on the default data: SR 3.1 mV, AF 7.4 mV, and
+    larger than SR ones (0.999 quantile of ``|x|`` on the default data: SR 3.1 mV, AF 7.4 mV, and
     SR is silent between beats), so one scale for both squeezed SR into a small part of the
     range. The choice study (``results/default/generator_choices.json``, validation split, 8
     epochs) could not tell the two apart (correlation SR 0.29 and AF 0.01 either way); the scale

@@ -1,13 +1,13 @@
 """Unipolar electrograms by the current-source approximation.
 
-In a homogeneous unbounded volume conductor, the extracellular potential at an electrode x is
+In a homogeneous unbounded volume conductor, the extracellular potential at an electrode x is::
 
     phi(x) = 1 / (4 pi sigma_e) * integral I_m(y) / |x - y| dA(y),
 
 with I_m the transmembrane current per unit area. In the monodomain model, with intracellular
 voltage close to V_m, I_m = h sigma_i div(grad V_m) for a wall of thickness h (Plonsey & Barr,
 *Bioelectricity*, ch. 8; Gima & Rudy, Circ. Res. 90:889, 2002). With P1 finite elements and a
-lumped mass, the integral over node n's area of the surface Laplacian is -(K V_m)_n, so
+lumped mass, the integral over node n's area of the surface Laplacian is -(K V_m)_n, so::
 
     phi = (beta / 4 pi) * sum_n q_n / |x - y_n|,   q_n = -(D_n / D_ref) (K V_m)_n,
 
@@ -38,7 +38,7 @@ EGM_SCALE = BETA_MM / (4.0 * np.pi)
 
 
 def infinite_medium_lead_field(electrodes: ArrayLike, nodes: ArrayLike) -> NDArray[np.float64]:
-    """The matrix G (n_electrodes, n_nodes) with ``phi = G @ q``: beta / (4 pi |x_e - y_n|), the
+    """The matrix G (n_electrodes, n_nodes) with ``phi = G @ q``: ``beta / (4 pi |x_e - y_n|)``, the
     1/r kernel of :func:`egmlib.physics.forward.infinite_medium` in the units of the EGMs (mV).
 
     Raises ValueError when an electrode lies on a node (the 1/r kernel is singular).

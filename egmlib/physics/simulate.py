@@ -1253,7 +1253,7 @@ def conduction_velocity(geometry: AtrialGeometry, activation_ms: NDArray) -> NDA
     """Conduction velocity (m/s, equal to mm/ms) per triangle from nodal activation times.
 
     The activation time is interpolated linearly on each triangle; its surface gradient g gives
-    the local velocity 1 / |g|. Triangles with a missing (nan) time or a vanishing gradient
+    the local velocity ``1 / |g|``. Triangles with a missing (nan) time or a vanishing gradient
     (collision of wavefronts) give nan.
     """
     v, f = geometry.mesh.vertices, geometry.mesh.faces

@@ -6,4 +6,5 @@ aggregation of its records. The top layer: nothing in egmlib imports it.
   (``make studies``)
 - :mod:`egmlib.workflow.sweep`    notebook 05 over a grid, locally or on a Dask cluster
 - :mod:`egmlib.workflow.results`  collecting run records, paired tests, the sweep's verdict
+- :mod:`egmlib.workflow.site`     the static site: README, executed notebooks, API (``make site``)
 """
