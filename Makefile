@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # Unit tests, the smoke chain through papermill (results read back) and nbval on the executed
-# smoke notebooks. `make nbval` re-executes the committed default notebooks (about 20 minutes).
+# smoke notebooks. `make nbval` re-executes the committed default notebooks (about 25 minutes).
 test: $(STAMP) lint
 	EGMLIB_QUIET=1 $(BIN)/python -m pytest tests
 

@@ -194,3 +194,30 @@ def test_bad_input(ds: Dataset, run_dir: Path, tmp_path: Path) -> None:
     tiny = make_dataset(tmp_path / "tiny", per_part=(4, 2, 1))
     with pytest.raises(ValueError, match="test split holds 1"):
         fidelity.fidelity_table(tiny, run_dir, 8, 0)
+
+
+def _row(name: str, rhythm: str, kind: str, psd_db: float, coverage: float, lsd: float,
+         corr: float, ddf: float = 0.1) -> dict:
+    return {"set": name, "label": fidelity._label(name), "rhythm": rhythm, "kind": kind,
+            "morphology": {"lsd_mean": lsd, "corr_mean": corr},
+            "distribution": {"coverage": coverage, "recall": coverage, "called_af": 0.0},
+            "spectral": {"psd_db_diff": psd_db, "df_abs_diff_hz": ddf}}
+
+
+def test_reading_compares_each_generator_with_the_ceiling_and_flags_weak_paper_metrics():
+    table = {"rows": [_row("vae_s", "SR", "model", 6.3, 0.10, 1.30, 0.09, 0.19),
+                      _row("ceiling", "SR", "reference", 2.0, 0.86, 1.39, 0.14, 0.04),
+                      _row("phase_randomised", "SR", "reference", 2.1, 0.0, 1.45, 0.07)],
+             "paper": {"set": "vae_s", "rhythm": "SR", "lsd_mean": 2.39, "corr_mean": 0.56}}
+    lines = fidelity.reading(table)
+    assert lines[0].startswith("VAE-S, SR: PSD error 6.3 dB against 2.0 dB for real windows of "
+                               "other simulations and 2.1 dB for phase-randomised surrogates; "
+                               "coverage 0.10 against 0.86")
+    assert "|dDF| 0.19 Hz against 0.04 Hz" in lines[0]
+    # LSD 1.30 below the ceiling's 1.39: the paper's metric does not rank the generator lower
+    assert lines[1].startswith("The paper's metrics barely separate") and "VAE-S SR" in lines[1]
+    assert "LSD 2.39 and correlation 0.56" in lines[2] and "LSD 1.30" in lines[2]
+    # a generator worse than real data on both paper metrics is not flagged
+    table["rows"][0]["morphology"] = {"lsd_mean": 1.80, "corr_mean": 0.01}
+    lines = fidelity.reading(table)
+    assert not any("barely separate" in line for line in lines) and len(lines) == 2

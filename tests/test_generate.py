@@ -182,3 +182,26 @@ def test_filter_pool_is_the_paper_filter_at_full_pool_and_none_at_k():
     assert np.all(np.diff(scores[:4][np.argsort(scores[:4])]) >= 0)
     with pytest.raises(ValueError, match=r"filter_pool: got 21; allowed: .*1\.\.20"):
         synthesis.filtered(synth, 21)
+
+
+def test_example_windows_take_one_window_from_each_simulation():
+    """Figures show different realisations: the first window of each of the first n simulations
+    of a rhythm in a part, never two overlapping windows of one simulation."""
+    from types import SimpleNamespace
+
+    from egmlib.generators.synthesis import example_windows
+
+    label = np.array([0, 0, 0, 1, 1, 0, 0, 0, 1])
+    split = np.array([2, 2, 2, 2, 2, 2, 1, 2, 2])  # 2 = test, 1 = val
+    sim_id = np.array([5, 5, 5, 9, 9, 3, 4, 8, 9])
+
+    def part(name: str, rhythm: str | None = None) -> np.ndarray:
+        mask = split == {"train": 0, "val": 1, "test": 2}[name]
+        return mask if rhythm is None else mask & (label == ("SR", "AF").index(rhythm))
+
+    ds = SimpleNamespace(part=part, sim_id=sim_id)
+    assert example_windows(ds, "SR", 3).tolist() == [0, 5, 7]  # simulations 5, 3, 8 in data order
+    assert example_windows(ds, "SR", 2).tolist() == [0, 5]
+    assert example_windows(ds, "AF", 3).tolist() == [3]  # one AF test simulation only
+    with pytest.raises(ValueError, match="no 'AF' windows in part 'val'"):
+        example_windows(ds, "AF", 1, part="val")

@@ -211,7 +211,10 @@ def test_nbval_smoke_notebooks_reproduce(smoke_run: Path) -> None:
     import subprocess
     import sys
 
-    nbs = [smoke_run / "notebooks" / f"{n}.ipynb" for n in ("01_data", "02_vae_s")]
+    names = ("01_data", "02_vae_s", "03_vae_c", "04_fidelity", "05_augment")
+    nbs = [smoke_run / "notebooks" / f"{n}.ipynb" for n in names]
+    for nb in nbs:  # every pipeline notebook marks its headline numbers for nbval
+        assert "# NBVAL_CHECK_OUTPUT" in nb.read_text(encoding="utf-8"), nb.name
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
          "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),

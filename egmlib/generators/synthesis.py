@@ -40,6 +40,7 @@ from egmlib.generators.train import Normalizer, load_checkpoint, train_vae
 
 __all__ = [
     "GENERATORS",
+    "example_windows",
     "filtered",
     "generator_dir",
     "kept_for_augmentation",
@@ -128,6 +129,21 @@ def load_generator(run_dir: str | Path, kind: str, device: str = "cpu"
     path = require(Path(run_dir) / kind / "checkpoint.pt", GENERATORS[kind][0])
     model, norm, meta = load_checkpoint(path, device=device)
     return model, norm, meta
+
+
+def example_windows(ds: Dataset, rhythm: str, n: int = 3, part: str = "test"
+                    ) -> NDArray[np.int64]:
+    """Indices of ``n`` windows of ``rhythm`` in ``part`` for figures: the first window of each of
+    the first ``n`` simulations (in data set order), so that the examples are different
+    realisations rather than overlapping windows of one simulation. Fewer when the part has
+    fewer simulations of that rhythm."""
+    check_int("n", n, 1)
+    idx = np.flatnonzero(ds.part(part, rhythm))
+    if len(idx) == 0:
+        raise ValueError(f"rhythm: no {rhythm!r} windows in part {part!r}")
+    sims = np.asarray(ds.sim_id)[idx]
+    _, first = np.unique(sims, return_index=True)
+    return idx[np.sort(first)][:n].astype(np.int64)
 
 
 def reconstruct(model: ConvVAE, norm: Normalizer, x: NDArray, y: NDArray | None = None
