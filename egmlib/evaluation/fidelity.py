@@ -507,7 +507,7 @@ def reading(table: Mapping[str, Any]) -> list[str]:
     """The table read, one sentence per generator row and rhythm, computed from its numbers:
     each generator against the ceiling (real windows of other simulations) and the
     phase-randomised surrogates on the metrics that separate them (PSD error in dB, coverage,
-    |dDF|, the real-trained classifier's call), then the paper's two metrics (LSD, correlation
+    ``|dDF|``, the real-trained classifier's call), then the paper's two metrics (LSD, correlation
     against the nearest held-out window) and whether they rank the generator below real data at
     all, and last the paper's figures with the statement that they come from other data."""
     lines: list[str] = []
