@@ -263,3 +263,29 @@ def test_reconstruction_gallery_pairs_each_window_with_its_reconstruction():
     assert np.allclose(traces[1].get_ydata(), 0.5 * traces[0].get_ydata())
     with pytest.raises(ValueError, match="does not match"):
         plots.reconstruction_gallery(x, x[:1])
+
+
+def test_metric_vs_k_orders_rhythms_and_keeps_generators_apart():
+    def rows(base: float) -> list[dict]:
+        return [{"k": k, "mean": base + 0.001 * k, "lo": base - 0.02, "hi": base + 0.03}
+                for k in (0, 6, 18)]
+
+    summary = {"vae_s": {"all": rows(0.3), "AF": rows(0.2), "SR": rows(0.5)},
+               "vae_c": {"all": rows(0.3), "AF": rows(0.2), "SR": rows(0.5)}}
+    fig = plots.metric_vs_k(summary, {"SR": 0.53, "AF": 0.25}, reference_label="Tikhonov")
+    axes = fig.axes[:3]
+    assert [ax.get_title(loc="left") for ax in axes] == ["SR", "AF", "SR and AF"]
+    assert plots.figure_problems(fig) == []
+    sr = axes[0]
+    xs = [line.get_xdata() for line in sr.lines if line.get_marker() == "o"]
+    assert len(xs) == 2
+    # the two generators sit on either side of each k, never on top of each other
+    assert np.all(xs[0] < np.array([0, 6, 18])) and np.all(xs[1] > np.array([0, 6, 18]))
+    assert list(sr.get_xticks()) == [0, 6, 18]
+    # the error bars span the interval: lo and hi of the first point of the first generator
+    segs = sr.containers[0][2][0].get_segments()
+    assert segs[0][0][1] == pytest.approx(0.48) and segs[0][1][1] == pytest.approx(0.53)
+    assert any(line.get_linestyle() == "--" and line.get_ydata()[0] == 0.53 for line in sr.lines)
+    assert not any(line.get_linestyle() == "--" for line in axes[2].lines)  # no "all" reference
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert sorted(labels) == ["Tikhonov", "VAE-C", "VAE-S"]

@@ -494,25 +494,33 @@ def legend_right(fig: plt.Figure, axes) -> None:
 
 def metric_vs_k(summary, reference=None, ylabel="correlation",
                 reference_label="Tikhonov"):
-    """Mean over seeds with its 95% interval against k, one panel per rhythm, one line per
-    generator (named as in :data:`GENERATOR_NAMES`); ``reference`` {rhythm: value} draws a
-    horizontal dashed line labelled ``reference_label``. The legend sits right of the panels,
-    clear of the data."""
+    """Mean over seeds with its 95% interval (error bars) against k, one panel per rhythm (SR,
+    AF, then any other group such as ``"all"``), one colour per generator (named as in
+    :data:`GENERATOR_NAMES`), generators side by side around each k so that their intervals do
+    not overlap; ``reference`` {rhythm: value} draws a horizontal dashed line labelled
+    ``reference_label``. The legend sits right of the panels, clear of the data."""
 
-    rhythms = sorted({rh for gen in summary.values() for rh in gen})
+    present = {rh for gen in summary.values() for rh in gen}
+    rhythms = [rh for rh in ("SR", "AF") if rh in present] + sorted(present - {"SR", "AF"})
+    ks = sorted({r["k"] for gen in summary.values() for rows in gen.values() for r in rows})
+    step = min(np.diff(ks)) if len(ks) > 1 else 1.0
+    dodge = 0.12 * step
     fig, axes = plt.subplots(1, len(rhythms), figsize=(4.2 * len(rhythms) + 1.6, 3.2),
                              squeeze=False)
     for ax, rhythm in zip(axes[0], rhythms):
-        for gen, by_rhythm in summary.items():
+        for i, (gen, by_rhythm) in enumerate(summary.items()):
             rows = by_rhythm.get(rhythm, [])
-            k = np.array([r["k"] for r in rows])
+            k = np.array([r["k"] for r in rows], float) + (i - (len(summary) - 1) / 2) * dodge
             m = np.array([r["mean"] for r in rows])
-            ax.plot(k, m, marker="o", ms=3, label=GENERATOR_NAMES.get(gen, gen))
-            ax.fill_between(k, [r["lo"] for r in rows], [r["hi"] for r in rows], alpha=0.15,
-                            lw=0)
+            err = np.array([[mi - r["lo"] for mi, r in zip(m, rows)],
+                            [r["hi"] - mi for mi, r in zip(m, rows)]])
+            ax.errorbar(k, m, yerr=err, marker="o", ms=4, lw=1, capsize=3,
+                        label=GENERATOR_NAMES.get(gen, gen))
         if reference and rhythm in reference:
             ax.axhline(reference[rhythm], color="0.5", ls="--", lw=1, label=reference_label)
-        ax.set(xlabel="k (synthetic windows added)", ylabel=ylabel, title=rhythm)
+        ax.set_xticks(ks)
+        ax.set(xlabel="k (synthetic windows added)", ylabel=ylabel)
+        ax.set_title(rhythm if rhythm != "all" else "SR and AF", loc="left")
     legend_right(fig, axes)
     fig.tight_layout()
     return fig
