@@ -27,11 +27,11 @@ def ds(tmp_path):
 def test_amplitude_ratio_hand_worked():
     t = np.linspace(0, 1, 50)
     x = np.stack([np.sin(2 * np.pi * 3 * t), np.cos(2 * np.pi * 2 * t), np.ones(50)], -1)[None]
-    r = bl.amplitude_ratio(x, 2.0 * x + 5.0)  # a gain of 2 and an offset: ratio 2
+    r = metrics.amplitude_ratio(x, 2.0 * x + 5.0)  # a gain of 2 and an offset: ratio 2
     np.testing.assert_allclose(r[0, :2], 2.0)
     assert np.isnan(r[0, 2])                   # constant truth: no ratio
     with pytest.raises(ValueError, match="recon"):
-        bl.amplitude_ratio(x, x[..., :2])
+        metrics.amplitude_ratio(x, x[..., :2])
 
 
 def test_relative_tikhonov_is_tikhonov_at_r_times_smax():
@@ -145,3 +145,30 @@ def test_evaluate_takes_stored_baselines_and_checks_them(ds, monkeypatch):
     assert res["tikhonov"]["lambda_median"] == stored["lambdas"]["lcurve"]
     with pytest.raises(ValueError, match="noise_seed"):
         augment.evaluate(object(), ds, 15.0, seed=4, baseline=stored)
+
+
+def test_tikhonov_evaluation_reports_amplitude_and_signal_rms(ds):
+    from egmlib import data
+    tik = data.tikhonov_evaluation(ds, snr_db=60.0, seed=0)
+    for rhythm in ("SR", "AF"):
+        r = tik[rhythm]
+        idx = np.flatnonzero(ds.part("test", rhythm))
+        # the fake windows are unit sines plus 10% noise: RMS sqrt(1/2 + 0.01)
+        assert r["truth_rms"] == pytest.approx(np.sqrt(np.mean(ds.egm[idx].astype(float) ** 2)))
+        assert r["truth_rms"] == pytest.approx(np.sqrt(0.51), rel=0.1)
+        assert 0 < r["amp_ratio_median"] < 10 and r["n"] == len(idx)  # one test torso
+
+
+def test_inverse_reading_names_over_amplification_only_where_rmse_exceeds_the_signal():
+    from egmlib import data
+    agree = {"corr_median": 0.89, "corr_min": -0.46, "rel_error_median": 0.38,
+             "rel_error_max": 1.28}
+    tik = {"SR": {"corr_mean": 0.55, "rmse_mean": 0.27, "truth_rms": 0.40, "amp_ratio_median": 0.8},
+           "AF": {"corr_mean": 0.15, "rmse_mean": 6.87, "truth_rms": 1.50, "amp_ratio_median": 5.2}}
+    lines = data.inverse_reading(tik, agree)
+    assert "median correlation 0.89" in lines[0] and "-0.46" in lines[0]
+    assert lines[1].startswith("SR:") and "0.55" in lines[1] and "0.8x" in lines[1]
+    assert lines[2].startswith("AF:") and "6.87 mV" in lines[2] and "5.2x" in lines[2]
+    assert lines[3].startswith("In AF the RMSE exceeds")
+    tik["AF"]["rmse_mean"] = 1.0  # below the signal's RMS: nothing to name
+    assert len(data.inverse_reading(tik, agree)) == 3

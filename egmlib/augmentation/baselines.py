@@ -30,7 +30,8 @@ are never read by the choice.
 
 Amplitude: each method's scores add ``amp_ratio_median``, the median over windows and sites of
 the standard deviation over time of the reconstruction divided by that of the truth
-(:func:`amplitude_ratio`): 1 is the right amplitude, Tikhonov's L-curve overshoots on AF.
+(:func:`egmlib.core.metrics.amplitude_ratio`): 1 is the right amplitude, Tikhonov's L-curve
+overshoots on AF.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ __all__ = [
     "BASELINES",
     "RELATIVE_LAMBDAS",
     "VALIDATION_NOISE_SEED",
-    "amplitude_ratio",
     "baselines",
     "cached_baselines",
     "relative_tikhonov",
@@ -68,25 +68,13 @@ RELATIVE_LAMBDAS = np.logspace(0.0, -8.0, 49)
 VALIDATION_NOISE_SEED = 20_251_217
 
 
-def amplitude_ratio(truth: ArrayLike, recon: ArrayLike) -> NDArray[np.float64]:
-    """Standard deviation over time of ``recon`` divided by that of ``truth``, per window and
-    site: ``(n, T, C)`` pairs give ``(n, C)``. Sites whose truth is constant in time give NaN."""
-    x = np.asarray(truth, np.float64)
-    y = np.asarray(recon, np.float64)
-    if x.shape != y.shape or x.ndim < 2:
-        raise ValueError(f"recon: expected the shape of truth {x.shape}; got {y.shape}")
-    sx, sy = x.std(axis=-2), y.std(axis=-2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sx > 0, sy / sx, np.nan)
-
-
 def _summary(truth: NDArray, recon: NDArray, df_err: NDArray) -> dict[str, Any]:
     out: dict[str, Any] = metrics.compare(truth, recon)
     finite = df_err[np.isfinite(df_err)]
     out["df_err_mean"] = float(finite.mean()) if finite.size else float("nan")
     out["df_err_std"] = float(finite.std()) if finite.size else float("nan")
     out["df_err_median"] = float(np.median(finite)) if finite.size else float("nan")
-    amp = amplitude_ratio(truth, recon)
+    amp = metrics.amplitude_ratio(truth, recon)
     out["amp_ratio_median"] = (float(np.nanmedian(amp)) if np.isfinite(amp).any()
                                else float("nan"))
     out["n"] = len(truth)
@@ -100,8 +88,8 @@ def scores(truth: ArrayLike, recon: ArrayLike, labels: ArrayLike, fs: float
     LSD: mean and std over windows and sites), the DF error against the truth
     (``df_err_mean/std/median``, Hz; :func:`egmlib.core.metrics.rhythm_df` with each window's
     rhythm's method; NaN DFs of constant reconstructions are left out), ``amp_ratio_median``
-    (:func:`amplitude_ratio`) and ``n`` windows. ``labels``: each window's class index in
-    :data:`egmlib.data.LABELS`."""
+    (:func:`egmlib.core.metrics.amplitude_ratio`) and ``n`` windows. ``labels``: each window's
+    class index in :data:`egmlib.data.LABELS`."""
     x = np.asarray(truth, np.float64)
     y = np.asarray(recon, np.float64)
     lab = np.asarray(labels)

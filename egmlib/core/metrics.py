@@ -103,6 +103,7 @@ __all__ = [
     "SR_DF_WINDOW",
     "DFSettings",
     "active_units",
+    "amplitude_ratio",
     "compare",
     "coverage",
     "cycle_length_variability",
@@ -343,6 +344,19 @@ def rmse(x: ArrayLike, y: ArrayLike) -> np.ndarray:
     """Root-mean-square error over time, per site: ``sqrt(mean_t (x - y)^2)``, ``(..., C)``."""
     a, b = _pair(x, y, min_t=1)
     return np.sqrt(np.mean((a - b) ** 2, axis=-2))
+
+
+def amplitude_ratio(truth: ArrayLike, recon: ArrayLike) -> np.ndarray:
+    """Standard deviation over time of ``recon`` divided by that of ``truth``, per window and
+    site: ``(n, T, C)`` pairs give ``(n, C)``; 1 is the right amplitude. Sites whose truth is
+    constant in time give NaN."""
+    x = np.asarray(truth, np.float64)
+    y = np.asarray(recon, np.float64)
+    if x.shape != y.shape or x.ndim < 2:
+        raise ValueError(f"recon: expected the shape of truth {x.shape}; got {y.shape}")
+    sx, sy = x.std(axis=-2), y.std(axis=-2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sx > 0, sy / sx, np.nan)
 
 
 def lsd(x: ArrayLike, y: ArrayLike, floor: float = LSD_FLOOR) -> np.ndarray:

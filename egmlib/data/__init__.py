@@ -12,7 +12,7 @@ checking. It is split into
   :func:`assign_splits`) and :func:`build_dataset`, which runs them; :data:`DATA_KEYS`;
 * :mod:`egmlib.data.analysis`: measurements and post-hoc analyses (:func:`physics_summary`,
   :func:`count_table`, :func:`noisy_bspm`, :func:`tikhonov_evaluation`,
-  :func:`sr_activation_map`, :func:`formulation_agreement`);
+  :func:`inverse_reading`, :func:`sr_activation_map`, :func:`formulation_agreement`);
 * :mod:`egmlib.data.export`: the data set as one self-describing NetCDF4 file for other tools
   (:func:`to_xarray`, :func:`export_dataset`, :func:`read_exported`; readable with
   ``xarray.open_dataset`` alone). The ``.npy`` folder stays the working format.
@@ -66,6 +66,7 @@ from egmlib.data.analysis import (
     af_regularity_summary,
     count_table,
     formulation_agreement,
+    inverse_reading,
     noisy_bspm,
     physics_summary,
     sr_activation_map,
@@ -143,6 +144,7 @@ __all__ = [
     "export_dataset",
     "exported_manifest",
     "formulation_agreement",
+    "inverse_reading",
     "load_dataset",
     "make_anatomy",
     "make_bspms",
