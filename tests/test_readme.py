@@ -40,6 +40,8 @@ HOW_TESTED: dict[str, str] = {
     "make nbval": "test_make_targets_run_the_documented_modules",
     "make studies": "test_make_targets_run_the_documented_modules (recipe); the study CLI on the "
                     "smoke run, one epoch a row: tests/test_studies.py",
+    "python -m egmlib.workflow.studies --study budget":
+        "tests/test_studies.py test_cli_writes_the_budget_record (smoke run, two epochs a row)",
     "make clean": "test_make_targets_run_the_documented_modules",
     "make site": "test_make_targets_run_the_documented_modules (recipe); the same build, opened "
                  "page by page in headless Chromium: tests/test_site.py",

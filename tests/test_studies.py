@@ -146,3 +146,57 @@ def test_the_recon_defaults_are_the_committed_choice():
     assert (p.recon_min_epochs, p.recon_patience) == (choice["rule"]["min_epochs"],
                                                        choice["rule"]["patience"])
     assert p.recon_epochs == record["epochs"]
+
+
+def test_plateau_gain_hand_worked():
+    # still falling: the last quarter (1 value) gains (2 - 1) / 2 on the best before it
+    assert studies.plateau_gain([4.0, 3.0, 2.0, 1.0]) == pytest.approx(0.5)
+    # best at epoch 2, then worse: no gain (negative), a plateau
+    assert studies.plateau_gain([4.0, 1.0, 1.5, 1.2]) == pytest.approx(-0.2)
+    # eight epochs: the last quarter is the last two
+    curve = [8.0, 6.0, 5.0, 4.5, 4.2, 4.0, 3.99, 3.98]
+    assert studies.plateau_gain(curve) == pytest.approx((4.0 - 3.98) / 4.0)
+    assert studies.plateau_gain(curve) < studies.PLATEAU_TOL
+    for bad in ([1.0], [1.0, float("nan")], [[1.0, 2.0]]):
+        with pytest.raises(ValueError, match="curve"):
+            studies.plateau_gain(bad)
+
+
+def test_the_budget_study_keeps_curves_on_the_validation_split(smoke_run: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    ds = data.load_dataset(smoke_run)
+    part = ds.part
+
+    def guarded(name: str, rhythm: str | None = None):
+        if name == "test":
+            raise AssertionError("the budget study read the test split")
+        return part(name, rhythm)
+
+    monkeypatch.setattr(ds, "part", guarded)
+    rows = [("two epochs", {"epochs": 2}), ("two epochs, x0.5", {"epochs": 2, "lr_decay": 0.5})]
+    study = studies.budget_study(ds, _smoke_values(smoke_run), rows)
+    assert study["split"] == "val" and [r["label"] for r in study["rows"]] == [r[0] for r in rows]
+    for row in study["rows"]:
+        assert row["epochs_run"] == len(row["val_total"]) == 2
+        assert 1 <= row["best_epoch"] <= 2
+        assert row["best_epoch"] == int(np.argmin(row["val_total"])) + 1
+        assert row["plateau_gain"] == pytest.approx(studies.plateau_gain(row["val_total"]),
+                                                    abs=1e-5)
+        assert row["converged"] == (row["plateau_gain"] < studies.PLATEAU_TOL)
+        assert -1.0 <= row["val"]["SR"]["corr_mean"] <= 1.0
+    again = studies.budget_row(ds, study["base"], rows[0][1], rows[0][0])
+    assert again["val_total"] == study["rows"][0]["val_total"]  # same seed, same curve
+    with pytest.raises(ValueError, match="lr_decay"):
+        studies.budget_study(ds, _smoke_values(smoke_run), [("bad", {"lr_decay": 2.0})])
+    with pytest.raises(ValueError, match="changes"):
+        studies.budget_study(ds, _smoke_values(smoke_run), [("bad", {"optimiser": "sgd"})])
+
+
+def test_cli_writes_the_budget_record(smoke_run: Path, capsys: pytest.CaptureFixture):
+    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--epochs", "2",
+                         "--study", "budget"]) == 0
+    record = json.loads((smoke_run / "results" / "generator_budget.json").read_text())
+    assert [r["label"] for r in record["rows"]] == [r[0] for r in studies.BUDGET_ROWS]
+    assert all(r["epochs"] == 2 and len(r["val_total"]) == 2 for r in record["rows"])
+    assert record["split"] == "val" and record["plateau_tol"] == studies.PLATEAU_TOL
+    assert "last-quarter gain" in capsys.readouterr().out

@@ -20,6 +20,14 @@ the spectral loss weight. The budget is short (about a minute a row on 2 cores) 
 fits in a quarter of an hour; the full-budget training curve of the chosen settings is notebook
 02's and 03's validation history.
 
+The budget study (:func:`budget_study`, record ``results/<profile>/generator_budget.json``,
+``--study budget``) asks whether VAE-S converges: each row of :data:`BUDGET_ROWS` trains VAE-S
+at a full budget (tens of epochs, with the notebook's early stopping) and keeps the whole
+validation curve (total loss per epoch), the epoch whose weights were kept and
+:func:`plateau_gain`, the relative gain of the curve's last quarter over the best before it. A
+row has converged when that gain is below :data:`PLATEAU_TOL` (a plateau). The rows and the
+tolerance were fixed before the study ran; the test split is never read.
+
 The reconstruction network's choice study (:func:`recon_choice_study`, record
 ``results/<profile>/recon_choices.json``) does the same for the BSPM -> EGM network of notebook
 05: each row of :data:`RECON_CHOICES` (loss weights, learning rate) trains the network on the
@@ -55,8 +63,9 @@ from egmlib.data import LABELS, Dataset, load_dataset
 from egmlib.generators import synthesis
 from egmlib.generators.generate import generate
 
-__all__ = ["CHOICES", "RECON_CHOICES", "RECON_STUDY_EPOCHS", "RECON_STUDY_SEEDS",
-           "STOPPING_RULES", "STUDY_EPOCHS", "choice_row", "choice_study", "choose_recon", "main",
+__all__ = ["BUDGET_ROWS", "CHOICES", "PLATEAU_TOL", "RECON_CHOICES", "RECON_STUDY_EPOCHS",
+           "RECON_STUDY_SEEDS", "STOPPING_RULES", "STUDY_EPOCHS", "budget_row", "budget_study",
+           "choice_row", "choice_study", "choose_recon", "main", "plateau_gain",
            "recon_choice_study", "recon_row"]
 
 #: Epochs per row, per generator (equal budget inside a generator's rows).
@@ -100,6 +109,20 @@ RECON_CHOICES: tuple[tuple[str, dict[str, float]], ...] = (
 STOPPING_RULES: tuple[tuple[int, int], ...] = ((0, 5), (0, 8), (10, 5), (10, 8), (15, 8),
                                                (RECON_STUDY_EPOCHS, 1))
 _RECON_KEYS = ("w_corr", "beta", "lr")
+
+#: The budget study's rows (VAE-S; changes against the notebook's settings, which train 60
+#: epochs with the learning rate x0.98 per epoch and stop after 10 epochs without validation
+#: gain): the same settings given 100 epochs (the first 60 epochs are 02's own training, same
+#: seed), a faster decay of the learning rate, and that decay at batch 8 (fewer, cheaper steps
+#: per epoch: about 1.5x the windows per second of batch 4 in ``make bench``).
+BUDGET_ROWS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("notebook settings, 100 epochs", {"epochs": 100}),
+    ("lr x0.95 per epoch, 60 epochs", {"lr_decay": 0.95}),
+    ("batch 8, lr x0.95 per epoch, 60 epochs", {"batch_size": 8, "lr_decay": 0.95}),
+)
+#: Largest relative gain of the validation curve's last quarter over the best before it that
+#: still counts as a plateau (:func:`plateau_gain`).
+PLATEAU_TOL = 0.01
 
 _MODEL_KEYS = ("site_order", "init", "class_scales")
 _N_GENERATED = 50
@@ -158,6 +181,74 @@ def choice_row(ds: Dataset, kind: str, base: Mapping[str, Any], changes: Mapping
         x_af = np.asarray(ds.egm[ds.part("val", "AF")])[..., columns]
         row["af_collapse"] = collapse_report(model, norm, x_af, np.full(len(x_af), af))
     return row
+
+
+def plateau_gain(curve: Sequence[float]) -> float:
+    """Relative gain of a validation-loss curve in its last quarter: ``(b - q) / |b|`` with
+    ``q`` the minimum over the last ``max(1, n // 4)`` epochs and ``b`` the minimum before them.
+    Positive while the curve still falls, at most 0 on a plateau or when it rises again.
+
+    >>> plateau_gain([4.0, 3.0, 2.0, 1.0])
+    0.5
+    >>> plateau_gain([4.0, 1.0, 1.5, 1.2])
+    -0.2
+    """
+    c = np.asarray(curve, np.float64)
+    if c.ndim != 1 or len(c) < 2 or not np.all(np.isfinite(c)):
+        raise ValueError(f"curve: expected a list of at least 2 finite values; got shape "
+                         f"{c.shape}")
+    q = max(1, len(c) // 4)
+    before, last = float(c[:-q].min()), float(c[-q:].min())
+    return (before - last) / abs(before)
+
+
+def budget_row(ds: Dataset, base: Mapping[str, Any], changes: Mapping[str, Any],
+               label: str = "") -> dict[str, Any]:
+    """Train VAE-S with ``base`` changed by ``changes`` and keep its validation curve (module
+    docstring): ``epochs_run``, ``best_epoch`` (counted from 1), ``stopped_early``,
+    ``val_total`` (per epoch), ``plateau_gain``, ``converged`` (gain below
+    :data:`PLATEAU_TOL`), ``seconds`` and the kept model's validation reconstruction metrics."""
+    _check_changes(changes)
+    p = {**base, **changes}
+    _params.GeneratorConfig.from_values(p)
+    columns = ds.site_permutation(ds.manifest["params"].get("site_order", "fps"))
+    t0 = time.perf_counter()
+    model, norm, hist = synthesis.train_generator(ds, "vae_s", p, None, show_progress=False,
+                                                  columns=columns)
+    seconds = time.perf_counter() - t0
+    curve = [float(v) for v in hist["val"]["total"]]
+    gain = plateau_gain(curve)
+    return {"label": label, "changes": dict(changes), "epochs": int(p["epochs"]),
+            "epochs_run": int(hist["epochs_run"]), "best_epoch": int(hist["best_epoch"]) + 1,
+            "stopped_early": bool(hist["stopped_early"]), "seconds": seconds,
+            "val_total": [round(v, 6) for v in curve], "plateau_gain": gain,
+            "converged": gain < PLATEAU_TOL,
+            "val": synthesis.reconstruction_metrics(model, norm, ds, "vae_s", "val", columns)}
+
+
+def budget_study(ds: Dataset, values: Mapping[str, Any],
+                 rows: Sequence[tuple[str, Mapping[str, Any]]] = BUDGET_ROWS,
+                 log: Any = None, epochs: int | None = None) -> dict[str, Any]:
+    """Every row of ``rows`` (:func:`budget_row`) on VAE-S's parameters for the profile
+    ``values``; the rows are checked before the first trains. ``epochs`` replaces every row's
+    budget (the tests run a few epochs)."""
+    base = _base("vae_s", values)
+    if epochs is not None:
+        rows = [(label, {**changes, "epochs": epochs}) for label, changes in rows]
+    for _, changes in rows:
+        _check_changes(changes)
+        _params.GeneratorConfig.from_values({**base, **changes})
+    out = []
+    for label, changes in rows:
+        row = budget_row(ds, base, changes, label)
+        out.append(row)
+        if log is not None:
+            print(f"vae_s {label}: best epoch {row['best_epoch']} of {row['epochs_run']}, "
+                  f"last-quarter gain {row['plateau_gain']:+.3f}, validation correlation "
+                  f"{row['val']['SR']['corr_mean']:.3f}, {row['seconds']:.0f} s", file=log,
+                  flush=True)
+    return {"split": "val", "generator": "vae_s", "plateau_tol": PLATEAU_TOL, "base": base,
+            "rows": out}
 
 
 def _base(kind: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -278,15 +369,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile's data set and write its record."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
-    ap.add_argument("--study", choices=("all", "generators", "recon"), default="all",
-                    help="which study: the generators', the reconstruction network's, or both")
+    ap.add_argument("--study", choices=("all", "generators", "recon", "budget"), default="all",
+                    help="which study: the generators', the reconstruction network's, both "
+                         "(all), or VAE-S's budget study (not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only")
     ap.add_argument("--run-dir", default=None,
                     help="run directory holding the data set (default: the profile's)")
     ap.add_argument("--epochs", type=int, default=None,
                     help="epochs per row for every generator and the reconstruction network "
-                         "(default: STUDY_EPOCHS, RECON_STUDY_EPOCHS)")
+                         "(default: STUDY_EPOCHS, RECON_STUDY_EPOCHS; the budget study: each "
+                         "row's own)")
     a = ap.parse_args(argv)
     if a.epochs is not None and a.epochs < 1:
         ap.error(f"--epochs: got {a.epochs}; allowed: an integer >= 1")
@@ -305,6 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = choice_study(ds, values, rows, log=sys.stdout, epochs=epochs)
         study["provenance"] = provenance(base)
         path = save_record("generator_choices", study, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "budget":
+        budget = budget_study(ds, values, log=sys.stdout, epochs=a.epochs)
+        budget["provenance"] = provenance(base)
+        path = save_record("generator_budget", budget, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
