@@ -20,18 +20,24 @@ def _smoke_values(run_dir: Path) -> dict:
     return {**params.load_profile(ROOT / "params" / "smoke.yaml"), "run_dir": str(run_dir)}
 
 
-def test_the_study_never_reads_the_test_split(smoke_run: Path, monkeypatch: pytest.MonkeyPatch):
-    ds = data.load_dataset(smoke_run)
+def _forbid_test_split(ds, monkeypatch: pytest.MonkeyPatch, study: str) -> list[str]:
+    """Make ``ds.part("test")`` raise (naming ``study``); returns the list of parts asked for."""
     part = ds.part
     asked: list[str] = []
 
     def guarded(name: str, rhythm: str | None = None):
         asked.append(name)
         if name == "test":
-            raise AssertionError("the choice study read the test split")
+            raise AssertionError(f"the {study} read the test split")
         return part(name, rhythm)
 
     monkeypatch.setattr(ds, "part", guarded)
+    return asked
+
+
+def test_the_study_never_reads_the_test_split(smoke_run: Path, monkeypatch: pytest.MonkeyPatch):
+    ds = data.load_dataset(smoke_run)
+    asked = _forbid_test_split(ds, monkeypatch, "choice study")
     rows = [r for r in studies.CHOICES if r[2] in ({}, {"site_order": "fps"})]
     study = studies.choice_study(ds, _smoke_values(smoke_run), rows,
                                  epochs={"vae_s": 1, "vae_c": 1})
@@ -84,14 +90,7 @@ def test_cli_writes_the_record(smoke_run: Path, capsys: pytest.CaptureFixture):
 def test_the_recon_study_never_reads_the_test_split(smoke_run: Path,
                                                     monkeypatch: pytest.MonkeyPatch):
     ds = data.load_dataset(smoke_run)
-    part = ds.part
-
-    def guarded(name: str, rhythm: str | None = None):
-        if name == "test":
-            raise AssertionError("the reconstruction study read the test split")
-        return part(name, rhythm)
-
-    monkeypatch.setattr(ds, "part", guarded)
+    _forbid_test_split(ds, monkeypatch, "reconstruction study")
     rows = studies.RECON_CHOICES[:2]
     study = studies.recon_choice_study(ds, _smoke_values(smoke_run), rows, seeds=(0,),
                                        epochs=2)
@@ -165,14 +164,7 @@ def test_plateau_gain_hand_worked():
 def test_the_budget_study_keeps_curves_on_the_validation_split(smoke_run: Path,
                                                                monkeypatch: pytest.MonkeyPatch):
     ds = data.load_dataset(smoke_run)
-    part = ds.part
-
-    def guarded(name: str, rhythm: str | None = None):
-        if name == "test":
-            raise AssertionError("the budget study read the test split")
-        return part(name, rhythm)
-
-    monkeypatch.setattr(ds, "part", guarded)
+    _forbid_test_split(ds, monkeypatch, "budget study")
     rows = [("two epochs", {"epochs": 2}), ("two epochs, x0.5", {"epochs": 2, "lr_decay": 0.5})]
     study = studies.budget_study(ds, _smoke_values(smoke_run), rows)
     assert study["split"] == "val" and [r["label"] for r in study["rows"]] == [r[0] for r in rows]

@@ -113,8 +113,8 @@ _RECON_KEYS = ("w_corr", "beta", "lr")
 #: The budget study's rows (VAE-S; changes against the notebook's settings, which train 60
 #: epochs with the learning rate x0.98 per epoch and stop after 10 epochs without validation
 #: gain): the same settings given 100 epochs (the first 60 epochs are 02's own training, same
-#: seed), a faster decay of the learning rate, and that decay at batch 8 (fewer, cheaper steps
-#: per epoch: about 1.5x the windows per second of batch 4 in ``make bench``).
+#: seed), a faster decay of the learning rate, and that decay at batch 8 (half the optimiser
+#: steps per epoch; each row's wall time is in the record).
 BUDGET_ROWS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("notebook settings, 100 epochs", {"epochs": 100}),
     ("lr x0.95 per epoch, 60 epochs", {"lr_decay": 0.95}),
