@@ -22,9 +22,11 @@ Sections (each a function returning a list of rows):
 * ``recon``, ``baselines``, ``sweep``: the augmentation experiment (:mod:`benchmarks.augment`):
   training pairs/s of the reconstruction network, the baselines computed against cached, and a
   small 05 grid serially against two workers.
-* ``train``: :func:`benchmarks.train.training_throughput`, eager against optimised, 400 x 256 and
-  (full) 400 x 2048, with the FLOPs of a step (:func:`benchmarks.train.training_flops`) and the
-  machine's matrix-product rate (:func:`benchmarks.train.matmul_gflops`) as the ceiling.
+* ``train``: :func:`benchmarks.train.training_throughput`, eager against optimised (and, where
+  the processor has bfloat16 arithmetic, mixed precision; also at 02's batch of 4 against
+  float32), 400 x 256 and (full) 400 x 2048, with the FLOPs of a step
+  (:func:`benchmarks.train.training_flops`) and the machine's matrix-product rate
+  (:func:`benchmarks.train.matmul_gflops`) as the ceiling.
 """
 
 from __future__ import annotations
@@ -213,7 +215,9 @@ def bench_transfer(quick: bool) -> list[Row]:
 def bench_train(quick: bool) -> list[Row]:
     from benchmarks import train
     from egmlib.generators.models import VAEConfig
+    from egmlib.generators.train import resolve_precision
 
+    bf16 = resolve_precision("auto") == "bfloat16"
     rows: list[Row] = []
     # the machine's dense float32 rate, measured in the same run: a ceiling for the training
     # steps, whose work is almost all convolutions (train.training_flops)
@@ -226,7 +230,7 @@ def bench_train(quick: bool) -> list[Row]:
         batch, n_batches = (32, 4) if c <= 256 else (8, 3)
         res = {v: train.training_throughput(cfg, batch_size=batch, n_batches=n_batches,
                                             variant=v)
-               for v in ("eager", "optimized")}
+               for v in ("eager", "optimized", *(("bfloat16",) if bf16 else ()))}
         base = res["eager"]["windows_per_s"]
         for v, r in res.items():
             rows.append({"section": "train", "item": f"VAE 400 x {c} {v}",
@@ -235,6 +239,16 @@ def bench_train(quick: bool) -> list[Row]:
                          "gflop_per_window": gflop, "gflops": r["windows_per_s"] * gflop,
                          "of_matmul": r["windows_per_s"] * gflop / peak,
                          "batch": batch, "n_batches": n_batches, "threads": r["threads"]})
+    if bf16:  # 02's own batch (4): mixed precision against the float32 path it replaces
+        cfg = VAEConfig(T=400, C=256)
+        res = {v: train.training_throughput(cfg, batch_size=4, n_batches=10, warmup=3,
+                                            variant=v) for v in ("optimized", "bfloat16")}
+        for v, r in res.items():
+            rows.append({"section": "train", "item": f"VAE 400 x 256 {v}, batch 4",
+                         "windows_per_s": r["windows_per_s"], "seconds": r["seconds"],
+                         "ratio": r["windows_per_s"] / res["optimized"]["windows_per_s"],
+                         "baseline": "optimized, batch 4", "batch": 4, "n_batches": 10,
+                         "threads": r["threads"]})
     return rows
 
 

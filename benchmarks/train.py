@@ -48,16 +48,19 @@ from egmlib.generators.train import prepare_model
 __all__ = ["VARIANTS", "matmul_gflops", "training_flops", "training_throughput"]
 
 #: The implementations :func:`training_throughput` compares.
-VARIANTS = ("eager", "optimized", "compiled")
+VARIANTS = ("eager", "optimized", "compiled", "bfloat16")
 
 
 def _loss(model: ConvVAE, net: Any, x: torch.Tensor, y: torch.Tensor | None,
-          weights: LossWeights | None) -> torch.Tensor:
+          weights: LossWeights | None, bf16: bool = False) -> torch.Tensor:
     """The total VAE loss (beta 1e-3) of one batch through ``net`` (``model`` or a compiled
-    version of it); the prior always comes from ``model``."""
-    x_hat, mu, logvar = net(x, y)
+    version of it), the model under bfloat16 autocast with ``bf16`` (the loss in float32); the
+    prior always comes from ``model``."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        x_hat, mu, logvar = net(x, y)
     prior = model.prior(y, batch=x.shape[0]) if model.conditional else None
-    return vae_loss(x, x_hat, mu, logvar, 1e-3, prior=prior, weights=weights)["total"]
+    return vae_loss(x, x_hat.float(), mu.float(), logvar.float(), 1e-3, prior=prior,
+                    weights=weights)["total"]
 
 
 def training_flops(config: VAEConfig, batch_size: int = 1,
@@ -116,10 +119,11 @@ def training_throughput(config: VAEConfig, batch_size: int = 32, n_batches: int 
     smoothing, the loss's STFT through ``torch.stft``); ``optimized`` -- what ``train_vae``
     uses (channels-last weights and the fast paths of ``prepare_model``, the loss's STFT as
     one matrix product); ``compiled`` -- ``optimized`` plus ``torch.compile`` of the model (slow
-    to start). ``threads``: torch intra-op threads on the CPU (default
-    :func:`egmlib.core.process.default_threads`). Random windows; ``warmup`` steps are run and not
-    timed. Returns the settings with ``windows_per_s``, ``seconds`` (timed steps) and
-    ``warmup_s``.
+    to start); ``bfloat16`` -- ``optimized`` in mixed precision, as ``train_vae`` runs with
+    ``precision="bfloat16"`` (:func:`egmlib.generators.train.resolve_precision`). ``threads``:
+    torch intra-op threads on the CPU (default :func:`egmlib.core.process.default_threads`).
+    Random windows; ``warmup`` steps are run and not timed. Returns the settings with
+    ``windows_per_s``, ``seconds`` (timed steps) and ``warmup_s``.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant: got {variant!r}; allowed: one of {', '.join(VARIANTS)}")
@@ -138,7 +142,7 @@ def training_throughput(config: VAEConfig, batch_size: int = 32, n_batches: int 
         weights = LossWeights(stft="torch" if variant == "eager" else "matmul")
 
         def step() -> None:
-            loss = _loss(model, net, x, y, weights)
+            loss = _loss(model, net, x, y, weights, bf16=variant == "bfloat16")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -141,7 +141,8 @@ def test_bad_input_raises_before_training(ds, monkeypatch):
              ((ds, synth, 1, 0), {}, "generator:"),
              ((ds, synth[:, :10], 1, 0), {"generator": "vae_s"}, "synth_egm:"),
              ((ds, None, 0, 0), {"epochs": 0}, "epochs:"),
-             ((ds, None, 0, 0), {"config": {"T": 10}}, "config:")]
+             ((ds, None, 0, 0), {"config": {"T": 10}}, "config:"),
+             ((ds, None, 0, 0), {"precision": "half"}, "precision:")]
     for args, kw, match in cases:
         with pytest.raises(ValueError, match=match):
             augment.run_augmentation(*args, **kw)

@@ -76,8 +76,11 @@ def test_validate_fills_defaults_and_promotes_ints():
 
 
 def test_a_notebook_can_override_a_schema_default():
-    """VAE-C sees twice VAE-S's windows per epoch, so its default epochs are fewer."""
-    assert validate("02_vae_s", {}).epochs == params.SPECS["epochs"].default == 60
+    """VAE-C sees twice VAE-S's windows per epoch, so its default epochs are fewer; it trains
+    in float32 where VAE-S takes the schema's automatic precision."""
+    assert validate("02_vae_s", {}).epochs == params.SPECS["epochs"].default == 110
+    assert validate("02_vae_s", {}).precision == "auto"
+    assert validate("03_vae_c", {}).precision == "float32"
     assert validate("03_vae_c", {}).epochs == params.NOTEBOOK_DEFAULTS["03_vae_c"]["epochs"] == 40
     assert validate("03_vae_c", {"epochs": 25}).epochs == 25  # an explicit value wins
     for notebook, overrides in params.NOTEBOOK_DEFAULTS.items():

@@ -42,6 +42,11 @@ HOW_TESTED: dict[str, str] = {
                     "smoke run, one epoch a row: tests/test_studies.py",
     "python -m egmlib.workflow.studies --study budget":
         "tests/test_studies.py test_cli_writes_the_budget_record (smoke run, two epochs a row)",
+    "python -m egmlib.workflow.studies --study precision":
+        "tests/test_studies.py test_cli_writes_the_precision_record (smoke run, one epoch a row)",
+    "python -m egmlib.workflow.studies --study recon_precision":
+        "tests/test_studies.py test_cli_writes_the_recon_precision_record (smoke run, two "
+        "epochs a row)",
     "make clean": "test_make_targets_run_the_documented_modules",
     "make site": "test_make_targets_run_the_documented_modules (recipe); the same build, opened "
                  "page by page in headless Chromium: tests/test_site.py",

@@ -23,6 +23,7 @@ from egmlib.augmentation.recon import (
     train_recon,
 )
 from egmlib.core import metrics
+from egmlib.generators.train import resolve_precision
 
 T, N_REC, N_EL = 64, 16, 64
 TINY = {"channels": (8, 16, 16), "latent_dim": 16}
@@ -116,11 +117,15 @@ def test_moment_loss_equals_the_direct_loss_and_its_gradients():
     assert torch.allclose(grads[1], grads[0], rtol=1e-3, atol=1e-5 * scale)
 
 
-def test_overfits_a_tiny_set():
+@pytest.mark.parametrize("precision", [
+    "float32", pytest.param("bfloat16", marks=pytest.mark.skipif(
+        resolve_precision("auto") != "bfloat16", reason="no bfloat16 arithmetic here"))])
+def test_overfits_a_tiny_set(precision):
     egm, _, bspm = smooth_pairs(8)
     m = tiny_model(beta=1e-4, channels=(16, 16, 32))
     h = train_recon(m, bspm, egm, bspm, egm, epochs=150, batch_size=8, lr=5e-3, seed=0,
-                    patience=150, progress=False)
+                    patience=150, progress=False, precision=precision)
+    assert h["settings"]["precision"] == precision
     rec = predict(m, bspm)
     corr = metrics.pearson(egm, rec).mean()
     assert corr > 0.9, (corr, h["best_epoch"])
@@ -158,6 +163,8 @@ def test_bad_input_is_named():
         train_recon(m, bspm, egm, bspm, egm[:3], epochs=1, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         train_recon(m, bspm, egm, bspm, egm, epochs=0, progress=False)
+    with pytest.raises(ValueError, match="precision"):
+        train_recon(m, bspm, egm, bspm, egm, epochs=1, progress=False, precision="half")
     with pytest.raises(ValueError, match="kernel"):
         ReconConfig(kernel=4)
     with pytest.raises(RuntimeError, match="fit"):

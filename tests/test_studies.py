@@ -11,6 +11,7 @@ import pytest
 
 from egmlib import data
 from egmlib.core import params
+from egmlib.generators.train import resolve_precision
 from egmlib.workflow import studies
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,3 +193,35 @@ def test_cli_writes_the_budget_record(smoke_run: Path, capsys: pytest.CaptureFix
     assert all(r["epochs"] == 2 and len(r["val_total"]) == 2 for r in record["rows"])
     assert record["split"] == "val" and record["plateau_tol"] == studies.PLATEAU_TOL
     assert "last-quarter gain" in capsys.readouterr().out
+
+
+def test_cli_writes_the_precision_record(smoke_run: Path, monkeypatch: pytest.MonkeyPatch):
+    ds = data.load_dataset(smoke_run)
+    _forbid_test_split(ds, monkeypatch, "precision study")
+    monkeypatch.setattr(studies, "load_dataset", lambda run: ds)
+    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--epochs", "1",
+                         "--study", "precision"]) == 0
+    record = json.loads((smoke_run / "results" / "generator_precision.json").read_text())
+    assert [(r["generator"], r["label"]) for r in record["rows"]] == [
+        (g, label) for g, label, _ in studies.PRECISION_ROWS]
+    assert record["rows"][0]["precision"] == "float32"
+    assert record["rows"][1]["precision"] == resolve_precision("auto")
+    assert record["split"] == "val" and record["epochs"] == {"vae_c": 1}
+    assert all("af_collapse" in r and "df_hz" in r for r in record["rows"])
+
+
+def test_cli_writes_the_recon_precision_record(smoke_run: Path,
+                                               monkeypatch: pytest.MonkeyPatch):
+    ds = data.load_dataset(smoke_run)
+    _forbid_test_split(ds, monkeypatch, "reconstruction precision study")
+    monkeypatch.setattr(studies, "load_dataset", lambda run: ds)
+    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--epochs", "2",
+                         "--study", "recon_precision"]) == 0
+    record = json.loads((smoke_run / "results" / "recon_precision.json").read_text())
+    rows = record["rows"]
+    assert [r["label"] for r in rows] == [label for label, _ in studies.RECON_PRECISION_ROWS
+                                          for _ in studies.RECON_STUDY_SEEDS]
+    assert {r["precision"] for r in rows if r["label"] == "float32"} == {"float32"}
+    assert {r["precision"] for r in rows if r["label"] == "auto precision"} == {
+        resolve_precision("auto")}
+    assert all(len(r["val_corr"]) == 2 for r in rows) and record["split"] == "val"

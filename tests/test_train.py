@@ -11,15 +11,20 @@ import torch
 
 from benchmarks.train import matmul_gflops, training_flops, training_throughput
 from egmlib.core.process import seed_everything
+from egmlib.generators import train as train_module
 from egmlib.generators.models import ConvVAE, VAEConfig
 from egmlib.generators.train import (
     HISTORY_KEYS,
     Normalizer,
     TrainingDivergedError,
     load_checkpoint,
+    resolve_precision,
     save_checkpoint,
     train_vae,
 )
+
+HAS_BF16 = train_module._cpu_has_bf16()
+needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this processor has no bfloat16 arithmetic")
 
 T, C = 100, 32
 
@@ -66,13 +71,17 @@ def test_normalizer_fit_transform_inverse():
         Normalizer().fit(X[0])
 
 
-def test_overfit_tiny_set():
-    """A few smooth windows are reconstructed with correlation > 0.9 after 80 steps."""
+@pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=needs_bf16)])
+def test_overfit_tiny_set(precision):
+    """A few smooth windows are reconstructed with correlation > 0.9 after 80 steps, in float32
+    and in mixed bfloat16 precision (evaluated here in float32)."""
     X = smooth_windows(8)
     model = small_model()
     hist = train_vae(model, X, None, X, None, epochs=80, batch_size=8, lr=5e-3,
                      beta_max=1e-4, warmup_epochs=0, patience=80, lr_decay=1.0,
-                     progress=False)
+                     progress=False, precision=precision)
+    assert hist["settings"]["precision"] == precision
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # float32 master weights
     with torch.no_grad():
         x_hat = model(torch.from_numpy(X))[0].numpy()
     assert pearson(X, x_hat) > 0.9
@@ -122,7 +131,8 @@ def test_schedule_early_stopping_on_validation_and_checkpoint(tmp_path):
     assert ckpt.read_bytes() == before
 
 
-def test_same_seed_same_weights():
+@pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=needs_bf16)])
+def test_same_seed_same_weights(precision):
     X = smooth_windows(8, seed=3)
     Xv = smooth_windows(4, seed=4)
     states = []
@@ -130,10 +140,39 @@ def test_same_seed_same_weights():
         model = small_model(seed=7, n_classes=2)
         y = np.array([0, 1] * 4)
         train_vae(model, X, y, Xv, np.array([0, 1, 0, 1]), epochs=2, batch_size=4, seed=5,
-                  progress=False)
+                  progress=False, precision=precision)
         states.append(model.state_dict())
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
+
+
+@needs_bf16
+def test_bfloat16_changes_the_step_but_not_its_scale():
+    """Mixed precision is a different computation (not silently float32) with the same loss to
+    within bfloat16's 8-bit mantissa: one step's loss parts agree to 2%."""
+    X = torch.from_numpy(smooth_windows(4, seed=2))
+    model = small_model(seed=1).eval()
+    with torch.no_grad():
+        a = train_module._step_loss(model, X, None, 1e-3, None, "float32")
+        b = train_module._step_loss(model, X, None, 1e-3, None, "bfloat16")
+    assert a["total"].item() != b["total"].item()
+    for k in ("total", "mse", "corr"):
+        assert b[k].item() == pytest.approx(a[k].item(), rel=0.02), k
+
+
+def test_resolve_precision(monkeypatch):
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("auto") == ("bfloat16" if HAS_BF16 else "float32")
+    with pytest.raises(ValueError, match="precision: got 'half'; allowed: auto, float32"):
+        resolve_precision("half")
+    monkeypatch.setattr(train_module, "_cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto") == "float32"
+    with pytest.raises(ValueError, match="precision: 'bfloat16' asked but cpu has no bfloat16"):
+        resolve_precision("bfloat16")
+    X = smooth_windows(4)
+    with pytest.raises(ValueError, match="precision"):  # before any training
+        train_vae(small_model(), X, None, X, None, epochs=1, progress=False,
+                  precision="bfloat16")
 
 
 def test_save_checkpoint_atomic_and_bad_inputs(tmp_path):
@@ -161,7 +200,7 @@ def test_save_checkpoint_atomic_and_bad_inputs(tmp_path):
 
 def test_training_throughput_runs():
     cfg = VAEConfig(T=T, C=C, latent=8)
-    for variant in ("eager", "optimized"):
+    for variant in ("eager", "optimized", *(("bfloat16",) if HAS_BF16 else ())):
         r = training_throughput(cfg, batch_size=4, n_batches=1, variant=variant)
         assert r["windows_per_s"] > 0 and r["variant"] == variant
     with pytest.raises(ValueError, match="variant"):
@@ -255,8 +294,8 @@ def test_divergence_carries_the_history_of_the_epochs_before(monkeypatch, tmp_pa
     calls = {"n": 0}
     real = train_mod._step_loss
 
-    def poisoned(model, xb, yb, beta, weights):  # NaN from the second epoch's first batch
-        parts = real(model, xb, yb, beta, weights)
+    def poisoned(model, xb, yb, beta, weights, precision):  # NaN from epoch 2's first batch
+        parts = real(model, xb, yb, beta, weights, precision)
         calls["n"] += 1
         if model.training and calls["n"] > 3:
             parts = {**parts, "total": parts["total"] * float("nan")}

@@ -52,6 +52,7 @@ from egmlib.core import metrics
 from egmlib.core.checks import check_int, check_ints
 from egmlib.core.process import seeded_torch
 from egmlib.data import LABELS, Dataset, noisy_bspm
+from egmlib.generators.train import resolve_precision
 from egmlib.physics.forward import (
     add_noise,
     reference_mean,
@@ -405,7 +406,7 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
                      tikhonov_baseline: bool = True, threads: int | None = None,
                      return_model: bool = False, min_epochs: int = 0,
                      baseline: Mapping[str, Any] | None = None,
-                     n_real_sims: int = 0) -> dict[str, Any]:
+                     n_real_sims: int = 0, precision: str = "float32") -> dict[str, Any]:
     """The whole experiment for one ``(k, seed)``: pairs, training, evaluation.
 
     ``synth_egm``: the kept synthetic windows ``(n_kept, T, n_rec)`` in mV, best first, or
@@ -423,6 +424,8 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     without it, the L-curve Tikhonov baseline is computed here (``tikhonov_baseline``).
     ``n_real_sims``: train on that many real training simulations per rhythm
     (:func:`real_subset`; 0, the default: all of them); validation and test are unchanged.
+    ``precision``: the network's training arithmetic
+    (:func:`egmlib.generators.train.resolve_precision`; checked before any work).
 
     Returns a JSON-ready dict: ``k``, ``seed``, ``generator``, ``snr_db``, ``counts``
     (``n_real``, ``n_synth``, ``n_val``, ...), ``test`` (:func:`evaluate`: network and Tikhonov
@@ -443,6 +446,7 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     check_ints(("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 1),
                ("min_epochs", min_epochs, 0))
     check_real_sims(ds, n_real_sims)
+    resolve_precision(precision, device)
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: got {lr!r}; allowed: a finite number > 0")
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
@@ -462,7 +466,7 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     hist = train_recon(model, tset.bspm_train, tset.egm_train, tset.bspm_val, tset.egm_val,
                        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        patience=patience, device=device, progress=progress, threads=threads,
-                       min_epochs=min_epochs)
+                       min_epochs=min_epochs, precision=precision)
     test = evaluate(model, ds, snr_db, seed=eval_seed, tikhonov_baseline=tikhonov_baseline,
                     baseline=baseline)
     out: dict[str, Any] = {"k": int(k), "seed": int(seed), "generator": generator,

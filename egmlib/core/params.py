@@ -321,16 +321,21 @@ class GeneratorConfig(Stage):
     """Training, sampling and filtering of one generator (notebooks 02 and 03).
 
     Deviations from the paper at the default profile, to fit minutes of CPU training: latent 64
-    (paper 250), Adam at lr 2e-3 with batch 4, learning rate x0.98 per epoch, 60 epochs for
-    VAE-S and 40 for VAE-C (each about 5 minutes on 2 cores). Every one of these was chosen on
-    the *validation* split by the choice study (``python -m egmlib.workflow.studies``, record
-    ``results/default/generator_choices.json``, which lists each setting compared, at equal
-    budget, with its validation correlation): a few thousand optimiser steps is all such a
-    budget allows, and more, smaller steps won. The paper profile restores latent 250.
+    (paper 250), Adam at lr 2e-3 with batch 4, learning rate x0.98 per epoch, 110 epochs for
+    VAE-S and 40 for VAE-C, in mixed bfloat16 precision where the processor has it
+    (``precision="auto"``, :func:`egmlib.generators.train.resolve_precision`). The optimiser
+    settings were chosen on the *validation* split by the choice study
+    (``python -m egmlib.workflow.studies``, record ``results/default/generator_choices.json``,
+    which lists each setting compared, at equal budget, with its validation correlation): a few
+    thousand optimiser steps is all such a budget allows, and more, smaller steps won. VAE-S's
+    110 epochs and the precision by the budget study (``--study budget``, record
+    ``results/default/generator_budget.json``): of the rows that fit 5 minutes on 2 cores, the
+    best validation correlation (0.647, against 0.602 for 60 epochs in float32 in about the same
+    time). The paper profile restores latent 250.
     """
 
     latent: int = param(64, int, 2, 1024, help="latent dimension (paper: 250)")
-    epochs: int = param(60, int, 1, 10_000, help="maximum training epochs")
+    epochs: int = param(110, int, 1, 10_000, help="maximum training epochs")
     batch_size: int = param(4, int, 1, 1024, help="training batch size")
     lr: float = param(2e-3, float, 1e-6, 1.0, help="Adam learning rate")
     lr_decay: float = param(0.98, float, 0.5, 1.0,
@@ -349,6 +354,9 @@ class GeneratorConfig(Stage):
                           help="z from the prior, or from a Gaussian fitted to training "
                                "encodings")
     device: str = param("cpu", str, choices=("cpu", "cuda"), help="torch device for training")
+    precision: str = param("auto", str, choices=("auto", "float32", "bfloat16"),
+                           help="arithmetic of the training step ('auto': bfloat16 where the "
+                                "hardware has it, else float32)")
 
     def check(self) -> None:
         if self.n_keep > self.n_generate:
@@ -377,7 +385,11 @@ class AugmentConfig(Stage):
     ``results/default/recon_choices.json``): every rule was replayed on the same 40-epoch
     validation curves, and the shortest one within 0.01 of the longest's correlation on both
     seeds was kept. The rule used before (30 epochs, patience 5) stopped a run of the old loss at
-    epoch 8 with validation correlation 0.01 there.
+    epoch 8 with validation correlation 0.01 there. The network trains in mixed precision where
+    the processor has bfloat16 arithmetic (``recon_precision="auto"``): in the reconstruction
+    precision study (``--study recon_precision``, record ``results/default/recon_precision.json``,
+    the same seeds and 40 epochs) its validation correlation under every stopping rule was within
+    0.01 of float32's (the rule fixed before the study), in 114 s against 128 s for both seeds.
     """
 
     k: int = param(18, int, 0, 100_000, help="synthetic EGM windows added to the training set")
@@ -394,6 +406,9 @@ class AugmentConfig(Stage):
                                   help="no early stop before this many epochs (reconstruction)")
     recon_lr: float = param(1e-3, float, 1e-6, 1.0,
                             help="Adam learning rate of the reconstruction network")
+    recon_precision: str = param("auto", str, choices=("auto", "float32", "bfloat16"),
+                                 help="arithmetic of the reconstruction network's training "
+                                      "step ('auto': bfloat16 where the hardware has it)")
     n_real_sims: int = param(0, int, 0, 10_000,
                              help="real training simulations per rhythm the network sees (0: "
                                   "all; nested random subsets drawn from the seed)")
@@ -490,8 +505,12 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
 
 
 #: Defaults that differ from the schema's for one notebook. VAE-C trains on SR and AF windows,
-#: twice VAE-S's, so 40 of its epochs take about as long as VAE-S's 60 (each about 5 minutes on
-#: 2 cores). VAE-C adds the time-averaged log-spectrum term (``spec_avg``, not in the paper;
+#: twice VAE-S's, for 40 epochs, in float32: in mixed precision its AF lost most of what it
+#: learns (the precision study, ``--study precision``, record
+#: ``results/default/generator_precision.json``, validation split: AF correlation 0.031 against
+#: 0.098 in float32, 76% of the AF reconstructions' variance common to all of them against 50%,
+#: SR 0.466 against 0.477), though it took 260 s against 437 s. VAE-C adds the time-averaged
+#: log-spectrum term (``spec_avg``, not in the paper;
 #: :func:`egmlib.generators.models.vae_loss`): with the paper's loss alone its generated AF
 #: windows came out with an SR-like dominant frequency. Its weight, like every other training
 #: setting, is chosen on the validation split by the choice study
@@ -499,7 +518,8 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
 #: against the paper's loss (0), 0.15 lowers the validation LSD (AF 1.23 against 2.08, SR 1.38
 #: against 1.56) at about the same correlation (SR 0.29 against 0.31); 0.5 halves SR's
 #: correlation (0.15). No weight moved the generated AF windows' dominant frequency.
-NOTEBOOK_DEFAULTS: dict[str, dict[str, Any]] = {"03_vae_c": {"epochs": 40, "spec_avg": 0.15}}
+NOTEBOOK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "03_vae_c": {"epochs": 40, "spec_avg": 0.15, "precision": "float32"}}
 
 
 def default_value(notebook: str, name: str) -> Any:

@@ -115,7 +115,8 @@ def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str |
                         batch_size=p["batch_size"], lr=p["lr"], lr_decay=p["lr_decay"],
                         beta_max=p["beta_max"],
                         warmup_epochs=p["warmup_epochs"], patience=p["patience"],
-                        device=p["device"], seed=p["seed"], checkpoint_path=ckpt,
+                        device=p["device"], precision=p["precision"],
+                        seed=p["seed"], checkpoint_path=ckpt,
                         progress=show_progress, normalizer=norm,
                         weights=LossWeights(spec_avg=p.get("spec_avg", 0.0)),
                         extra={"params": dict(p), "seed": p["seed"], "kind": kind})

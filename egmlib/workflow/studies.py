@@ -28,6 +28,10 @@ validation curve (total loss per epoch), the epoch whose weights were kept and
 row has converged when that gain is below :data:`PLATEAU_TOL` (a plateau). The rows and the
 tolerance were fixed before the study ran; the test split is never read.
 
+The precision study (``--study precision``, record ``results/<profile>/generator_precision.json``)
+trains VAE-C at its notebook's budget once per row of :data:`PRECISION_ROWS`, float32 against
+mixed bfloat16 precision, and scores each like a choice row (:func:`choice_row`).
+
 The reconstruction network's choice study (:func:`recon_choice_study`, record
 ``results/<profile>/recon_choices.json``) does the same for the BSPM -> EGM network of notebook
 05: each row of :data:`RECON_CHOICES` (loss weights, learning rate) trains the network on the
@@ -63,10 +67,11 @@ from egmlib.data import LABELS, Dataset, load_dataset
 from egmlib.generators import synthesis
 from egmlib.generators.generate import generate
 
-__all__ = ["BUDGET_ROWS", "CHOICES", "PLATEAU_TOL", "RECON_CHOICES", "RECON_STUDY_EPOCHS",
-           "RECON_STUDY_SEEDS", "STOPPING_RULES", "STUDY_EPOCHS", "budget_row", "budget_study",
-           "choice_row", "choice_study", "choose_recon", "main", "plateau_gain",
-           "recon_choice_study", "recon_row"]
+__all__ = ["BUDGET_ROWS", "CHOICES", "PLATEAU_TOL", "PRECISION_ROWS", "RECON_CHOICES",
+           "RECON_PRECISION_ROWS",
+           "RECON_STUDY_EPOCHS", "RECON_STUDY_SEEDS", "STOPPING_RULES", "STUDY_EPOCHS",
+           "budget_row", "budget_study", "choice_row", "choice_study", "choose_recon", "main",
+           "plateau_gain", "recon_choice_study", "recon_row"]
 
 #: Epochs per row, per generator (equal budget inside a generator's rows).
 STUDY_EPOCHS: dict[str, int] = {"vae_s": 12, "vae_c": 8}
@@ -108,18 +113,41 @@ RECON_CHOICES: tuple[tuple[str, dict[str, float]], ...] = (
 #: ``(min_epochs, patience)``; the last is the longest.
 STOPPING_RULES: tuple[tuple[int, int], ...] = ((0, 5), (0, 8), (10, 5), (10, 8), (15, 8),
                                                (RECON_STUDY_EPOCHS, 1))
-_RECON_KEYS = ("w_corr", "beta", "lr")
-
-#: The budget study's rows (VAE-S; changes against the notebook's settings, which train 60
-#: epochs with the learning rate x0.98 per epoch and stop after 10 epochs without validation
-#: gain): the same settings given 100 epochs (the first 60 epochs are 02's own training, same
-#: seed), a faster decay of the learning rate, and that decay at batch 8 (half the optimiser
-#: steps per epoch; each row's wall time is in the record).
-BUDGET_ROWS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("notebook settings, 100 epochs", {"epochs": 100}),
-    ("lr x0.95 per epoch, 60 epochs", {"lr_decay": 0.95}),
-    ("batch 8, lr x0.95 per epoch, 60 epochs", {"batch_size": 8, "lr_decay": 0.95}),
+#: The reconstruction network's precision study (``--study recon_precision``, record
+#: ``results/<profile>/recon_precision.json``): the chosen row of :data:`RECON_CHOICES` in
+#: float32 and in ``precision="auto"`` (bfloat16 where the processor has it), same seeds and
+#: epochs, each row's wall time recorded. Fixed before it ran: mixed precision becomes the
+#: default only if its validation correlation under every stopping rule, averaged over the
+#: seeds, is within 0.01 of float32's.
+RECON_PRECISION_ROWS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("float32", {"w_corr": 1.0, "beta": 1e-4, "lr": 1e-3, "precision": "float32"}),
+    ("auto precision", {"w_corr": 1.0, "beta": 1e-4, "lr": 1e-3, "precision": "auto"}),
 )
+_RECON_KEYS = ("w_corr", "beta", "lr", "precision")
+
+#: The budget study's rows (VAE-S; changes against the notebook's settings, which stop after 10
+#: epochs without validation gain). The first is 02 as it was before mixed precision: float32,
+#: 60 epochs, learning rate x0.98 per epoch. The others train in ``precision="auto"`` (bfloat16
+#: where the processor has it; :func:`egmlib.generators.train.resolve_precision`), whose step
+#: took about half the time on a processor with AMX, so about twice the epochs fit the same
+#: 5 minutes: 110 epochs at the notebook's decay, and at a faster one (x0.96, which ends the
+#: schedule at 1% of the initial rate instead of 11%). Each row's wall time and resolved
+#: precision are in the record; a row that needs more than 5 minutes does not meet the budget.
+BUDGET_ROWS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("float32, 60 epochs (02 before)", {"precision": "float32"}),
+    ("auto precision, 110 epochs", {"precision": "auto", "epochs": 110}),
+    ("auto precision, 110 epochs, lr x0.96 per epoch",
+     {"precision": "auto", "epochs": 110, "lr_decay": 0.96}),
+)
+#: The precision study's rows (VAE-C at its notebook's budget, :func:`choice_study`): float32
+#: against ``precision="auto"`` (bfloat16 where the processor has it), scored on the validation
+#: split like every choice row, with AF's collapse report and generated dominant frequency.
+#: VAE-S's precision is settled by the budget study, at equal wall time.
+PRECISION_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("vae_c", "float32", {"precision": "float32"}),
+    ("vae_c", "auto precision", {"precision": "auto"}),
+)
+
 #: Largest relative gain of the validation curve's last quarter over the best before it that
 #: still counts as a plateau (:func:`plateau_gain`).
 PLATEAU_TOL = 0.01
@@ -164,6 +192,7 @@ def choice_row(ds: Dataset, kind: str, base: Mapping[str, Any], changes: Mapping
         "site_order": order, "column_step_mm": float(np.linalg.norm(
             np.diff(geom_sites, axis=0), axis=1).mean()),
         "best_epoch": hist["best_epoch"], "seconds": seconds,
+        "precision": hist["settings"]["precision"],
         "val": synthesis.reconstruction_metrics(model, norm, ds, kind, "val", columns),
     }
     if kind == "vae_c":
@@ -207,7 +236,8 @@ def budget_row(ds: Dataset, base: Mapping[str, Any], changes: Mapping[str, Any],
     """Train VAE-S with ``base`` changed by ``changes`` and keep its validation curve (module
     docstring): ``epochs_run``, ``best_epoch`` (counted from 1), ``stopped_early``,
     ``val_total`` (per epoch), ``plateau_gain``, ``converged`` (gain below
-    :data:`PLATEAU_TOL`), ``seconds`` and the kept model's validation reconstruction metrics."""
+    :data:`PLATEAU_TOL`), ``seconds``, the resolved ``precision`` and the kept model's
+    validation reconstruction metrics."""
     _check_changes(changes)
     p = {**base, **changes}
     _params.GeneratorConfig.from_values(p)
@@ -221,6 +251,7 @@ def budget_row(ds: Dataset, base: Mapping[str, Any], changes: Mapping[str, Any],
     return {"label": label, "changes": dict(changes), "epochs": int(p["epochs"]),
             "epochs_run": int(hist["epochs_run"]), "best_epoch": int(hist["best_epoch"]) + 1,
             "stopped_early": bool(hist["stopped_early"]), "seconds": seconds,
+            "precision": hist["settings"]["precision"],
             "val_total": [round(v, 6) for v in curve], "plateau_gain": gain,
             "converged": gain < PLATEAU_TOL,
             "val": synthesis.reconstruction_metrics(model, norm, ds, "vae_s", "val", columns)}
@@ -295,13 +326,14 @@ def recon_row(ds: Dataset, label: str, settings: Mapping[str, float], seed: int,
     tset = build_training_set(ds, None, 0, snr_db, seed)
     T, n_rec = ds.egm.shape[1:]
     cfg = ReconConfig(T=int(T), n_electrodes=int(ds.bspm.shape[-1]), n_rec=int(n_rec),
-                      **{k: v for k, v in settings.items() if k != "lr"})
+                      **{k: v for k, v in settings.items() if k not in ("lr", "precision")})
     with seeded_torch(seed, "cpu"):
         model = DualBranchVAE(cfg)
     t0 = time.perf_counter()
     hist = train_recon(model, tset.bspm_train, tset.egm_train, tset.bspm_val, tset.egm_val,
                        epochs=epochs, lr=float(settings.get("lr", 2e-3)), seed=seed,
-                       patience=epochs, progress=False)
+                       patience=epochs, progress=False,
+                       precision=str(settings.get("precision", "float32")))
     corr, total = hist["val"]["corr"], hist["val"]["total"]
     rules = []
     for min_epochs, patience in STOPPING_RULES:
@@ -309,8 +341,8 @@ def recon_row(ds: Dataset, label: str, settings: Mapping[str, float], seed: int,
         rules.append({"min_epochs": min_epochs, "patience": patience, "epochs_run": run,
                       "best_epoch": best, "val_corr": corr[best]})
     return {"label": label, "settings": dict(settings), "seed": seed, "epochs": epochs,
-            "seconds": time.perf_counter() - t0, "val_corr": corr, "val_total": total,
-            "max_val_corr": max(corr), "rules": rules}
+            "precision": hist["settings"]["precision"], "seconds": time.perf_counter() - t0,
+            "val_corr": corr, "val_total": total, "max_val_corr": max(corr), "rules": rules}
 
 
 def choose_recon(rows: Sequence[Mapping[str, Any]], tolerance: float = 0.01
@@ -369,9 +401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile's data set and write its record."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
-    ap.add_argument("--study", choices=("all", "generators", "recon", "budget"), default="all",
+    ap.add_argument("--study", choices=("all", "generators", "recon", "budget", "precision",
+                                        "recon_precision"), default="all",
                     help="which study: the generators', the reconstruction network's, both "
-                         "(all), or VAE-S's budget study (not part of all)")
+                         "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
+                         "precision study (these three are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only")
     ap.add_argument("--run-dir", default=None,
@@ -403,6 +437,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget = budget_study(ds, values, log=sys.stdout, epochs=a.epochs)
         budget["provenance"] = provenance(base)
         path = save_record("generator_budget", budget, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "precision":
+        kinds = sorted({r[0] for r in PRECISION_ROWS})
+        epochs = {k: a.epochs or _base(k, values)["epochs"] for k in kinds}
+        study = choice_study(ds, values, PRECISION_ROWS, log=sys.stdout, epochs=epochs)
+        study["provenance"] = provenance(base)
+        path = save_record("generator_precision", study, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "recon_precision":
+        recon = recon_choice_study(ds, values, RECON_PRECISION_ROWS,
+                                   epochs=a.epochs or RECON_STUDY_EPOCHS, log=sys.stdout)
+        recon["provenance"] = provenance(base)
+        path = save_record("recon_precision", recon, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
