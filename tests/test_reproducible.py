@@ -6,10 +6,13 @@ What is exact and what is not (measured on the smoke profile, a 2-core AMD EPYC 
 * Two executions with the same thread count agree exactly, in every result record (apart from
   :data:`egmlib.workflow.records.VOLATILE_KEYS`: time stamps, wall times, paths) and in every
   array of the data set.
-* With one thread instead of two, the simulated EGMs (the fused simulator kernel does not
-  reduce across threads) and every integer array are still bit-identical; the BSPMs and transfer
-  matrices differ in the last float32 / float64 digit, because BLAS splits the lead-field
-  products differently; the numbers derived from them in 01's record agree to ``RTOL_THREADS``.
+* With one thread instead of two, every integer array is still bit-identical (the fused
+  simulator kernel does not reduce across threads, so the activation times do not move); the
+  BSPMs and transfer matrices differ in the last float32 / float64 digit, because BLAS splits the
+  lead-field products differently; the numbers derived from them in 01's record agree to
+  ``RTOL_THREADS``. The EGMs, the same kind of lead product taken while simulating, were
+  bit-identical on the AMD machine but differ in the last float32 digit on an Intel CPU with
+  AVX-512 and AMX (2026-12-06: about 2e-7 relative), so they are held to the same tolerance.
   Training is not compared across thread counts: a convolution's float sums are ordered by the
   thread partition, and a difference of 1e-7 after one step grows through training (measured
   after three smoke epochs: best validation loss 0.81399 against 0.81402).
@@ -32,7 +35,9 @@ pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 ROOT = repo_root(Path(__file__).parent)
 #: Relative tolerance of 01's numbers between one and two threads (see the module docstring).
-RTOL_THREADS = 1e-5
+#: 1e-5 held on the AMD machine; on the Intel one the EGMs' last-digit differences move the
+#: spread of Tikhonov's log-spectral distance by 5e-5 (SR ``lsd_std``, smoke profile).
+RTOL_THREADS = 1e-4
 
 
 def _records(run_dir: Path) -> dict[str, dict]:
@@ -69,7 +74,7 @@ def test_data_build_with_one_thread(smoke_run: Path, tmp_path_factory, monkeypat
     run_pipeline("smoke", run_dir=one, root=ROOT, only=["01_data"], timeout=900)
     a, b = _arrays(smoke_run), _arrays(one)
     for name in a:
-        if name.startswith(("bspm", "transfer")):
+        if name.startswith(("bspm", "transfer", "egm")):
             np.testing.assert_allclose(b[name], a[name], rtol=1e-5,
                                        atol=1e-6 * float(np.abs(a[name]).max()), err_msg=name)
         else:
