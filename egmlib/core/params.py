@@ -322,8 +322,9 @@ class GeneratorConfig(Stage):
 
     Deviations from the paper at the default profile, to fit minutes of CPU training: latent 64
     (paper 250), Adam at lr 2e-3 with batch 4, learning rate x0.98 per epoch, 110 epochs for
-    VAE-S and 40 for VAE-C, in mixed bfloat16 precision where the processor has it
-    (``precision="auto"``, :func:`egmlib.generators.train.resolve_precision`). The optimiser
+    VAE-S in mixed bfloat16 precision where the processor has it (``precision="auto"``,
+    :func:`egmlib.generators.train.resolve_precision`) and 40 for VAE-C in float32
+    (:data:`NOTEBOOK_DEFAULTS`). The optimiser
     settings were chosen on the *validation* split by the choice study
     (``python -m egmlib.workflow.studies``, record ``results/default/generator_choices.json``,
     which lists each setting compared, at equal budget, with its validation correlation): a few
