@@ -43,7 +43,7 @@ import torch
 
 from egmlib.core.process import seeded_torch, torch_threads
 from egmlib.generators.models import ConvVAE, LossWeights, VAEConfig, vae_loss
-from egmlib.generators.train import prepare_model
+from egmlib.generators.train import precision_context, prepare_model
 
 __all__ = ["VARIANTS", "matmul_gflops", "training_flops", "training_throughput"]
 
@@ -56,7 +56,7 @@ def _loss(model: ConvVAE, net: Any, x: torch.Tensor, y: torch.Tensor | None,
     """The total VAE loss (beta 1e-3) of one batch through ``net`` (``model`` or a compiled
     version of it), the model under bfloat16 autocast with ``bf16`` (the loss in float32); the
     prior always comes from ``model``."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with precision_context("bfloat16" if bf16 else "float32", x.device):
         x_hat, mu, logvar = net(x, y)
     prior = model.prior(y, batch=x.shape[0]) if model.conditional else None
     return vae_loss(x, x_hat.float(), mu.float(), logvar.float(), 1e-3, prior=prior,

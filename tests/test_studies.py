@@ -195,13 +195,19 @@ def test_cli_writes_the_budget_record(smoke_run: Path, capsys: pytest.CaptureFix
     assert "last-quarter gain" in capsys.readouterr().out
 
 
-def test_cli_writes_the_precision_record(smoke_run: Path, monkeypatch: pytest.MonkeyPatch):
+def _guarded_cli_record(smoke_run: Path, monkeypatch: pytest.MonkeyPatch, study: str,
+                        epochs: int, record: str) -> dict:
+    """Run ``--study study`` on the smoke run with the test split made to raise; its record."""
     ds = data.load_dataset(smoke_run)
-    _forbid_test_split(ds, monkeypatch, "precision study")
+    _forbid_test_split(ds, monkeypatch, f"{study} study")
     monkeypatch.setattr(studies, "load_dataset", lambda run: ds)
-    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--epochs", "1",
-                         "--study", "precision"]) == 0
-    record = json.loads((smoke_run / "results" / "generator_precision.json").read_text())
+    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--epochs",
+                         str(epochs), "--study", study]) == 0
+    return json.loads((smoke_run / "results" / f"{record}.json").read_text())
+
+
+def test_cli_writes_the_precision_record(smoke_run: Path, monkeypatch: pytest.MonkeyPatch):
+    record = _guarded_cli_record(smoke_run, monkeypatch, "precision", 1, "generator_precision")
     assert [(r["generator"], r["label"]) for r in record["rows"]] == [
         (g, label) for g, label, _ in studies.PRECISION_ROWS]
     assert record["rows"][0]["precision"] == "float32"
@@ -212,12 +218,8 @@ def test_cli_writes_the_precision_record(smoke_run: Path, monkeypatch: pytest.Mo
 
 def test_cli_writes_the_recon_precision_record(smoke_run: Path,
                                                monkeypatch: pytest.MonkeyPatch):
-    ds = data.load_dataset(smoke_run)
-    _forbid_test_split(ds, monkeypatch, "reconstruction precision study")
-    monkeypatch.setattr(studies, "load_dataset", lambda run: ds)
-    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--epochs", "2",
-                         "--study", "recon_precision"]) == 0
-    record = json.loads((smoke_run / "results" / "recon_precision.json").read_text())
+    record = _guarded_cli_record(smoke_run, monkeypatch, "recon_precision", 2,
+                                 "recon_precision")
     rows = record["rows"]
     assert [r["label"] for r in rows] == [label for label, _ in studies.RECON_PRECISION_ROWS
                                           for _ in studies.RECON_STUDY_SEEDS]

@@ -381,12 +381,12 @@ def _slices(tensors: tuple[torch.Tensor, ...], batch_size: int, order: torch.Ten
             yield tuple(t[idx] for t in tensors), len(idx)
 
 
-def _evaluate(model: DualBranchVAE, b: torch.Tensor, e: torch.Tensor, batch_size: int,
-              precision: str = "float32") -> dict[str, float]:
+def _evaluate(model: DualBranchVAE, b: torch.Tensor, e: torch.Tensor, batch_size: int
+              ) -> dict[str, float]:
     """Window-weighted means of :data:`LOSS_KEYS` over normalised channels-first pairs (eval
     mode, z = mean): the validation of :func:`train_recon`."""
     return evaluate(model, _slices((b, e), batch_size),
-                    lambda be: recon_loss_moments(model, *be, precision=precision), LOSS_KEYS)
+                    lambda be: recon_loss_moments(model, *be), LOSS_KEYS)
 
 
 def _history(result: FitResult, settings: dict[str, Any], t_start: float) -> dict[str, Any]:

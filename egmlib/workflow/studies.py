@@ -113,6 +113,9 @@ RECON_CHOICES: tuple[tuple[str, dict[str, float]], ...] = (
 #: ``(min_epochs, patience)``; the last is the longest.
 STOPPING_RULES: tuple[tuple[int, int], ...] = ((0, 5), (0, 8), (10, 5), (10, 8), (15, 8),
                                                (RECON_STUDY_EPOCHS, 1))
+#: The row of :data:`RECON_CHOICES` that the reconstruction study chose (the defaults of
+#: :class:`egmlib.augmentation.recon.ReconConfig` and ``AugmentConfig.recon_lr``).
+_RECON_CHOSEN: dict[str, float] = dict(RECON_CHOICES)["w_corr 1, beta 1e-4, lr 1e-3"]
 #: The reconstruction network's precision study (``--study recon_precision``, record
 #: ``results/<profile>/recon_precision.json``): the chosen row of :data:`RECON_CHOICES` in
 #: float32 and in ``precision="auto"`` (bfloat16 where the processor has it), same seeds and
@@ -120,8 +123,8 @@ STOPPING_RULES: tuple[tuple[int, int], ...] = ((0, 5), (0, 8), (10, 5), (10, 8),
 #: default only if its validation correlation under every stopping rule, averaged over the
 #: seeds, is within 0.01 of float32's.
 RECON_PRECISION_ROWS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("float32", {"w_corr": 1.0, "beta": 1e-4, "lr": 1e-3, "precision": "float32"}),
-    ("auto precision", {"w_corr": 1.0, "beta": 1e-4, "lr": 1e-3, "precision": "auto"}),
+    ("float32", {**_RECON_CHOSEN, "precision": "float32"}),
+    ("auto precision", {**_RECON_CHOSEN, "precision": "auto"}),
 )
 _RECON_KEYS = ("w_corr", "beta", "lr", "precision")
 
