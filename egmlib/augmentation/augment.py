@@ -47,7 +47,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from egmlib.augmentation import baselines
-from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, predict, train_recon
+from egmlib.augmentation.recon import (
+    DualBranchVAE,
+    ReconConfig,
+    check_schedule,
+    predict,
+    train_recon,
+)
 from egmlib.core import metrics
 from egmlib.core.checks import check_int, check_ints
 from egmlib.core.process import seeded_torch
@@ -336,11 +342,15 @@ def evaluate(model: DualBranchVAE | None, ds: Dataset, snr_db: float,
     out: dict[str, Any] = {"n_windows": len(idx), "torsos": [int(t) for t in torsos],
                            "noise_seed": int(seed), "snr_db": float(snr_db), "baselines": {}}
     if model is not None:
+        df_truth = (np.asarray(baseline["df_truth"], np.float64)
+                    if baseline is not None and "df_truth" in baseline
+                    else baselines.truth_df(truth, labels, fs))
         rec = np.concatenate([predict(model, noisy_bspm(ds, idx, int(t), snr_db, seed)
                                       .astype(np.float32)).astype(np.float64) for t in torsos])
         truth_all = np.concatenate([truth] * len(torsos))
-        out["network"] = baselines.scores(truth_all, rec,
-                                          np.concatenate([labels] * len(torsos)), fs)
+        out["network"] = baselines.scores(
+            truth_all, rec, np.concatenate([labels] * len(torsos)), fs,
+            np.concatenate([df_truth] * len(torsos)))
         out["per_simulation"] = per_simulation(
             truth_all, rec, np.tile(np.asarray(ds.sim_id)[idx], len(torsos)),
             np.tile(labels, len(torsos)))
@@ -406,7 +416,8 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
                      tikhonov_baseline: bool = True, threads: int | None = None,
                      return_model: bool = False, min_epochs: int = 0,
                      baseline: Mapping[str, Any] | None = None,
-                     n_real_sims: int = 0, precision: str = "float32") -> dict[str, Any]:
+                     n_real_sims: int = 0, precision: str = "float32",
+                     schedule: str = "constant") -> dict[str, Any]:
     """The whole experiment for one ``(k, seed)``: pairs, training, evaluation.
 
     ``synth_egm``: the kept synthetic windows ``(n_kept, T, n_rec)`` in mV, best first, or
@@ -426,6 +437,8 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     (:func:`real_subset`; 0, the default: all of them); validation and test are unchanged.
     ``precision``: the network's training arithmetic
     (:func:`egmlib.generators.train.resolve_precision`; checked before any work).
+    ``schedule``: the learning-rate schedule (:data:`egmlib.augmentation.recon.SCHEDULES`;
+    checked before any work).
 
     Returns a JSON-ready dict: ``k``, ``seed``, ``generator``, ``snr_db``, ``counts``
     (``n_real``, ``n_synth``, ``n_val``, ...), ``test`` (:func:`evaluate`: network and Tikhonov
@@ -447,6 +460,7 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
                ("min_epochs", min_epochs, 0))
     check_real_sims(ds, n_real_sims)
     resolve_precision(precision, device)
+    check_schedule(schedule)
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: got {lr!r}; allowed: a finite number > 0")
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
@@ -466,7 +480,7 @@ def run_augmentation(ds: Dataset, synth_egm: ArrayLike | None, k: int, seed: int
     hist = train_recon(model, tset.bspm_train, tset.egm_train, tset.bspm_val, tset.egm_val,
                        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        patience=patience, device=device, progress=progress, threads=threads,
-                       min_epochs=min_epochs, precision=precision)
+                       min_epochs=min_epochs, precision=precision, schedule=schedule)
     test = evaluate(model, ds, snr_db, seed=eval_seed, tikhonov_baseline=tikhonov_baseline,
                     baseline=baseline)
     out: dict[str, Any] = {"k": int(k), "seed": int(seed), "generator": generator,

@@ -57,6 +57,7 @@ __all__ = [
     "cached_baselines",
     "relative_tikhonov",
     "scores",
+    "truth_df",
     "validation_lambdas",
 ]
 
@@ -68,45 +69,78 @@ RELATIVE_LAMBDAS = np.logspace(0.0, -8.0, 49)
 VALIDATION_NOISE_SEED = 20_251_217
 
 
-def _summary(truth: NDArray, recon: NDArray, df_err: NDArray) -> dict[str, Any]:
-    out: dict[str, Any] = metrics.compare(truth, recon)
+def _summary(per_site: Mapping[str, NDArray], sel: NDArray | slice, df_err: NDArray
+             ) -> dict[str, Any]:
+    """The scores of the windows ``sel`` from per-window, per-site values (``corr``, ``rmse``,
+    ``lsd``, ``amp``; :func:`scores`) and their DF errors: what
+    :func:`egmlib.core.metrics.compare` and :func:`egmlib.core.metrics.amplitude_ratio` give on
+    those windows alone."""
+    out: dict[str, Any] = {}
+    for key in ("corr", "rmse", "lsd"):
+        s = metrics.summarize(per_site[key][sel])
+        out[f"{key}_mean"], out[f"{key}_std"] = s["mean"], s["std"]
     finite = df_err[np.isfinite(df_err)]
     out["df_err_mean"] = float(finite.mean()) if finite.size else float("nan")
     out["df_err_std"] = float(finite.std()) if finite.size else float("nan")
     out["df_err_median"] = float(np.median(finite)) if finite.size else float("nan")
-    amp = metrics.amplitude_ratio(truth, recon)
+    amp = per_site["amp"][sel]
     out["amp_ratio_median"] = (float(np.nanmedian(amp)) if np.isfinite(amp).any()
                                else float("nan"))
-    out["n"] = len(truth)
+    out["n"] = len(per_site["corr"][sel])
     return out
 
 
-def scores(truth: ArrayLike, recon: ArrayLike, labels: ArrayLike, fs: float
-           ) -> dict[str, dict[str, Any]]:
+def truth_df(truth: ArrayLike, labels: ArrayLike, fs: float) -> NDArray[np.float64]:
+    """The DF ``(n, C)`` of each window and site of ``truth`` ``(n, T, C)``, with the method of
+    each window's rhythm (:func:`egmlib.core.metrics.rhythm_df`; ``labels``: class indices in
+    :data:`egmlib.data.LABELS`): what :func:`scores` compares a reconstruction's DF with. Compute
+    it once for truths that several methods are scored against."""
+    x = np.asarray(truth, np.float64)
+    lab = np.asarray(labels)
+    if x.ndim != 3 or lab.shape != (len(x),):
+        raise ValueError(f"labels: expected {len(x)} labels for truth windows (n, T, C); got "
+                         f"{lab.shape} for {x.shape}")
+    out = np.full((x.shape[0], x.shape[2]), np.nan)
+    for j, rhythm in enumerate(LABELS):
+        sel = lab == j
+        if sel.any():
+            out[sel] = metrics.rhythm_df(x[sel], fs, rhythm)
+    return out
+
+
+def scores(truth: ArrayLike, recon: ArrayLike, labels: ArrayLike, fs: float,
+           df_truth: ArrayLike | None = None) -> dict[str, dict[str, Any]]:
     """The scores of a reconstruction method by rhythm (``"SR"``, ``"AF"``: those present) and
     over ``"all"`` windows: :func:`egmlib.core.metrics.compare` (per-site correlation, RMSE and
     LSD: mean and std over windows and sites), the DF error against the truth
     (``df_err_mean/std/median``, Hz; :func:`egmlib.core.metrics.rhythm_df` with each window's
     rhythm's method; NaN DFs of constant reconstructions are left out), ``amp_ratio_median``
     (:func:`egmlib.core.metrics.amplitude_ratio`) and ``n`` windows. ``labels``: each window's
-    class index in :data:`egmlib.data.LABELS`."""
+    class index in :data:`egmlib.data.LABELS`. ``df_truth``: :func:`truth_df` of ``truth``
+    (computed here when ``None``). Every per-site value is computed once and summarised per
+    rhythm and over all windows."""
     x = np.asarray(truth, np.float64)
     y = np.asarray(recon, np.float64)
     lab = np.asarray(labels)
     if x.shape != y.shape or x.ndim != 3 or lab.shape != (len(x),):
         raise ValueError(f"recon, labels: expected {x.shape} windows and {len(x)} labels; got "
                          f"{y.shape} and {lab.shape}")
+    d_true = truth_df(x, lab, fs) if df_truth is None else np.asarray(df_truth, np.float64)
+    if d_true.shape != (x.shape[0], x.shape[2]):
+        raise ValueError(f"df_truth: expected shape {(x.shape[0], x.shape[2])}; got "
+                         f"{d_true.shape}")
+    per_site = {"corr": metrics.pearson(x, y), "rmse": metrics.rmse(x, y),
+                "lsd": metrics.lsd(x, y), "amp": metrics.amplitude_ratio(x, y)}
     out: dict[str, dict[str, Any]] = {}
     errs = []
     for j, rhythm in enumerate(LABELS):
         sel = lab == j
         if not sel.any():
             continue
-        err = np.abs(metrics.rhythm_df(y[sel], fs, rhythm)
-                     - metrics.rhythm_df(x[sel], fs, rhythm)).ravel()
+        err = np.abs(metrics.rhythm_df(y[sel], fs, rhythm) - d_true[sel]).ravel()
         errs.append(err)
-        out[rhythm] = _summary(x[sel], y[sel], err)
-    out["all"] = _summary(x, y, np.concatenate(errs) if errs else np.array([]))
+        out[rhythm] = _summary(per_site, sel, err)
+    out["all"] = _summary(per_site, slice(None), np.concatenate(errs) if errs else np.array([]))
     return out
 
 
@@ -195,10 +229,12 @@ def baselines(ds: Dataset, snr_db: float, seed: int, part: str = "test",
     :func:`egmlib.augmentation.augment.evaluate` for the same ``seed``.
 
     Returns ``{method: {rhythm: scores(...), "all": ...}, "lambdas": {...},
-    "validation": validation_lambdas(...) or None, "n_windows", "torsos", "noise_seed",
-    "snr_db", "part"}``; ``lambdas`` holds the median lambda of ``lcurve`` / ``gcv`` and the
-    relative lambdas of ``val`` / ``val_rhythm``. ``val_lambdas``: a stored
-    :func:`validation_lambdas` result (computed here when ``None`` and needed)."""
+    "validation": validation_lambdas(...) or None, "df_truth": truth_df(...) of the windows of
+    ``part`` (n_windows, sites; what every run's DF error compares with), "n_windows",
+    "torsos", "noise_seed", "snr_db", "part"}``; ``lambdas`` holds the median lambda of
+    ``lcurve`` / ``gcv`` and the relative lambdas of ``val`` / ``val_rhythm``.
+    ``val_lambdas``: a stored :func:`validation_lambdas` result (computed here when ``None``
+    and needed)."""
     unknown = [m for m in methods if m not in BASELINES]
     if unknown or not methods:
         raise ValueError(f"methods: got {list(methods)!r}; allowed: a non-empty list of "
@@ -239,7 +275,9 @@ def baselines(ds: Dataset, snr_db: float, seed: int, part: str = "test",
                 recs[m].append(np.broadcast_to(mean_window, truth.shape))
     truth_all = np.concatenate([truth] * len(torsos))
     lab_all = np.concatenate([labels] * len(torsos))
-    out: dict[str, Any] = {m: scores(truth_all, np.concatenate(recs[m]), lab_all, fs)
+    df_truth = truth_df(truth, labels, fs)
+    df_all = np.concatenate([df_truth] * len(torsos))
+    out: dict[str, Any] = {m: scores(truth_all, np.concatenate(recs[m]), lab_all, fs, df_all)
                            for m in methods}
     out["lambdas"] = {**{m: float(np.median(v)) for m, v in lams.items() if v},
                       **({"val": val["chosen"]["all"]} if "val" in methods else {}),
@@ -247,6 +285,7 @@ def baselines(ds: Dataset, snr_db: float, seed: int, part: str = "test",
                                          if r in val["chosen"]}}
                          if "val_rhythm" in methods else {})}
     out["validation"] = val
+    out["df_truth"] = df_truth
     out.update({"n_windows": len(idx), "torsos": [int(t) for t in torsos],
                 "noise_seed": int(seed), "snr_db": float(snr_db), "part": part})
     return out
@@ -265,7 +304,7 @@ def cached_baselines(ds: Dataset, snr_db: float, seed: int, folder: str | Path) 
     atomically. Every run of the augmentation experiment scores on the same noisy test BSPMs,
     so the baselines are the same for all of them: computing them once saves about 20 s a run
     (``make bench``, section ``recon``)."""
-    key = {"format": "egmlib.baselines/1", "data": _data_key(ds), "snr_db": float(snr_db),
+    key = {"format": "egmlib.baselines/2", "data": _data_key(ds), "snr_db": float(snr_db),
            "seed": int(seed), "methods": list(BASELINES), "grid": RELATIVE_LAMBDAS.tolist()}
     path = Path(folder) / f"baselines_snr{float(snr_db):g}_seed{int(seed)}.json"
     if path.exists():

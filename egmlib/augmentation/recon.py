@@ -70,8 +70,10 @@ from egmlib.generators.train import precision_context, resolve_precision, torch_
 
 __all__ = [
     "LOSS_KEYS",
+    "SCHEDULES",
     "DualBranchVAE",
     "ReconConfig",
+    "check_schedule",
     "load_recon",
     "predict",
     "recon_loss",
@@ -83,6 +85,14 @@ __all__ = [
 
 #: The parts of :func:`recon_loss`, recorded per epoch in the history.
 LOSS_KEYS = ("total", "egm", "bspm", "kl", "corr_loss", "corr")
+#: Learning-rate schedules of :func:`train_recon`.
+SCHEDULES = ("constant", "cosine")
+
+
+def check_schedule(schedule: str) -> None:
+    """Raise ``ValueError`` naming ``schedule`` unless it is one of :data:`SCHEDULES`."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule: got {schedule!r}; allowed: {', '.join(SCHEDULES)}")
 
 
 @dataclass
@@ -162,6 +172,23 @@ class _Decoder(nn.Module):
         return self.head(self.features(z))
 
 
+def _std(a: NDArray, block: int = 1 << 20) -> float:
+    """Population standard deviation of every value of ``a``, in float64 by blocks of ``block``
+    values (two passes: mean, then centred squares): ``float(np.asarray(a, np.float64).std())``
+    without a float64 copy of a training set (3.1 s against 0.2 s for 984 windows of
+    400 x 256)."""
+    flat = a.reshape(-1)
+    n = flat.size
+    if n == 0:
+        return float("nan")
+    mean = sum(float(flat[s:s + block].sum(dtype=np.float64)) for s in range(0, n, block)) / n
+    css = 0.0
+    for s in range(0, n, block):
+        d = flat[s:s + block].astype(np.float64) - mean
+        css += float(d @ d)
+    return math.sqrt(css / n)
+
+
 class DualBranchVAE(nn.Module):
     """BSPM encoder -> shared latent -> BSPM decoder and EGM decoder (see the module docstring).
 
@@ -198,8 +225,7 @@ class DualBranchVAE(nn.Module):
         """Set the BSPM and EGM scales to the standard deviation of all training values."""
         scales = []
         for name, x in (("bspm", bspm), ("egm", egm)):
-            a = np.asarray(x, np.float64)
-            s = float(a.std())
+            s = _std(np.asarray(x))
             if not (math.isfinite(s) and s > 0):
                 raise ValueError(f"{name}: training values have no spread (std {s}); cannot "
                                  "normalise")
@@ -405,7 +431,8 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
                 bspm_val: ArrayLike, egm_val: ArrayLike, epochs: int = 40, batch_size: int = 32,
                 lr: float = 1e-3, seed: int = 0, patience: int = 8, device: str = "cpu",
                 progress: bool = True, clip_norm: float = 1.0, threads: int | None = None,
-                min_epochs: int = 0, precision: str = "float32") -> dict[str, Any]:
+                min_epochs: int = 0, precision: str = "float32",
+                schedule: str = "constant") -> dict[str, Any]:
     """Train ``model`` in place on pairs (BSPM ``(n, T, 64)``, EGM ``(n, T, n_rec)``, data units)
     and return its history (plain values).
 
@@ -421,7 +448,10 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     measured side by side). ``precision`` (:func:`egmlib.generators.train.resolve_precision`):
     ``"bfloat16"`` trains and validates the network's layers in mixed precision (float32
     weights, Adam, moments and loss); the resolved value is in ``settings``. Prediction
-    (:func:`predict`) is always float32.
+    (:func:`predict`) is always float32. ``schedule`` (:data:`SCHEDULES`): ``"constant"``
+    keeps ``lr``; ``"cosine"`` anneals it per epoch from ``lr`` towards 0 at ``epochs``
+    (``torch.optim.lr_scheduler.CosineAnnealingLR``, Loshchilov and Hutter, ICLR 2017), so a
+    short budget ends on small steps instead of the noise of a large constant rate.
 
     Process state: the call runs with torch's generators seeded by ``seed``, deterministic
     kernels and ``threads`` torch CPU threads (``None``, the default: the ``EGMLIB_THREADS``
@@ -440,6 +470,7 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
                ("min_epochs", min_epochs, 0))
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: got {lr!r}; allowed: a finite number > 0")
+    check_schedule(schedule)
     cfg = model.config
     b_tr, e_tr = _check_pairs("train", bspm_train, egm_train, cfg)
     b_va, e_va = _check_pairs("val", bspm_val, egm_val, cfg)
@@ -457,14 +488,17 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
         train = (xb_tr, xe_tr, *target_moments(xe_tr))
         settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                     "patience": patience, "min_epochs": min_epochs, "clip_norm": clip_norm,
-                    "device": device, "precision": precision,
+                    "device": device, "precision": precision, "schedule": schedule,
                     "threads": n_threads, "n_train": int(b_tr.shape[0]),
                     "n_val": int(b_va.shape[0]), "config": cfg.to_dict()}
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+                     if schedule == "cosine" else None)
         result = fit(
             model, lambda batch, e: recon_loss_moments(model, *batch, precision=precision),
             lambda e: _slices(train, batch_size, torch.from_numpy(rng.permutation(len(b_tr)))),
             lambda e: _slices((xb_va, xe_va), max(batch_size, 64)),
-            torch.optim.Adam(model.parameters(), lr=lr), epochs=epochs, patience=patience,
+            optimizer, scheduler, epochs=epochs, patience=patience,
             min_epochs=min_epochs, clip_norm=clip_norm, record=LOSS_KEYS,
             progress="train recon" if progress else None, show={"corr": "corr"},
             hint="; try a lower lr")

@@ -410,6 +410,9 @@ class AugmentConfig(Stage):
     recon_precision: str = param("auto", str, choices=("auto", "float32", "bfloat16"),
                                  help="arithmetic of the reconstruction network's training "
                                       "step ('auto': bfloat16 where the hardware has it)")
+    recon_schedule: str = param("constant", str, choices=("constant", "cosine"),
+                                help="learning-rate schedule of the reconstruction network "
+                                     "('cosine': annealed to 0 at recon_epochs)")
     n_real_sims: int = param(0, int, 0, 10_000,
                              help="real training simulations per rhythm the network sees (0: "
                                   "all; nested random subsets drawn from the seed)")

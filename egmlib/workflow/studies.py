@@ -67,11 +67,32 @@ from egmlib.data import LABELS, Dataset, load_dataset
 from egmlib.generators import synthesis
 from egmlib.generators.generate import generate
 
-__all__ = ["BUDGET_ROWS", "CHOICES", "PLATEAU_TOL", "PRECISION_ROWS", "RECON_CHOICES",
-           "RECON_PRECISION_ROWS",
-           "RECON_STUDY_EPOCHS", "RECON_STUDY_SEEDS", "STOPPING_RULES", "STUDY_EPOCHS",
-           "budget_row", "budget_study", "choice_row", "choice_study", "choose_recon", "main",
-           "plateau_gain", "recon_choice_study", "recon_row"]
+__all__ = [
+    "BUDGET_ROWS",
+    "CHOICES",
+    "PLATEAU_TOL",
+    "PRECISION_ROWS",
+    "RECON_CHOICES",
+    "RECON_PRECISION_ROWS",
+    "RECON_SPEED_ARMS",
+    "RECON_SPEED_ROWS",
+    "RECON_STUDY_EPOCHS",
+    "RECON_STUDY_SEEDS",
+    "SPEED_RULE",
+    "STOPPING_RULES",
+    "STUDY_EPOCHS",
+    "budget_row",
+    "budget_study",
+    "choice_row",
+    "choice_study",
+    "choose_recon",
+    "choose_speed",
+    "main",
+    "plateau_gain",
+    "recon_choice_study",
+    "recon_row",
+    "rule_cost",
+]
 
 #: Epochs per row, per generator (equal budget inside a generator's rows).
 STUDY_EPOCHS: dict[str, int] = {"vae_s": 12, "vae_c": 8}
@@ -126,7 +147,31 @@ RECON_PRECISION_ROWS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("float32", {**_RECON_CHOSEN, "precision": "float32"}),
     ("auto precision", {**_RECON_CHOSEN, "precision": "auto"}),
 )
-_RECON_KEYS = ("w_corr", "beta", "lr", "precision")
+_RECON_KEYS = ("w_corr", "beta", "lr", "precision", "schedule", "epochs", "batch_size",
+               "n_real_sims")
+#: The reconstruction network's speed study (``--study recon_speed``, record
+#: ``results/<profile>/recon_speed.json``): 05's training as it is (constant learning rate
+#: 1e-3, up to 40 epochs, patience 8) against shorter budgets that anneal the learning rate to 0
+#: (cosine), each on all real training simulations and on 16 per rhythm (the primary arm of the
+#: last sweep), seeds :data:`RECON_STUDY_SEEDS`, validation split only. Fixed before it ran
+#: (:func:`choose_speed`): 05 adopts the row with the least training time, summed over both arms
+#: under 05's stopping rule (patience 8), whose validation correlation at the restored epoch,
+#: averaged over the seeds, is within 0.01 of the first row's in both arms.
+_SPEED_BASE: dict[str, Any] = {**_RECON_CHOSEN, "precision": "auto"}
+RECON_SPEED_ARMS: tuple[int, ...] = (0, 16)
+RECON_SPEED_ROWS: tuple[tuple[str, dict[str, Any]], ...] = tuple(
+    (f"{label}; real simulations per rhythm: {arm or 'all'}",
+     {**_SPEED_BASE, **changes, "n_real_sims": arm})
+    for arm in RECON_SPEED_ARMS
+    for label, changes in (
+        ("constant lr 1e-3, 40 epochs (05 now)", {}),
+        ("cosine from lr 1e-3, 20 epochs", {"schedule": "cosine", "epochs": 20}),
+        ("cosine from lr 2e-3, 20 epochs", {"schedule": "cosine", "epochs": 20, "lr": 2e-3}),
+        ("cosine from lr 2e-3, 15 epochs", {"schedule": "cosine", "epochs": 15, "lr": 2e-3}),
+        ("cosine from lr 3e-3, 15 epochs", {"schedule": "cosine", "epochs": 15, "lr": 3e-3}),
+    ))
+#: 05's stopping rule, under which the speed study compares its rows: (min_epochs, patience).
+SPEED_RULE = (0, 8)
 
 #: The budget study's rows (VAE-S; changes against the notebook's settings, which stop after 10
 #: epochs without validation gain). The first is 02 as it was before mixed precision: float32,
@@ -326,17 +371,21 @@ def recon_row(ds: Dataset, label: str, settings: Mapping[str, float], seed: int,
     if unknown:
         raise ValueError(f"settings: unknown key {unknown[0]!r}; allowed: "
                          f"{', '.join(_RECON_KEYS)}")
-    tset = build_training_set(ds, None, 0, snr_db, seed)
+    n_real_sims = int(settings.get("n_real_sims", 0))
+    epochs = int(settings.get("epochs", epochs))
+    tset = build_training_set(ds, None, 0, snr_db, seed, n_real_sims)
     T, n_rec = ds.egm.shape[1:]
     cfg = ReconConfig(T=int(T), n_electrodes=int(ds.bspm.shape[-1]), n_rec=int(n_rec),
-                      **{k: v for k, v in settings.items() if k not in ("lr", "precision")})
+                      **{k: v for k, v in settings.items() if k in ("w_corr", "beta")})
     with seeded_torch(seed, "cpu"):
         model = DualBranchVAE(cfg)
     t0 = time.perf_counter()
     hist = train_recon(model, tset.bspm_train, tset.egm_train, tset.bspm_val, tset.egm_val,
                        epochs=epochs, lr=float(settings.get("lr", 2e-3)), seed=seed,
+                       batch_size=int(settings.get("batch_size", 32)),
                        patience=epochs, progress=False,
-                       precision=str(settings.get("precision", "float32")))
+                       precision=str(settings.get("precision", "float32")),
+                       schedule=str(settings.get("schedule", "constant")))
     corr, total = hist["val"]["corr"], hist["val"]["total"]
     rules = []
     for min_epochs, patience in STOPPING_RULES:
@@ -344,8 +393,60 @@ def recon_row(ds: Dataset, label: str, settings: Mapping[str, float], seed: int,
         rules.append({"min_epochs": min_epochs, "patience": patience, "epochs_run": run,
                       "best_epoch": best, "val_corr": corr[best]})
     return {"label": label, "settings": dict(settings), "seed": seed, "epochs": epochs,
-            "precision": hist["settings"]["precision"], "seconds": time.perf_counter() - t0,
+            "n_real_sims": n_real_sims, "precision": hist["settings"]["precision"],
+            "seconds": time.perf_counter() - t0, "epoch_s": hist["epoch_s"],
             "val_corr": corr, "val_total": total, "max_val_corr": max(corr), "rules": rules}
+
+
+def rule_cost(row: Mapping[str, Any], rule: tuple[int, int] = SPEED_RULE
+              ) -> tuple[float, float]:
+    """``(validation correlation at the restored epoch, seconds of the epochs run)`` of a
+    :func:`recon_row` under the stopping rule ``(min_epochs, patience)``, replayed on its curve
+    (:func:`egmlib.core.training.stopping_point`): what the row would give and cost in 05."""
+    run, best = stopping_point(row["val_total"], rule[1], rule[0])
+    return float(row["val_corr"][best]), float(sum(row["epoch_s"][:run]))
+
+
+def choose_speed(rows: Sequence[Mapping[str, Any]], tolerance: float = 0.01,
+                 rule: tuple[int, int] = SPEED_RULE) -> dict[str, Any]:
+    """The speed study's choice (:data:`RECON_SPEED_ROWS`) from :func:`recon_row` rows: per
+    setting (the rows' settings without ``n_real_sims``) and arm, the mean over seeds of
+    :func:`rule_cost`; the reference is the first setting; a setting qualifies when its mean
+    correlation is at least the reference's minus ``tolerance`` in every arm; the qualifying
+    setting with the least seconds summed over arms (mean over seeds) is chosen. Returns
+    ``{"settings", "table": [{"settings", "label", "arms": {arm: {"val_corr", "seconds"}},
+    "seconds", "qualifies"}], "reference", "tolerance", "rule"}``."""
+    def key(settings: Mapping[str, Any]) -> str:
+        return repr(sorted((k, v) for k, v in settings.items() if k != "n_real_sims"))
+
+    groups: dict[str, dict[int, list[Mapping[str, Any]]]] = {}
+    order: list[str] = []
+    for r in rows:
+        k = key(r["settings"])
+        if k not in groups:
+            order.append(k)
+        groups.setdefault(k, {}).setdefault(int(r["n_real_sims"]), []).append(r)
+    if not order:
+        raise ValueError("rows: no row to choose from")
+    table = []
+    for k in order:
+        arms = {}
+        for arm, rs in groups[k].items():
+            cost = [rule_cost(r, rule) for r in rs]
+            arms[arm] = {"val_corr": float(np.mean([c[0] for c in cost])),
+                         "seconds": float(np.mean([c[1] for c in cost])), "n_seeds": len(rs)}
+        first = groups[k][next(iter(groups[k]))][0]
+        table.append({"label": first["label"].split(";")[0],
+                      "settings": {a: b for a, b in first["settings"].items()
+                                   if a != "n_real_sims"},
+                      "arms": arms, "seconds": sum(a["seconds"] for a in arms.values())})
+    ref = table[0]["arms"]
+    for row in table:
+        row["qualifies"] = (set(row["arms"]) == set(ref) and all(
+            row["arms"][a]["val_corr"] >= ref[a]["val_corr"] - tolerance for a in ref))
+    chosen = min((r for r in table if r["qualifies"]), key=lambda r: r["seconds"])
+    return {"label": chosen["label"], "settings": chosen["settings"], "table": table,
+            "reference": table[0]["label"], "tolerance": tolerance, "rule": list(rule)}
 
 
 def choose_recon(rows: Sequence[Mapping[str, Any]], tolerance: float = 0.01
@@ -377,9 +478,11 @@ def choose_recon(rows: Sequence[Mapping[str, Any]], tolerance: float = 0.01
 def recon_choice_study(ds: Dataset, values: Mapping[str, Any],
                        rows: Sequence[tuple[str, Mapping[str, float]]] = RECON_CHOICES,
                        seeds: Sequence[int] = RECON_STUDY_SEEDS,
-                       epochs: int = RECON_STUDY_EPOCHS, log: Any = None) -> dict[str, Any]:
+                       epochs: int = RECON_STUDY_EPOCHS, log: Any = None,
+                       choose: Any = None) -> dict[str, Any]:
     """Every row of ``rows`` for every seed of ``seeds`` (:func:`recon_row`) at the profile's
-    noise level, and :func:`choose_recon`'s choice. Rows are checked before any trains."""
+    noise level, and the choice of ``choose`` (default :func:`choose_recon`) from them. Rows
+    are checked before any trains."""
     for label, settings in rows:
         unknown = sorted(set(settings) - set(_RECON_KEYS))
         if unknown:
@@ -396,7 +499,7 @@ def recon_choice_study(ds: Dataset, values: Mapping[str, Any],
                       f"{row['max_val_corr']:.3f}, {row['seconds']:.0f} s", file=log, flush=True)
     return {"split": "val", "epochs": epochs, "seeds": list(seeds), "snr_db": snr_db,
             "stopping_rules": [list(r) for r in STOPPING_RULES], "rows": out,
-            "choice": choose_recon(out)}
+            "choice": (choose or choose_recon)(out)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -405,10 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
     ap.add_argument("--study", choices=("all", "generators", "recon", "budget", "precision",
-                                        "recon_precision"), default="all",
+                                        "recon_precision", "recon_speed"), default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
-                         "precision study (these three are not part of all)")
+                         "precision study, the reconstruction network's speed study (these "
+                         "four are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only")
     ap.add_argument("--run-dir", default=None,
@@ -447,6 +551,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = choice_study(ds, values, PRECISION_ROWS, log=sys.stdout, epochs=epochs)
         study["provenance"] = provenance(base)
         path = save_record("generator_precision", study, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "recon_speed":
+        speed = recon_choice_study(ds, values, RECON_SPEED_ROWS,
+                                   epochs=a.epochs or RECON_STUDY_EPOCHS, log=sys.stdout,
+                                   choose=choose_speed)
+        speed["provenance"] = provenance(base)
+        path = save_record("recon_speed", speed, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study == "recon_precision":
         recon = recon_choice_study(ds, values, RECON_PRECISION_ROWS,
