@@ -172,3 +172,35 @@ def test_inverse_reading_names_over_amplification_only_where_rmse_exceeds_the_si
     assert lines[3].startswith("In AF the RMSE exceeds")
     tik["AF"]["rmse_mean"] = 1.0  # below the signal's RMS: nothing to name
     assert len(data.inverse_reading(tik, agree)) == 3
+
+
+def test_scores_compute_each_value_once_and_agree_with_compare(ds):
+    """``all`` is metrics.compare over every window; a rhythm's row is compare over its windows;
+    a given truth DF gives the same scores as the one computed inside."""
+    idx = np.flatnonzero(ds.part("test"))
+    truth = np.asarray(ds.egm[idx], float)
+    lab = np.asarray(ds.label[idx])
+    recon = truth[::-1].copy() + 0.1  # a wrong but non-constant reconstruction
+    fs = float(ds.manifest["fs"])
+    got = bl.scores(truth, recon, lab, fs)
+    whole = metrics.compare(truth, recon)
+    assert {k: got["all"][k] for k in whole} == whole
+    af = lab == 1
+    assert {k: got["AF"][k] for k in whole} == metrics.compare(truth[af], recon[af])
+    df = bl.truth_df(truth, lab, fs)
+    assert df.shape == (len(idx), truth.shape[2])
+    np.testing.assert_array_equal(df[af], metrics.rhythm_df(truth[af], fs, "AF"))
+    np.testing.assert_array_equal(df[~af], metrics.rhythm_df(truth[~af], fs, "SR"))
+    assert bl.scores(truth, recon, lab, fs, df) == got
+    want = np.abs(metrics.rhythm_df(recon[af], fs, "AF") - df[af])
+    assert got["AF"]["df_err_median"] == pytest.approx(float(np.median(want)), rel=1e-12)
+    with pytest.raises(ValueError, match="df_truth"):
+        bl.scores(truth, recon, lab, fs, df[:1])
+
+
+def test_the_cached_baselines_carry_the_truth_df(ds, tmp_path):
+    stored = bl.cached_baselines(ds, 15.0, 3, tmp_path / "cache")
+    idx = np.flatnonzero(ds.part("test"))
+    want = bl.truth_df(np.asarray(ds.egm[idx], float), np.asarray(ds.label[idx]),
+                       float(ds.manifest["fs"]))
+    np.testing.assert_array_equal(np.asarray(stored["df_truth"], float), want)

@@ -365,3 +365,17 @@ def test_rhythm_blind_df_finds_either_rhythms_rate():
         x[:: int(fs / rate)] = 1.0
         np.testing.assert_allclose(M.RHYTHM_BLIND_DF(x, fs), rate, rtol=1e-4)
     assert M.RHYTHM_BLIND_DF.band_hz == (M.SR_BAND[0], M.AF_BAND[1])
+
+
+def test_pair_metrics_by_blocks_equal_one_window_at_a_time(rng, monkeypatch):
+    # blocks of two windows over a (3, 5) leading shape: every window is computed on its own
+    monkeypatch.setattr(M, "_PAIR_BLOCK_ELEMENTS", 2 * 40 * 6)
+    x = rng.standard_normal((3, 5, 40, 6))
+    y = x + rng.standard_normal(x.shape)
+    y[1, 2, :, 4] = 1.5  # a constant channel inside a block
+    r, d = M.pearson(x, y), M.lsd(x, y)
+    assert r.shape == d.shape == (3, 5, 6) and r[1, 2, 4] == 0.0
+    for i in range(3):
+        for j in range(5):
+            np.testing.assert_array_equal(r[i, j], M.pearson(x[i, j], y[i, j]))
+            np.testing.assert_array_equal(d[i, j], M.lsd(x[i, j], y[i, j]))

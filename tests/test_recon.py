@@ -14,6 +14,7 @@ from egmlib.augmentation.recon import (
     DualBranchVAE,
     ReconConfig,
     _evaluate,
+    _std,
     _to_tensor,
     load_recon,
     predict,
@@ -205,3 +206,30 @@ def test_train_recon_leaves_process_state_unchanged():
         assert torch.equal(torch.get_rng_state(), rng)
     finally:
         torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+
+
+def test_cosine_schedule_anneals_to_zero_and_bad_schedule_is_named():
+    egm, _, bspm = smooth_pairs(8)
+    h = train_recon(tiny_model(), bspm[:6], egm[:6], bspm[6:], egm[6:], epochs=4, batch_size=4,
+                    lr=2e-3, seed=0, patience=4, progress=False, schedule="cosine")
+    # CosineAnnealingLR with T_max = epochs: lr_e = lr (1 + cos(pi e / E)) / 2
+    want = [2e-3 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)]
+    np.testing.assert_allclose(h["lr"], want, rtol=1e-12)
+    assert h["settings"]["schedule"] == "cosine"
+    flat = train_recon(tiny_model(), bspm[:6], egm[:6], bspm[6:], egm[6:], epochs=2,
+                       batch_size=4, lr=2e-3, seed=0, patience=4, progress=False)
+    assert flat["lr"] == [2e-3, 2e-3]
+    with pytest.raises(ValueError, match="schedule: got 'linear'; allowed: constant, cosine"):
+        train_recon(tiny_model(), bspm, egm, bspm, egm, epochs=1, progress=False,
+                    schedule="linear")
+
+
+def test_training_scale_is_the_float64_std_without_a_copy():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((7, 33, 5)) * 3.0 + 100.0).astype(np.float32)
+    # small blocks: several partial sums, one ragged
+    assert _std(x, block=64) == pytest.approx(float(np.asarray(x, np.float64).std()), rel=1e-12)
+    assert _std(np.full((3, 4), 2.5, np.float32)) == 0.0
+    m = tiny_model()
+    with pytest.raises(ValueError, match="no spread"):
+        m.fit_scales(np.ones((2, T, N_EL), np.float32), np.ones((2, T, N_REC)))

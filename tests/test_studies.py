@@ -227,3 +227,58 @@ def test_cli_writes_the_recon_precision_record(smoke_run: Path,
     assert {r["precision"] for r in rows if r["label"] == "auto precision"} == {
         resolve_precision("auto")}
     assert all(len(r["val_corr"]) == 2 for r in rows) and record["split"] == "val"
+
+
+def _speed_row(label: str, arm: int, seed: int, total: list[float], corr: list[float],
+               epoch_s: float, **settings) -> dict:
+    return {"label": f"{label}; arm {arm}", "seed": seed, "n_real_sims": arm,
+            "settings": {**settings, "n_real_sims": arm}, "val_total": total, "val_corr": corr,
+            "epoch_s": [epoch_s] * len(total)}
+
+
+def test_rule_cost_replays_the_stopping_rule():
+    # patience 2: the best is epoch 1, epochs 2 and 3 are worse, so 4 epochs run
+    row = _speed_row("A", 0, 0, [3.0, 1.0, 2.0, 2.5, 0.5], [0.1, 0.4, 0.3, 0.2, 0.6], 1.5)
+    assert studies.rule_cost(row, (0, 2)) == (0.4, 6.0)
+    assert studies.rule_cost(row, (5, 2)) == (0.6, 7.5)  # no stop before 5 epochs
+
+
+def test_choose_speed_hand_worked():
+    """The reference R (first) is slow; F is fastest but 0.02 short in arm 16; M is within
+    0.01 in both arms and faster than R: M is chosen."""
+    curve = [3.0, 2.0, 1.0]
+    rows = []
+    for seed in (0, 1):
+        rows += [_speed_row("R", 0, seed, curve, [0.1, 0.2, 0.50], 10.0, lr=1e-3),
+                 _speed_row("R", 16, seed, curve, [0.1, 0.2, 0.30], 5.0, lr=1e-3),
+                 _speed_row("F", 0, seed, curve, [0.1, 0.2, 0.50], 1.0, lr=3e-3),
+                 _speed_row("F", 16, seed, curve, [0.1, 0.2, 0.28], 0.5, lr=3e-3),
+                 _speed_row("M", 0, seed, curve, [0.1, 0.2, 0.495], 4.0, lr=2e-3),
+                 _speed_row("M", 16, seed, curve, [0.1, 0.2, 0.30 - 0.005 * seed], 2.0,
+                            lr=2e-3)]
+    c = studies.choose_speed(rows, rule=(0, 8))
+    assert c["label"] == "M" and c["settings"] == {"lr": 2e-3}
+    table = {r["label"]: r for r in c["table"]}
+    assert [r["label"] for r in c["table"]] == ["R", "F", "M"] and c["reference"] == "R"
+    assert table["R"]["qualifies"] and not table["F"]["qualifies"]
+    assert table["M"]["arms"]["16"]["val_corr"] == pytest.approx(0.2975)
+    assert table["M"]["seconds"] == pytest.approx(18.0) and table["R"]["seconds"] == 45.0
+    with pytest.raises(ValueError, match="rows"):
+        studies.choose_speed([])
+
+
+def test_the_recon_training_budget_is_the_committed_speed_choice():
+    """05's schedule, learning rate and epochs are what the committed speed study chose (its
+    rule re-applied to its rows); that study never trained on the test split."""
+    record = json.loads((ROOT / "results" / "default" / "recon_speed.json").read_text())
+    assert record["split"] == "val"
+    assert [r["label"] for r in record["rows"]] == [
+        label for label, _ in studies.RECON_SPEED_ROWS for _ in studies.RECON_STUDY_SEEDS]
+    choice = studies.choose_speed(record["rows"])
+    assert choice == record["choice"]
+    p = params.validate("05_augment", {})
+    s = choice["settings"]
+    assert (p.recon_schedule, p.recon_lr, p.recon_precision) == (
+        s.get("schedule", "constant"), s["lr"], s["precision"])
+    assert p.recon_epochs == s.get("epochs", studies.RECON_STUDY_EPOCHS)
+    assert (p.recon_min_epochs, p.recon_patience) == studies.SPEED_RULE

@@ -420,7 +420,7 @@ def _history(result: FitResult, settings: dict[str, Any], t_start: float) -> dic
     return {
         "train": {k: list(result.train.get(k, ())) for k in LOSS_KEYS},
         "val": {k: list(result.val.get(k, ())) for k in LOSS_KEYS},
-        "epoch_s": list(result.epoch_s), "best_epoch": result.best_epoch,
+        "epoch_s": list(result.epoch_s), "lr": list(result.lr), "best_epoch": result.best_epoch,
         "best_val": result.best_val, "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early, "seconds": time.perf_counter() - t_start,
         "pairs_per_s": result.samples_per_s, "settings": settings,
@@ -462,7 +462,8 @@ def train_recon(model: DualBranchVAE, bspm_train: ArrayLike, egm_train: ArrayLik
     dominated, one thread was faster.
 
     History: ``train`` / ``val`` map each of :data:`LOSS_KEYS` to per-epoch values; also
-    ``epoch_s``, ``best_epoch`` (0-based), ``best_val``, ``epochs_run``, ``stopped_early``,
+    ``epoch_s``, ``lr`` (each epoch's learning rate), ``best_epoch`` (0-based), ``best_val``,
+    ``epochs_run``, ``stopped_early``,
     ``seconds`` (the whole call), ``pairs_per_s`` (training steps only) and ``settings``.
     """
     t_start = time.perf_counter()

@@ -414,7 +414,7 @@ def choose_speed(rows: Sequence[Mapping[str, Any]], tolerance: float = 0.01,
     :func:`rule_cost`; the reference is the first setting; a setting qualifies when its mean
     correlation is at least the reference's minus ``tolerance`` in every arm; the qualifying
     setting with the least seconds summed over arms (mean over seeds) is chosen. Returns
-    ``{"settings", "table": [{"settings", "label", "arms": {arm: {"val_corr", "seconds"}},
+    ``{"settings", "table": [{"settings", "label", "arms": {str(arm): {"val_corr", "seconds"}},
     "seconds", "qualifies"}], "reference", "tolerance", "rule"}``."""
     def key(settings: Mapping[str, Any]) -> str:
         return repr(sorted((k, v) for k, v in settings.items() if k != "n_real_sims"))
@@ -433,7 +433,7 @@ def choose_speed(rows: Sequence[Mapping[str, Any]], tolerance: float = 0.01,
         arms = {}
         for arm, rs in groups[k].items():
             cost = [rule_cost(r, rule) for r in rs]
-            arms[arm] = {"val_corr": float(np.mean([c[0] for c in cost])),
+            arms[str(arm)] = {"val_corr": float(np.mean([c[0] for c in cost])),
                          "seconds": float(np.mean([c[1] for c in cost])), "n_seeds": len(rs)}
         first = groups[k][next(iter(groups[k]))][0]
         table.append({"label": first["label"].split(";")[0],
