@@ -15,6 +15,8 @@ default
   lambda, the floor), computed as every 05 run did before (the baseline) against read back from
   the cache that the runs now share (:func:`egmlib.augmentation.baselines.cached_baselines`), on
   the default data set (``--quick``: the smoke one, built when missing).
+* ``scores``: the fixed cost of scoring a 05 run and of its training scale, before and after
+  (:func:`bench_scores`).
 * ``sweep``: the same two runs of ``notebooks/05_augment.ipynb`` (k in {0, 18}, seed 0,
   VAE-S) run serially and then on a ``LocalCluster`` of two single-threaded workers, each into
   a fresh temporary sweep folder: the wall times and the speed-up (serial / parallel). Full mode
@@ -152,3 +154,46 @@ def bench_baselines(quick: bool) -> list[Row]:
     return [{"section": "baselines", "item": f"baselines of the test BSPMs ({profile}), {how}",
              "seconds": sec, "ratio": computed / sec, "baseline": "computed in every run"}
             for how, sec in (("computed", computed), ("read from the cache", cached))]
+
+
+def bench_scores(quick: bool) -> list[Row]:
+    """The fixed cost of scoring one 05 run, before and after, on random windows of the default
+    test set's size (200 windows of 400 x 256: 100 test windows on two held-out torsos;
+    ``--quick``: 20): :func:`egmlib.augmentation.baselines.scores` with the per-window metrics
+    computed on the whole array at once and the truth's DF recomputed (as every run did
+    before, the baseline) against by blocks of windows with the truth's DF given (read from the
+    cached baselines); and the training scale of :meth:`DualBranchVAE.fit_scales` on 984
+    training pairs (``--quick``: 98), through a float64 copy (before) against by blocks."""
+    import numpy as np
+
+    from benchmarks.run import _best
+    from egmlib.augmentation import baselines, recon
+    from egmlib.core import metrics
+
+    n = 20 if quick else 200
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 400, 256))
+    y = x + rng.standard_normal(x.shape)
+    lab = np.repeat([0, 1], n // 2)
+    block = metrics._PAIR_BLOCK_ELEMENTS
+    try:
+        metrics._PAIR_BLOCK_ELEMENTS = x.size  # one block: the whole array, as before
+        before = _best(lambda: baselines.scores(x, y, lab, 100.0), 2)
+    finally:
+        metrics._PAIR_BLOCK_ELEMENTS = block
+    df = baselines.truth_df(x, lab, 100.0)
+    after = _best(lambda: baselines.scores(x, y, lab, 100.0, df), 2)
+    pairs = 98 if quick else 984
+    train = rng.standard_normal((pairs, 400, 320)).astype(np.float32)
+    copy = _best(lambda: float(np.asarray(train, np.float64).std()), 2)
+    blocks = _best(lambda: recon._std(train), 2)
+    item = f"scores of one run ({n} windows of 400 x 256)"
+    return [{"section": "scores", "item": f"{item}, whole arrays, truth DF recomputed",
+             "seconds": before, "ratio": 1.0, "baseline": "whole arrays"},
+            {"section": "scores", "item": f"{item}, by blocks, truth DF cached",
+             "seconds": after, "ratio": before / after, "baseline": "whole arrays"},
+            {"section": "scores", "item": f"training scale ({pairs} pairs), float64 copy",
+             "seconds": copy, "ratio": 1.0, "baseline": "float64 copy"},
+            {"section": "scores", "item": f"training scale ({pairs} pairs), by blocks",
+             "seconds": blocks, "ratio": copy / blocks, "baseline": "float64 copy"}]
+

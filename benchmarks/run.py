@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.augment import bench_baselines, bench_recon, bench_sweep
+from benchmarks.augment import bench_baselines, bench_recon, bench_scores, bench_sweep
 from egmlib.core import params as params_mod
 from egmlib.core.runs import git_commit, package_versions, portable, repo_root, save_json, shown
 
@@ -259,6 +259,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "train": bench_train,
     "recon": bench_recon,
     "baselines": bench_baselines,
+    "scores": bench_scores,
     "sweep": bench_sweep,
 }
 

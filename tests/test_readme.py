@@ -44,6 +44,12 @@ HOW_TESTED: dict[str, str] = {
         "tests/test_studies.py test_cli_writes_the_budget_record (smoke run, two epochs a row)",
     "python -m egmlib.workflow.studies --study precision":
         "tests/test_studies.py test_cli_writes_the_precision_record (smoke run, one epoch a row)",
+    "python -m egmlib.workflow.studies --study recon_speed":
+        "tests/test_studies.py test_cli_writes_the_recon_speed_record (smoke run, the rows "
+        "shrunk to two epochs and to all and 2 real simulations per rhythm)",
+    "python -m benchmarks.run --only scores --out results/bench/bench_scores.json":
+        "test_bench_scores_section_compares_before_and_after (the same section in quick mode, "
+        "into a temporary file)",
     "python -m egmlib.workflow.studies --study recon_precision":
         "tests/test_studies.py test_cli_writes_the_recon_precision_record (smoke run, two "
         "epochs a row)",
@@ -174,6 +180,22 @@ def test_bench_writes_its_record(tmp_path: Path, capsys):
     (row,) = record["rows"]
     assert row["section"] == "transfer" and row["n_rec"] == 256 and row["ratio"] == 1.0
     assert row["shape"] == [row["n_torso_vertices"], 256]  # torso vertices x recording sites
+
+
+def test_bench_scores_section_compares_before_and_after(tmp_path: Path):
+    """The scores section times each fixed cost before and after in the same run, as ratios
+    to the before row."""
+    import json
+
+    from benchmarks import run as bench
+
+    out = tmp_path / "bench_scores.json"
+    assert bench.main(["--quick", "--only", "scores", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["section"] for r in rows] == ["scores"] * 4
+    assert [r["ratio"] for r in rows[::2]] == [1.0, 1.0]  # the baselines
+    assert all(r["seconds"] > 0 for r in rows)
+    assert rows[1]["ratio"] == rows[0]["seconds"] / rows[1]["seconds"]
 
 
 def test_licence_and_citation_agree_with_the_package():

@@ -282,3 +282,16 @@ def test_the_recon_training_budget_is_the_committed_speed_choice():
         s.get("schedule", "constant"), s["lr"], s["precision"])
     assert p.recon_epochs == s.get("epochs", studies.RECON_STUDY_EPOCHS)
     assert (p.recon_min_epochs, p.recon_patience) == studies.SPEED_RULE
+
+
+def test_cli_writes_the_recon_speed_record(smoke_run: Path, monkeypatch: pytest.MonkeyPatch):
+    rows = tuple((f"{label}; arm {arm}", {**settings, "n_real_sims": arm})
+                 for arm in (0, 2) for label, settings in (
+                     ("constant", {"lr": 1e-3, "epochs": 2}),
+                     ("cosine", {"lr": 2e-3, "epochs": 2, "schedule": "cosine"})))
+    monkeypatch.setattr(studies, "RECON_SPEED_ROWS", rows)
+    record = _guarded_cli_record(smoke_run, monkeypatch, "recon_speed", 2, "recon_speed")
+    assert [r["n_real_sims"] for r in record["rows"]] == [0] * 4 + [2] * 4
+    assert all(len(r["val_corr"]) == len(r["epoch_s"]) == 2 for r in record["rows"])
+    assert record["split"] == "val" and record["choice"] == studies.choose_speed(record["rows"])
+    assert [r["label"] for r in record["choice"]["table"]] == ["constant", "cosine"]
