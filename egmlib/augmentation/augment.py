@@ -311,7 +311,8 @@ def evaluate(model: DualBranchVAE | None, ds: Dataset, snr_db: float,
     same data, ``snr_db``, ``seed`` and ``part`` (checked; e.g. the cached one of
     :func:`egmlib.augmentation.baselines.cached_baselines`), or, when it is ``None`` and
     ``tikhonov_baseline`` holds, zero-order Tikhonov with lambda at the L-curve corner per
-    window computed here.
+    window computed here. The truth's DF, which every run's DF error compares with, is read from
+    ``baseline["df_truth"]`` when there (:func:`egmlib.augmentation.baselines.truth_df`).
 
     Returns ``{"network": {...}, "tikhonov": {...}, "baselines": {...}, "n_windows", "torsos",
     "noise_seed", "snr_db"}`` where ``network`` and ``tikhonov`` (the L-curve baseline) map
