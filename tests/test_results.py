@@ -256,7 +256,9 @@ def test_collapsed_runs_are_counted_with_their_best_epochs(tmp_path):
     assert sorted(summary["best_epoch"]["collapsed"]) == [6, 9]
     assert sorted(summary["best_epoch"]["others"]) == [14, 18, 21]
     text = results.format_collapsed(summary)
-    assert "vae_s: 2 of 3 runs with AF corr_mean < 0.05 (k = 8, 16)" in text
+    assert summary["runs"][0]["n_real_sims"] == 0  # a record without the field: all
+    assert ("vae_s: 2 of 3 runs with AF corr_mean < 0.05 (k = 8, 16; real simulations per "
+            "rhythm: all)") in text
     assert "vae_c: 0 of 1 runs" in text
     assert "of these runs 7-10; of the others 15-22, median 19" in text
     # SR never collapses here; a rhythm nobody recorded is reported as such
@@ -392,3 +394,12 @@ def test_pivot_and_reading_name_each_arm_and_the_holm_survivors():
     assert "untestable" in reading[0]
     assert "1 remain significant" in reading[1] and "k = 6 with 2 real simulations" in reading[1]
     assert "+0.030" in reading[2]
+
+
+def test_collapsed_runs_name_their_arm():
+    runs = [{"generator": "none", "k": 0, "seed": s, "n_real_sims": arm,
+             "network": {"AF": {"corr_mean": 0.01}}, "history": {}}
+            for s, arm in ((0, 4), (1, 2), (2, 0))]
+    summary = results.collapsed_runs(runs)
+    assert [r["n_real_sims"] for r in summary["runs"]] == [4, 2, 0]
+    assert "(k = 0; real simulations per rhythm: 2, 4, all)" in results.format_collapsed(summary)

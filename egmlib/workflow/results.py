@@ -261,7 +261,8 @@ def collapsed_runs(results_: list[Mapping[str, Any]], rhythm: str = "AF",
     as opposed to one a little worse than its neighbours. Such runs make a mean over seeds
     bimodal, so a mean change against k = 0 says little without them being counted.
 
-    Returns ``runs`` (one row per such run: generator, k, seed, the value, and from the run's
+    Returns ``runs`` (one row per such run: generator, k, seed, ``n_real_sims`` (0: all), the
+    value, and from the run's
     training history ``best_epoch``, 0-based, and ``epochs_run``), ``n_by_generator``
     (generator -> [such runs, runs]) and ``best_epoch`` (``"collapsed"`` / ``"others"``: the
     best epochs of both groups, to see whether early stopping picked the collapsed networks
@@ -281,21 +282,26 @@ def collapsed_runs(results_: list[Mapping[str, Any]], rhythm: str = "AF",
             epochs["collapsed" if hit else "others"].append(int(hist["best_epoch"]))
         if hit:
             rows.append({"generator": r["generator"], "k": int(r["k"]), "seed": int(r["seed"]),
-                         "value": float(value), "best_epoch": hist.get("best_epoch"),
+                         "n_real_sims": int(r.get("n_real_sims", 0)), "value": float(value),
+                         "best_epoch": hist.get("best_epoch"),
                          "epochs_run": hist.get("epochs_run")})
     return {"rhythm": rhythm, "metric": metric, "below": below, "runs": rows,
             "n_by_generator": counts, "best_epoch": epochs}
 
 
 def format_collapsed(summary: Mapping[str, Any]) -> str:
-    """:func:`collapsed_runs` as sentences: how many runs per generator, at which k, and the
+    """:func:`collapsed_runs` as sentences: how many runs per generator, at which k and real
+    training simulations per rhythm, and the
     best epochs (counted from 1) of those runs against the others'."""
     rh, metric, below = summary["rhythm"], summary["metric"], summary["below"]
     lines = []
     for gen, (hit, total) in sorted(summary["n_by_generator"].items()):
-        ks = sorted({r["k"] for r in summary["runs"] if r["generator"] == gen})
-        lines.append(f"{gen}: {hit} of {total} runs with {rh} {metric} < {below}"
-                     + (f" (k = {', '.join(map(str, ks))})" if ks else ""))
+        mine = [r for r in summary["runs"] if r["generator"] == gen]
+        ks = sorted({r["k"] for r in mine})
+        arms = sorted({r.get("n_real_sims", 0) for r in mine}, key=lambda a: (a == 0, a))
+        where = (f" (k = {', '.join(map(str, ks))}; real simulations per rhythm: "
+                 f"{', '.join(str(a) if a else 'all' for a in arms)})" if ks else "")
+        lines.append(f"{gen}: {hit} of {total} runs with {rh} {metric} < {below}{where}")
     ep = {g: np.asarray(v) + 1 for g, v in summary["best_epoch"].items()}
     if ep["collapsed"].size and ep["others"].size:
         lines.append(f"best epoch (early stopping's pick, counted from 1) of these runs "
