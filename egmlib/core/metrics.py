@@ -324,9 +324,9 @@ def _by_blocks(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], a: np.ndarray
     """``fn(a, b)`` for a per-series function of ``(..., T, C)`` pairs, evaluated over blocks of
     the leading (window) axes of about ``_PAIR_BLOCK_ELEMENTS`` values each and concatenated:
     the same numbers as one call (every series is computed on its own), without whole-array
-    temporaries. Measured on 200 windows of 400 x 256 (float64), :func:`pearson` took 2.3 s in
-    one call and 0.3 s by blocks: the temporaries of the large call cost page faults, not
-    arithmetic."""
+    temporaries, whose page faults, not the arithmetic, made one large call slow
+    (``make bench``, section ``scores``: a run's scores 1.9x faster with blocks and the
+    truth's DF given, ``results/bench/bench_scores.json``)."""
     lead = a.shape[:-2]
     if len(lead) == 0 or a.size <= _PAIR_BLOCK_ELEMENTS:
         return fn(a, b)
