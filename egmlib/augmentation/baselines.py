@@ -303,7 +303,7 @@ def cached_baselines(ds: Dataset, snr_db: float, seed: int, folder: str | Path) 
     files (their SHA-256), settings and lambda grid; otherwise it is recomputed and replaced
     atomically. Every run of the augmentation experiment scores on the same noisy test BSPMs,
     so the baselines are the same for all of them: computing them once saves about 20 s a run
-    (``make bench``, section ``recon``)."""
+    (``make bench``, section ``baselines``)."""
     key = {"format": "egmlib.baselines/2", "data": _data_key(ds), "snr_db": float(snr_db),
            "seed": int(seed), "methods": list(BASELINES), "grid": RELATIVE_LAMBDAS.tolist()}
     path = Path(folder) / f"baselines_snr{float(snr_db):g}_seed{int(seed)}.json"

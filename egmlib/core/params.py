@@ -466,6 +466,29 @@ class SweepConfig(Stage):
     learn_threshold: float = param(0.2, float, -1.0, 1.0,
                                    help="mean validation correlation that the k 0 runs of the "
                                         "primary arm must reach")
+    # The filter ablation (the paper's open question 4; :mod:`egmlib.workflow.ablation`), fixed
+    # before it ran: the generator of the primary hypothesis, k = 18 (the primary's), in the arm
+    # of 8 real simulations per rhythm, where the sweep measured the largest gain (a choice that
+    # read the sweep's test split: the ablation is exploratory). Each k runs with every pool and
+    # without a filter (pool = k); pool 0 is the paper's filter (best k of all generated).
+    ablation_generator: str = param("vae_s", str, choices=GENERATORS,
+                                    help="generator of the filter ablation")
+    ablation_n_real_sims: int = param(8, int, 0, 10_000,
+                                      help="real training simulations per rhythm of the filter "
+                                           "ablation (0: all)")
+    ablation_k: list = param([18], list, 1, 100_000, item=int, nonempty=True,
+                             help="k of the filter ablation")
+    ablation_filter_pools: list = param([0, 72], list, 0, 100_000, item=int, nonempty=True,
+                                        help="filter pools of the ablation (0: the paper's "
+                                             "filter; the unfiltered pool k is always added)")
+
+    def check(self) -> None:
+        small = [p for p in self.ablation_filter_pools if 0 < p < max(self.ablation_k)]
+        if small:
+            raise ParameterError(
+                f"parameter 'ablation_filter_pools': got {small}; allowed: 0 or at least the "
+                f"largest ablation_k ({max(self.ablation_k)}), so the filter has k windows "
+                "to keep")
 
 
 #: Every stage configuration, bottom to top of the pipeline.
@@ -496,6 +519,7 @@ NOTEBOOK_STAGES: dict[str, tuple[type[Stage], ...]] = {
     "04_fidelity": (RunConfig, FidelityConfig),
     "05_augment": (RunConfig, AugmentConfig),
     "06_sweep": (RunConfig, SweepConfig),
+    "07_filter": (RunConfig, SweepConfig),
 }
 NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01_data": ("profile", "run_dir", "seed", *DataConfig.specs()),
@@ -505,6 +529,8 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "05_augment": ("profile", "run_dir", "seed", *AugmentConfig.specs()),
     "06_sweep": ("profile", "run_dir", "sweep_dir", "range_k", "hypothesis_generator",
                  "hypothesis_rhythm", "learn_threshold"),
+    "07_filter": ("profile", "run_dir", "ablation_generator", "ablation_n_real_sims",
+                  "ablation_k", "ablation_filter_pools"),
 }
 
 

@@ -19,12 +19,34 @@ from numpy.typing import NDArray
 
 from egmlib.core.runs import atomic_path
 
-__all__ = ["ATRIA_CATEGORIES", "LOSS_PART_TITLES", "MEMBRANE_VOLTAGE_LABEL", "RHYTHM_COLORS",
-           "FigureRuleError", "bspm_maps_figure", "category_handles", "egm_examples_figure",
-           "figure_problems", "lambda_search_figure", "legend_right", "loss_curves", "mesh_axes",
-           "mesh_views", "noisy_traces_figure", "offset_traces", "psd_df_figure",
-           "reconstruction_gallery", "savefig", "snapshots_figure", "torsos_figure",
-           "training_curve_figure", "use_style", "vertical_scale_bar", "window_gallery"]
+__all__ = [
+    "ATRIA_CATEGORIES",
+    "LOSS_PART_TITLES",
+    "MEMBRANE_VOLTAGE_LABEL",
+    "RHYTHM_COLORS",
+    "FigureRuleError",
+    "bspm_maps_figure",
+    "category_handles",
+    "egm_examples_figure",
+    "figure_problems",
+    "filter_figure",
+    "lambda_search_figure",
+    "legend_right",
+    "loss_curves",
+    "mesh_axes",
+    "mesh_views",
+    "noisy_traces_figure",
+    "offset_traces",
+    "psd_df_figure",
+    "reconstruction_gallery",
+    "savefig",
+    "snapshots_figure",
+    "torsos_figure",
+    "training_curve_figure",
+    "use_style",
+    "vertical_scale_bar",
+    "window_gallery",
+]
 
 #: One colour per rhythm, used by every figure.
 RHYTHM_COLORS = {"SR": "#1f77b4", "AF": "#d62728"}
@@ -613,6 +635,50 @@ def scarcity_figure(rows: Sequence[Mapping[str, Any]], paper_gain: float | None 
                 ax.set_xlabel("real training simulations per rhythm")
             if j == 0:
                 ax.set_ylabel("change in test correlation\nvs k = 0")
+    legend_right(fig, axes)
+    fig.tight_layout()
+    return fig
+
+
+def filter_figure(rows: Sequence[Mapping[str, Any]], n_generated: int | None = None):
+    """The filter ablation at a glance (:func:`egmlib.workflow.ablation.filter_table`): the
+    change of test correlation against the same seed's ``k = 0`` run (mean over seeds, 95%
+    two-level bootstrap interval over seeds and test simulations) for each filter, from the
+    strictest (the paper's: the best k of all generated) to none (the first k drawn), one panel
+    per rhythm, one marker series per k. Tick labels give the share of drawn windows kept
+    (with ``n_generated``, the windows the generator drew per rhythm)."""
+    rows = [r for r in rows if r["reference"] == "k = 0"]
+    rhythms = [rh for rh in RHYTHM_COLORS if any(r["rhythm"] == rh for r in rows)]
+    ks = sorted({r["k"] for r in rows})
+
+    def strictness(r: Mapping[str, Any]) -> float:  # share of the drawn windows kept
+        pool = r["filter_pool"] or (n_generated or 10**9)
+        return r["k"] / pool
+
+    fig, axes = plt.subplots(1, len(rhythms), figsize=(3.6 * len(rhythms) + 1.6, 3.0),
+                             squeeze=False, sharey=True)
+    cmap = plt.get_cmap("viridis")
+    width = 0.5 / max(len(ks), 1)
+    for j, rhythm in enumerate(rhythms):
+        ax = axes[0, j]
+        ax.axhline(0.0, color="0.4", lw=0.8)
+        for m, k in enumerate(ks):
+            sel = sorted((r for r in rows if r["rhythm"] == rhythm and r["k"] == k),
+                         key=strictness)
+            x = np.arange(len(sel)) + (m - (len(ks) - 1) / 2) * width
+            y = np.array([r["mean_gain"] for r in sel])
+            err = np.array([[r["mean_gain"] - r["boot_lo"] for r in sel],
+                            [r["boot_hi"] - r["mean_gain"] for r in sel]])
+            ax.errorbar(x, y, yerr=err, fmt="o", ms=4, capsize=2, lw=1,
+                        color=cmap(m / max(len(ks) - 1, 1)), label=f"k = {k}")
+            ax.set_xticks(np.arange(len(sel)), [
+                "none\n(100%)" if r["filter_pool"] == r["k"]
+                else f"best {r['k']} of {r['filter_pool'] or n_generated or 'all'}"
+                     f"\n({100 * strictness(r):.0f}%)" for r in sel])
+        ax.set_title(rhythm, loc="left")
+        ax.set_xlabel("filter (share of drawn windows kept)")
+        if j == 0:
+            ax.set_ylabel("change in test correlation\nvs k = 0")
     legend_right(fig, axes)
     fig.tight_layout()
     return fig
