@@ -44,6 +44,7 @@ Modules (the public API; each documents its own functions):
 - workflow: :mod:`~egmlib.workflow.pipeline` (the notebooks in order),
   :mod:`~egmlib.workflow.studies` (the choice studies of the generators and of the
   reconstruction network), :mod:`~egmlib.workflow.sweep` (05 over a grid),
+  :mod:`~egmlib.workflow.ablation` (the filter ablation, notebook 07),
   :mod:`~egmlib.workflow.records` (what a run leaves, comparing records),
   :mod:`~egmlib.workflow.results` (collecting records, paired tests),
   :mod:`~egmlib.workflow.site` (the static site of the README and the notebooks)

@@ -90,9 +90,12 @@ def test_filter_table_against_k0_and_against_no_filter():
     p = np.array([r["p_t"] for r in rows])
     np.testing.assert_allclose([r["p_holm"] for r in rows], results.holm(p))
     reading = ablation.filter_reading(rows, n_generated=200)
-    assert reading[0].startswith("SR, k = 18, against k = 0: the paper's filter (best 18 of all "
-                                 "generated, 9% kept) +0.05")
-    assert "best 18 of 72, 25% kept" in reading[0] and "no filter +0.01" in reading[0]
+    assert reading[0].startswith("SR, k = 18, against k = 0: paper's: best 18 of 200 (9%) +0.05")
+    assert "best 18 of 72 (25%) +0.03" in reading[0]
+    assert "none (first 18 drawn) +0.01" in reading[0]
+    table = ablation.format_filter_table(rows, 200).splitlines()
+    assert [line.split()[:2] for line in table[2:]] == [["18", "SR"]] * 3
+    assert "paper's: best 18 of 200 (9%)" in table[2] and table[4].rstrip().endswith("-")
     assert reading[1].endswith("2 of 2 differ at 0.05 after Holm's correction.")
     val = ablation.validation_by_pool(runs)
     assert val["k=18 pool=0"] == pytest.approx(0.25) and val["k=18 pool=18"] == pytest.approx(0.21)
@@ -108,7 +111,7 @@ def _profile(tmp_path: Path, text: str) -> Path:
 def test_cli_checks_k_and_the_pools_against_the_generated_windows(
         smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture):
-    n_generated, n_kept = ablation._drawn_and_kept(smoke_run, "vae_s")
+    n_generated, n_kept = ablation.drawn_and_kept(smoke_run, "vae_s")
     assert (n_generated, n_kept) == (20, 5)  # params/smoke.yaml: n_generate, n_keep
     monkeypatch.setattr(ablation, "repo_root", lambda: tmp_path)
     cli = ["--profile", "smoke", "--run-dir", str(smoke_run), "--dry-run"]
@@ -121,6 +124,7 @@ def test_cli_checks_k_and_the_pools_against_the_generated_windows(
     _profile(tmp_path, "ablation_k: [4]\nablation_filter_pools: [0, 2]\n")
     assert ablation.main(cli) == 2
     assert "parameter 'ablation_filter_pools': got [2]" in capsys.readouterr().err
+    _profile(tmp_path, "ablation_k: [4]\nablation_filter_pools: [0]\n")
     empty = tmp_path / "no_generators"
     empty.mkdir()
     assert ablation.main(["--profile", "smoke", "--run-dir", str(empty), "--dry-run"]) == 2
@@ -147,7 +151,7 @@ def test_cli_runs_the_ablation_and_07_writes_its_record(smoke_run: Path, all_cor
                         for s in (0, 1)])
         assert r["mean_gain"] == pytest.approx(want, abs=1e-4), r
     assert set(record["validation"]) == {"k=0", "k=4 pool=0", "k=4 pool=10", "k=4 pool=4"}
-    assert record["reading"][0].startswith("SR, k = 4, against k = 0: the paper's filter")
+    assert record["reading"][0].startswith("SR, k = 4, against k = 0: paper's: best 4 of 20 (20%)")
     assert (smoke_run / "figures" / "07_filter.png").stat().st_size > 10_000
 
 

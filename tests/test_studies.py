@@ -295,3 +295,42 @@ def test_cli_writes_the_recon_speed_record(smoke_run: Path, monkeypatch: pytest.
     assert all(len(r["val_corr"]) == len(r["epoch_s"]) == 2 for r in record["rows"])
     assert record["split"] == "val" and record["choice"] == studies.choose_speed(record["rows"])
     assert [r["label"] for r in record["choice"]["table"]] == ["constant", "cosine"]
+
+
+def test_choose_mode_hand_worked():
+    def row(gen, mode, rhythm, frechet):
+        return {"generator": gen, "mode": mode, "rhythm": rhythm,
+                "distribution": {"frechet": frechet}}
+
+    rows = [row("vae_s", "prior", "SR", 2.0), row("vae_s", "guided", "SR", 1.0),
+            row("vae_c", "prior", "SR", 1.0), row("vae_c", "prior", "AF", 5.0),
+            row("vae_c", "guided", "SR", 2.0), row("vae_c", "guided", "AF", 4.0),
+            row("real (training)", "-", "SR", 0.1)]
+    choice = studies.choose_mode(rows)
+    assert set(choice) == {"vae_s", "vae_c"}  # the reference row is no candidate
+    assert choice["vae_s"] == {"mode": "guided", "frechet": {"prior": 2.0, "guided": 1.0}}
+    assert choice["vae_c"]["frechet"] == {"prior": 3.0, "guided": 3.0}
+    assert choice["vae_c"]["mode"] == "prior"  # a tie keeps the paper's prior
+
+
+def test_cli_writes_the_generation_mode_record(smoke_run: Path,
+                                               monkeypatch: pytest.MonkeyPatch):
+    ds = data.load_dataset(smoke_run)
+    _forbid_test_split(ds, monkeypatch, "generation-mode study")
+    monkeypatch.setattr(studies, "load_dataset", lambda run: ds)
+    monkeypatch.setattr(studies, "MODE_STUDY_N", 12)
+    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--study",
+                         "gen_mode"]) == 0
+    record = json.loads((smoke_run / "results" / "generator_modes.json").read_text())
+    assert record["split"] == "val"
+    keys = [(r["generator"], r["mode"], r["rhythm"]) for r in record["rows"]]
+    assert keys == [("vae_s", "prior", "SR"), ("vae_s", "guided", "SR"),
+                    ("vae_c", "prior", "SR"), ("vae_c", "guided", "SR"),
+                    ("vae_c", "prior", "AF"), ("vae_c", "guided", "AF"),
+                    ("real (training)", "-", "SR"), ("real (training)", "-", "AF")]
+    assert all(r["n"] == 12 for r in record["rows"][:6])
+    assert record["choice"] == studies.choose_mode(record["rows"])
+    # real SR training windows lie nearer the validation ones than a 3-epoch VAE-S's windows
+    frechet = {k: r["distribution"]["frechet"] for k, r in zip(keys, record["rows"])}
+    assert frechet[("real (training)", "-", "SR")] < min(
+        frechet[("vae_s", m, "SR")] for m in studies.GEN_MODES)

@@ -5,6 +5,8 @@ aggregation of its records. The top layer: nothing in egmlib imports it.
 - :mod:`egmlib.workflow.studies`  the generators' choice study, on the validation split
   (``make studies``)
 - :mod:`egmlib.workflow.sweep`    notebook 05 over a grid, locally or on a Dask cluster
+- :mod:`egmlib.workflow.ablation` the filter ablation: its runs of 05 and its comparisons
+  (notebook 07)
 - :mod:`egmlib.workflow.results`  collecting run records, paired tests, the sweep's verdict
 - :mod:`egmlib.workflow.site`     the static site: README, executed notebooks, API (``make site``)
 """

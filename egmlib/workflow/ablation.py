@@ -135,7 +135,7 @@ def filter_table(results_: list[Mapping[str, Any]], generator: str, n_real_sims:
                 refs.append(("no filter", _as_baseline(own[k])))
             for name, ref in refs:
                 for rhythm in _RHYTHMS:
-                    row = results._gain_row(list(ref) + runs, [k], rhythm, metric, n_boot)
+                    row = results.gain_row(list(ref) + runs, [k], rhythm, metric, n_boot)
                     if row is not None:
                         rows.append({"generator": generator, "n_real_sims": n_real_sims,
                                      "k": k, "filter_pool": pool, "reference": name,
@@ -159,11 +159,13 @@ def validation_by_pool(results_: Iterable[Mapping[str, Any]]) -> dict[str, float
 
 
 def _pool_name(k: int, pool: int, n_generated: int | None) -> str:
+    """A filter in words: ``"paper's: best 18 of 200 (9%)"``, ``"best 18 of 72 (25%)"``,
+    ``"none (first 18 drawn)"``."""
     if pool == k:
-        return "no filter"
-    share = (f", {100 * fraction_kept(k, pool, n_generated):.0f}% kept"
-             if n_generated else "")
-    return (f"the paper's filter (best {k} of all generated{share})" if pool == 0
+        return f"none (first {k} drawn)"
+    of = pool or n_generated
+    share = f" ({100 * fraction_kept(k, pool, n_generated):.0f}%)" if of else ""
+    return (f"paper's: best {k} of {of or 'all'}{share}" if pool == 0
             else f"best {k} of {pool}{share}")
 
 
@@ -206,7 +208,7 @@ def format_filter_table(rows: Sequence[Mapping[str, Any]], n_generated: int | No
         return (f"{r['mean_gain']:+.3f} ({r['boot_lo']:+.3f} to {r['boot_hi']:+.3f}; "
                 f"p_Holm {r['p_holm']:.2g})" if r else "-")
 
-    head = f"{'k':>3}  {'rhythm':<7}{'filter':<34}{'vs k = 0':>36}{'vs no filter':>36}"
+    head = f"{'k':>3}  {'rhythm':<7}{'filter (share kept)':<31}{'vs k = 0':>36}{'vs no filter':>36}"
     lines = [head, "-" * len(head)]
     for k in sorted({r["k"] for r in rows}):
         for rhythm in _RHYTHMS:
@@ -214,7 +216,7 @@ def format_filter_table(rows: Sequence[Mapping[str, Any]], n_generated: int | No
                 hit = {r["reference"]: r for r in rows if (r["k"], r["rhythm"], r["filter_pool"])
                        == (k, rhythm, pool)}
                 if hit:
-                    lines.append(f"{k:>3}  {rhythm:<7}{_pool_name(k, pool, n_generated):<34}"
+                    lines.append(f"{k:>3}  {rhythm:<7}{_pool_name(k, pool, n_generated):<31}"
                                  f"{cell(hit.get('k = 0')):>36}{cell(hit.get('no filter')):>36}")
     return "\n".join(lines)
 

@@ -52,6 +52,7 @@ __all__ = [
     "format_primary",
     "format_range_test",
     "format_tests",
+    "gain_row",
     "holm",
     "paired_t_power",
     "primary_test",
@@ -564,8 +565,13 @@ def _t_p(d: np.ndarray) -> float:
     return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
-def _gain_row(runs: list[Mapping[str, Any]], ks: list[int], rhythm: str, metric: str,
-              n_boot: int) -> dict[str, Any] | None:
+def gain_row(runs: list[Mapping[str, Any]], ks: list[int], rhythm: str, metric: str = "corr",
+             n_boot: int = 4000) -> dict[str, Any] | None:
+    """One paired comparison: each seed's ``metric`` on ``rhythm``, averaged over ``ks``, minus
+    its ``k = 0`` run's (:func:`simulation_gains`), as the mean gain over seeds, its t interval
+    over seeds, the two-level bootstrap interval over seeds and test simulations
+    (:func:`bootstrap_interval`), the paired t and Wilcoxon p-values and the counts. None when no
+    seed has both runs."""
     seeds, sims, g = simulation_gains(runs, ks, rhythm, metric)
     if not seeds:
         return None
@@ -599,7 +605,7 @@ def primary_test(results_: list[Mapping[str, Any]], generator: str, rhythm: str,
     if n_real_sims is None:
         return {**out, "decision": "untestable", "reason": "no arm's k = 0 runs learn"}
     runs = by_generator(select(results_, n_real_sims)).get(generator, [])
-    row = _gain_row(runs, ks, rhythm, metric, n_boot)
+    row = gain_row(runs, ks, rhythm, metric, n_boot)
     if row is None:
         return {**out, "decision": "untestable", "reason": "no seed has k = 0 and every k"}
     out.update(row)
@@ -644,7 +650,7 @@ def scarcity_table(results_: list[Mapping[str, Any]], metric: str = "corr", n_bo
                             and exclude.get("n_real_sims") == n_real
                             and exclude.get("rhythm") == rhythm and k in exclude.get("ks", ())):
                         continue
-                    row = _gain_row(runs, [k], rhythm, metric, n_boot)
+                    row = gain_row(runs, [k], rhythm, metric, n_boot)
                     if row is not None:
                         rows.append({"n_real_sims": n_real, "filter_pool": pool,
                                      "generator": gen, "k": k, "rhythm": rhythm, **row})

@@ -70,6 +70,8 @@ from egmlib.generators.generate import generate
 __all__ = [
     "BUDGET_ROWS",
     "CHOICES",
+    "GEN_MODES",
+    "MODE_STUDY_N",
     "PLATEAU_TOL",
     "PRECISION_ROWS",
     "RECON_CHOICES",
@@ -85,9 +87,11 @@ __all__ = [
     "budget_study",
     "choice_row",
     "choice_study",
+    "choose_mode",
     "choose_recon",
     "choose_speed",
     "main",
+    "mode_study",
     "plateau_gain",
     "recon_choice_study",
     "recon_row",
@@ -502,17 +506,93 @@ def recon_choice_study(ds: Dataset, values: Mapping[str, Any],
             "choice": (choose or choose_recon)(out)}
 
 
+#: The generation modes of the mode study (:func:`egmlib.generators.generate.generate`).
+GEN_MODES = ("prior", "guided")
+#: Windows each generator draws per rhythm and mode in the mode study.
+MODE_STUDY_N = 200
+
+
+def mode_study(ds: Dataset, run_dir: Any, n: int = MODE_STUDY_N, seed: int = 0,
+               evaluator: Any = None, log: Any = None) -> dict[str, Any]:
+    """The generation-mode study (``--study gen_mode``, record
+    ``results/<profile>/generator_modes.json``): does drawing the latent codes from a Gaussian
+    fitted to the training windows' encoder means (``"guided"``) give windows nearer the data
+    than the prior (``"prior"``, the paper's)?
+
+    Each trained generator of ``run_dir`` (notebooks 02 and 03) draws ``n`` windows per rhythm
+    in each mode of :data:`GEN_MODES` (same seed), and each set is measured against the
+    **validation** windows of its rhythm with :func:`egmlib.evaluation.fidelity.row`:
+    nearest-pair morphology, the independent evaluation space (fitted on training windows only,
+    :func:`egmlib.evaluation.evaluator.load_or_fit_evaluator`: Frechet distance, coverage, the
+    share the real-trained classifier calls AF) and the dominant frequency; the training windows
+    themselves (``"real (training)"``) are the reference row. The test split is never read.
+    The rule, fixed before the study ran (:func:`choose_mode`): per generator, the mode with the
+    lower Frechet distance averaged over its rhythms; the prior on a tie."""
+    from egmlib.evaluation import fidelity
+    from egmlib.evaluation.evaluator import load_or_fit_evaluator
+    from egmlib.generators.generate import encode_means
+
+    ev = load_or_fit_evaluator(ds, run_dir) if evaluator is None else evaluator
+    fs = float(ds.manifest["fs"])
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, mode: str, rhythm: str, x: np.ndarray, ref: np.ndarray) -> None:
+        r = fidelity.row(x, ref, rhythm, fs, ev)
+        r.pop("_df", None)
+        rows.append({"generator": name, "mode": mode, "rhythm": rhythm, **r})
+        if log is not None:
+            print(f"{name:<16}{mode:<8}{rhythm:<4} Frechet {r['distribution']['frechet']:8.2f}"
+                  f"  coverage {r['distribution']['coverage']:.2f}  DF median "
+                  f"{r['spectral']['df_median_hz']:.2f} Hz  called AF "
+                  f"{r['distribution']['called_af']:.2f}", file=log, flush=True)
+
+    for kind, (_, rhythms) in synthesis.GENERATORS.items():
+        model, norm = synthesis.load_generator(run_dir, kind)[:2]
+        x_tr, y_tr = synthesis.training_windows(ds, kind, "train")
+        latents = encode_means(model, norm, x_tr, y_tr)
+        for rhythm in rhythms:
+            ref = np.asarray(ds.egm[ds.part("val", rhythm)])
+            label = None if kind == "vae_s" else LABELS.index(rhythm)
+            for mode in GEN_MODES:
+                kw = ({"train_latents": latents, "train_labels": y_tr} if mode == "guided"
+                      else {})
+                add(kind, mode, rhythm, generate(model, norm, n, label=label, seed=seed,
+                                                 mode=mode, **kw), ref)
+    for rhythm in LABELS:
+        ref = np.asarray(ds.egm[ds.part("val", rhythm)])
+        add("real (training)", "-", rhythm, np.asarray(ds.egm[ds.part("train", rhythm)]), ref)
+    return {"split": "val", "n_per_set": n, "seed": seed, "rows": rows,
+            "choice": choose_mode(rows)}
+
+
+def choose_mode(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The mode study's rule: per generator, the mode of :data:`GEN_MODES` with the lower
+    Frechet distance (evaluation space, against validation windows) averaged over the
+    generator's rhythms; the first mode (the prior) on a tie. ``{generator: {"mode",
+    "frechet": {mode: mean}}}``."""
+    out: dict[str, Any] = {}
+    for gen in dict.fromkeys(r["generator"] for r in rows if r["mode"] in GEN_MODES):
+        mean = {m: float(np.mean([r["distribution"]["frechet"] for r in rows
+                                  if r["generator"] == gen and r["mode"] == m]))
+                for m in GEN_MODES}
+        best = min(GEN_MODES, key=lambda m: (mean[m], GEN_MODES.index(m)))
+        out[gen] = {"mode": best, "frechet": mean}
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m egmlib.workflow.studies --profile default``: run the choice study on the
     profile's data set and write its record."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
     ap.add_argument("--study", choices=("all", "generators", "recon", "budget", "precision",
-                                        "recon_precision", "recon_speed"), default="all",
+                                        "recon_precision", "recon_speed", "gen_mode"),
+                    default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
-                         "precision study, the reconstruction network's speed study (these "
-                         "four are not part of all)")
+                         "precision study, the reconstruction network's speed study, the "
+                         "generation-mode study of the trained generators (these five are not "
+                         "part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only")
     ap.add_argument("--run-dir", default=None,
@@ -564,6 +644,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    epochs=a.epochs or RECON_STUDY_EPOCHS, log=sys.stdout)
         recon["provenance"] = provenance(base)
         path = save_record("recon_precision", recon, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "gen_mode":
+        modes = mode_study(ds, run, n=MODE_STUDY_N, seed=int(base["seed"]), log=sys.stdout)
+        modes["provenance"] = provenance(base)
+        path = save_record("generator_modes", modes, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
