@@ -644,18 +644,30 @@ def filter_figure(rows: Sequence[Mapping[str, Any]], n_generated: int | None = N
     """The filter ablation at a glance (:func:`egmlib.workflow.ablation.filter_table`): the
     change of test correlation against the same seed's ``k = 0`` run (mean over seeds, 95%
     two-level bootstrap interval over seeds and test simulations) for each filter, from the
-    strictest (the paper's: the best k of all generated) to none (the first k drawn), one panel
-    per rhythm, one marker series per k. Tick labels give the share of drawn windows kept
-    (with ``n_generated``, the windows the generator drew per rhythm)."""
+    strictest (the paper's: the best k of all ``n_generated`` drawn) through the best k of a
+    smaller pool to none (the first k drawn), one panel per rhythm, one marker series per k.
+    Tick labels give the share of drawn windows each filter keeps, per k."""
     rows = [r for r in rows if r["reference"] == "k = 0"]
     rhythms = [rh for rh in RHYTHM_COLORS if any(r["rhythm"] == rh for r in rows)]
     ks = sorted({r["k"] for r in rows})
+    pools = sorted({r["filter_pool"] for r in rows if r["filter_pool"] != r["k"]},
+                   key=lambda p: (p != 0, p))
+    kinds = [*pools, None]  # None: no filter (pool = k)
 
-    def strictness(r: Mapping[str, Any]) -> float:  # share of the drawn windows kept
-        pool = r["filter_pool"] or (n_generated or 10**9)
-        return r["k"] / pool
+    def kind_of(r: Mapping[str, Any]) -> int | None:
+        return None if r["filter_pool"] == r["k"] else r["filter_pool"]
 
-    fig, axes = plt.subplots(1, len(rhythms), figsize=(3.6 * len(rhythms) + 1.6, 3.0),
+    def share(k: int, pool: int | None) -> str:
+        size = k if pool is None else (pool or n_generated)
+        return f"{100 * k / size:.0f}%" if size else "?"
+
+    labels = []
+    for pool in kinds:
+        name = ("none (first k)" if pool is None else
+                f"paper's: best k of {n_generated or 'all'}" if pool == 0 else
+                f"best k of {pool}")
+        labels.append(f"{name}\n({', '.join(share(k, pool) for k in ks)})")
+    fig, axes = plt.subplots(1, len(rhythms), figsize=(3.8 * len(rhythms) + 1.6, 3.1),
                              squeeze=False, sharey=True)
     cmap = plt.get_cmap("viridis")
     width = 0.5 / max(len(ks), 1)
@@ -664,19 +676,16 @@ def filter_figure(rows: Sequence[Mapping[str, Any]], n_generated: int | None = N
         ax.axhline(0.0, color="0.4", lw=0.8)
         for m, k in enumerate(ks):
             sel = sorted((r for r in rows if r["rhythm"] == rhythm and r["k"] == k),
-                         key=strictness)
-            x = np.arange(len(sel)) + (m - (len(ks) - 1) / 2) * width
+                         key=lambda r: kinds.index(kind_of(r)))
+            x = np.array([kinds.index(kind_of(r)) for r in sel]) + (m - (len(ks) - 1) / 2) * width
             y = np.array([r["mean_gain"] for r in sel])
             err = np.array([[r["mean_gain"] - r["boot_lo"] for r in sel],
                             [r["boot_hi"] - r["mean_gain"] for r in sel]])
             ax.errorbar(x, y, yerr=err, fmt="o", ms=4, capsize=2, lw=1,
-                        color=cmap(m / max(len(ks) - 1, 1)), label=f"k = {k}")
-            ax.set_xticks(np.arange(len(sel)), [
-                "none\n(100%)" if r["filter_pool"] == r["k"]
-                else f"best {r['k']} of {r['filter_pool'] or n_generated or 'all'}"
-                     f"\n({100 * strictness(r):.0f}%)" for r in sel])
+                        color=cmap(0.8 * m / max(len(ks) - 1, 1)), label=f"k = {k}")
+        ax.set_xticks(range(len(kinds)), labels)
         ax.set_title(rhythm, loc="left")
-        ax.set_xlabel("filter (share of drawn windows kept)")
+        ax.set_xlabel("filter (share of drawn windows kept, per k)")
         if j == 0:
             ax.set_ylabel("change in test correlation\nvs k = 0")
     legend_right(fig, axes)

@@ -208,7 +208,8 @@ def format_filter_table(rows: Sequence[Mapping[str, Any]], n_generated: int | No
         return (f"{r['mean_gain']:+.3f} ({r['boot_lo']:+.3f} to {r['boot_hi']:+.3f}; "
                 f"p_Holm {r['p_holm']:.2g})" if r else "-")
 
-    head = f"{'k':>3}  {'rhythm':<7}{'filter (share kept)':<31}{'vs k = 0':>36}{'vs no filter':>36}"
+    head = (f"{'k':>3}  {'rhythm':<7}{'filter (share kept)':<31}{'vs k = 0':>44}"
+            f"{'vs no filter':>44}")
     lines = [head, "-" * len(head)]
     for k in sorted({r["k"] for r in rows}):
         for rhythm in _RHYTHMS:
@@ -217,7 +218,7 @@ def format_filter_table(rows: Sequence[Mapping[str, Any]], n_generated: int | No
                        == (k, rhythm, pool)}
                 if hit:
                     lines.append(f"{k:>3}  {rhythm:<7}{_pool_name(k, pool, n_generated):<31}"
-                                 f"{cell(hit.get('k = 0')):>36}{cell(hit.get('no filter')):>36}")
+                                 f"{cell(hit.get('k = 0')):>44}{cell(hit.get('no filter')):>44}")
     return "\n".join(lines)
 
 
