@@ -208,8 +208,8 @@ def format_filter_table(rows: Sequence[Mapping[str, Any]], n_generated: int | No
         return (f"{r['mean_gain']:+.3f} ({r['boot_lo']:+.3f} to {r['boot_hi']:+.3f}; "
                 f"p_Holm {r['p_holm']:.2g})" if r else "-")
 
-    head = (f"{'k':>3}  {'rhythm':<7}{'filter (share kept)':<31}{'vs k = 0':>44}"
-            f"{'vs no filter':>44}")
+    head = (f"{'k':>3}  {'rhythm':<7}{'filter (share kept)':<31}{'vs k = 0':<44}"
+            f"{'vs no filter':<44}").rstrip()
     lines = [head, "-" * len(head)]
     for k in sorted({r["k"] for r in rows}):
         for rhythm in _RHYTHMS:
@@ -218,7 +218,7 @@ def format_filter_table(rows: Sequence[Mapping[str, Any]], n_generated: int | No
                        == (k, rhythm, pool)}
                 if hit:
                     lines.append(f"{k:>3}  {rhythm:<7}{_pool_name(k, pool, n_generated):<31}"
-                                 f"{cell(hit.get('k = 0')):>44}{cell(hit.get('no filter')):>44}")
+                                 f"{cell(hit.get('k = 0')):<44}{cell(hit.get('no filter'))}")
     return "\n".join(lines)
 
 
@@ -335,9 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     notebook = root / "notebooks" / f"{NOTEBOOK}.ipynb"
     # like the sweep's 06: the default profile's notebook is committed with its outputs
     output = notebook if a.profile == "default" else run_dir / "notebooks" / notebook.name
+    # the committed notebook keeps its own (relative) defaults: no machine path injected
+    inject = ({} if a.profile == "default" and a.run_dir is None
+              else {"profile": a.profile, "run_dir": str(run_dir)})
     try:
-        execute_notebook(notebook, output, {"profile": a.profile, "run_dir": str(run_dir)},
-                         profile_file=profile_file, timeout=a.timeout)
+        execute_notebook(notebook, output, inject, profile_file=profile_file,
+                         timeout=a.timeout)
     except NotebookError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
