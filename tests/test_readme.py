@@ -75,6 +75,9 @@ HOW_TESTED: dict[str, str] = {
     "papermill --help-notebook notebooks/01_data.ipynb": "test_help_notebook_lists_parameters",
     "python -m egmlib.workflow.sweep --profile P":
         "tests/test_sweep.py test_cli_runs_the_profile_grid (P = smoke)",
+    "python -m egmlib.workflow.studies --study gen_mode":
+        "tests/test_studies.py test_cli_writes_the_generation_mode_record (smoke run, 12 "
+        "windows a set)",
     "python -m egmlib.workflow.ablation --profile default":
         "tests/test_ablation.py test_cli_runs_the_ablation_and_07_writes_its_record (the smoke "
         "profile's ablation on the smoke run, then notebook 07_filter)",
