@@ -333,3 +333,19 @@ def test_cli_runs_the_profile_grid(tmp_path, monkeypatch, capsys):
         assert load_json(folder / "params.json")["parameters"] == {
             "generator": gen, "k": k, "seed": 1, "profile": "smoke",
             "run_dir": str(tmp_path / "run")}
+
+
+def test_aggregate_notebook_keeps_machine_paths_out_of_the_committed_notebook(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    calls = []
+    monkeypatch.setattr(sweep, "execute_notebook",
+                        lambda nb, out, params, **kw: calls.append((nb, out, params)) or out)
+    nb, run = Path("notebooks/06_sweep.ipynb"), tmp_path / "run"
+    # the default profile in its own run directory: in place, nothing injected
+    assert sweep.aggregate_notebook(nb, "default", run, None) == nb
+    assert calls[-1] == (nb, nb, {})
+    # a run directory given on the command line, or another profile: a copy in the run directory
+    for profile, own in (("default", True), ("smoke", False)):
+        out = sweep.aggregate_notebook(nb, profile, run, None, own_run_dir=own)
+        assert out == run / "notebooks" / nb.name
+        assert calls[-1][2] == {"profile": profile, "run_dir": str(run)}

@@ -26,8 +26,9 @@ Notebook 07_filter reads the runs, draws the comparisons and writes the record
 the sweep.
 
 CLI: ``python -m egmlib.workflow.ablation --profile default [--run-dir DIR] [--dry-run]``: the
-runs (finished ones are skipped, as in the sweep), then notebook 07_filter (in place for the
-default profile, into ``<run_dir>/notebooks/`` otherwise).
+runs (finished ones are skipped, as in the sweep), then notebook 07_filter
+(:func:`egmlib.workflow.sweep.aggregate_notebook`: in place for the default profile in its own
+run directory, into ``<run_dir>/notebooks/`` otherwise).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ import numpy as np
 from egmlib.core import params as _params
 from egmlib.core.runs import repo_root, resolve_run_dir, shown
 from egmlib.workflow import results
-from egmlib.workflow.pipeline import NotebookError, execute_notebook
+from egmlib.workflow.pipeline import NotebookError
 from egmlib.workflow.records import BASELINE_GENERATOR, input_fingerprint
-from egmlib.workflow.sweep import SWEEP_NOTEBOOK, run_sweep
+from egmlib.workflow.sweep import SWEEP_NOTEBOOK, aggregate_notebook, run_sweep
 
 __all__ = [
     "ABLATION_DIR",
@@ -333,14 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not report.ok:
         return 1
     notebook = root / "notebooks" / f"{NOTEBOOK}.ipynb"
-    # like the sweep's 06: the default profile's notebook is committed with its outputs
-    output = notebook if a.profile == "default" else run_dir / "notebooks" / notebook.name
-    # the committed notebook keeps its own (relative) defaults: no machine path injected
-    inject = ({} if a.profile == "default" and a.run_dir is None
-              else {"profile": a.profile, "run_dir": str(run_dir)})
     try:
-        execute_notebook(notebook, output, inject, profile_file=profile_file,
-                         timeout=a.timeout)
+        output = aggregate_notebook(notebook, a.profile, run_dir, profile_file, a.timeout,
+                                    own_run_dir=a.run_dir is not None)
     except NotebookError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -102,6 +102,7 @@ __all__ = [
     "PlannedRun",
     "RunRecord",
     "SweepReport",
+    "aggregate_notebook",
     "array_digest",
     "expand_grid",
     "file_digest",
@@ -542,6 +543,25 @@ def _run_dask(tasks: list[dict[str, Any]], n_workers: int, scheduler_address: st
 # CLI
 # --------------------------------------------------------------------------------------------
 
+def aggregate_notebook(notebook: Path, profile: str, run_dir: Path,
+                       profile_file: Path | None, timeout: int = 3600,
+                       own_run_dir: bool = False) -> Path:
+    """Execute a notebook that aggregates a study's runs (06_sweep, 07_filter); returns the
+    executed notebook's path.
+
+    Like ``make reproduce``: for the default profile in its own run directory the notebook is
+    executed in place (it is committed with its outputs) with no parameter injected, so it keeps
+    its own relative defaults and no machine path; otherwise (another profile, or
+    ``own_run_dir``: a run directory given on the command line) into
+    ``<run_dir>/notebooks/`` with the profile and the run directory injected. Raises
+    :class:`~egmlib.workflow.pipeline.NotebookError` when a cell fails."""
+    if profile == "default" and not own_run_dir:
+        return execute_notebook(notebook, notebook, {}, timeout=timeout)
+    return execute_notebook(notebook, run_dir / "notebooks" / notebook.name,
+                            {"profile": profile, "run_dir": str(run_dir)},
+                            profile_file=profile_file, timeout=timeout)
+
+
 def profile_grid(profile_yaml: Path | None) -> dict[str, list[Any]]:
     """The CLI's grid (:data:`GRID_FIELDS`: generator, n_real_sims, filter_pool, k, seed) from
     the profile's :class:`~egmlib.core.params.SweepConfig` (its defaults where the YAML is
@@ -660,15 +680,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     aggregate = root / "notebooks" / f"{AGGREGATE_NOTEBOOK}.ipynb"
     if aggregate.is_file():
-        # like `make reproduce`: the default profile's notebook is committed with its outputs
-        output = (aggregate if args.profile == "default"
-                  else run_dir / "notebooks" / aggregate.name)
         start = time.perf_counter()
         try:
-            execute_notebook(aggregate, output,
-                             {"profile": args.profile, "run_dir": str(run_dir)}
-                             if profile_file else {}, profile_file=profile_file,
-                             timeout=args.timeout)
+            output = aggregate_notebook(aggregate, args.profile, run_dir, profile_file,
+                                        args.timeout)
         except NotebookError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
