@@ -163,3 +163,16 @@ def test_same_as_sweep_pairs_runs_by_their_grid_point():
     same = ablation.same_as_sweep(runs, theirs)
     assert same["n_shared"] == len(theirs) and same["max_abs_diff"] == pytest.approx(0.01)
     assert ablation.same_as_sweep(runs, []) == {"n_shared": 0, "max_abs_diff": None}
+
+
+def test_sweep_check_reads_the_record_file(tmp_path: Path):
+    runs, _ = _hand_made(n_seeds=2)
+    record = tmp_path / "06_sweep.json"
+    assert ablation.sweep_check(runs, record) is None
+    assert ablation.format_sweep_check(None, "x.json") == (
+        "no sweep record at x.json to compare with")
+    record.write_text(json.dumps({"runs": results.run_rows(runs)}))
+    check = ablation.sweep_check(runs, record)
+    assert check == {"n_shared": len(runs), "max_abs_diff": 0.0}
+    assert ablation.format_sweep_check(check, "x.json") == (
+        f"{len(runs)} runs shared with x.json; largest difference of test correlation: 0")

@@ -36,12 +36,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from egmlib.core import params as _params
-from egmlib.core.runs import repo_root, resolve_run_dir, shown
+from egmlib.core.runs import load_json, repo_root, resolve_run_dir, shown
+from egmlib.generators import synthesis
 from egmlib.workflow import results
 from egmlib.workflow.pipeline import NotebookError
 from egmlib.workflow.records import BASELINE_GENERATOR, input_fingerprint
@@ -55,11 +57,13 @@ __all__ = [
     "filter_reading",
     "filter_table",
     "format_filter_table",
+    "format_sweep_check",
     "fraction_kept",
     "main",
     "pools_of",
     "same_as_sweep",
     "study_record",
+    "sweep_check",
     "validation_by_pool",
 ]
 
@@ -170,6 +174,12 @@ def _pool_name(k: int, pool: int, n_generated: int | None) -> str:
             else f"best {k} of {pool}{share}")
 
 
+def _gain_text(r: Mapping[str, Any], sep: str = ",") -> str:
+    """One comparison in words: mean gain, bootstrap interval and Holm's p."""
+    return (f"{r['mean_gain']:+.3f} ({r['boot_lo']:+.3f} to {r['boot_hi']:+.3f}{sep} "
+            f"p_Holm {r['p_holm']:.2g})")
+
+
 def filter_reading(rows: Sequence[Mapping[str, Any]], n_generated: int | None = None,
                    alpha: float = 0.05) -> list[str]:
     """Sentences that read :func:`filter_table`'s rows: per k and rhythm, the gain over k = 0
@@ -180,19 +190,16 @@ def filter_reading(rows: Sequence[Mapping[str, Any]], n_generated: int | None = 
             sel = [r for r in rows if r["k"] == k and r["rhythm"] == rhythm]
             if not sel:
                 continue
-            gains = "; ".join(
-                f"{_pool_name(k, r['filter_pool'], n_generated)} {r['mean_gain']:+.3f} "
-                f"({r['boot_lo']:+.3f} to {r['boot_hi']:+.3f}, p_Holm {r['p_holm']:.2g})"
-                for r in sel if r["reference"] == "k = 0")
+            gains = "; ".join(f"{_pool_name(k, r['filter_pool'], n_generated)} {_gain_text(r)}"
+                              for r in sel if r["reference"] == "k = 0")
             out.append(f"{rhythm}, k = {k}, against k = 0: {gains}.")
             vs = [r for r in sel if r["reference"] == "no filter"]
             if vs:
                 sig = [r for r in vs if r["p_holm"] < alpha]
                 out.append(
                     f"{rhythm}, k = {k}, filter against no filter: " + "; ".join(
-                        f"{_pool_name(k, r['filter_pool'], n_generated)} "
-                        f"{r['mean_gain']:+.3f} ({r['boot_lo']:+.3f} to {r['boot_hi']:+.3f}, "
-                        f"p_Holm {r['p_holm']:.2g})" for r in vs)
+                        f"{_pool_name(k, r['filter_pool'], n_generated)} {_gain_text(r)}"
+                        for r in vs)
                     + (f". {len(sig)} of {len(vs)} differ at {alpha:g} after Holm's correction."
                        if sig else f". None differs at {alpha:g} after Holm's correction."))
     return out
@@ -206,8 +213,7 @@ def format_filter_table(rows: Sequence[Mapping[str, Any]], n_generated: int | No
         return "no comparisons"
 
     def cell(r: Mapping[str, Any] | None) -> str:
-        return (f"{r['mean_gain']:+.3f} ({r['boot_lo']:+.3f} to {r['boot_hi']:+.3f}; "
-                f"p_Holm {r['p_holm']:.2g})" if r else "-")
+        return _gain_text(r, ";") if r else "-"
 
     head = (f"{'k':>3}  {'rhythm':<7}{'filter (share kept)':<31}{'vs k = 0':<44}"
             f"{'vs no filter':<44}").rstrip()
@@ -226,8 +232,6 @@ def format_filter_table(rows: Sequence[Mapping[str, Any]], n_generated: int | No
 def drawn_and_kept(run_dir: Any, generator: str) -> tuple[int, int]:
     """How many windows per rhythm the generator drew and kept (its saved synthetic sets; the
     smallest over its rhythms)."""
-    from egmlib.generators import synthesis
-
     sets = [synthesis.load_synthetic(run_dir, generator, rhythm)
             for rhythm in synthesis.GENERATORS[generator][1]]
     return min(len(s["generated"]) for s in sets), min(len(s["kept"]) for s in sets)
@@ -250,6 +254,24 @@ def same_as_sweep(runs: Iterable[Mapping[str, Any]], sweep_rows: Iterable[Mappin
               if _run_key(row) in theirs]
     diffs = [abs(ours[rh] - other[rh]) for ours, other in shared for rh in ours if rh in other]
     return {"n_shared": len(shared), "max_abs_diff": max(diffs) if diffs else None}
+
+
+def sweep_check(runs: Iterable[Mapping[str, Any]], sweep_record: Path
+                ) -> dict[str, Any] | None:
+    """:func:`same_as_sweep` against the sweep's record file (``06_sweep.json``); None when
+    there is no such record."""
+    if not Path(sweep_record).is_file():
+        return None
+    return same_as_sweep(runs, load_json(sweep_record)["runs"])
+
+
+def format_sweep_check(check: Mapping[str, Any] | None, where: str) -> str:
+    """:func:`sweep_check` in one line; ``where``: the record's path as shown to the reader."""
+    if check is None:
+        return f"no sweep record at {where} to compare with"
+    diff = check["max_abs_diff"]
+    return (f"{check['n_shared']} runs shared with {where}; largest difference of test "
+            f"correlation: " + ("none shared" if diff is None else f"{diff:.2g}"))
 
 
 def study_record(runs: list[Mapping[str, Any]], config: Any, n_generated: int,

@@ -65,7 +65,7 @@ from egmlib.core.runs import provenance, repo_root, resolve_run_dir, save_record
 from egmlib.core.training import stopping_point
 from egmlib.data import LABELS, Dataset, load_dataset
 from egmlib.generators import synthesis
-from egmlib.generators.generate import generate
+from egmlib.generators.generate import encode_means, generate
 
 __all__ = [
     "BUDGET_ROWS",
@@ -530,10 +530,10 @@ def mode_study(ds: Dataset, run_dir: Any, n: int = MODE_STUDY_N, seed: int = 0,
     lower Frechet distance averaged over its rhythms; the prior on a tie."""
     from egmlib.evaluation import fidelity
     from egmlib.evaluation.evaluator import load_or_fit_evaluator
-    from egmlib.generators.generate import encode_means
 
     ev = load_or_fit_evaluator(ds, run_dir) if evaluator is None else evaluator
     fs = float(ds.manifest["fs"])
+    val = {rhythm: np.asarray(ds.egm[ds.part("val", rhythm)]) for rhythm in LABELS}
     rows: list[dict[str, Any]] = []
 
     def add(name: str, mode: str, rhythm: str, x: np.ndarray, ref: np.ndarray) -> None:
@@ -551,16 +551,15 @@ def mode_study(ds: Dataset, run_dir: Any, n: int = MODE_STUDY_N, seed: int = 0,
         x_tr, y_tr = synthesis.training_windows(ds, kind, "train")
         latents = encode_means(model, norm, x_tr, y_tr)
         for rhythm in rhythms:
-            ref = np.asarray(ds.egm[ds.part("val", rhythm)])
             label = None if kind == "vae_s" else LABELS.index(rhythm)
             for mode in GEN_MODES:
                 kw = ({"train_latents": latents, "train_labels": y_tr} if mode == "guided"
                       else {})
                 add(kind, mode, rhythm, generate(model, norm, n, label=label, seed=seed,
-                                                 mode=mode, **kw), ref)
+                                                 mode=mode, **kw), val[rhythm])
     for rhythm in LABELS:
-        ref = np.asarray(ds.egm[ds.part("val", rhythm)])
-        add("real (training)", "-", rhythm, np.asarray(ds.egm[ds.part("train", rhythm)]), ref)
+        add("real (training)", "-", rhythm, np.asarray(ds.egm[ds.part("train", rhythm)]),
+            val[rhythm])
     return {"split": "val", "n_per_set": n, "seed": seed, "rows": rows,
             "choice": choose_mode(rows)}
 
