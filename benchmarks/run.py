@@ -52,16 +52,9 @@ Row = dict[str, Any]
 
 def _machine() -> str:
     """The CPU model and core count (the conditions every figure of a run was measured under)."""
-    import platform
+    from egmlib.core.runs import cpu_info
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores, load {_load()} at the end"
+    return f"{cpu_info()[0]}, {os.cpu_count()} cores, load {_load()} at the end"
 
 
 def _now() -> str:

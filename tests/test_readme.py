@@ -81,6 +81,10 @@ HOW_TESTED: dict[str, str] = {
     "python -m egmlib.workflow.ablation --profile default":
         "tests/test_ablation.py test_cli_runs_the_ablation_and_07_writes_its_record (the smoke "
         "profile's ablation on the smoke run, then notebook 07_filter)",
+    "python -m egmlib.workflow.records results/default results/cross_machine/amd_epyc_avx2 "
+    "01_data 02_vae_s 03_vae_c --out results/cross_machine/comparison.json":
+        "test_cross_machine_comparison_is_remade_from_the_committed_records (verbatim, into a "
+        "temporary file, which must equal the committed one)",
 }
 
 _PREFIXES = ("make ", "papermill ", "python -m ", ".venv/bin/")
@@ -219,3 +223,21 @@ def test_licence_and_citation_agree_with_the_package():
     assert all(a.get("name") or a.get("family-names") for a in cff["authors"])
     ids = [i["value"] for r in cff["references"] for i in r.get("identifiers", [])]
     assert "arXiv:2512.14537" in ids
+
+
+def test_cross_machine_comparison_is_remade_from_the_committed_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """The README's cross-processor numbers come from results/cross_machine/comparison.json; the
+    command remakes it from the committed records. When results/default/01-03 are remade, this
+    fails until the comparison (and the README's sentence) is made again on the other machine."""
+    import json
+
+    from egmlib.workflow.records import main
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "comparison.json"
+    assert main(["results/default", "results/cross_machine/amd_epyc_avx2", "01_data",
+                 "02_vae_s", "03_vae_c", "--out", str(out)]) == 0
+    committed = json.loads((ROOT / "results/cross_machine/comparison.json").read_text())
+    assert json.loads(out.read_text()) == committed
+    assert "01_data: 59 of 89 numbers equal" in capsys.readouterr().out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from egmlib.workflow.records import VOLATILE_KEYS, record_differences
 
 
@@ -44,3 +46,41 @@ def test_ignore_may_be_a_predicate():
     a, b = {"time_a": 1, "keep": 1}, {"time_a": 2, "keep": 2}
     assert record_differences(a, b, ignore=lambda key: key.startswith("time")) == [
         "/keep: 1 != 2"]
+
+
+def test_agreement_measures_each_number_by_hand():
+    from egmlib.workflow.records import agreement
+
+    a = {"corr": {"SR": 0.5, "AF": 0.2}, "n": [10, 20], "stopped": False, "wall_s": 1.0,
+         "only_a": 3}
+    b = {"corr": {"SR": 0.4, "AF": 0.2}, "n": [10, -20], "stopped": True, "wall_s": 9.0}
+    r = agreement(a, b)
+    # numbers at the same path in both: corr.AF, corr.SR, n[0], n[1] (wall_s is volatile)
+    assert r["n_numbers"] == 4 and r["n_equal"] == 2
+    assert [d["path"] for d in r["numbers"]] == ["n[1]", "corr.SR"]  # largest first
+    assert r["numbers"][0]["relative"] == 2.0                 # |20 - (-20)| / 20
+    assert math.isclose(r["numbers"][1]["relative"], 0.2)     # |0.5 - 0.4| / 0.5
+    assert r["largest_at"] == "n[1]" and r["largest_relative"] == 2.0
+    assert r["other"] == [{"path": "only_a", "a": 3, "b": "(absent)"},
+                          {"path": "stopped", "a": False, "b": True}]
+    same = agreement(a, a)
+    assert same["n_equal"] == same["n_numbers"] == 5 and same["largest_at"] is None
+
+
+def test_compare_folders_command(tmp_path, capsys):
+    import json
+
+    from egmlib.workflow.records import main
+
+    for name, v in (("a", 1.0), ("b", 1.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "01_data.json").write_text(json.dumps(
+            {"x": v, "provenance": {"machine": {"cpu": name}}}))
+    out = tmp_path / "cmp.json"
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "01_data", "--out", str(out)]) == 0
+    assert "0 of 1 numbers equal; largest relative difference 0.33 at x" in capsys.readouterr().out
+    rec = json.loads(out.read_text())["records"]["01_data"]
+    assert rec["machine_a"] == {"cpu": "a"} and rec["machine_b"] == {"cpu": "b"}
+    with pytest.raises(SystemExit):   # a record that is not there is named before any work
+        main([str(tmp_path / "a"), str(tmp_path / "b"), "02_vae_s"])
+    assert "names: no 02_vae_s in" in capsys.readouterr().err

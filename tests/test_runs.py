@@ -156,3 +156,19 @@ def test_progress_shows_in_a_terminal(loud: pytest.MonkeyPatch) -> None:
     loud.setattr(sys, "stderr", err2)
     list(runs.progress(range(3), desc="train", file=err2, disable=True))
     assert err2.getvalue() == ""
+
+
+def test_cpu_info_and_machine_read_the_first_processor(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: fpu avx2 "
+                    "avx512_bf16\n\nprocessor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
+    model, flags = runs.cpu_info(info)
+    assert model == "Example CPU 9000" and {"avx2", "avx512_bf16"} <= flags and "fpu" in flags
+    assert runs.cpu_info(tmp_path / "absent")[1] == frozenset()   # unreadable: no flags
+    monkeypatch.setattr(runs, "cpu_info", lambda: (model, flags))
+    m = runs.machine()
+    assert m["cpu"] == "Example CPU 9000" and m["bf16"] is True and m["cores"] >= 1
+    monkeypatch.setattr(runs, "cpu_info", lambda: ("Plain", frozenset({"avx2"})))
+    assert runs.machine()["bf16"] is False
+    assert runs.provenance({"seed": 3})["machine"]["cpu"] == "Plain"

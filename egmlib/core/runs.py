@@ -40,10 +40,12 @@ __all__ = [
     "COMMITTED_PROFILES",
     "MissingInputError",
     "atomic_path",
+    "cpu_info",
     "figures_dir",
     "interactive",
     "json_ready",
     "load_json",
+    "machine",
     "portable",
     "progress",
     "provenance",
@@ -284,15 +286,55 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def cpu_info(path: str | Path = "/proc/cpuinfo") -> tuple[str, frozenset[str]]:
+    """The processor's model name and feature flags, read from ``path`` (Linux's
+    ``/proc/cpuinfo``; the first processor's lines); ``platform.processor()`` (or the
+    architecture) and no flags where the file cannot be read."""
+    fields: dict[str, str] = {}
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())  # the first processor's
+    except OSError:
+        pass
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = frozenset(fields.get("flags", "").split())
+    return model, flags
+
+
+def machine() -> dict[str, Any]:
+    """The machine an artifact was made on, as far as it decides the numbers.
+
+    ``arch`` and ``cores``; ``cpu`` (model name); ``torch_cpu``, the widest vector instruction
+    set torch's CPU kernels dispatch to (``torch.backends.cpu.get_cpu_capability()``: AVX2,
+    AVX512, ...), and ``bf16``, whether the processor does bfloat16 arithmetic in hardware (AMX or
+    AVX512-BF16), which is where ``precision="auto"`` trains in mixed precision
+    (:func:`egmlib.generators.train.resolve_precision`). Two machines that differ in either train
+    different networks from the same seed: float sums are ordered by the kernel's vector width,
+    and a difference in the last digit grows over training (README, Reproducibility)."""
+    model, flags = cpu_info()
+    try:
+        import torch
+
+        capability: str | None = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError):  # pragma: no cover - torch is a dependency
+        capability = None
+    return {"arch": platform.machine(), "cores": os.cpu_count(), "cpu": model,
+            "torch_cpu": capability, "bf16": bool({"amx_bf16", "avx512_bf16"} & flags)}
+
+
 def provenance(params: Mapping[str, Any], seed: int | None = None) -> dict[str, Any]:
-    """What made an artifact: parameters, seed, git commit, package versions, time, machine."""
+    """What made an artifact: parameters, seed, git commit, package versions, time and the
+    machine (:func:`machine`)."""
     return {
         "params": dict(params),
         "seed": seed if seed is not None else params.get("seed"),
         "git_commit": git_commit(),
         "versions": package_versions(),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "machine": machine(),
     }
 
 

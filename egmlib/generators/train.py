@@ -83,11 +83,9 @@ def _cpu_has_bf16() -> bool:
     try:
         if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             return False
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except (OSError, RuntimeError, AttributeError):
+    except (RuntimeError, AttributeError):
         return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool(runs.machine()["bf16"])
 
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:

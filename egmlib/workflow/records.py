@@ -26,7 +26,9 @@ __all__ = [
     "MARKER",
     "PARAMS_FILE",
     "VOLATILE_KEYS",
+    "agreement",
     "array_digest",
+    "compare_folders",
     "dataset_digest",
     "file_digest",
     "input_fingerprint",
@@ -148,3 +150,114 @@ def record_differences(a: Any, b: Any, *, rtol: float = 0.0, atol: float = 0.0,
             return []
         return [f"{path}: {a!r} != {b!r}"]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def _leaves(obj: Any, skip: Callable[[str], bool], path: str = "") -> dict[str, Any]:
+    """Every leaf of a JSON-like record by its path (``a.b[2]``), skipping keys ``skip`` names."""
+    if isinstance(obj, Mapping):
+        out: dict[str, Any] = {}
+        for key in sorted(obj, key=str):
+            if not skip(str(key)):
+                out.update(_leaves(obj[key], skip, f"{path}.{key}" if path else str(key)))
+        return out
+    if isinstance(obj, Sequence) and not isinstance(obj, str):
+        out = {}
+        for i, x in enumerate(obj):
+            out.update(_leaves(x, skip, f"{path}[{i}]"))
+        return out
+    return {path: obj}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _relative(x: float, y: float) -> float:
+    """``|x - y| / max(|x|, |y|)``: 0 for equal numbers (both NaN included), 1 for opposite
+    signs or one of them zero, NaN against a number counts as 1."""
+    if x == y or (math.isnan(x) and math.isnan(y)):
+        return 0.0
+    if math.isnan(x) or math.isnan(y):
+        return 1.0
+    return abs(x - y) / max(abs(x), abs(y))
+
+
+def agreement(a: Mapping[str, Any], b: Mapping[str, Any],
+              ignore: frozenset[str] = VOLATILE_KEYS) -> dict[str, Any]:
+    """How closely two records of the same computation agree, number by number.
+
+    Every leaf at the same path in both (keys in ``ignore`` skipped at any depth): ``n_numbers``
+    numeric leaves, ``n_equal`` of them equal, ``largest_relative`` (``|a - b| / max(|a|, |b|)``)
+    and where (``largest_at``); ``numbers``: every numeric leaf that differs, with both values and
+    its relative difference, largest first; ``other``: every other leaf (bools, strings, leaves
+    in only one record) that differs. Unlike :func:`record_differences`, which answers "equal
+    within a tolerance?", this measures how far two executions drifted apart (for example on two
+    kinds of processor: README, Reproducibility)."""
+    la, lb = _leaves(a, ignore.__contains__), _leaves(b, ignore.__contains__)
+    numbers: list[dict[str, Any]] = []
+    other: list[dict[str, Any]] = []
+    n_numbers = 0
+    for path in sorted(set(la) | set(lb)):
+        x, y = la.get(path, "(absent)"), lb.get(path, "(absent)")
+        if _is_number(x) and _is_number(y):
+            n_numbers += 1
+            rel = _relative(float(x), float(y))
+            if rel > 0:
+                numbers.append({"path": path, "a": x, "b": y, "relative": rel})
+        elif x != y:
+            other.append({"path": path, "a": x, "b": y})
+    numbers.sort(key=lambda d: -d["relative"])
+    return {"n_numbers": n_numbers, "n_equal": n_numbers - len(numbers),
+            "largest_relative": numbers[0]["relative"] if numbers else 0.0,
+            "largest_at": numbers[0]["path"] if numbers else None,
+            "numbers": numbers, "other": other}
+
+
+def compare_folders(folder_a: str | Path, folder_b: str | Path, names: Sequence[str]
+                    ) -> dict[str, Any]:
+    """:func:`agreement` of the result records ``<folder>/<name>.json`` of two folders (say the
+    committed ``results/default`` and the same notebooks run on another machine), with the
+    machine each record names in its provenance."""
+    out: dict[str, Any] = {"a": str(folder_a), "b": str(folder_b), "records": {}}
+    for name in names:
+        ra, rb = (json.loads((Path(f) / f"{name}.json").read_text())
+                  for f in (folder_a, folder_b))
+        out["records"][name] = {
+            "machine_a": ra.get("provenance", {}).get("machine"),
+            "machine_b": rb.get("provenance", {}).get("machine"),
+            **agreement(ra, rb)}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m egmlib.workflow.records FOLDER_A FOLDER_B NAME... [--out FILE]``: how the
+    records ``NAME`` of two folders agree (:func:`compare_folders`); a summary line per record,
+    the whole comparison to ``--out`` (JSON)."""
+    import argparse
+
+    from egmlib.core.runs import portable, save_json
+
+    ap = argparse.ArgumentParser(prog="python -m egmlib.workflow.records",
+                                 description=main.__doc__)
+    ap.add_argument("folder_a")
+    ap.add_argument("folder_b")
+    ap.add_argument("names", nargs="+", help="record names without .json, e.g. 01_data")
+    ap.add_argument("--out", default="", help="write the comparison here (JSON)")
+    args = ap.parse_args(argv)
+    for folder in (args.folder_a, args.folder_b):
+        missing = [n for n in args.names if not (Path(folder) / f"{n}.json").is_file()]
+        if missing:
+            ap.error(f"names: no {', '.join(missing)} in {folder}")
+    result = compare_folders(args.folder_a, args.folder_b, args.names)
+    for name, r in result["records"].items():
+        print(f"{name}: {r['n_equal']} of {r['n_numbers']} numbers equal; largest relative "
+              f"difference {r['largest_relative']:.2g} at {r['largest_at']}; "
+              f"{len(r['other'])} other differences")
+    if args.out:
+        save_json(args.out, portable(result))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through main()
+    raise SystemExit(main())
