@@ -13,7 +13,8 @@ import pytest
 from egmlib import data
 from egmlib.augmentation import augment
 from egmlib.core import params
-from egmlib.core.runs import repo_root
+from egmlib.core.runs import json_ready, repo_root
+from egmlib.workflow import results
 from egmlib.workflow.pipeline import NotebookError, execute_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
@@ -201,28 +202,44 @@ def test_sweep_and_06(smoke_run: Path, tmp_path: Path) -> None:
         (0, "AF"), (0, "SR"), (1, "AF")]
     assert all(x["p_holm"] >= x["p_t"] or np.isnan(x["p_t"]) for x in r["secondary"])
     assert any("secondary comparisons" in line for line in r["reading"])
+    # the record alone remakes its tests (each run's per-simulation scores are in it)
+    again = results.runs_from_rows(r["runs"])
+    assert json_ready(results.primary_test(again, "vae_s", "SR", [2], 1)) == r["primary"]
+    assert json_ready(results.scarcity_table(again, exclude=r["primary"])) == r["secondary"]
+    assert json_ready(results.validation_by_arm(again)) == r["validation_by_arm"]
     for name in ("06_gain_by_arm", "06_corr_vs_k"):
         assert (smoke_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
+    # nbval re-executes the aggregation: its marked cells (the primary test, the collapsed runs,
+    # the reading) print the same
+    assert "# NBVAL_CHECK_OUTPUT" in (tmp_path / "06.ipynb").read_text(encoding="utf-8")
+    _nbval([tmp_path / "06.ipynb"], rootdir=tmp_path)
+
+
+def _nbval(notebooks: list[Path], rootdir: Path) -> None:
+    """Run nbval (``--nbval-lax``: only cells marked NBVAL_CHECK_OUTPUT are compared) on executed
+    notebooks, re-executing each with the parameters injected into it; fail with nbval's log."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
+         "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
+         "--rootdir", str(rootdir), *map(str, notebooks)],
+        cwd=rootdir, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "EGMLIB_QUIET": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
 
 
 def test_nbval_smoke_notebooks_reproduce(smoke_run: Path) -> None:
     """nbval re-executes the executed smoke notebooks (their injected parameters included) and
     compares the cells marked NBVAL_CHECK_OUTPUT: same seed, same numbers."""
-    import subprocess
-    import sys
 
     names = ("01_data", "02_vae_s", "03_vae_c", "04_fidelity", "05_augment")
     nbs = [smoke_run / "notebooks" / f"{n}.ipynb" for n in names]
     for nb in nbs:  # every pipeline notebook marks its headline numbers for nbval
         assert "# NBVAL_CHECK_OUTPUT" in nb.read_text(encoding="utf-8"), nb.name
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
-         "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
-         "--rootdir", str(smoke_run), *map(str, nbs)],
-        cwd=smoke_run, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "EGMLIB_QUIET": "1"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout
+    _nbval(nbs, rootdir=smoke_run)
 
 
 def test_the_chain_runs_unchanged_on_the_ct_anatomy(tmp_path: Path, all_cores: None) -> None:

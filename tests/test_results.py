@@ -368,6 +368,36 @@ def test_primary_test_reads_per_simulation_gains_of_its_arm():
     assert sorted(r["p_holm"] for r in rows) == pytest.approx([first, max(first, p_high)])
 
 
+def test_a_study_record_alone_remakes_its_tests():
+    """run_rows keeps what the tests read; runs_from_rows gives it back: the same primary test,
+    secondary family and validation per arm, from the record's JSON without the run folders."""
+    import json
+
+    from egmlib.core.runs import json_ready
+
+    rng = np.random.default_rng(1)
+    runs = []
+    for seed in range(5):
+        base = {s: 0.3 + 0.1 * rng.standard_normal() for s in (3, 7)}
+        runs.append(_study_run("none", 0, seed, 4, base, val=0.25 + 0.01 * seed))
+        runs.append(_study_run("vae_s", 18, seed, 4,
+                               {s: v + 0.04 + 0.02 * rng.standard_normal()
+                                for s, v in base.items()}))
+        runs.append(_study_run("vae_s", 6, seed, 4, {s: v - 0.01 for s, v in base.items()}))
+    rows = json.loads(json.dumps(results.run_rows(runs)))   # through the record's JSON
+    assert rows[0]["per_simulation"]["sim_id"] == [3, 7] and rows[0]["val_corr_best"] == 0.25
+    again = results.runs_from_rows(rows)
+    t = results.primary_test(runs, "vae_s", "SR", [18], 4)
+    assert json_ready(results.primary_test(again, "vae_s", "SR", [18], 4)) == json_ready(t)
+    assert json_ready(results.scarcity_table(again, exclude=t)) == json_ready(
+        results.scarcity_table(runs, exclude=t))
+    assert results.validation_by_arm(again) == results.validation_by_arm(runs)
+    # a record written before the per-simulation scores: no paired test can be remade
+    old = [{k: v for k, v in row.items() if k != "per_simulation"} for row in rows]
+    assert results.primary_test(results.runs_from_rows(old), "vae_s", "SR", [18], 4)[
+        "decision"] == "untestable"
+
+
 def test_no_change_when_gains_straddle_zero():
     runs = []
     for seed, g in enumerate([0.02, -0.03, 0.01, -0.01, 0.015, -0.02]):

@@ -58,6 +58,7 @@ __all__ = [
     "primary_test",
     "range_test",
     "run_rows",
+    "runs_from_rows",
     "scarcity_table",
     "seeds_for_power",
     "select",
@@ -422,12 +423,45 @@ def _scarcest_first(n_real_sims: int) -> tuple[bool, int]:
     return n_real_sims == 0, n_real_sims
 
 
+#: The grid point of a run, as :func:`run_rows` keeps it.
+_POINT_KEYS = ("generator", "n_real_sims", "filter_pool", "k", "seed")
+
+
 def run_rows(results_: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every run's grid point (generator, n_real_sims, filter_pool, k, seed) and its network's
-    test correlation per rhythm: the study record's list of runs."""
-    return [{key: r.get(key) for key in ("generator", "n_real_sims", "filter_pool", "k", "seed")}
-            | {"corr": {rh: v["corr_mean"] for rh, v in r["network"].items() if rh != "all"}}
-            for r in results_]
+    """The study record's list of runs: every run's grid point (generator, n_real_sims,
+    filter_pool, k, seed), its network's test correlation per rhythm (``corr``), its best
+    validation correlation (``val_corr_best``, what :func:`choose_scarce` reads) and its
+    per-simulation test scores (``per_simulation``, as
+    :func:`egmlib.augmentation.augment.per_simulation` gives them: what the paired tests read).
+    With these the record alone remakes the study's tests (:func:`runs_from_rows`), without
+    the run folders."""
+    rows = []
+    for r in results_:
+        row = {key: r.get(key) for key in _POINT_KEYS}
+        row["corr"] = {rh: v["corr_mean"] for rh, v in r["network"].items() if rh != "all"}
+        row["val_corr_best"] = r.get("history", {}).get("val_corr_best")
+        ps = r.get("test", {}).get("per_simulation")
+        if ps is not None:
+            row["per_simulation"] = {key: list(v) for key, v in ps.items()}
+        rows.append(row)
+    return rows
+
+
+def runs_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of a study record's :func:`run_rows`, in the shape :func:`collect` reads them, as
+    far as the study's tests need (grid point, ``network`` correlation per rhythm,
+    ``history.val_corr_best``, ``test.per_simulation``): :func:`primary_test`,
+    :func:`scarcity_table` and :func:`validation_by_arm` on them give the record's numbers,
+    so a committed record can be re-analysed on a fresh clone."""
+    out = []
+    for row in rows:
+        run: dict[str, Any] = {key: row.get(key) for key in _POINT_KEYS}
+        run["network"] = {rh: {"corr_mean": v} for rh, v in row["corr"].items()}
+        run["history"] = {"val_corr_best": row.get("val_corr_best")}
+        run["test"] = ({"per_simulation": row["per_simulation"]} if "per_simulation" in row
+                       else {})
+        out.append(run)
+    return out
 
 
 def select(results_: Iterable[Mapping[str, Any]], n_real_sims: int = 0, filter_pool: int = 0
