@@ -172,3 +172,11 @@ def test_cpu_info_and_machine_read_the_first_processor(tmp_path: Path,
     monkeypatch.setattr(runs, "cpu_info", lambda: ("Plain", frozenset({"avx2"})))
     assert runs.machine()["bf16"] is False
     assert runs.provenance({"seed": 3})["machine"]["cpu"] == "Plain"
+
+
+def test_save_json_writes_undefined_statistics_as_null(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = runs.save_json(tmp_path / "r.json", {"p_t": float("nan"), "a": np.float32(1.5),
+                                                "n": np.int64(3), "x": (np.inf, 0.25)})
+    assert json.loads(path.read_text()) == {"p_t": None, "a": 1.5, "n": 3, "x": [None, 0.25]}

@@ -229,9 +229,14 @@ def json_ready(obj: Any) -> Any:
 
 
 def save_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically. numpy scalars and arrays are converted."""
+    """Write ``obj`` as indented JSON, atomically. numpy scalars and arrays are converted, and a
+    non-finite float (an undefined statistic, such as a p-value of gains without spread) is
+    written as ``null`` (:func:`json_ready`), as JSON has no NaN. Before, a NaN stopped the
+    write: the smoke sweep's 06 record failed so on an AMD EPYC, where the same record from an
+    Intel processor had none."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n",
+        tmp.write_text(json.dumps(json_ready(obj), indent=2, default=_json_default,
+                                  allow_nan=False) + "\n",
                        encoding="utf-8")
     return Path(path)
 
