@@ -42,7 +42,7 @@ lint: $(STAMP)
 # Unit tests, the smoke chain through papermill (results read back) and nbval on the executed
 # smoke notebooks. `make nbval` re-executes the committed default notebooks (about 25 minutes).
 test: $(STAMP) lint
-	EGMLIB_QUIET=1 $(BIN)/python -m pytest tests
+	EGMLIB_QUIET=1 $(BIN)/python -m pytest tests --durations=25
 
 # The committed notebooks hold the default profile's outputs; nbval re-executes them in pipeline
 # order (regenerating figures/) and compares the cells marked NBVAL_CHECK_OUTPUT (rounded tables),
