@@ -433,3 +433,52 @@ def test_collapsed_runs_name_their_arm():
     summary = results.collapsed_runs(runs)
     assert [r["n_real_sims"] for r in summary["runs"]] == [4, 2, 0]
     assert "(k = 0; real simulations per rhythm: 2, 4, all)" in results.format_collapsed(summary)
+
+
+def test_compare_studies_pairs_comparisons_and_seeds_by_hand(tmp_path, capsys):
+    """Two hand-made study records: the shared comparison side by side, the runs of the same
+    cell and seed paired (means, spreads, correlation across seeds, mean absolute difference)."""
+    import json
+
+    def record(corr_sr, gain, machine):
+        runs = [{"generator": "none", "n_real_sims": 8, "filter_pool": 0, "k": 0, "seed": s,
+                 "corr": {"SR": c, "AF": 0.1}} for s, c in enumerate(corr_sr)]
+        runs.append({"generator": "vae_s", "n_real_sims": 8, "filter_pool": 0, "k": 18,
+                     "seed": 0, "corr": {"SR": 0.5, "AF": 0.1}})
+        row = {"mean_gain": gain, "boot_lo": gain - 0.01, "boot_hi": gain + 0.01, "p_t": 0.01,
+               "n_seeds": 3}
+        return {"n_runs": len(runs), "runs": runs, "provenance": {"machine": machine},
+                "primary": {"generator": "vae_s", "n_real_sims": 8, "ks": [18], "rhythm": "SR",
+                            "decision": "gain", **row},
+                "secondary": [{"generator": "vae_s", "n_real_sims": 8, "filter_pool": 0,
+                               "k": 18, "rhythm": "AF", "p_holm": 0.5, **row}]}
+
+    a, b = record([0.2, 0.3, 0.4], 0.05, "A"), record([0.25, 0.3, 0.5], 0.02, "B")
+    b["secondary"] = []   # a comparison only one record holds is left out
+    out = results.compare_studies(a, b)
+    assert out["machines"] == {"a": "A", "b": "B"} and out["n_runs"] == {"a": 4, "b": 4}
+    (c,) = out["comparisons"]
+    assert (c["generator"], c["ks"], c["rhythm"]) == ("vae_s", [18], "SR")
+    assert c["a"]["mean_gain"] == 0.05 and c["b"]["mean_gain"] == 0.02
+    assert c["a"]["role"] == "primary"
+    sr = next(r for r in out["runs"] if (r["k"], r["rhythm"]) == (0, "SR"))
+    assert sr["n_seeds"] == 3 and sr["mean_a"] == pytest.approx(0.3)
+    assert sr["mean_b"] == pytest.approx(1.05 / 3)
+    assert sr["mean_abs_diff"] == pytest.approx((0.05 + 0 + 0.1) / 3)
+    assert sr["corr_across_seeds"] == pytest.approx(np.corrcoef([.2, .3, .4], [.25, .3, .5])[0, 1])
+    assert sr["sd_seeds_a"] == pytest.approx(0.1)
+    af = next(r for r in out["runs"] if (r["k"], r["rhythm"]) == (0, "AF"))
+    assert np.isnan(af["corr_across_seeds"]) and af["mean_abs_diff"] == 0  # no spread
+    one = next(r for r in out["runs"] if r["k"] == 18 and r["rhythm"] == "SR")
+    assert one["n_seeds"] == 1 and np.isnan(one["sd_seeds_a"])
+    # the command: a line per shared comparison, the JSON with NaN written as null
+    for name, rec in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rec))
+    assert results.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out",
+                         str(tmp_path / "c.json")]) == 0
+    assert "vae_s SR k = 18, 8 real simulations per rhythm: +0.050 (+0.040 to +0.060) against " \
+           "+0.020 (+0.010 to +0.030)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "c.json").read_text())["runs"][0]["corr_across_seeds"] is None
+    with pytest.raises(SystemExit):
+        results.main([str(tmp_path / "a.json"), str(tmp_path / "absent.json")])
+    assert "record_b: no file" in capsys.readouterr().err

@@ -47,6 +47,7 @@ __all__ = [
     "choose_scarce",
     "collapsed_runs",
     "collect",
+    "compare_studies",
     "format_collapsed",
     "format_pivot",
     "format_primary",
@@ -755,3 +756,104 @@ def study_reading(primary: Mapping[str, Any], secondary: list[Mapping[str, Any]]
                f"VAE-S augmentation (a change of {PAPER_GAIN:+.3f}, k = {paper['best_k'][0]}-"
                f"{paper['best_k'][1]}), on its own data and network, without intervals.")
     return out
+
+
+#: What :func:`compare_studies` keeps of each comparison of a study record.
+_COMPARISON_KEYS = ("mean_gain", "boot_lo", "boot_hi", "p_t", "p_holm", "decision", "n_seeds")
+
+
+def _comparisons(record: Mapping[str, Any]) -> dict[tuple, dict[str, Any]]:
+    """A study record's primary and secondary comparisons by (generator, n_real_sims,
+    filter_pool, ks, rhythm)."""
+    out = {}
+    primary = record.get("primary") or {}
+    if primary.get("decision") not in (None, "untestable"):
+        key = (primary["generator"], primary["n_real_sims"], 0, tuple(primary["ks"]),
+               primary["rhythm"])
+        out[key] = {"role": "primary"} | {k: primary.get(k) for k in _COMPARISON_KEYS}
+    for row in record.get("secondary") or ():
+        key = (row["generator"], row["n_real_sims"], row.get("filter_pool", 0), (row["k"],),
+               row["rhythm"])
+        out[key] = {"role": "secondary"} | {k: row.get(k) for k in _COMPARISON_KEYS}
+    return out
+
+
+def compare_studies(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Two records of the same study (06's or 07's, made on two machines, say) side by side.
+
+    ``comparisons``: every comparison (primary or secondary: generator, arm, filter, k and
+    rhythm against ``k = 0``) that both records hold, with each one's mean gain, two-level
+    interval, p-values and decision; the roles and Holm's adjustment are each record's own, as
+    their families may differ. ``runs``: for every cell (arm, filter, generator, k) and rhythm
+    with runs of the same seeds in both, the mean test correlation of each, the spread over
+    seeds of each, the correlation across seeds between the two and the mean absolute
+    difference of a seed's two runs: how much of a run's number is its seed (the same subsets,
+    initial weights and batches) and how much the machine. ``machines``: each record's
+    provenance."""
+    ca, cb = _comparisons(a), _comparisons(b)
+    comparisons = []
+    for key in sorted(set(ca) & set(cb), key=str):
+        gen, arm, pool, ks, rhythm = key
+        comparisons.append({"generator": gen, "n_real_sims": arm, "filter_pool": pool,
+                            "ks": list(ks), "rhythm": rhythm, "a": ca[key], "b": cb[key]})
+
+    def cells(record: Mapping[str, Any]) -> dict[tuple, dict[str, float]]:
+        return {(r["n_real_sims"], r.get("filter_pool", 0), r["generator"], r["k"], r["seed"]):
+                r["corr"] for r in record.get("runs", ())}
+
+    ra, rb = cells(a), cells(b)
+    shared = sorted(set(ra) & set(rb), key=str)
+    runs = []
+    for cell in sorted({key[:4] for key in shared}, key=str):
+        seeds = [key for key in shared if key[:4] == cell]
+        for rhythm in sorted(set(ra[seeds[0]]) & set(rb[seeds[0]])):
+            x = np.array([ra[key][rhythm] for key in seeds], float)
+            y = np.array([rb[key][rhythm] for key in seeds], float)
+            several = len(seeds) > 1 and np.ptp(x) > 0 and np.ptp(y) > 0
+            runs.append({"n_real_sims": cell[0], "filter_pool": cell[1], "generator": cell[2],
+                         "k": cell[3], "rhythm": rhythm, "n_seeds": len(seeds),
+                         "mean_a": float(x.mean()), "mean_b": float(y.mean()),
+                         "sd_seeds_a": float(x.std(ddof=1)) if len(x) > 1 else float("nan"),
+                         "sd_seeds_b": float(y.std(ddof=1)) if len(y) > 1 else float("nan"),
+                         "corr_across_seeds": (float(np.corrcoef(x, y)[0, 1]) if several
+                                               else float("nan")),
+                         "mean_abs_diff": float(np.abs(x - y).mean())})
+    return {"machines": {"a": a.get("provenance", {}).get("machine"),
+                         "b": b.get("provenance", {}).get("machine")},
+            "n_runs": {"a": a.get("n_runs"), "b": b.get("n_runs")},
+            "comparisons": comparisons, "runs": runs}
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """``python -m egmlib.workflow.results A.json B.json [--out FILE]``: two records of one
+    study side by side (:func:`compare_studies`); a line per shared comparison, the whole to
+    ``--out`` (JSON)."""
+    import argparse
+
+    from egmlib.core.runs import portable, save_json
+
+    ap = argparse.ArgumentParser(prog="python -m egmlib.workflow.results",
+                                 description=main.__doc__)
+    ap.add_argument("record_a")
+    ap.add_argument("record_b")
+    ap.add_argument("--out", default="", help="write the comparison here (JSON)")
+    args = ap.parse_args(None if argv is None else list(argv))
+    for name in ("record_a", "record_b"):
+        if not Path(getattr(args, name)).is_file():
+            ap.error(f"{name}: no file {getattr(args, name)}")
+    out = compare_studies(load_json(args.record_a), load_json(args.record_b))
+    for c in out["comparisons"]:
+        arm = "all" if c["n_real_sims"] == 0 else c["n_real_sims"]
+        print(f"{c['generator']} {c['rhythm']} k = {', '.join(map(str, c['ks']))}, {arm} real "
+              f"simulations per rhythm: {c['a']['mean_gain']:+.3f} "
+              f"({c['a']['boot_lo']:+.3f} to {c['a']['boot_hi']:+.3f}) against "
+              f"{c['b']['mean_gain']:+.3f} ({c['b']['boot_lo']:+.3f} to "
+              f"{c['b']['boot_hi']:+.3f})")
+    if args.out:
+        save_json(args.out, portable(out))
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through main()
+    raise SystemExit(main())
