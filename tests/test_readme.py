@@ -85,6 +85,15 @@ HOW_TESTED: dict[str, str] = {
     "01_data 02_vae_s 03_vae_c --out results/cross_machine/comparison.json":
         "test_cross_machine_comparison_is_remade_from_the_committed_records (verbatim, into a "
         "temporary file, which must equal the committed one)",
+    "python -m egmlib.workflow.sweep --profile default --generator vae_s --restrict "
+    "n_real_sims=8,16 --restrict k=0,18":
+        "tests/test_sweep.py test_the_readme_part_of_the_default_study_plans_80_runs (the plan "
+        "on the default grid; the CLI's restriction on the smoke grid, dry run)",
+    "python -m egmlib.workflow.results results/default/06_sweep.json "
+    "results/cross_machine/amd_epyc_avx2/06_sweep.json --out "
+    "results/cross_machine/06_sweep_comparison.json":
+        "test_cross_machine_study_comparison_is_remade_from_the_committed_records (verbatim, "
+        "into a temporary file, which must equal the committed one)",
 }
 
 _PREFIXES = ("make ", "papermill ", "python -m ", ".venv/bin/")
@@ -241,3 +250,25 @@ def test_cross_machine_comparison_is_remade_from_the_committed_records(
     committed = json.loads((ROOT / "results/cross_machine/comparison.json").read_text())
     assert json.loads(out.read_text()) == committed
     assert "01_data: 59 of 89 numbers equal" in capsys.readouterr().out
+
+
+def test_cross_machine_study_comparison_is_remade_from_the_committed_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """The README's numbers of the study on another processor come from
+    results/cross_machine/06_sweep_comparison.json, remade here from the two committed study
+    records; the primary decision of each is what the README says."""
+    import json
+
+    from egmlib.workflow import results
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "comparison.json"
+    assert results.main(["results/default/06_sweep.json",
+                         "results/cross_machine/amd_epyc_avx2/06_sweep.json",
+                         "--out", str(out)]) == 0
+    committed = json.loads((ROOT / "results/cross_machine/06_sweep_comparison.json").read_text())
+    assert json.loads(out.read_text()) == committed
+    assert "+0.025 (+0.011 to +0.039) against +0.016 (+0.001 to +0.030)" in \
+        capsys.readouterr().out
+    primary = [c for c in committed["comparisons"] if c["a"]["role"] == "primary"]
+    assert [(c["a"]["decision"], c["b"]["decision"]) for c in primary] == [("gain", "gain")]

@@ -349,3 +349,24 @@ def test_aggregate_notebook_keeps_machine_paths_out_of_the_committed_notebook(
         out = sweep.aggregate_notebook(nb, profile, run, None, own_run_dir=own)
         assert out == run / "notebooks" / nb.name
         assert calls[-1][2] == {"profile": profile, "run_dir": str(run)}
+
+
+def test_the_readme_part_of_the_default_study_plans_80_runs(tmp_path, monkeypatch, capsys):
+    """README (Reproducibility): ``--generator vae_s --restrict n_real_sims=8,16 --restrict
+    k=0,18`` on the default grid is 2 arms x 2 k x 20 seeds, the k = 0 runs as the shared
+    baseline; on the CLI, the restricted part is what runs."""
+    grid = sweep.profile_grid(None)
+    grid["generator"] = ["vae_s"]
+    sweep.restrict_grid(grid, ["n_real_sims=8,16", "k=0,18"])
+    points = sweep.shared_baseline(expand_grid(grid))
+    assert len(points) == 80
+    assert {(p["generator"], p["k"]) for p in points} == {("none", 0), ("vae_s", 18)}
+    assert {p["n_real_sims"] for p in points} == {8, 16}
+    root = _cli_repo(tmp_path)
+    monkeypatch.setattr(sweep, "repo_root", lambda: root)
+    assert sweep.main(["--profile", "smoke", "--generator", "vae_s", "--restrict", "k=3",
+                       "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1 runs" in out and "'k': 3" in out and "'k': 0" not in out
+    assert sweep.main(["--profile", "smoke", "--restrict", "k=7", "--dry-run"]) == 2
+    assert "--restrict" in capsys.readouterr().err
