@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from egmlib.core.runs import sha256_file
+from egmlib.core.runs import load_json, sha256_file
 
 __all__ = [
     "BASELINE_GENERATOR",
@@ -173,8 +173,8 @@ def _is_number(x: Any) -> bool:
 
 
 def _relative(x: float, y: float) -> float:
-    """``|x - y| / max(|x|, |y|)``: 0 for equal numbers (both NaN included), 1 for opposite
-    signs or one of them zero, NaN against a number counts as 1."""
+    """``|x - y| / max(|x|, |y|)``: 0 for equal numbers (both NaN included), 1 when one of them
+    is zero, between 1 and 2 for opposite signs; NaN against a number counts as 1."""
     if x == y or (math.isnan(x) and math.isnan(y)):
         return 0.0
     if math.isnan(x) or math.isnan(y):
@@ -220,8 +220,7 @@ def compare_folders(folder_a: str | Path, folder_b: str | Path, names: Sequence[
     machine each record names in its provenance."""
     out: dict[str, Any] = {"a": str(folder_a), "b": str(folder_b), "records": {}}
     for name in names:
-        ra, rb = (json.loads((Path(f) / f"{name}.json").read_text())
-                  for f in (folder_a, folder_b))
+        ra, rb = (load_json(Path(f) / f"{name}.json") for f in (folder_a, folder_b))
         out["records"][name] = {
             "machine_a": ra.get("provenance", {}).get("machine"),
             "machine_b": rb.get("provenance", {}).get("machine"),

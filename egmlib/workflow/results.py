@@ -802,10 +802,11 @@ def compare_studies(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any
                 r["corr"] for r in record.get("runs", ())}
 
     ra, rb = cells(a), cells(b)
-    shared = sorted(set(ra) & set(rb), key=str)
+    by_cell: dict[tuple, list[tuple]] = {}
+    for key in sorted(set(ra) & set(rb), key=str):   # runs of the same cell and seed in both
+        by_cell.setdefault(key[:4], []).append(key)
     runs = []
-    for cell in sorted({key[:4] for key in shared}, key=str):
-        seeds = [key for key in shared if key[:4] == cell]
+    for cell, seeds in by_cell.items():
         for rhythm in sorted(set(ra[seeds[0]]) & set(rb[seeds[0]])):
             x = np.array([ra[key][rhythm] for key in seeds], float)
             y = np.array([rb[key][rhythm] for key in seeds], float)
