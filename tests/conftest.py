@@ -153,7 +153,25 @@ def unset_thread_limits(mp: pytest.MonkeyPatch) -> None:
         mp.delenv(name, raising=False)
 
 
+def run_nbval(notebooks: list[Path], rootdir: Path) -> None:
+    """Run nbval (``--nbval-lax``: only cells marked NBVAL_CHECK_OUTPUT are compared) on executed
+    notebooks, in the given order, re-executing each with the parameters injected into it; fail
+    with nbval's log."""
+    import subprocess
+    import sys
+
+    cfg = Path(__file__).parent / "nbval_sanitize.cfg"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
+         "--nbval-sanitize-with", str(cfg), "--rootdir", str(rootdir), *map(str, notebooks)],
+        cwd=rootdir, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "EGMLIB_QUIET": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
+
+
 @pytest.fixture
 def all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test runs notebooks with every core (see :func:`unset_thread_limits`)."""
     unset_thread_limits(monkeypatch)
+

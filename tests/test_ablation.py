@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_nbval
 from scipy import stats
 
 from egmlib.core import params
@@ -133,9 +134,10 @@ def test_cli_checks_k_and_the_pools_against_the_generated_windows(
 
 def test_cli_runs_the_ablation_and_07_writes_its_record(smoke_run: Path, all_cores: None):
     """The smoke profile's ablation for real: k = 4 with the paper's filter (best 4 of 20), the
-    best 4 of 10 and no filter, plus k = 0, two seeds, then notebook 07_filter."""
+    best 4 of 10 and no filter, plus k = 0, two seeds, on two local worker processes, then
+    notebook 07_filter, which nbval re-executes."""
     assert ablation.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--timeout",
-                          "600"]) == 0
+                          "600", "--workers", "2"]) == 0
     record = json.loads((smoke_run / "results" / "07_filter.json").read_text())
     assert record["n_runs"] == 8 and record["n_stale"] == 0
     assert record["design"]["seeds"] == [0, 1] and record["design"]["n_generated"] == 20
@@ -153,6 +155,11 @@ def test_cli_runs_the_ablation_and_07_writes_its_record(smoke_run: Path, all_cor
     assert set(record["validation"]) == {"k=0", "k=4 pool=0", "k=4 pool=10", "k=4 pool=4"}
     assert record["reading"][0].startswith("SR, k = 4, against k = 0: paper's: best 4 of 20 (20%)")
     assert (smoke_run / "figures" / "07_filter.png").stat().st_size > 10_000
+    # nbval re-executes 07: its marked cells (the table, the validation means, the reading) print
+    # the same
+    executed = smoke_run / "notebooks" / "07_filter.ipynb"
+    assert executed.read_text(encoding="utf-8").count("# NBVAL_CHECK_OUTPUT") == 3
+    run_nbval([executed], rootdir=smoke_run)
 
 
 def test_same_as_sweep_pairs_runs_by_their_grid_point():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_nbval
 
 from egmlib import data
 from egmlib.augmentation import augment
@@ -148,8 +149,11 @@ def test_05_augment_results(smoke_run: Path) -> None:
 
 def test_05_papermill_cli_single_run(smoke_run: Path, tmp_path: Path) -> None:
     """The README's single augmentation run, ``papermill notebooks/05_augment.ipynb out.ipynb -p
-    k 18``, through papermill's own CLI on the smoke run (its profile file, and a k its
-    generators kept: the smoke profile keeps 5 windows)."""
+    k 18``, and its profile-file form, ``papermill notebooks/05_augment.ipynb out.ipynb -f
+    params/smoke.yaml -p k 2``, through papermill's own CLI on the smoke run (with a k its
+    generators kept: the smoke profile keeps 5). The profile file names parameters of every
+    notebook and of the sweep; 05 accepts and ignores the others, and ``-p`` beats the profile's
+    ``k: 4``."""
     import subprocess
     import sys
 
@@ -212,44 +216,21 @@ def test_sweep_and_06(smoke_run: Path, tmp_path: Path) -> None:
     # nbval re-executes the aggregation: its marked cells (the primary test, the collapsed runs,
     # the reading) print the same
     assert "# NBVAL_CHECK_OUTPUT" in (tmp_path / "06.ipynb").read_text(encoding="utf-8")
-    _nbval([tmp_path / "06.ipynb"], rootdir=tmp_path)
-
-
-def _nbval(notebooks: list[Path], rootdir: Path) -> None:
-    """Run nbval (``--nbval-lax``: only cells marked NBVAL_CHECK_OUTPUT are compared) on executed
-    notebooks, re-executing each with the parameters injected into it; fail with nbval's log."""
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
-         "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
-         "--rootdir", str(rootdir), *map(str, notebooks)],
-        cwd=rootdir, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "EGMLIB_QUIET": "1"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout
-
-
-def test_nbval_smoke_notebooks_reproduce(smoke_run: Path) -> None:
-    """nbval re-executes the executed smoke notebooks (their injected parameters included) and
-    compares the cells marked NBVAL_CHECK_OUTPUT: same seed, same numbers."""
-
-    names = ("01_data", "02_vae_s", "03_vae_c", "04_fidelity", "05_augment")
-    nbs = [smoke_run / "notebooks" / f"{n}.ipynb" for n in names]
-    for nb in nbs:  # every pipeline notebook marks its headline numbers for nbval
-        assert "# NBVAL_CHECK_OUTPUT" in nb.read_text(encoding="utf-8"), nb.name
-    _nbval(nbs, rootdir=smoke_run)
+    run_nbval([tmp_path / "06.ipynb"], rootdir=tmp_path)
 
 
 def test_the_chain_runs_unchanged_on_the_ct_anatomy(tmp_path: Path, all_cores: None) -> None:
-    """The README's ``pipeline --profile smoke -p anatomy ct_biatrial``: every notebook runs on
-    the real CT atria (remeshed to the smoke profile's 4 mm), and 01's physics holds there. With
-    64 sites instead of the smoke profile's 32 (whose electrodes happen to lie on two disjoint
-    convex hulls), the Barr heart surface is the wrapped one, as at the default sizes."""
+    """The README's ``pipeline --profile smoke -p anatomy ct_biatrial`` on the real CT atria
+    (remeshed to the smoke profile's 4 mm): 01 builds the data set and its physics holds there,
+    and the data set serves a generator (02) and the reconstruction network (05) unchanged. 03
+    and 04 read the same windows as 02 and are left to the idealised smoke chain (and to the
+    committed CT records). With 64 sites instead of the smoke profile's 32 (whose electrodes
+    happen to lie on two disjoint convex hulls), the Barr heart surface is the wrapped one, as at
+    the default sizes."""
     from egmlib.workflow import pipeline
 
     assert pipeline.main(["--profile", "smoke", "--run-dir", str(tmp_path), "--timeout", "900",
+                          "--only", "01_data,02_vae_s,05_augment",
                           "-p", "anatomy", "ct_biatrial", "-p", "n_rec", "64"]) == 0
     result = json.loads((tmp_path / "01_data" / "result.json").read_text())
     sr, af = result["physics"]["SR"], result["physics"]["AF"]

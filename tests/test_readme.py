@@ -10,14 +10,12 @@ the full sweep) run under the smoke profile in the tests named.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from egmlib.core import params
@@ -66,9 +64,11 @@ HOW_TESTED: dict[str, str] = {
         "test_the_chain_runs_unchanged_on_the_ct_anatomy",
     ".venv/bin/python -m egmlib.workflow.pipeline --profile smoke -p anatomy ct_biatrial":
         "tests/test_notebooks.py test_the_chain_runs_unchanged_on_the_ct_anatomy (the same CLI "
-        "plus -p n_rec 64, into a temporary run directory)",
-    ".venv/bin/papermill notebooks/01_data.ipynb out.ipynb -f params/smoke.yaml -p n_rec 64":
-        "test_papermill_with_a_profile_file (verbatim, plus a temporary run_dir)",
+        "plus -p n_rec 64 and --only 01_data,02_vae_s,05_augment, into a temporary run "
+        "directory)",
+    ".venv/bin/papermill notebooks/05_augment.ipynb out.ipynb -f params/smoke.yaml -p k 2":
+        "tests/test_notebooks.py test_05_papermill_cli_single_run (verbatim, on the smoke run, "
+        "plus its run_dir and an out_dir)",
     "papermill notebooks/05_augment.ipynb out.ipynb -p k 18":
         "tests/test_notebooks.py test_05_papermill_cli_single_run (on the smoke run's data, "
         "with its profile and a k its generators kept)",
@@ -161,27 +161,6 @@ def test_make_targets_run_the_documented_modules():
     assert "pytest tests" in _make_recipe("test")
     for name in ("reproduce", "sweep", "bench", "nbval", "clean", "test", "studies", "site"):
         assert f"make {name}" in HOW_TESTED
-
-
-@pytest.mark.notebook
-@pytest.mark.slow
-def test_papermill_with_a_profile_file(tmp_path: Path):
-    """The README's papermill command with ``-f params/smoke.yaml`` works (a profile file names
-    parameters of every notebook and of the sweep; each notebook accepts and ignores the others),
-    and ``-p`` overrides the profile."""
-    out = tmp_path / "out.ipynb"
-    subprocess.run([str(BIN / "papermill"), "notebooks/01_data.ipynb", str(out), "-f",
-                    "params/smoke.yaml", "-p", "n_rec", "64", "-p", "run_dir",
-                    str(tmp_path / "run"), "--no-progress-bar"],
-                   cwd=ROOT, capture_output=True, text=True, check=True,
-                   env={**os.environ, "EGMLIB_QUIET": "1"})
-    nb = nbformat.read(out, as_version=4)
-    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
-    assert errors == []
-    from egmlib import data
-
-    ds = data.load_dataset(tmp_path / "run")
-    assert ds.egm.shape[2] == 64  # -p beat the profile's n_rec 32
 
 
 def test_bench_writes_its_record(tmp_path: Path, capsys):

@@ -1,5 +1,6 @@
-"""Same seed, same numbers: the smoke chain run again in another folder gives the same records,
-and the data build gives the same data with another thread count.
+"""Same seed, same numbers: the smoke chain run again in another folder (by nbval, which also
+checks the cells marked for output comparison) gives the same records, and the data build gives
+the same data with another thread count.
 
 What is exact and what is not (measured on the smoke profile, a 2-core AMD EPYC virtual machine):
 
@@ -23,11 +24,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
+from conftest import run_nbval
 
 from egmlib.core.runs import repo_root
-from egmlib.workflow.pipeline import run_pipeline
+from egmlib.workflow.pipeline import PIPELINE, run_pipeline
 from egmlib.workflow.records import record_differences
 from egmlib.workflow.sweep import THREAD_ENV
 
@@ -50,11 +53,34 @@ def _arrays(run_dir: Path) -> dict[str, np.ndarray]:
     return {p.name: np.load(p) for p in sorted((run_dir / "data").glob("*.npy"))}
 
 
+def _moved(notebook: Path, old: Path, new: Path) -> nbformat.NotebookNode:
+    """An executed notebook whose injected ``run_dir`` names ``new`` instead of ``old``."""
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    line = f"run_dir = {json.dumps(str(old))}"
+    assert line in cell.source, cell.source
+    cell.source = cell.source.replace(line, f"run_dir = {json.dumps(str(new))}")
+    return nb
+
+
 def test_smoke_chain_reproduces_in_another_folder(smoke_run: Path, tmp_path_factory,
                                                   all_cores: None) -> None:
+    """nbval re-executes the executed smoke notebooks 01-05 (their injected parameters, with
+    ``run_dir`` moved to an empty folder), so the chain runs again from nothing: 01 builds the
+    data set, 02 and 03 train, 04 and 05 evaluate. Every cell marked NBVAL_CHECK_OUTPUT prints
+    what it printed (``make nbval``'s check, on the smoke profile), and every result record and
+    data array equals the first run's."""
     # all_cores: the thread count of smoke_run, whatever a sweep test left in the environment
     again = tmp_path_factory.mktemp("smoke_again")
-    run_pipeline("smoke", run_dir=again, root=ROOT, timeout=900)
+    (again / "notebooks").mkdir()
+    copies = []
+    for name in PIPELINE:
+        nb = _moved(smoke_run / "notebooks" / f"{name}.ipynb", smoke_run, again)
+        # every pipeline notebook marks its headline numbers for nbval
+        assert any("# NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells), name
+        copies.append(again / "notebooks" / f"{name}.ipynb")
+        nbformat.write(nb, copies[-1])
+    run_nbval(copies, rootdir=again)
     first, second = _records(smoke_run), _records(again)
     # the first run also holds what other tests added to it (the sweep, 06, extra 05 runs)
     assert {"01_data/result.json", "vae_s/result.json", "vae_c/result.json",

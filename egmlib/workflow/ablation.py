@@ -25,8 +25,9 @@ Notebook 07_filter reads the runs, draws the comparisons and writes the record
 ``results/<profile>/07_filter.json`` (committed for the default profile), as 06_sweep does for
 the sweep.
 
-CLI: ``python -m egmlib.workflow.ablation --profile default [--run-dir DIR] [--dry-run]``: the
-runs (finished ones are skipped, as in the sweep), then notebook 07_filter
+CLI: ``python -m egmlib.workflow.ablation --profile default [--run-dir DIR] [--workers N]
+[--scheduler ADDRESS] [--dry-run]``: the runs (finished ones are skipped; serial by default, or on
+local worker processes or a Dask cluster, as in the sweep), then notebook 07_filter
 (:func:`egmlib.workflow.sweep.aggregate_notebook`: in place for the default profile in its own
 run directory, into ``<run_dir>/notebooks/`` otherwise).
 """
@@ -47,7 +48,12 @@ from egmlib.generators import synthesis
 from egmlib.workflow import results
 from egmlib.workflow.pipeline import NotebookError
 from egmlib.workflow.records import BASELINE_GENERATOR, input_fingerprint
-from egmlib.workflow.sweep import SWEEP_NOTEBOOK, aggregate_notebook, run_sweep
+from egmlib.workflow.sweep import (
+    SWEEP_NOTEBOOK,
+    add_execution_options,
+    aggregate_notebook,
+    run_sweep,
+)
 
 __all__ = [
     "ABLATION_DIR",
@@ -300,9 +306,10 @@ def study_record(runs: list[Mapping[str, Any]], config: Any, n_generated: int,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m egmlib.workflow.ablation --profile P [--run-dir DIR] [--dry-run]``: run the
-    filter ablation's runs of notebook 05, then notebook 07_filter, which reads them and writes
-    the record."""
+    """``python -m egmlib.workflow.ablation --profile P [--run-dir DIR] [--workers N]
+    [--scheduler ADDRESS] [--dry-run]``: run the filter ablation's runs of notebook 05 (serially,
+    on local worker processes or on a Dask cluster, as the sweep does), then notebook 07_filter,
+    which reads them and writes the record."""
     ap = argparse.ArgumentParser(prog="python -m egmlib.workflow.ablation",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
@@ -310,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="run directory holding the data set and the generators (default: the "
                          "profile's)")
     ap.add_argument("--dry-run", action="store_true", help="show the runs, run nothing")
-    ap.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    add_execution_options(ap)
     a = ap.parse_args(argv)
     root = repo_root()
     profile_yaml = root / "params" / f"{a.profile}.yaml"
@@ -351,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     digests = {g: input_fingerprint(run_dir, [g]) for g in {p["generator"] for p in points}}
     report = run_sweep(root / "notebooks" / f"{SWEEP_NOTEBOOK}.ipynb", points, folder,
                        {"profile": a.profile, "run_dir": str(run_dir)}, profile_file,
-                       workers=1, timeout=a.timeout, inputs=lambda p: digests[p["generator"]])
+                       workers=a.workers, scheduler_address=a.scheduler, timeout=a.timeout,
+                       inputs=lambda p: digests[p["generator"]])
     print(report.summary())
     if not report.ok:
         return 1

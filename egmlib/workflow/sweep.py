@@ -102,6 +102,7 @@ __all__ = [
     "PlannedRun",
     "RunRecord",
     "SweepReport",
+    "add_execution_options",
     "aggregate_notebook",
     "array_digest",
     "expand_grid",
@@ -600,6 +601,17 @@ def restrict_grid(grid: dict[str, list[Any]], rules: Sequence[str]) -> dict[str,
     return grid
 
 
+def add_execution_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that runs a grid of notebooks through :func:`run_sweep` (this
+    module's CLI and :mod:`egmlib.workflow.ablation`'s): ``--workers``, ``--scheduler`` and
+    ``--timeout``."""
+    parser.add_argument("--workers", type=int, default=1,
+                        help="local worker processes (default 1: serial, every core per run; "
+                             "measured faster than parallel one-thread runs on 2 cores)")
+    parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m egmlib.workflow.sweep --profile P [--workers N] [--scheduler ADDRESS]
     [--generator NAME]
@@ -607,10 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m egmlib.workflow.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="default", choices=_params.PROFILES)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="local worker processes (default 1: serial, every core per run; "
-                             "measured faster than parallel one-thread runs on 2 cores)")
-    parser.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    add_execution_options(parser)
     parser.add_argument("--generator", action="append", default=None, metavar="NAME",
                         help="run only this generator's part of the grid (repeatable; the shared "
                              "k = 0 runs always belong to the part)")
@@ -619,7 +628,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "n_real_sims=4 or k=0,18): a part of the study, whose finished "
                              "runs the full sweep then skips")
     parser.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
     args = parser.parse_args(argv)
 
     root = repo_root()
