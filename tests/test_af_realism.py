@@ -247,21 +247,31 @@ def test_af_rate_spreads_between_simulations(biatrial):
 
 
 @pytest.mark.slow
-def test_default_af_set_meets_the_clinical_targets(tmp_path):
-    """The default data build's 48 AF simulations (its seed, its batches; one SR run, which draws
-    from another seed stream and so leaves the AF draws alone): DF per simulation spanning at
-    least 3.5-9 Hz with p10 and p90 at least 3 Hz apart, site DF differing within simulations
-    (median p90 - p10 over 1 Hz), none terminated. With tau_open fixed at 120 ms no simulation
-    exceeded about 6.8 Hz."""
+def test_default_af_set_meets_the_clinical_targets():
+    """The default data build's 48 AF simulations (its seed, its batches, through the build's
+    own stages; one SR run, which draws from another seed stream and so leaves the AF draws
+    alone): DF per simulation spanning at least 3.5-9 Hz with p10 and p90 at least 3 Hz apart,
+    site DF differing within simulations (median p90 - p10 over 1 Hz), none terminated. With
+    tau_open fixed at 120 ms no simulation exceeded about 6.8 Hz.
+
+    The torso stage is left out (a third of the build's time): it only adds a lead field that
+    the simulations record through and that has no effect on them, so a one-row stand-in
+    records here instead."""
     from egmlib.core import params
-    from egmlib.data import build_dataset, physics_summary
+    from egmlib.core.params import DataConfig
+    from egmlib.data import build
 
     p = params.validate("01_data", {"n_sr": 1})
-    ds = build_dataset(p, tmp_path, show_progress=False)
-    af = physics_summary(ds)["AF"]
-    assert af["n_sims"] == 48 and af["replaced_terminated"] == 0
-    assert af["df_min_hz"] <= 3.5 and af["df_max_hz"] >= 9.0
-    assert af["df_p90_hz"] - af["df_p10_hz"] >= 3.0
-    is_af = np.array([s["spec"]["rhythm"] == "AF" for s in ds.simulations])
-    spread = np.subtract(*np.percentile(ds.df_hz[is_af], [90, 10], axis=1))
+    cfg = DataConfig.from_values(p)
+    seeds = build.spawn_seeds(p["seed"])
+    anatomy = build.make_anatomy(cfg)
+    sims = build.simulate_all(anatomy, anatomy.egm_lead[:1], cfg, seeds, show_progress=False)
+    meas = build.measure(sims, anatomy, cfg)
+    is_af = np.array([s.rhythm == "AF" for s in sims.specs])
+    assert is_af.sum() == 48 and sims.replaced_af == 0
+    df = np.array([s["df_median_hz"] for s, af in zip(meas.simulations, is_af) if af])
+    p10, p90 = np.percentile(df, [10, 90])
+    assert df.min() <= 3.5 and df.max() >= 9.0
+    assert p90 - p10 >= 3.0
+    spread = np.subtract(*np.percentile(meas.df_hz[is_af], [90, 10], axis=1))
     assert np.median(spread) > 1.0
