@@ -172,6 +172,8 @@ def test_cpu_info_and_machine_read_the_first_processor(tmp_path: Path,
     monkeypatch.setattr(runs, "cpu_info", lambda: ("Plain", frozenset({"avx2"})))
     assert runs.machine()["bf16"] is False
     assert runs.provenance({"seed": 3})["machine"]["cpu"] == "Plain"
+    assert runs.has_bf16(frozenset({"amx_bf16", "amx_tile"})) is True
+    assert runs.has_bf16(frozenset({"avx512f"})) is False and runs.has_bf16() is False
 
 
 def test_save_json_writes_undefined_statistics_as_null(tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ from torch.nn import functional as F
 
 from egmlib.core import runs
 from egmlib.core.checks import check_ints
+from egmlib.core.params import SPECS
 from egmlib.core.process import torch_state
 from egmlib.core.training import FitResult, evaluate, fit
 from egmlib.generators.train import precision_context, resolve_precision, torch_device
@@ -85,8 +86,9 @@ __all__ = [
 
 #: The parts of :func:`recon_loss`, recorded per epoch in the history.
 LOSS_KEYS = ("total", "egm", "bspm", "kl", "corr_loss", "corr")
-#: Learning-rate schedules of :func:`train_recon`.
-SCHEDULES = ("constant", "cosine")
+#: Learning-rate schedules of :func:`train_recon`: the choices of the ``recon_schedule``
+#: parameter, whose one home is :mod:`egmlib.core.params`.
+SCHEDULES: tuple[str, ...] = tuple(SPECS["recon_schedule"].choices or ())
 
 
 def check_schedule(schedule: str) -> None:

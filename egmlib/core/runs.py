@@ -37,11 +37,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = [
+    "BF16_FLAGS",
     "COMMITTED_PROFILES",
     "MissingInputError",
     "atomic_path",
     "cpu_info",
     "figures_dir",
+    "has_bf16",
     "interactive",
     "json_ready",
     "load_json",
@@ -309,6 +311,17 @@ def cpu_info(path: str | Path = "/proc/cpuinfo") -> tuple[str, frozenset[str]]:
     return model, flags
 
 
+#: The CPU feature flags (``/proc/cpuinfo``) of bfloat16 arithmetic in hardware: AMX and
+#: AVX512-BF16.
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def has_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether a processor with feature ``flags`` (default: this one's, :func:`cpu_info`) does
+    bfloat16 arithmetic in hardware (:data:`BF16_FLAGS`)."""
+    return bool(BF16_FLAGS & (cpu_info()[1] if flags is None else flags))
+
+
 def machine() -> dict[str, Any]:
     """The machine an artifact was made on, as far as it decides the numbers.
 
@@ -327,7 +340,7 @@ def machine() -> dict[str, Any]:
     except (ImportError, AttributeError):  # pragma: no cover - torch is a dependency
         capability = None
     return {"arch": platform.machine(), "cores": os.cpu_count(), "cpu": model,
-            "torch_cpu": capability, "bf16": bool({"amx_bf16", "avx512_bf16"} & flags)}
+            "torch_cpu": capability, "bf16": has_bf16(flags)}
 
 
 def provenance(params: Mapping[str, Any], seed: int | None = None) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def _cpu_has_bf16() -> bool:
             return False
     except (RuntimeError, AttributeError):
         return False
-    return bool(runs.machine()["bf16"])
+    return runs.has_bf16()
 
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
