@@ -174,4 +174,3 @@ def run_nbval(notebooks: list[Path], rootdir: Path) -> None:
 def all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test runs notebooks with every core (see :func:`unset_thread_limits`)."""
     unset_thread_limits(monkeypatch)
-
