@@ -36,6 +36,11 @@ HOW_TESTED: dict[str, str] = {
     "python -m benchmarks.run --out results/bench/bench.json":
         "test_bench_writes_its_record (one quick section, into a temporary file)",
     "make nbval": "test_make_targets_run_the_documented_modules",
+    "make nbval ANY_MACHINE=1": "test_make_targets_run_the_documented_modules (recipe without "
+                                "the machine check)",
+    "python -m egmlib.workflow.records --same-machine results/default":
+        "tests/test_records.py test_same_machine_command_on_the_committed_records (verbatim, "
+        "through its main)",
     "make studies": "test_make_targets_run_the_documented_modules (recipe); the study CLI on the "
                     "smoke run, one epoch a row: tests/test_studies.py",
     "python -m egmlib.workflow.studies --study budget":
@@ -171,6 +176,11 @@ def test_make_targets_run_the_documented_modules():
     assert "-m benchmarks.run" in _make_recipe("bench")
     assert "-m egmlib.workflow.studies --profile default" in _make_recipe("studies")
     assert "--nbval-lax" in _make_recipe("nbval")
+    # make nbval first checks the machine's kind, unless asked not to
+    assert "-m egmlib.workflow.records --same-machine results/default" in _make_recipe("nbval")
+    assert "--same-machine" not in subprocess.run(
+        ["make", "-n", "nbval", "ANY_MACHINE=1"], cwd=ROOT, capture_output=True, text=True,
+        check=True).stdout
     assert "rm -rf runs" in _make_recipe("clean")
     assert "-m egmlib.workflow.site" in _make_recipe("site")
     assert "pytest tests" in _make_recipe("test")

@@ -84,3 +84,60 @@ def test_compare_folders_command(tmp_path, capsys):
     with pytest.raises(SystemExit):   # a record that is not there is named before any work
         main([str(tmp_path / "a"), str(tmp_path / "b"), "02_vae_s"])
     assert "names: no 02_vae_s in" in capsys.readouterr().err
+
+
+HERE = {"arch": "x86_64", "cores": 2, "cpu": "Example", "torch_cpu": "AVX2", "bf16": False}
+VERSIONS = {"numpy": "2.0", "scipy": "1.0", "torch": "2.13.0+cpu", "scikit-learn": "1.0"}
+
+
+def _record(folder, name, record):
+    import json
+
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(record))
+
+
+def test_machine_differences_name_each_difference_once(tmp_path):
+    from egmlib.workflow.records import machine_differences
+
+    same = tmp_path / "same"
+    _record(same, "a", {"x": 1, "provenance": {"machine": dict(HERE, cpu="Other model"),
+                                               "versions": VERSIONS}})
+    assert machine_differences(same, HERE, VERSIONS) == []   # the model name is not the kind
+    other = tmp_path / "other"
+    made_on = dict(HERE, torch_cpu="AVX512", bf16=True)
+    for name in ("a", "b"):   # a difference is named once, with the first record that shows it
+        _record(other, name, {"provenance": {"machine": made_on,
+                                             "versions": dict(VERSIONS, torch="2.12.0")}})
+    assert machine_differences(other, HERE, VERSIONS) == [
+        "torch_cpu: 'AVX512' there, 'AVX2' here (first in a.json)",
+        "bf16: True there, False here (first in a.json)",
+        "torch 2.12.0 there, 2.13.0+cpu here (first in a.json)"]
+    # a record older than the machine field: the arithmetic its network trained in
+    old = tmp_path / "old"
+    _record(old, "05", {"history": {"settings": {"precision": "bfloat16"}},
+                        "provenance": {"machine": "x86_64 2 cores",
+                                       "params": {"precision": "bfloat16"}}})
+    _record(old, "02", {"history": {"settings": {"precision": "float32"}},
+                        "provenance": {"params": {"precision": "bfloat16"}}})  # asked, not made
+    assert machine_differences(old, HERE, VERSIONS) == [
+        "networks trained in bfloat16 there; this processor has no bfloat16 arithmetic "
+        "(first in 05.json)"]
+    assert machine_differences(old, dict(HERE, bf16=True), VERSIONS) == []
+
+
+def test_same_machine_command_on_the_committed_records(tmp_path, capsys):
+    """The committed default records trained networks in bfloat16 (the 05 record's history):
+    the check passes exactly where this processor has bfloat16 arithmetic."""
+    from egmlib.core.runs import has_bf16, repo_root
+    from egmlib.workflow.records import main
+
+    committed = repo_root() / "results" / "default"
+    assert main(["--same-machine", str(committed)]) == (0 if has_bf16() else 1)
+    if not has_bf16():
+        assert "this processor has no bfloat16 arithmetic" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--same-machine", str(tmp_path / "absent")])
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(committed)])   # the comparison needs two folders and names

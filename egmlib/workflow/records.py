@@ -6,6 +6,8 @@ The sweep (:mod:`egmlib.workflow.sweep`) writes one folder per run with a ``para
 neither reaches into the other. :func:`record_differences` compares two result records (for
 example a fresh ``make reproduce`` against the committed ``results/default/``), leaving out what
 legitimately changes between executions (time stamps, wall times, the commit, machine paths).
+:func:`machine_differences` says before any work whether this machine is of the kind that made a
+folder's records (``make nbval`` asks it first).
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from egmlib.core import runs
 from egmlib.core.runs import load_json, sha256_file
 
 __all__ = [
     "BASELINE_GENERATOR",
+    "KIND_FIELDS",
+    "KIND_PACKAGES",
     "MARKER",
     "PARAMS_FILE",
     "VOLATILE_KEYS",
@@ -33,6 +39,7 @@ __all__ = [
     "file_digest",
     "input_fingerprint",
     "inputs_match",
+    "machine_differences",
     "record_differences",
 ]
 
@@ -228,21 +235,103 @@ def compare_folders(folder_a: str | Path, folder_b: str | Path, names: Sequence[
     return out
 
 
+#: The fields of :func:`egmlib.core.runs.machine` that decide a trained network's numbers: two
+#: machines that differ in one train different networks from the same seed (README,
+#: Reproducibility).
+KIND_FIELDS = ("arch", "cores", "torch_cpu", "bf16")
+#: The packages (:func:`egmlib.core.runs.package_versions`) whose versions decide the numbers.
+KIND_PACKAGES = ("numpy", "scipy", "torch", "scikit-learn")
+
+
+def _trained_precisions(obj: Any, key: str = "") -> set[str]:
+    """Every ``precision`` a record says a network trained in (resolved values such as a
+    history's ``settings``; the requested parameters under ``provenance`` or ``params`` are
+    left out)."""
+    if isinstance(obj, Mapping):
+        out: set[str] = set()
+        for k, v in obj.items():
+            if k in ("provenance", "params"):
+                continue
+            if k == "precision" and isinstance(v, str):
+                out.add(v)
+            else:
+                out |= _trained_precisions(v, k)
+        return out
+    if isinstance(obj, list):
+        return set().union(*(_trained_precisions(v, key) for v in obj)) if obj else set()
+    return set()
+
+
+def machine_differences(folder: str | Path, here: Mapping[str, Any] | None = None,
+                        versions: Mapping[str, str] | None = None) -> list[str]:
+    """Why this machine (``here``: :func:`egmlib.core.runs.machine`; ``versions``:
+    :func:`egmlib.core.runs.package_versions`) may not reproduce the records ``folder/*.json``:
+    one line per difference, naming the first record that shows it; empty when nothing recorded
+    says so.
+
+    Read from each record's provenance: the machine's :data:`KIND_FIELDS` (records made since
+    the provenance names them) and the versions of :data:`KIND_PACKAGES`; and, for records
+    older than that, the arithmetic a network trained in: a record that trained in bfloat16
+    cannot be reproduced by a processor without bfloat16 arithmetic."""
+    here = runs.machine() if here is None else here
+    versions = runs.package_versions() if versions is None else versions
+    found: dict[str, str] = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        record = load_json(path)
+        prov = record.get("provenance") if isinstance(record, Mapping) else None
+        if not isinstance(prov, Mapping):
+            continue
+        made_on = prov.get("machine")
+        if isinstance(made_on, Mapping):
+            for name in KIND_FIELDS:
+                if name in made_on and made_on[name] != here.get(name):
+                    found.setdefault(f"{name}: {made_on[name]!r} there, {here.get(name)!r} here",
+                                     path.name)
+        for name in KIND_PACKAGES:
+            there = (prov.get("versions") or {}).get(name)
+            if there is not None and there != versions.get(name):
+                found.setdefault(f"{name} {there} there, {versions.get(name)} here", path.name)
+        if "bfloat16" in _trained_precisions(record) and not here.get("bf16"):
+            found.setdefault("networks trained in bfloat16 there; this processor has no bfloat16 "
+                             "arithmetic", path.name)
+    return [f"{what} (first in {name})" for what, name in found.items()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m egmlib.workflow.records FOLDER_A FOLDER_B NAME... [--out FILE]``: how the
     records ``NAME`` of two folders agree (:func:`compare_folders`); a summary line per record,
-    the whole comparison to ``--out`` (JSON)."""
+    the whole comparison to ``--out`` (JSON).
+
+    ``python -m egmlib.workflow.records --same-machine FOLDER``: whether this machine is of the
+    kind that made ``FOLDER``'s records (:func:`machine_differences`); exit status 1, naming each
+    difference, when it is not."""
     import argparse
 
     from egmlib.core.runs import portable, save_json
 
     ap = argparse.ArgumentParser(prog="python -m egmlib.workflow.records",
                                  description=main.__doc__)
-    ap.add_argument("folder_a")
-    ap.add_argument("folder_b")
-    ap.add_argument("names", nargs="+", help="record names without .json, e.g. 01_data")
+    ap.add_argument("folder_a", nargs="?")
+    ap.add_argument("folder_b", nargs="?")
+    ap.add_argument("names", nargs="*", help="record names without .json, e.g. 01_data")
     ap.add_argument("--out", default="", help="write the comparison here (JSON)")
+    ap.add_argument("--same-machine", metavar="FOLDER", default="",
+                    help="only check that this machine is of the kind that made FOLDER's records")
     args = ap.parse_args(argv)
+    if args.same_machine:
+        if not Path(args.same_machine).is_dir():
+            ap.error(f"--same-machine: {args.same_machine} is not a folder")
+        differences = machine_differences(args.same_machine)
+        if not differences:
+            print(f"{args.same_machine}: nothing recorded differs from this machine")
+            return 0
+        print(f"{args.same_machine} was made on a machine of another kind, so its trained "
+              "numbers will not reproduce here (README, Reproducibility):", file=sys.stderr)
+        for line in differences:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    if not (args.folder_a and args.folder_b and args.names):
+        ap.error("give FOLDER_A FOLDER_B NAME..., or --same-machine FOLDER")
     for folder in (args.folder_a, args.folder_b):
         missing = [n for n in args.names if not (Path(folder) / f"{n}.json").is_file()]
         if missing:
