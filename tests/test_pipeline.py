@@ -120,6 +120,7 @@ def test_pipeline_in_place_stops_at_failure(tmp_path, monkeypatch, capsys):
     assert "02_vae_s" in err and "RuntimeError: deliberate failure in fails.ipynb" in err
     assert "01_data" in out and "02_vae_s     FAILED" in out
     assert "03_vae_c" not in out  # stops at the first failure
+    assert "another kind" not in err  # the fake repository has no committed records
     # 01 replaced by its executed version; 02 untouched, its failed execution kept beside it
     nb01 = nbformat.read(root / "notebooks" / "01_data.ipynb", as_version=4)
     assert [c.execution_count for c in nb01.cells if c.cell_type == "code"] == [1, 2, 3]
@@ -137,3 +138,17 @@ def test_pipeline_cli_rejects_bad_arguments(capsys):
     assert "--in-place" in capsys.readouterr().err
     assert pipeline.main(["--only", "07_nothing"]) == 2
     assert "07_nothing" in capsys.readouterr().err
+
+
+def test_pipeline_in_place_names_a_machine_of_another_kind(tmp_path, monkeypatch, capsys):
+    """Before replacing the committed records, the pipeline says how this machine differs from
+    the one that made them (here: a torch version no machine has), and runs all the same."""
+    root = _fake_repo(tmp_path / "repo", {"01_data": PROBE})
+    (root / "results" / "default").mkdir(parents=True)
+    (root / "results" / "default" / "01_data.json").write_text(json.dumps(
+        {"provenance": {"versions": {"torch": "0.0"}}}))
+    monkeypatch.setattr(pipeline, "repo_root", lambda: root)
+    assert pipeline.main(["--profile", "default", "--in-place"]) == 0
+    out, err = capsys.readouterr()
+    assert "results/default/ was made on a machine of another kind" in err
+    assert "torch 0.0 there" in err and "01_data" in out

@@ -141,3 +141,15 @@ def test_same_machine_command_on_the_committed_records(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(committed)])   # the comparison needs two folders and names
+
+
+def test_note_other_machine_prints_the_differences(tmp_path, capsys):
+    from egmlib.workflow.records import note_other_machine
+
+    folder = tmp_path / "results"
+    _record(folder, "06_sweep", {"provenance": {"versions": {"numpy": "0.1"}}})
+    lines = note_other_machine(folder)
+    assert len(lines) == 1 and lines[0].startswith("numpy 0.1 there")
+    err = capsys.readouterr().err
+    assert "was made on a machine of another kind" in err and lines[0] in err
+    assert note_other_machine(tmp_path / "empty") == [] and capsys.readouterr().err == ""

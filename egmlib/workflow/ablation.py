@@ -47,7 +47,7 @@ from egmlib.core.runs import load_json, repo_root, resolve_run_dir, shown
 from egmlib.generators import synthesis
 from egmlib.workflow import results
 from egmlib.workflow.pipeline import NotebookError
-from egmlib.workflow.records import BASELINE_GENERATOR, input_fingerprint
+from egmlib.workflow.records import BASELINE_GENERATOR, input_fingerprint, note_other_machine
 from egmlib.workflow.sweep import (
     SWEEP_NOTEBOOK,
     add_execution_options,
@@ -355,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in points:
             print(f"  {p}")
         return 0
+    if a.profile == "default" and a.run_dir is None:  # 07 will write over the committed record
+        note_other_machine(root / "results" / "default")
     digests = {g: input_fingerprint(run_dir, [g]) for g in {p["generator"] for p in points}}
     report = run_sweep(root / "notebooks" / f"{SWEEP_NOTEBOOK}.ipynb", points, folder,
                        {"profile": a.profile, "run_dir": str(run_dir)}, profile_file,

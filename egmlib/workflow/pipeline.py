@@ -27,6 +27,7 @@ import yaml
 
 from egmlib.core import params as _params
 from egmlib.core.runs import atomic_path, quiet, repo_root, shown
+from egmlib.workflow.records import note_other_machine
 
 __all__ = [
     "PIPELINE",
@@ -145,8 +146,10 @@ def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = 
     For ``profile != "default"`` the parameters are ``params/<profile>.yaml`` plus ``profile``
     (and ``run_dir`` if given); the default profile runs the notebooks' own values (plus
     ``run_dir`` if given). With ``in_place`` (default profile only) each executed notebook replaces
-    the committed one; else it goes to ``<run_dir>/notebooks/<name>.ipynb``. Prints one line per
-    notebook and stops at the first failure (raises :class:`NotebookError`).
+    the committed one; else it goes to ``<run_dir>/notebooks/<name>.ipynb``. In place, it first
+    names on stderr every way this machine differs from the one that made the committed records
+    (:func:`egmlib.workflow.records.note_other_machine`), and runs all the same. Prints one line
+    per notebook and stops at the first failure (raises :class:`NotebookError`).
 
     Returns:
         ``(name, output, wall seconds)`` per executed notebook.
@@ -194,6 +197,8 @@ def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = 
             run_dir = Path(_params.load_profile(profile_file).get("run_dir") or run_dir)
             run_dir = run_dir if run_dir.is_absolute() else root / run_dir
 
+    if in_place:  # the committed records are about to be replaced: say so if they will differ
+        note_other_machine(root / "results" / profile)
     done = []
     for name in names:
         notebook = root / "notebooks" / f"{name}.ipynb"

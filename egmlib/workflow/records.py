@@ -40,6 +40,7 @@ __all__ = [
     "input_fingerprint",
     "inputs_match",
     "machine_differences",
+    "note_other_machine",
     "record_differences",
 ]
 
@@ -295,6 +296,20 @@ def machine_differences(folder: str | Path, here: Mapping[str, Any] | None = Non
             found.setdefault("networks trained in bfloat16 there; this processor has no bfloat16 "
                              "arithmetic", path.name)
     return [f"{what} (first in {name})" for what, name in found.items()]
+
+
+def note_other_machine(folder: str | Path) -> list[str]:
+    """Before a command writes over the committed records in ``folder``: print to stderr every
+    way this machine differs from the one that made them (:func:`machine_differences`), and
+    return those lines (the command runs all the same)."""
+    differences = machine_differences(folder)
+    if differences:
+        print(f"note: {runs.shown(folder)}/ was made on a machine of another kind, so the "
+              "trained numbers written over it will differ from the committed ones (README, "
+              "Reproducibility):", file=sys.stderr)
+        for line in differences:
+            print(f"  {line}", file=sys.stderr)
+    return differences
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -94,6 +94,7 @@ from egmlib.workflow.records import (
     file_digest,
     input_fingerprint,
     inputs_match,
+    note_other_machine,
 )
 
 __all__ = [
@@ -681,6 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {p.key} {p.point}")
         return 0
 
+    if args.profile == "default":  # 06 will write over the committed record
+        note_other_machine(root / "results" / "default")
     report = run_sweep(notebook, points, sweep_dir, base, profile_file, workers=args.workers,
                        scheduler_address=args.scheduler, timeout=args.timeout, inputs=inputs)
     print(report.summary())
