@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from egmlib.core import params as _params
-from egmlib.core.runs import load_json, repo_root, resolve_run_dir, shown
+from egmlib.core.runs import COMMITTED_PROFILES, load_json, repo_root, resolve_run_dir, shown
 from egmlib.generators import synthesis
 from egmlib.workflow import results
 from egmlib.workflow.pipeline import NotebookError
@@ -355,8 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in points:
             print(f"  {p}")
         return 0
-    if a.profile == "default" and a.run_dir is None:  # 07 will write over the committed record
-        note_other_machine(root / "results" / "default")
+    if a.profile in COMMITTED_PROFILES:  # 07 will write over the committed record
+        note_other_machine(root / "results" / a.profile)
     digests = {g: input_fingerprint(run_dir, [g]) for g in {p["generator"] for p in points}}
     report = run_sweep(root / "notebooks" / f"{SWEEP_NOTEBOOK}.ipynb", points, folder,
                        {"profile": a.profile, "run_dir": str(run_dir)}, profile_file,

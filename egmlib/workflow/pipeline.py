@@ -26,7 +26,7 @@ from typing import IO, Any
 import yaml
 
 from egmlib.core import params as _params
-from egmlib.core.runs import atomic_path, quiet, repo_root, shown
+from egmlib.core.runs import COMMITTED_PROFILES, atomic_path, quiet, repo_root, shown
 from egmlib.workflow.records import note_other_machine
 
 __all__ = [
@@ -146,8 +146,9 @@ def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = 
     For ``profile != "default"`` the parameters are ``params/<profile>.yaml`` plus ``profile``
     (and ``run_dir`` if given); the default profile runs the notebooks' own values (plus
     ``run_dir`` if given). With ``in_place`` (default profile only) each executed notebook replaces
-    the committed one; else it goes to ``<run_dir>/notebooks/<name>.ipynb``. In place, it first
-    names on stderr every way this machine differs from the one that made the committed records
+    the committed one; else it goes to ``<run_dir>/notebooks/<name>.ipynb``. For a profile whose
+    records are committed (:data:`~egmlib.core.runs.COMMITTED_PROFILES`) it first names on stderr
+    every way this machine differs from the one that made them
     (:func:`egmlib.workflow.records.note_other_machine`), and runs all the same. Prints one line
     per notebook and stops at the first failure (raises :class:`NotebookError`).
 
@@ -197,7 +198,7 @@ def run_pipeline(profile: str, *, in_place: bool = False, run_dir: str | Path = 
             run_dir = Path(_params.load_profile(profile_file).get("run_dir") or run_dir)
             run_dir = run_dir if run_dir.is_absolute() else root / run_dir
 
-    if in_place:  # the committed records are about to be replaced: say so if they will differ
+    if profile in COMMITTED_PROFILES:  # its committed records will be replaced: say if they differ
         note_other_machine(root / "results" / profile)
     done = []
     for name in names:

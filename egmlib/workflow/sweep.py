@@ -78,6 +78,7 @@ from typing import Any
 
 from egmlib.core import params as _params
 from egmlib.core.runs import (
+    COMMITTED_PROFILES,
     load_json,
     progress,
     provenance,
@@ -682,8 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {p.key} {p.point}")
         return 0
 
-    if args.profile == "default":  # 06 will write over the committed record
-        note_other_machine(root / "results" / "default")
+    if args.profile in COMMITTED_PROFILES:  # 06 will write over the committed record
+        note_other_machine(root / "results" / args.profile)
     report = run_sweep(notebook, points, sweep_dir, base, profile_file, workers=args.workers,
                        scheduler_address=args.scheduler, timeout=args.timeout, inputs=inputs)
     print(report.summary())
