@@ -244,7 +244,7 @@ KIND_FIELDS = ("arch", "cores", "torch_cpu", "bf16")
 KIND_PACKAGES = ("numpy", "scipy", "torch", "scikit-learn")
 
 
-def _trained_precisions(obj: Any, key: str = "") -> set[str]:
+def _trained_precisions(obj: Any) -> set[str]:
     """Every ``precision`` a record says a network trained in (resolved values such as a
     history's ``settings``; the requested parameters under ``provenance`` or ``params`` are
     left out)."""
@@ -256,10 +256,10 @@ def _trained_precisions(obj: Any, key: str = "") -> set[str]:
             if k == "precision" and isinstance(v, str):
                 out.add(v)
             else:
-                out |= _trained_precisions(v, k)
+                out |= _trained_precisions(v)
         return out
     if isinstance(obj, list):
-        return set().union(*(_trained_precisions(v, key) for v in obj)) if obj else set()
+        return set().union(*map(_trained_precisions, obj))
     return set()
 
 
