@@ -39,8 +39,8 @@ HOW_TESTED: dict[str, str] = {
     "make nbval ANY_MACHINE=1": "test_make_targets_run_the_documented_modules (recipe without "
                                 "the machine check)",
     "python -m egmlib.workflow.records --same-machine results/default":
-        "tests/test_records.py test_same_machine_command_on_the_committed_records (verbatim, "
-        "through its main)",
+        "tests/test_records.py test_same_machine_command_on_the_committed_records (its main, on "
+        "the committed folder)",
     "make studies": "test_make_targets_run_the_documented_modules (recipe); the study CLI on the "
                     "smoke run, one epoch a row: tests/test_studies.py",
     "python -m egmlib.workflow.studies --study budget":
