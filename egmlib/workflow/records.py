@@ -304,12 +304,17 @@ def note_other_machine(folder: str | Path) -> list[str]:
     return those lines (the command runs all the same)."""
     differences = machine_differences(folder)
     if differences:
-        print(f"note: {runs.shown(folder)}/ was made on a machine of another kind, so the "
-              "trained numbers written over it will differ from the committed ones (README, "
-              "Reproducibility):", file=sys.stderr)
-        for line in differences:
-            print(f"  {line}", file=sys.stderr)
+        _print_differences(f"note: {runs.shown(folder)}/ was made on a machine of another kind, "
+                           "so the trained numbers written over it will differ from the "
+                           "committed ones", differences)
     return differences
+
+
+def _print_differences(header: str, differences: Sequence[str]) -> None:
+    """``header`` and one indented line per difference, on stderr."""
+    print(f"{header} (README, Reproducibility):", file=sys.stderr)
+    for line in differences:
+        print(f"  {line}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,10 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not differences:
             print(f"{args.same_machine}: nothing recorded differs from this machine")
             return 0
-        print(f"{args.same_machine} was made on a machine of another kind, so its trained "
-              "numbers will not reproduce here (README, Reproducibility):", file=sys.stderr)
-        for line in differences:
-            print(f"  {line}", file=sys.stderr)
+        _print_differences(f"{args.same_machine} was made on a machine of another kind, so its "
+                           "trained numbers will not reproduce here", differences)
         return 1
     if not (args.folder_a and args.folder_b and args.names):
         ap.error("give FOLDER_A FOLDER_B NAME..., or --same-machine FOLDER")
