@@ -47,6 +47,7 @@ Modules (the public API; each documents its own functions):
   :mod:`~egmlib.workflow.ablation` (the filter ablation, notebook 07),
   :mod:`~egmlib.workflow.records` (what a run leaves, comparing records),
   :mod:`~egmlib.workflow.results` (collecting records, paired tests),
+  :mod:`~egmlib.workflow.quoted` (the README's numbers, each tied to its record),
   :mod:`~egmlib.workflow.site` (the static site of the README and the notebooks)
 """
 

@@ -11,5 +11,7 @@ imports it.
 - :mod:`egmlib.workflow.records`  what a run leaves, input digests, comparing two records or two
   folders of records (across machines)
 - :mod:`egmlib.workflow.results`  collecting run records, paired tests, the sweep's verdict
+- :mod:`egmlib.workflow.quoted`   the numbers the README quotes, each tied to its record: checked
+  by a test, rewritten by ``make reproduce``
 - :mod:`egmlib.workflow.site`     the static site: README, executed notebooks, API (``make site``)
 """
