@@ -60,7 +60,8 @@ def test_a_stale_number_is_named_and_rewritten(results: Path):
     (0.4949, "0.50", "0.49"), (0.025338, "+0.054", "+0.025"), (-0.0084, "+0.000", "-0.008"),
     (-0.0011, "0.00", "0.00"), (-0.0011, "+0.000", "-0.001"), (-0.0004, "+0.000", "+0.000"),
     (0.3412, "12%", "34%"), (0.3412, "12.5%", "34.1%"), (113.32, "23", "113"), (7, "7", "7"),
-    (0.000135, "0.0001", "0.0001"),
+    (0.000135, "0.0001", "0.0001"), (3.2851e7, "3.3e7", "3.3e7"), (1.0589e9, "1.1e9", "1.1e9"),
+    (9.6e-7, "1e-6", "1e-6"), (1114.47, "1,110", "1,114"), (4896, "4,896", "4,896"),
 ])
 def test_format_like(value: float, like: str, want: str):
     assert quoted.format_like(value, like) == want
@@ -122,6 +123,20 @@ def test_unquoted_finds_numbers_without_a_source():
     text = ("| 02 VAE-S (`02_vae_s.json`, k = 18) | CV 0.68-0.98 m/s, worst -0.46, 34%, "
             "[fig](figures/01_psd.png) <!-- 12 --> and 7 of " + q("0.5", "corr") + " |")
     assert quoted.unquoted(text) == ["18", "0.68", "0.98", "-0.46", "34%", "7"]
+
+
+def test_ratios_exponents_and_thousands_are_numbers_of_their_own():
+    text = "| numba | 3.3e7 (0.36x) | 1.1e9 (12x) | 3,500 nodes at 1,114 pairs/s, 1.26x |"
+    assert quoted.unquoted(text) == ["3.3e7", "0.36x", "1.1e9", "12x", "3,500", "1,114", "1.26x"]
+
+
+def test_a_selector_value_may_hold_commas(results: Path):
+    (results / "default" / "b.json").write_text(json.dumps({"rows": [
+        {"item": "recon, 1 thread", "n": 1, "x": 735.4}, {"item": "recon, 2 threads", "n": 2,
+                                                         "x": 1114.5}]}))
+    text = ("735<!--= default/b.json:rows[item=recon, 1 thread].x --> and "
+            "1,114<!--= default/b.json:rows[item=recon, 2 threads,n=2].x -->x")
+    assert quoted.check(text, results) == []
 
 
 def test_a_range_keeps_its_hyphen_out_of_the_quoted_number(results: Path):

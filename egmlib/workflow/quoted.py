@@ -48,15 +48,16 @@ __all__ = ["DEFINITION", "QUOTE", "Quote", "check", "find", "format_like", "look
 
 #: A quoted number and its source: ``<number><!--= <record>:<path>[+N] -->``; a sign right after a
 #: digit or after a source (``-->``) is a range's hyphen (``0.68-0.98``), not the number's.
-QUOTE = re.compile(r"(?P<num>(?:(?<![\d>])[+-])?\d+(?:\.\d+)?)(?P<pct>%?)<!--= (?P<src>[^>]+?) -->")
+_DIGITS = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[+-]?\d+)?"
+QUOTE = re.compile(rf"(?P<num>(?:(?<![\d>])[+-])?{_DIGITS})(?P<pct>%?)<!--= (?P<src>[^>]+?) -->")
 #: Aggregates of the values a ``[*k=v]`` selector fans out to (``@mean`` at the end of a path).
 _AGGREGATES: dict[str, Callable[[list[float]], float]] = {
     "mean": lambda v: math.fsum(v) / len(v), "min": min, "max": max}
 #: The source of a quoted number that is a definition, not a measurement.
 DEFINITION = "def"
 #: A number in prose (for :func:`unquoted`): not part of a word, a path or a longer number, and
-#: not a label with a leading zero (the notebooks' "02").
-_NUMBER = re.compile(r"(?<![\w.\-/])(?!0\d)[+-]?\d+(?:\.\d+)?%?(?![\w/])")
+#: not a label with a leading zero (the notebooks' "02"); a ratio's ``x`` may follow it.
+_NUMBER = re.compile(rf"(?<![\w.,\-/])(?!0\d)[+-]?{_DIGITS}(?:%|x\b)?(?![\w/]|[.,]\d)")
 #: The hyphen of a range such as ``0.68-0.98`` (both ends are numbers).
 _RANGE = re.compile(r"(?<=\d)-(?=\d)")
 _STEP = re.compile(r"(?P<key>[^.\[\]]+)|\[(?P<sel>[^\]]+)\]")
@@ -104,7 +105,8 @@ def find(text: str) -> list[Quote]:
 
 
 def _matches(items: list[Any], sel: str) -> list[Any]:
-    want = dict(part.split("=", 1) for part in sel.split(","))
+    # fields are split at a comma followed by "name=", so a value may hold commas
+    want = dict(part.split("=", 1) for part in re.split(r",(?=[\w ]+=)", sel))
     return [it for it in items if isinstance(it, dict)
             and all(str(it.get(k)) == v for k, v in want.items())]
 
@@ -175,18 +177,24 @@ def lookup(record: Any, path: str) -> Any:
 
 def format_like(value: Any, like: str) -> str:
     """``value`` written as the quoted number ``like`` is: its decimals (none: rounded to a whole
-    number), its sign, its percent; a value that rounds to zero is written without a minus. A value
-    that is no finite number raises ``ValueError``."""
+    number), its sign, its percent, its thousands separators, its exponent (``3.3e7``); a value
+    that rounds to zero is written without a minus. A value that is no finite number raises
+    ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"the record holds {value!r}, not a number")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"the record holds {value!r}")
     pct = like.endswith("%")
     body = like[:-1] if pct else like
-    decimals = len(body.split(".")[1]) if "." in body else 0
+    mantissa, exp, _ = body.partition("e")
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
     sign = "+" if body.startswith("+") else ""
-    text = f"{100.0 * value if pct else value:{sign}.{decimals}f}"
-    if text.startswith("-") and float(text) == 0:  # -0.001 at two decimals reads 0.00
+    group = "," if "," in mantissa else ""
+    if exp:
+        m, e = f"{value:{sign}.{decimals}e}".split("e")
+        return f"{m}e{int(e)}"
+    text = f"{100.0 * value if pct else value:{sign}{group}.{decimals}f}"
+    if text.startswith("-") and float(text.replace(",", "")) == 0:  # -0.001 reads 0.00
         text = sign + text[1:]
     return text + ("%" if pct else "")
 
