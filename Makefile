@@ -34,7 +34,7 @@ setup: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/python -m egmlib.workflow.pipeline --profile default --in-place
 	$(BIN)/python -m egmlib.workflow.pipeline --profile ct_biatrial
-	$(BIN)/python -m egmlib.workflow.quoted README.md --write
+	$(BIN)/python -m egmlib.workflow.quoted README.md notebooks/*.ipynb --write
 
 figures: reproduce
 
@@ -70,7 +70,7 @@ studies: $(STAMP)
 
 sweep: $(STAMP)
 	$(BIN)/python -m egmlib.workflow.sweep --profile $(PROFILE)
-	$(BIN)/python -m egmlib.workflow.quoted README.md --write
+	$(BIN)/python -m egmlib.workflow.quoted README.md notebooks/*.ipynb --write
 
 # The site renders the committed notebooks as they are (no execution): run `make reproduce` first
 # for fresh outputs. Open _build/site/index.html. tests/test_site.py checks it in headless Chromium.

@@ -161,10 +161,29 @@ def test_cli_checks_and_writes_in_place(results: Path, tmp_path: Path, capsys):
 README = repo_root() / "README.md"
 
 
-def test_readme_numbers_agree_with_the_committed_records():
-    assert quoted.check(README.read_text()) == [], (
-        "a number the README quotes differs from its record; run "
-        "`python -m egmlib.workflow.quoted README.md --write` after making the records again")
+@pytest.mark.parametrize("name", ["README.md", *sorted(
+    p.relative_to(repo_root()).as_posix() for p in (repo_root() / "notebooks").glob("*.ipynb"))])
+def test_the_committed_prose_agrees_with_the_committed_records(name: str):
+    assert quoted.check_file(repo_root() / name) == [], (
+        f"a number {name} quotes differs from its record; run `python -m egmlib.workflow.quoted "
+        "README.md notebooks/*.ipynb --write` after making the records again")
+
+
+def test_cli_rewrites_a_notebooks_markdown(results: Path, tmp_path: Path, capsys):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"SR {q('0.50', 'corr')}"),
+                nbformat.v4.new_code_cell("x = 0.50  # code is not prose")]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(path))
+    assert quoted.main([str(path), "--results", str(results)]) == 1
+    assert "cell " in capsys.readouterr().out
+    assert quoted.main([str(path), "--write", "--results", str(results)]) == 0
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].source == f"SR {q('0.49', 'corr')}"
+    assert cells[1].source == "x = 0.50  # code is not prose"
+    assert quoted.check_file(path, results) == []
 
 
 def _section(title: str) -> str:

@@ -94,12 +94,13 @@ HOW_TESTED: dict[str, str] = {
     "n_real_sims=8,16 --restrict k=0,18":
         "tests/test_sweep.py test_the_readme_part_of_the_default_study_plans_80_runs (the plan "
         "on the default grid; the CLI's restriction on the smoke grid, dry run)",
-    "python -m egmlib.workflow.quoted README.md":
-        "tests/test_quoted.py test_readme_numbers_agree_with_the_committed_records (the same "
-        "check, in-process; the CLI itself: test_cli_checks_and_writes_in_place)",
-    "python -m egmlib.workflow.quoted README.md --write":
-        "tests/test_quoted.py test_cli_checks_and_writes_in_place (on a copy; make reproduce "
-        "and make sweep run it last: test_make_targets_run_the_documented_modules)",
+    "python -m egmlib.workflow.quoted README.md notebooks/*.ipynb":
+        "tests/test_quoted.py test_the_committed_prose_agrees_with_the_committed_records (the "
+        "same check per file, in-process; the CLI itself: test_cli_checks_and_writes_in_place)",
+    "python -m egmlib.workflow.quoted README.md notebooks/*.ipynb --write":
+        "tests/test_quoted.py test_cli_checks_and_writes_in_place and "
+        "test_cli_rewrites_a_notebooks_markdown (on copies; make reproduce and make sweep run "
+        "it last: test_make_targets_run_the_documented_modules)",
     "python -m egmlib.workflow.results results/default/06_sweep.json "
     "results/cross_machine/amd_epyc_avx2/06_sweep.json --out "
     "results/cross_machine/06_sweep_comparison.json":
@@ -181,7 +182,7 @@ def test_make_targets_run_the_documented_modules():
     assert "-m egmlib.workflow.sweep --profile default" in _make_recipe("sweep")
     for name in ("reproduce", "sweep"):  # the README's numbers follow the records they rewrite
         assert _make_recipe(name).splitlines()[-1].endswith(
-            "-m egmlib.workflow.quoted README.md --write")
+            "-m egmlib.workflow.quoted README.md notebooks/*.ipynb --write")
     assert "-m benchmarks.run" in _make_recipe("bench")
     assert "-m egmlib.workflow.studies --profile default" in _make_recipe("studies")
     assert "--nbval-lax" in _make_recipe("nbval")

@@ -23,10 +23,13 @@ README against the committed records); :func:`render` writes the records' values
 reproduce`` and ``make sweep`` run it after they write the records); :func:`unquoted` lists the
 numbers of a passage without a source (the headline table of the README has none).
 
+Notebooks quote the same way in their markdown cells (their code cells compute their numbers).
+
 Command line::
 
     python -m egmlib.workflow.quoted README.md            # check: exit 1 naming each stale number
     python -m egmlib.workflow.quoted README.md --write    # write the records' values in place
+    python -m egmlib.workflow.quoted README.md notebooks/*.ipynb
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from typing import Any
 
 from egmlib.core.runs import atomic_path, repo_root, shown
 
-__all__ = ["DEFINITION", "QUOTE", "Quote", "check", "find", "format_like", "lookup", "main",
-           "render", "unquoted"]
+__all__ = ["DEFINITION", "QUOTE", "Quote", "check", "check_file", "find", "format_like", "lookup",
+           "main", "render", "unquoted"]
 
 #: A quoted number and its source: ``<number><!--= <record>:<path>[+N] -->``; a sign right after a
 #: digit or after a source (``-->``) is a range's hyphen (``0.68-0.98``), not the number's.
@@ -266,11 +269,60 @@ def unquoted(text: str) -> list[str]:
     return _NUMBER.findall(_RANGE.sub(" ", prose))
 
 
+def _parts(path: Path) -> list[tuple[str, str]]:
+    """The prose of a file as ``(where, text)``: the whole of a Markdown file; each markdown cell
+    of a notebook (``"cell <id>"``; code cells and outputs are computed, not quoted)."""
+    if path.suffix != ".ipynb":
+        return [("", path.read_text())]
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    return [(f"cell {c.get('id', i)}", c.source) for i, c in enumerate(nb.cells)
+            if c.cell_type == "markdown"]
+
+
+def _write(path: Path, results: Path | None) -> tuple[int, int]:
+    """Rewrite the quoted numbers of ``path`` from their records, atomically; returns (quoted,
+    rewritten)."""
+    if path.suffix == ".ipynb":
+        import nbformat
+
+        nb = nbformat.read(path, as_version=4)
+        olds = [c.source for c in nb.cells if c.cell_type == "markdown"]
+        news = [render(t, results) for t in olds]
+        if news != olds:
+            for cell, new in zip((c for c in nb.cells if c.cell_type == "markdown"), news,
+                                 strict=True):
+                cell.source = new
+            with atomic_path(path) as tmp:
+                nbformat.write(nb, str(tmp))
+    else:
+        olds = [path.read_text()]
+        news = [render(olds[0], results)]
+        if news != olds:
+            with atomic_path(path) as tmp:
+                tmp.write_text(news[0])
+    pairs = [(a, b) for old, new in zip(olds, news, strict=True)
+             for a, b in zip(find(old), find(new), strict=True)]
+    return len(pairs), sum(a.text != b.text for a, b in pairs)
+
+
+def check_file(path: str | Path, results: str | Path | None = None) -> list[str]:
+    """:func:`check` on a Markdown file, or on every markdown cell of a notebook (each problem
+    then names its cell)."""
+    out = []
+    for where, text in _parts(Path(path)):
+        out += [f"{where}: {p}" if where else p for p in check(text, results)]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Check (exit 1 naming each stale number) or ``--write`` the quoted numbers of files."""
     ap = argparse.ArgumentParser(prog="python -m egmlib.workflow.quoted", description=(
-        "Check or rewrite the numbers a Markdown file quotes from the result records."))
-    ap.add_argument("files", nargs="+", type=Path, help="Markdown files (e.g. README.md)")
+        "Check or rewrite the numbers that Markdown files and the markdown cells of notebooks "
+        "quote from the result records."))
+    ap.add_argument("files", nargs="+", type=Path,
+                    help="Markdown files or notebooks (e.g. README.md notebooks/*.ipynb)")
     ap.add_argument("--write", action="store_true",
                     help="write each record's value in place of its quoted number")
     ap.add_argument("--results", type=Path, default=None,
@@ -278,22 +330,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     status = 0
     for path in args.files:
-        text = path.read_text()
         if args.write:
-            new = render(text, args.results)
-            if new != text:
-                with atomic_path(path) as tmp:
-                    tmp.write_text(new)
-            n = sum(a.text != b.text for a, b in zip(find(text), find(new), strict=True))
-            print(f"{shown(path)}: {len(find(text))} quoted numbers, {n} rewritten")
+            n, changed = _write(path, args.results)
+            print(f"{shown(path)}: {n} quoted numbers, {changed} rewritten")
+            continue
+        problems = check_file(path, args.results)
+        for p in problems:
+            print(f"{shown(path)}: {p}")
+        if problems:
+            status = 1
         else:
-            problems = check(text, args.results)
-            for p in problems:
-                print(f"{shown(path)}: {p}")
-            if problems:
-                status = 1
-            else:
-                print(f"{shown(path)}: {len(find(text))} quoted numbers agree with their records")
+            n = sum(len(find(t)) for _, t in _parts(path))
+            print(f"{shown(path)}: {n} quoted numbers agree with their records")
     return status
 
 
