@@ -93,7 +93,8 @@ def test_a_source_that_does_not_resolve_is_named(results: Path, path: str, messa
 def test_a_selector_fans_out_to_every_match_and_an_aggregate_reduces_it(results: Path):
     text = (f"{q('1.87', 'rows[*set=vae_s].x@mean')} {q('1.24', 'rows[*set=vae_s].x@min')} "
             f"{q('2.50', 'rows[*set=vae_s].x@max')} {q('2', 'rows[*set=vae_s]#')} "
-            f"{q('1.24', 'rows[*rhythm=SR].x@max')}")
+            f"{q('1.24', 'rows[*rhythm=SR].x@max')} {q('2.50', 'rows[*].x@max')} "
+            f"{q('3', 'rows[*]#')}")
     assert quoted.check(text, results) == []
     for path, message in (("rows[*set=vae_s].x", "selects 2 values; end it with #"),
                           ("rows[*set=vae_s].x@median", "unknown aggregate @median"),

@@ -94,6 +94,9 @@ HOW_TESTED: dict[str, str] = {
     "n_real_sims=8,16 --restrict k=0,18":
         "tests/test_sweep.py test_the_readme_part_of_the_default_study_plans_80_runs (the plan "
         "on the default grid; the CLI's restriction on the smoke grid, dry run)",
+    "python -m egmlib.workflow.studies --study linear":
+        "tests/test_studies.py test_cli_writes_the_linear_correction_record (the smoke run, the "
+        "smoke sweep's arms and seeds)",
     "python -m egmlib.workflow.quoted README.md notebooks/*.ipynb":
         "tests/test_quoted.py test_the_committed_prose_agrees_with_the_committed_records (the "
         "same check per file, in-process; the CLI itself: test_cli_checks_and_writes_in_place)",

@@ -124,6 +124,14 @@ def test_machine_differences_name_each_difference_once(tmp_path):
         "networks trained in bfloat16 there; this processor has no bfloat16 arithmetic "
         "(first in 05.json)"]
     assert machine_differences(old, dict(HERE, bf16=True), VERSIONS) == []
+    # a record that trained no network (its provenance says so) is checked for versions only
+    free = tmp_path / "free"
+    _record(free, "recon_linear", {"history": {"settings": {"precision": "bfloat16"}},
+                                   "provenance": {"machine": made_on, "versions": VERSIONS,
+                                                  "kind_independent": "no network"}})
+    assert machine_differences(free, HERE, VERSIONS) == []
+    assert machine_differences(free, HERE, dict(VERSIONS, numpy="0.1")) == [
+        f"numpy {VERSIONS['numpy']} there, 0.1 here (first in recon_linear.json)"]
 
 
 def test_same_machine_command_on_the_committed_records(tmp_path, capsys):

@@ -334,3 +334,23 @@ def test_cli_writes_the_generation_mode_record(smoke_run: Path,
     frechet = {k: r["distribution"]["frechet"] for k, r in zip(keys, record["rows"])}
     assert frechet[("real (training)", "-", "SR")] < min(
         frechet[("vae_s", m, "SR")] for m in studies.GEN_MODES)
+
+
+def test_cli_writes_the_linear_correction_record(smoke_run: Path):
+    """The linear correction on every arm and seed of the smoke sweep, paired with its runs; the
+    record says that no network was trained, so another processor kind may read it."""
+    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--study",
+                         "linear"]) == 0
+    record = json.loads((smoke_run / "results" / "recon_linear.json").read_text())
+    assert record["arms"] == [1, 0] and record["seeds"] == [0, 1]   # params/smoke.yaml's sweep
+    assert [(r["n_real_sims"], r["seed"]) for r in record["rows"]] == [
+        (1, 0), (1, 1), (0, 0), (0, 1)]
+    for r in record["rows"]:
+        table = r["val_corr"]
+        assert r["val_corr_chosen"] == max(max(v) for v in table.values())
+        assert r["weighting"] in table and r["alpha"] in r["alphas"]
+    arm = record["by_arm"]["1"]
+    assert arm["n_seeds"] == 2 and arm["SR"]["corr_mean_mean"] == pytest.approx(
+        np.mean([r["test"]["SR"]["corr_mean"] for r in record["rows"][:2]]))
+    assert "kind_independent" in record["provenance"]
+    assert set(record["tikhonov_val"]) >= {"SR", "AF", "all"}

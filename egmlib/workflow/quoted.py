@@ -9,7 +9,8 @@ an HTML comment right after it, invisible where the Markdown is rendered::
 The source is ``<record>:<path>``: the record relative to ``results/`` and a path into its JSON,
 dot-separated keys with list items selected by position (``rows[2]``) or by their fields
 (``rows[generator=vae_c,mode=prior]``, which must match exactly one item), or every item
-whose fields match (``runs[*generator=none,n_real_sims=16].corr.SR``), which the path then
+whose fields match (``runs[*generator=none,n_real_sims=16].corr.SR``; ``runs[*]``: every item),
+which the path then
 reduces with ``@mean``, ``@min`` or ``@max`` at its end. A trailing ``#`` takes the length of a
 list or mapping, or the number of items selected (``secondary#``); a trailing ``+N``
 adds an integer (``history.best_epoch+1``: a 0-based epoch quoted counted from 1). A number
@@ -131,6 +132,10 @@ def _step(value: Any, step: re.Match[str], path: str, done: str) -> list[Any]:
         if not -len(value) <= int(sel) < len(value):
             raise KeyError(f"{where}: no item [{sel}] (the list has {len(value)})")
         return [value[int(sel)]]
+    if sel == "*":
+        if not value:
+            raise KeyError(f"{where}: [*] selects no item (the list is empty)")
+        return list(value)
     hits = _matches(value, sel.lstrip("*"))
     if sel.startswith("*"):
         if not hits:

@@ -273,7 +273,9 @@ def machine_differences(folder: str | Path, here: Mapping[str, Any] | None = Non
     Read from each record's provenance: the machine's :data:`KIND_FIELDS` (records made since
     the provenance names them) and the versions of :data:`KIND_PACKAGES`; and, for records
     older than that, the arithmetic a network trained in: a record that trained in bfloat16
-    cannot be reproduced by a processor without bfloat16 arithmetic."""
+    cannot be reproduced by a processor without bfloat16 arithmetic. A record whose provenance
+    says ``kind_independent`` (no network trained; its numbers move only by float rounding
+    between processors) is checked for the package versions only."""
     here = runs.machine() if here is None else here
     versions = runs.package_versions() if versions is None else versions
     found: dict[str, str] = {}
@@ -282,7 +284,7 @@ def machine_differences(folder: str | Path, here: Mapping[str, Any] | None = Non
         prov = record.get("provenance") if isinstance(record, Mapping) else None
         if not isinstance(prov, Mapping):
             continue
-        made_on = prov.get("machine")
+        made_on = None if prov.get("kind_independent") else prov.get("machine")
         if isinstance(made_on, Mapping):
             for name in KIND_FIELDS:
                 if name in made_on and made_on[name] != here.get(name):
@@ -292,7 +294,8 @@ def machine_differences(folder: str | Path, here: Mapping[str, Any] | None = Non
             there = (prov.get("versions") or {}).get(name)
             if there is not None and there != versions.get(name):
                 found.setdefault(f"{name} {there} there, {versions.get(name)} here", path.name)
-        if "bfloat16" in _trained_precisions(record) and not here.get("bf16"):
+        if (not prov.get("kind_independent") and "bfloat16" in _trained_precisions(record)
+                and not here.get("bf16")):
             found.setdefault("networks trained in bfloat16 there; this processor has no bfloat16 "
                              "arithmetic", path.name)
     return [f"{what} (first in {name})" for what, name in found.items()]

@@ -44,6 +44,16 @@ before the study ran: the row with the highest validation correlation at the res
 under the longest rule (mean over seeds), then the rule with the fewest epochs whose restored
 correlation is within 0.01 of that longest rule's, for that row, on every seed. The test split is
 never read.
+
+The linear-correction study (:func:`linear_study`, ``--study linear``, record
+``results/<profile>/recon_linear.json``) asks how far the spatial prior of the training EGMs goes
+without a network: :mod:`egmlib.augmentation.linear` fits one matrix that maps zero-order
+Tikhonov's estimate to the EGMs (its weighting and ridge penalty chosen on the validation pairs)
+on the real pairs of each ``k = 0`` run of the sweep's grid (every arm of ``sweep_n_real_sims``,
+every seed of ``sweep_seeds``), and scores it on 05's test inputs, so each row pairs with the
+sweep's run of the same arm and seed. No network is trained: the record's numbers depend on the
+processor only through float rounding, like the data set's, and its provenance says so
+(``kind_independent``, which :func:`egmlib.workflow.records.machine_differences` respects).
 """
 
 from __future__ import annotations
@@ -52,11 +62,14 @@ import argparse
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from egmlib.augmentation.augment import build_training_set
+from egmlib.augmentation import linear
+from egmlib.augmentation.augment import EVAL_NOISE_SEED, build_training_set
+from egmlib.augmentation.baselines import cached_baselines
 from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, train_recon
 from egmlib.core import metrics
 from egmlib.core import params as _params
@@ -90,6 +103,7 @@ __all__ = [
     "choose_mode",
     "choose_recon",
     "choose_speed",
+    "linear_study",
     "main",
     "mode_study",
     "plateau_gain",
@@ -506,6 +520,47 @@ def recon_choice_study(ds: Dataset, values: Mapping[str, Any],
             "choice": (choose or choose_recon)(out)}
 
 
+def linear_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
+                 arms: Sequence[int] | None = None, seeds: Sequence[int] | None = None,
+                 log: Any = None) -> dict[str, Any]:
+    """:func:`egmlib.augmentation.linear.run_correction` for every arm and seed (default: the
+    profile's ``sweep_n_real_sims`` and ``sweep_seeds``, :class:`egmlib.core.params.SweepConfig`)
+    at the profile's noise level, with the baselines 05 caches in ``run_dir``; and per arm the
+    mean and standard deviation over seeds of the test correlation, RMSE and amplitude ratio per
+    rhythm. Returns ``{"split", "snr_db", "arms", "seeds", "rows", "by_arm", "tikhonov_val"}``
+    (``tikhonov_val``: the ``val`` baseline's test scores, the Tikhonov the correction starts
+    from)."""
+    sweep = _params.SweepConfig.from_values(dict(values))
+    arms = [int(a) for a in (sweep.sweep_n_real_sims if arms is None else arms)]
+    seeds = [int(x) for x in (sweep.sweep_seeds if seeds is None else seeds)]
+    snr_db = float(_params.validate("05_augment", values)["snr_db"])
+    base = cached_baselines(ds, snr_db, EVAL_NOISE_SEED, Path(run_dir) / "05_augment")
+    rows = []
+    for arm in arms:
+        for seed in seeds:
+            t0 = time.perf_counter()
+            row = linear.run_correction(ds, seed, arm, snr_db, base)
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            if log is not None:
+                print(f"linear correction, real simulations per rhythm {arm or 'all'}, seed "
+                      f"{seed}: validation correlation {row['val_corr_chosen']:.3f}, test SR "
+                      f"{row['test']['SR']['corr_mean']:.3f}, AF "
+                      f"{row['test']['AF']['corr_mean']:.3f}", file=log, flush=True)
+    by_arm: dict[str, Any] = {}
+    for arm in arms:
+        mine = [r for r in rows if r["n_real_sims"] == arm]
+        by_arm[str(arm)] = {
+            rhythm: {f"{m}_{stat}": float(fn([r["test"][rhythm][m] for r in mine]))
+                     for m in ("corr_mean", "rmse_mean", "amp_ratio_median")
+                     for stat, fn in (("mean", np.mean), ("sd", np.std))}
+            for rhythm in (*LABELS, "all") if rhythm in mine[0]["test"]}
+        by_arm[str(arm)]["n_seeds"] = len(mine)
+        by_arm[str(arm)]["weightings"] = sorted({r["weighting"] for r in mine})
+    return {"split": "val", "snr_db": snr_db, "arms": arms, "seeds": seeds, "rows": rows,
+            "by_arm": by_arm, "tikhonov_val": base["val"]}
+
+
 #: The generation modes of the mode study (:func:`egmlib.generators.generate.generate`).
 GEN_MODES = ("prior", "guided")
 #: Windows each generator draws per rhythm and mode in the mode study.
@@ -585,13 +640,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
     ap.add_argument("--study", choices=("all", "generators", "recon", "budget", "precision",
-                                        "recon_precision", "recon_speed", "gen_mode"),
+                                        "recon_precision", "recon_speed", "gen_mode",
+                                        "linear"),
                     default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
                          "precision study, the reconstruction network's speed study, the "
-                         "generation-mode study of the trained generators (these five are not "
-                         "part of all)")
+                         "generation-mode study of the trained generators, the learned linear "
+                         "correction of Tikhonov (these six are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only")
     ap.add_argument("--run-dir", default=None,
@@ -648,6 +704,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         modes = mode_study(ds, run, n=MODE_STUDY_N, seed=int(base["seed"]), log=sys.stdout)
         modes["provenance"] = provenance(base)
         path = save_record("generator_modes", modes, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "linear":
+        study = linear_study(ds, values, run, log=sys.stdout)
+        study["provenance"] = {**provenance(base), "kind_independent": (
+            "no network is trained: closed-form linear algebra on the data set, whose numbers "
+            "agree across processors within float rounding")}
+        path = save_record("recon_linear", study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
