@@ -527,9 +527,10 @@ def linear_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
     profile's ``sweep_n_real_sims`` and ``sweep_seeds``, :class:`egmlib.core.params.SweepConfig`)
     at the profile's noise level, with the baselines 05 caches in ``run_dir``; and per arm the
     mean and standard deviation over seeds of the test correlation, RMSE and amplitude ratio per
-    rhythm. Returns ``{"split", "snr_db", "arms", "seeds", "rows", "by_arm", "tikhonov_val"}``
-    (``tikhonov_val``: the ``val`` baseline's test scores, the Tikhonov the correction starts
-    from)."""
+    rhythm. Returns ``{"split", "snr_db", "arms", "seeds", "rows", "by_arm", "tikhonov_val"}``:
+    ``split`` names the split every choice reads, ``"val"`` as in the other study records (here
+    the scores are on the test split, as 05's; no choice reads them); ``tikhonov_val`` holds the
+    ``val`` baseline's test scores, the Tikhonov the correction starts from."""
     sweep = _params.SweepConfig.from_values(dict(values))
     arms = [int(a) for a in (sweep.sweep_n_real_sims if arms is None else arms)]
     seeds = [int(x) for x in (sweep.sweep_seeds if seeds is None else seeds)]
