@@ -184,8 +184,9 @@ def test_make_targets_run_the_documented_modules():
     assert "-m egmlib.workflow.pipeline --profile ct_biatrial" in _make_recipe("reproduce")
     assert "-m egmlib.workflow.sweep --profile default" in _make_recipe("sweep")
     for name in ("reproduce", "sweep"):  # the README's numbers follow the records they rewrite
-        assert _make_recipe(name).splitlines()[-1].endswith(
-            "-m egmlib.workflow.quoted README.md notebooks/*.ipynb --write")
+        lines = [line for line in _make_recipe(name).splitlines()
+                 if not line.startswith("make")]  # a nested make prints its directory
+        assert lines[-1].endswith("-m egmlib.workflow.quoted README.md notebooks/*.ipynb --write")
     assert "-m benchmarks.run" in _make_recipe("bench")
     assert "-m egmlib.workflow.studies --profile default" in _make_recipe("studies")
     assert "--nbval-lax" in _make_recipe("nbval")
