@@ -81,6 +81,7 @@ def test_format_like_refuses_what_is_no_number():
     ("rows[7].x", "no item \\[7\\] \\(the list has 3\\)"),
     ("corr.x", "corr has no 'x'"),
     ("corr#", "no list or mapping"),
+    ("rows[vae_s].x", "expected name=value fields"),
 ])
 def test_a_source_that_does_not_resolve_is_named(results: Path, path: str, message: str):
     text = f"x {q('0.49', path)}"

@@ -4,20 +4,20 @@ The README quotes numbers from the result records (``results/``). A number writt
 from its record as soon as the record is made again, so each quoted number carries its source in
 an HTML comment right after it, invisible where the Markdown is rendered::
 
-    held-out SR correlation 0.65<!--= default/02_vae_s.json:reconstruction.val.SR.corr_mean -->
+    held-out SR correlation 0.65<!--= default/02_vae_s.json:reconstruction_val.SR.corr_mean -->
 
 The source is ``<record>:<path>``: the record relative to ``results/`` and a path into its JSON,
 dot-separated keys with list items selected by position (``rows[2]``) or by their fields
 (``rows[generator=vae_c,mode=prior]``, which must match exactly one item), or every item
 whose fields match (``runs[*generator=none,n_real_sims=16].corr.SR``; ``runs[*]``: every item),
-which the path then
-reduces with ``@mean``, ``@min`` or ``@max`` at its end. A trailing ``#`` takes the length of a
-list or mapping, or the number of items selected (``secondary#``); a trailing ``+N``
-adds an integer (``history.best_epoch+1``: a 0-based epoch quoted counted from 1). A number
-that is a definition rather than a measurement (the ``k = 0`` of "against k = 0") says so with
-the source ``def``: it is never rewritten, and it counts as sourced. The number's
-own form says how its value is written: as many decimals as it shows, a leading ``+`` for a signed
-difference, a trailing ``%`` for a fraction in percent. Nothing else about the prose is touched.
+which the path then reduces with ``@mean``, ``@min`` or ``@max`` at its end. A trailing ``#``
+takes the length of a list or mapping, or the number of items selected (``secondary#``); a
+trailing ``+N`` adds an integer (``history.best_epoch+1``: a 0-based epoch quoted counted from
+1). A number that is a definition rather than a measurement (the ``k = 0`` of "against k = 0")
+says so with the source ``def``: it is never rewritten, and it counts as sourced. The number's
+own form says how its value is written (:func:`format_like`): as many decimals as it shows, a
+leading ``+`` for a signed difference, a trailing ``%`` for a fraction in percent, thousands
+separators, an exponent (``3.3e7``). Nothing else about the prose is touched.
 
 :func:`check` lists every quoted number that differs from its record (a test runs it on the
 README against the committed records); :func:`render` writes the records' values in place (``make
@@ -110,7 +110,10 @@ def find(text: str) -> list[Quote]:
 
 def _matches(items: list[Any], sel: str) -> list[Any]:
     # fields are split at a comma followed by "name=", so a value may hold commas
-    want = dict(part.split("=", 1) for part in re.split(r",(?=[\w ]+=)", sel))
+    parts = [part.split("=", 1) for part in re.split(r",(?=[\w ]+=)", sel)]
+    if any(len(p) != 2 for p in parts):
+        raise KeyError(f"selector [{sel}]: expected name=value fields separated by commas")
+    want = dict(parts)
     return [it for it in items if isinstance(it, dict)
             and all(str(it.get(k)) == v for k, v in want.items())]
 
