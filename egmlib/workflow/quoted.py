@@ -36,16 +36,15 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from egmlib.core.runs import atomic_path, repo_root, shown
+from egmlib.core.runs import atomic_path, load_json, repo_root, shown
 
 __all__ = ["DEFINITION", "QUOTE", "Quote", "check", "check_file", "find", "format_like", "lookup",
            "main", "render", "unquoted"]
@@ -218,54 +217,49 @@ def _records(root: Path) -> Callable[[str], Any]:
             path = root / name
             if not path.is_file():
                 raise FileNotFoundError(f"{name}: no record {shown(path)}")
-            cache[name] = json.loads(path.read_text())
+            cache[name] = load_json(path)
         return cache[name]
     return load
 
 
-def _expected(q: Quote, load: Callable[[str], Any]) -> str:
-    value = lookup(load(q.record), q.path)
-    if q.offset:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"+{q.offset}: the record holds {value!r}, not an integer")
-        value += q.offset
-    return format_like(value, q.text)
-
-
-def check(text: str, results: str | Path | None = None) -> list[str]:
-    """One line per quoted number of ``text`` that differs from its record under ``results``
-    (default: the repository's ``results/``), or whose source does not resolve: ``"line L:
-    0.65 is 0.66 in default/02_vae_s.json:reconstruction.val.SR.corr_mean"``."""
+def _resolved(text: str, results: str | Path | None
+              ) -> Iterator[tuple[Quote, int, str | None, Exception | None]]:
+    """Each quoted number of ``text`` with a source (definitions are skipped), its line, and the
+    value its record gives in the number's form, or the error that resolving it raised."""
     load = _records(Path(results) if results is not None else repo_root() / "results")
-    problems = []
     for q in find(text):
         if not q.record:
             continue
         line = text.count("\n", 0, q.start) + 1
         try:
-            want = _expected(q, load)
+            value = lookup(load(q.record), q.path)
+            if q.offset:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"+{q.offset}: the record holds {value!r}, not an integer")
+                value += q.offset
+            yield q, line, format_like(value, q.text), None
         except (KeyError, ValueError, FileNotFoundError) as err:
-            problems.append(f"line {line}: {q.text} <- {q.source}: {err}")
-            continue
-        if want != q.text:
-            problems.append(f"line {line}: {q.text} is {want} in {q.source}")
-    return problems
+            yield q, line, None, err
+
+
+def check(text: str, results: str | Path | None = None) -> list[str]:
+    """One line per quoted number of ``text`` that differs from its record under ``results``
+    (default: the repository's ``results/``), or whose source does not resolve: ``"line L:
+    0.65 is 0.66 in default/02_vae_s.json:reconstruction_val.SR.corr_mean"``."""
+    return [f"line {line}: {q.text} <- {q.source}: {err}" if err is not None
+            else f"line {line}: {q.text} is {want} in {q.source}"
+            for q, line, want, err in _resolved(text, results)
+            if err is not None or want != q.text]
 
 
 def render(text: str, results: str | Path | None = None) -> str:
     """``text`` with every quoted number rewritten from its record (in the number's own form);
-    a source that does not resolve raises (nothing is half-rewritten)."""
-    load = _records(Path(results) if results is not None else repo_root() / "results")
+    a source that does not resolve raises ``ValueError`` (nothing is half-rewritten)."""
     out, pos = [], 0
-    for q in find(text):
-        if not q.record:
-            continue
-        try:
-            want = _expected(q, load)
-        except (KeyError, ValueError) as err:
-            line = text.count("\n", 0, q.start) + 1
+    for q, line, want, err in _resolved(text, results):
+        if err is not None:
             raise ValueError(f"line {line}: {q.text} <- {q.source}: {err}") from None
-        out += [text[pos:q.start], want]
+        out += [text[pos:q.start], str(want)]
         pos = q.end
     return "".join(out) + text[pos:]
 
@@ -277,51 +271,50 @@ def unquoted(text: str) -> list[str]:
     return _NUMBER.findall(_RANGE.sub(" ", prose))
 
 
-def _parts(path: Path) -> list[tuple[str, str]]:
-    """The prose of a file as ``(where, text)``: the whole of a Markdown file; each markdown cell
-    of a notebook (``"cell <id>"``; code cells and outputs are computed, not quoted)."""
+def _prose(path: Path) -> tuple[list[tuple[str, str]], Callable[[list[str]], None]]:
+    """The prose of a file as ``(where, text)`` parts (the whole of a Markdown file; each markdown
+    cell of a notebook, ``"cell <id>"``: code cells and outputs are computed, not quoted), and a
+    function that writes new texts of those parts back, atomically."""
     if path.suffix != ".ipynb":
-        return [("", path.read_text())]
+        def save_text(texts: list[str]) -> None:
+            with atomic_path(path) as tmp:
+                tmp.write_text(texts[0])
+        return [("", path.read_text())], save_text
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    return [(f"cell {c.get('id', i)}", c.source) for i, c in enumerate(nb.cells)
-            if c.cell_type == "markdown"]
+    cells = [c for c in nb.cells if c.cell_type == "markdown"]
+
+    def save_notebook(texts: list[str]) -> None:
+        for cell, new in zip(cells, texts, strict=True):
+            cell.source = new
+        with atomic_path(path) as tmp:
+            nbformat.write(nb, str(tmp))
+    return [(f"cell {c.get('id', i)}", c.source) for i, c in enumerate(cells)], save_notebook
 
 
 def _write(path: Path, results: Path | None) -> tuple[int, int]:
     """Rewrite the quoted numbers of ``path`` from their records, atomically; returns (quoted,
     rewritten)."""
-    if path.suffix == ".ipynb":
-        import nbformat
-
-        nb = nbformat.read(path, as_version=4)
-        olds = [c.source for c in nb.cells if c.cell_type == "markdown"]
-        news = [render(t, results) for t in olds]
-        if news != olds:
-            for cell, new in zip((c for c in nb.cells if c.cell_type == "markdown"), news,
-                                 strict=True):
-                cell.source = new
-            with atomic_path(path) as tmp:
-                nbformat.write(nb, str(tmp))
-    else:
-        olds = [path.read_text()]
-        news = [render(olds[0], results)]
-        if news != olds:
-            with atomic_path(path) as tmp:
-                tmp.write_text(news[0])
+    parts, save = _prose(path)
+    olds = [text for _, text in parts]
+    news = [render(text, results) for text in olds]
+    if news != olds:
+        save(news)
     pairs = [(a, b) for old, new in zip(olds, news, strict=True)
              for a, b in zip(find(old), find(new), strict=True)]
     return len(pairs), sum(a.text != b.text for a, b in pairs)
 
 
+def _check_parts(parts: list[tuple[str, str]], results: str | Path | None) -> list[str]:
+    return [f"{where}: {p}" if where else p for where, text in parts
+            for p in check(text, results)]
+
+
 def check_file(path: str | Path, results: str | Path | None = None) -> list[str]:
     """:func:`check` on a Markdown file, or on every markdown cell of a notebook (each problem
     then names its cell)."""
-    out = []
-    for where, text in _parts(Path(path)):
-        out += [f"{where}: {p}" if where else p for p in check(text, results)]
-    return out
+    return _check_parts(_prose(Path(path))[0], results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -342,13 +335,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             n, changed = _write(path, args.results)
             print(f"{shown(path)}: {n} quoted numbers, {changed} rewritten")
             continue
-        problems = check_file(path, args.results)
+        parts = _prose(path)[0]
+        problems = _check_parts(parts, args.results)
         for p in problems:
             print(f"{shown(path)}: {p}")
         if problems:
             status = 1
         else:
-            n = sum(len(find(t)) for _, t in _parts(path))
+            n = sum(len(find(text)) for _, text in parts)
             print(f"{shown(path)}: {n} quoted numbers agree with their records")
     return status
 

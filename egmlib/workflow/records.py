@@ -284,7 +284,8 @@ def machine_differences(folder: str | Path, here: Mapping[str, Any] | None = Non
         prov = record.get("provenance") if isinstance(record, Mapping) else None
         if not isinstance(prov, Mapping):
             continue
-        made_on = None if prov.get("kind_independent") else prov.get("machine")
+        free = bool(prov.get("kind_independent"))  # no network trained: only versions count
+        made_on = None if free else prov.get("machine")
         if isinstance(made_on, Mapping):
             for name in KIND_FIELDS:
                 if name in made_on and made_on[name] != here.get(name):
@@ -294,8 +295,7 @@ def machine_differences(folder: str | Path, here: Mapping[str, Any] | None = Non
             there = (prov.get("versions") or {}).get(name)
             if there is not None and there != versions.get(name):
                 found.setdefault(f"{name} {there} there, {versions.get(name)} here", path.name)
-        if (not prov.get("kind_independent") and "bfloat16" in _trained_precisions(record)
-                and not here.get("bf16")):
+        if not free and "bfloat16" in _trained_precisions(record) and not here.get("bf16"):
             found.setdefault("networks trained in bfloat16 there; this processor has no bfloat16 "
                              "arithmetic", path.name)
     return [f"{what} (first in {name})" for what, name in found.items()]
