@@ -354,3 +354,48 @@ def test_cli_writes_the_linear_correction_record(smoke_run: Path):
         np.mean([r["test"]["SR"]["corr_mean"] for r in record["rows"][:2]]))
     assert "kind_independent" in record["provenance"]
     assert set(record["tikhonov_val"]) >= {"SR", "AF", "all"}
+
+
+def test_unseen_study_pairs_each_source_and_k_with_the_k0_fit_of_its_seed(tmp_path: Path):
+    """On the small data set of test_augment: every row is a linear correction of its arm, seed,
+    source and k; each gain is the mean over seeds of the paired difference (every simulation
+    has as many test windows, so the per-simulation mean is the run's)."""
+    from test_augment import fake_dataset
+
+    from egmlib.workflow import results
+
+    ds = fake_dataset(tmp_path, n_sims=9)
+    ds.manifest["files"] = {"egm.npy": {"sha256": "a"}}  # the key of the cached baselines
+    study = studies.unseen_study(ds, {"profile": "smoke"}, tmp_path, arms=[1], ks=[1, 3],
+                                 seeds=[0, 1, 2])
+    assert (study["arms"], study["ks"], study["seeds"]) == ([1], [1, 3], [0, 1, 2])
+    plan = [("none", 0)] + [(s, k) for s in studies.UNSEEN_SOURCES for k in (1, 3)]
+    assert [(r["generator"], r["k"], r["seed"]) for r in study["rows"]] == [
+        (g, k, s) for s in (0, 1, 2) for g, k in plan]
+    corr = {(r["generator"], r["k"], r["seed"]): r["test"] for r in study["rows"]}
+    assert len(study["gains"]) == 4 * 2 * 2
+    assert study["sources"]["unseen_sr_source"] == {"rhythms": ["SR"], "pairing": "source"}
+    extra = {r["generator"]: r["n_extra_pairs"] for r in study["rows"] if r["k"] == 3}
+    assert extra["unseen_sr"] == 0 and extra["unseen_sr_af_source"] == 3 * 2  # 2 torsos
+    for g in study["gains"]:
+        want = np.mean([corr[(g["generator"], g["k"], s)][g["rhythm"]]["corr_mean"]
+                        - corr[("none", 0, s)][g["rhythm"]]["corr_mean"] for s in (0, 1, 2)])
+        assert g["mean_gain"] == pytest.approx(want, abs=1e-5), g
+        assert g["n_seeds"] == 3 and g["boot_lo"] <= g["mean_gain"] <= g["boot_hi"]
+    np.testing.assert_allclose([g["p_holm"] for g in study["gains"]],
+                               results.holm([g["p_t"] for g in study["gains"]]))
+    with pytest.raises(ValueError, match="arms: got"):
+        studies.unseen_study(ds, {"profile": "smoke"}, tmp_path, arms=[0], ks=[1], seeds=[0])
+    with pytest.raises(ValueError, match="ks: got"):
+        studies.unseen_study(ds, {"profile": "smoke"}, tmp_path, arms=[1], ks=[0], seeds=[0])
+
+
+def test_cli_writes_the_unseen_window_record(smoke_run: Path):
+    """The smoke profile's unseen-window study: its scarcest arm, its non-zero k, its seeds; no
+    network trained, so the record says any processor kind may read it."""
+    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--study",
+                         "unseen"]) == 0
+    record = json.loads((smoke_run / "results" / "recon_linear_unseen.json").read_text())
+    assert (record["arms"], record["ks"], record["seeds"]) == ([1], [2, 4], [0, 1])
+    assert len(record["rows"]) == 2 * (1 + 4 * 2) and len(record["gains"]) == 4 * 2 * 2
+    assert "kind_independent" in record["provenance"]

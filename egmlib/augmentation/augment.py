@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,12 +80,16 @@ __all__ = [
     "pair_synthetic",
     "per_simulation",
     "reading",
+    "real_pairs",
     "real_subset",
     "result_record",
     "run_augmentation",
+    "simulation_order",
     "test_torsos",
     "train_torsos",
     "training_simulations",
+    "unseen_indices",
+    "unseen_windows",
 ]
 
 #: Names of the sources of synthetic windows ("none": no augmentation, k must be 0).
@@ -93,7 +97,7 @@ GENERATORS = ("none", "vae_s", "vae_c")
 #: Seed of the noise on the test BSPMs (shared by every run, see the module docstring).
 EVAL_NOISE_SEED = 20_251_216
 
-_TRAIN, _VAL, _SYNTH, _SUBSET = 0, 1, 2, 3  # purposes of derived seeds
+_TRAIN, _VAL, _SYNTH, _SUBSET, _UNSEEN, _UNSEEN_NOISE = range(6)  # purposes of derived seeds
 
 #: Names of the reconstruction methods in tables and readings (the network, then
 #: :data:`egmlib.augmentation.baselines.BASELINES`).
@@ -161,14 +165,91 @@ def real_subset(ds: Dataset, n_real_sims: int, seed: int) -> NDArray[np.int64]:
     simulations a scarce network sees.
     """
     check_real_sims(ds, n_real_sims)
-    check_int("seed", seed, 0)
     train = np.flatnonzero(ds.part("train"))
     if n_real_sims == 0:
         return train
-    rng = np.random.default_rng(_derived_seed(seed, _SUBSET))
-    chosen = [rng.permutation(ids)[:n_real_sims] for ids in training_simulations(ds).values()]
+    chosen = [ids[:n_real_sims] for ids in simulation_order(ds, seed).values()]
     keep = np.isin(np.asarray(ds.sim_id)[train], np.concatenate(chosen))
     return train[keep]
+
+
+def simulation_order(ds: Dataset, seed: int) -> dict[str, NDArray[np.int64]]:
+    """Each rhythm's training simulations in the random order of ``seed`` that
+    :func:`real_subset` takes its first ``n_real_sims`` from (``{"SR": ids, "AF": ids}``)."""
+    check_int("seed", seed, 0)
+    rng = np.random.default_rng(_derived_seed(seed, _SUBSET))
+    return {rhythm: rng.permutation(ids) for rhythm, ids in training_simulations(ds).items()}
+
+
+def unseen_indices(ds: Dataset, n_real_sims: int, seed: int, k: int,
+                   rhythms: Sequence[str] = ("SR",)) -> NDArray[np.int64]:
+    """The data set rows of ``k`` real training windows of simulations that the run with
+    ``n_real_sims`` and ``seed`` does not train on: what an ideal generator, one that draws from
+    the data's own distribution, would add to that run (:func:`unseen_windows`). A reference for
+    the augmentation study: a generator's gain can at best approach the gain of these windows.
+
+    The unseen simulations of a rhythm are those after the first ``n_real_sims`` in
+    :func:`simulation_order` (so none of the run's real simulations, and for one seed the same
+    ones a larger arm would add first). Windows are taken one simulation at a time in that
+    order, each simulation's windows in a random order of ``seed``, so the ``k`` windows spread
+    over as many simulations as they can. With several ``rhythms`` the windows alternate between
+    them in the given order, as VAE-C's kept set does
+    (:func:`egmlib.generators.synthesis.kept_for_augmentation`).
+
+    Raises ValueError naming the parameter: ``n_real_sims`` of 0 (every training simulation is
+    seen), a rhythm without training simulations, or ``k`` larger than the unseen windows."""
+    check_real_sims(ds, n_real_sims)
+    check_int("k", k, 0)
+    if n_real_sims == 0:
+        raise ValueError("n_real_sims: got 0 (every training simulation); allowed: 1 or more, so "
+                         "that some training simulations are unseen")
+    order = simulation_order(ds, seed)
+    if not rhythms or any(r not in order for r in rhythms):
+        raise ValueError(f"rhythms: got {list(rhythms)!r}; allowed: a non-empty list of "
+                         f"{', '.join(order)}")
+    train = np.flatnonzero(ds.part("train"))
+    sims = np.asarray(ds.sim_id)[train]
+    rng = np.random.default_rng(_derived_seed(seed, _UNSEEN))
+    per_rhythm = []
+    for rhythm in rhythms:
+        lists = [train[sims == sim][rng.permutation(int(np.sum(sims == sim)))]
+                 for sim in order[rhythm][n_real_sims:]]
+        depth = max((len(x) for x in lists), default=0)
+        per_rhythm.append([x[i] for i in range(depth) for x in lists if i < len(x)])
+    picked = [w[i] for i in range(max(len(w) for w in per_rhythm)) for w in per_rhythm
+              if i < len(w)]
+    if k > len(picked):
+        raise ValueError(f"k: got {k}; allowed: at most {len(picked)}, the unseen training "
+                         f"windows of {', '.join(rhythms)} at n_real_sims = {n_real_sims}")
+    return np.asarray(picked[:k], np.int64)
+
+
+def unseen_windows(ds: Dataset, n_real_sims: int, seed: int, k: int,
+                   rhythms: Sequence[str] = ("SR",)) -> NDArray[np.float32]:
+    """The EGM windows ``(k, T, n_rec)`` of :func:`unseen_indices`, ready to stand in for a
+    generator's kept set (:func:`build_training_set` pairs them through the transfer matrices,
+    as it pairs synthetic windows)."""
+    return np.asarray(ds.egm[unseen_indices(ds, n_real_sims, seed, k, rhythms)], np.float32)
+
+
+def real_pairs(ds: Dataset, rows: ArrayLike, snr_db: float, seed: int
+               ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Training pairs of the data set windows ``rows`` as real pairs, that is with their own
+    BSPMs (the source-based forward model, ``ds.bspm``) on every training torso, noise at
+    ``snr_db`` drawn from ``seed`` (a stream of its own, independent of the run's real and
+    synthetic noise), stacked torso by torso as :func:`build_training_set` stacks its real
+    pairs: ``(bspm, egm)``, each ``(len(rows) * n_train_torsos, T, .)`` float32. With
+    :func:`unseen_indices` they pair an ideal generator's windows as the real data are paired,
+    which isolates what synthetic pairing through the transfer matrix costs."""
+    idx = np.asarray(rows, np.int64)
+    if idx.ndim != 1 or len(idx) == 0:
+        raise ValueError(f"rows: expected a non-empty list of window indices; got shape "
+                         f"{idx.shape}")
+    torsos = train_torsos(ds)
+    s = _derived_seed(seed, _UNSEEN_NOISE)
+    bspm = np.concatenate([noisy_bspm(ds, idx, int(t), snr_db, s) for t in torsos])
+    egm = np.concatenate([np.asarray(ds.egm[idx], np.float32)] * len(torsos))
+    return bspm.astype(np.float32), egm
 
 
 def train_torsos(ds: Dataset) -> NDArray[np.int64]:

@@ -48,7 +48,7 @@ from egmlib.data import Dataset, noisy_bspm
 from egmlib.physics.forward import svd
 
 __all__ = ["ALPHAS", "WEIGHTINGS", "LinearCorrection", "fit_correction", "run_correction",
-           "tikhonov_inputs", "window_weights"]
+           "tikhonov_inputs", "training_inputs", "window_weights"]
 
 #: Ridge penalties searched on the validation pairs, relative to the mean diagonal of the
 #: centred Gram matrix of the Tikhonov estimates (so that they do not depend on its scale).
@@ -97,6 +97,25 @@ def tikhonov_inputs(ds: Dataset, bspm: ArrayLike, torsos: Sequence[int], rel: fl
         out[i * per:(i + 1) * per] = baselines.relative_tikhonov(
             svd(ds.transfer[int(t)]), b[i * per:(i + 1) * per], rel)
     return out
+
+
+def training_inputs(ds: Dataset, tset: augment.TrainingSet, rel: float
+                    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Tikhonov estimates (``lambda = rel * s_max``) of every training pair of ``tset``
+    (:func:`egmlib.augmentation.augment.build_training_set`), each on its own torso, and the
+    EGMs they pair with, in ``tset``'s order: the real pairs come torso by torso, the synthetic
+    ones (last) window by window with every training torso in turn, as
+    :func:`egmlib.augmentation.augment.pair_synthetic` makes them."""
+    torsos = [int(t) for t in tset.torsos]
+    real = tikhonov_inputs(ds, tset.bspm_train[:tset.n_real], torsos, rel)
+    if tset.n_synth == 0:
+        return real, tset.egm_train
+    b = tset.bspm_train[tset.n_real:]
+    syn = np.empty((len(b), b.shape[1], ds.transfer.shape[-1]), np.float32)
+    for j, t in enumerate(torsos):  # pair i of the synthetic block is on torso i % n_torsos
+        syn[j::len(torsos)] = baselines.relative_tikhonov(svd(ds.transfer[t]),
+                                                          b[j::len(torsos)], rel)
+    return np.concatenate([real, syn]), tset.egm_train
 
 
 def window_weights(e: ArrayLike) -> NDArray[np.float64]:
@@ -183,15 +202,24 @@ def fit_correction(t_train: ArrayLike, e_train: ArrayLike, t_val: ArrayLike, e_v
 def run_correction(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float = 20.0,
                    baseline: Mapping[str, Any] | None = None,
                    alphas: Sequence[float] = ALPHAS,
-                   weightings: Sequence[str] = WEIGHTINGS) -> dict[str, Any]:
-    """Fit the correction on the real pairs of a ``k = 0`` run of 05 with ``seed`` and
-    ``n_real_sims`` (module docstring) and score it on 05's test inputs.
+                   weightings: Sequence[str] = WEIGHTINGS,
+                   synth_egm: ArrayLike | None = None, k: int = 0,
+                   extra_rows: ArrayLike | None = None) -> dict[str, Any]:
+    """Fit the correction on the training pairs of a run of 05 with ``seed``, ``n_real_sims``
+    and ``k`` of the windows ``synth_egm`` (``k = 0``: the real pairs only; module docstring)
+    and score it on 05's test inputs.
 
     ``baseline``: :func:`egmlib.augmentation.baselines.cached_baselines` of the data set at
     ``snr_db`` (its validation lambda and truth DFs are reused; computed when ``None``).
-    Returns ``{"seed", "n_real_sims", "rel_lambda", "alpha", "weighting", "alphas", "val_corr":
-    {weighting: [corr per alpha]}, "val_corr_chosen", "n_train_pairs", "test": scores by rhythm
-    and "all"}``."""
+    ``synth_egm``, ``k``: as :func:`egmlib.augmentation.augment.build_training_set` takes them
+    (the first ``k`` windows, paired through every training torso's transfer matrix with
+    noise). ``extra_rows``: data set windows added as real pairs instead, with their own BSPMs
+    (:func:`egmlib.augmentation.augment.real_pairs`, noise from ``seed``).
+    Returns ``{"seed", "n_real_sims", "k", "rel_lambda", "alpha", "weighting", "alphas",
+    "val_corr": {weighting: [corr per alpha]}, "val_corr_chosen", "n_train_pairs" (all of them),
+    "n_extra_pairs" (those of ``extra_rows``), "test": scores by rhythm and "all", and
+    "per_simulation"
+    (:func:`egmlib.augmentation.augment.per_simulation`)}``."""
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
         raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number (dB)")
     augment.check_real_sims(ds, n_real_sims)
@@ -199,11 +227,17 @@ def run_correction(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float =
         baseline = baselines.baselines(ds, snr_db, augment.EVAL_NOISE_SEED, "test",
                                        methods=("val",))
     rel = float(baseline["lambdas"]["val"])
-    tset = augment.build_training_set(ds, None, 0, snr_db, seed, n_real_sims)
+    tset = augment.build_training_set(ds, synth_egm, k, snr_db, seed, n_real_sims)
     torsos = [int(t) for t in tset.torsos]
-    fit = fit_correction(tikhonov_inputs(ds, tset.bspm_train, torsos, rel), tset.egm_train,
-                         tikhonov_inputs(ds, tset.bspm_val, torsos, rel), tset.egm_val, alphas,
-                         weightings)
+    t_train, e_train = training_inputs(ds, tset, rel)
+    n_extra = 0
+    if extra_rows is not None:
+        b_extra, e_extra = augment.real_pairs(ds, extra_rows, snr_db, seed)
+        t_train = np.concatenate([t_train, tikhonov_inputs(ds, b_extra, torsos, rel)])
+        e_train = np.concatenate([e_train, e_extra])
+        n_extra = len(e_extra)
+    fit = fit_correction(t_train, e_train, tikhonov_inputs(ds, tset.bspm_val, torsos, rel),
+                         tset.egm_val, alphas, weightings)
     idx = np.flatnonzero(ds.part("test"))
     test_t = augment.test_torsos(ds)
     rec = np.concatenate([fit.apply(baselines.relative_tikhonov(
@@ -215,10 +249,12 @@ def run_correction(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float =
     df_truth = (np.asarray(baseline["df_truth"], np.float64) if "df_truth" in baseline
                 else baselines.truth_df(truth, labels, fs))
     n = len(test_t)
-    test = baselines.scores(np.concatenate([truth] * n), rec, np.concatenate([labels] * n), fs,
-                            np.concatenate([df_truth] * n))
-    return {"seed": int(seed), "n_real_sims": int(n_real_sims), "rel_lambda": rel,
+    truth_n, labels_n = np.concatenate([truth] * n), np.concatenate([labels] * n)
+    test = baselines.scores(truth_n, rec, labels_n, fs, np.concatenate([df_truth] * n))
+    test["per_simulation"] = augment.per_simulation(
+        truth_n, rec, np.concatenate([np.asarray(ds.sim_id)[idx]] * n), labels_n)
+    return {"seed": int(seed), "n_real_sims": int(n_real_sims), "k": int(k), "rel_lambda": rel,
             "alpha": fit.alpha, "weighting": fit.weighting, "alphas": [float(x) for x in alphas],
             "val_corr": fit.val_corr,
             "val_corr_chosen": fit.val_corr[fit.weighting][list(alphas).index(fit.alpha)],
-            "n_train_pairs": len(tset.egm_train), "test": test}
+            "n_train_pairs": len(e_train), "n_extra_pairs": n_extra, "test": test}

@@ -54,6 +54,19 @@ every seed of ``sweep_seeds``), and scores it on 05's test inputs, so each row p
 sweep's run of the same arm and seed. No network is trained: the record's numbers depend on the
 processor only through float rounding, like the data set's, and its provenance says so
 (``kind_independent``, which :func:`egmlib.workflow.records.machine_differences` respects).
+
+The unseen-window study (:func:`unseen_study`, ``--study unseen``, record
+``results/<profile>/recon_linear_unseen.json``) bounds what augmentation can give that
+correction: at the scarcest arm it adds ``k`` real windows of training simulations the arm does
+not use (:func:`egmlib.augmentation.augment.unseen_indices`: what an ideal generator, one that
+draws from the data's own distribution, would add), SR windows only as VAE-S adds, or SR and AF
+alternately as VAE-C adds, each paired as 05 pairs a generator's windows (through the transfer
+matrices) and, as a control, as the real pairs are made (their own BSPMs), for a small ``k`` and
+the primary hypothesis's, and every seed of ``sweep_seeds``. It reports each gain over the
+``k = 0`` fit of the same seed with the sweep's statistics
+(:func:`egmlib.workflow.results.gain_row`: t interval over seeds, two-level bootstrap over seeds
+and test simulations; Holm's correction over the rows). Also closed-form and
+``kind_independent``.
 """
 
 from __future__ import annotations
@@ -68,7 +81,7 @@ from typing import Any
 import numpy as np
 
 from egmlib.augmentation import linear
-from egmlib.augmentation.augment import EVAL_NOISE_SEED, build_training_set
+from egmlib.augmentation.augment import EVAL_NOISE_SEED, build_training_set, unseen_indices
 from egmlib.augmentation.baselines import cached_baselines
 from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, train_recon
 from egmlib.core import metrics
@@ -79,6 +92,7 @@ from egmlib.core.training import stopping_point
 from egmlib.data import LABELS, Dataset, load_dataset
 from egmlib.generators import synthesis
 from egmlib.generators.generate import encode_means, generate
+from egmlib.workflow import results
 
 __all__ = [
     "BUDGET_ROWS",
@@ -96,6 +110,7 @@ __all__ = [
     "SPEED_RULE",
     "STOPPING_RULES",
     "STUDY_EPOCHS",
+    "UNSEEN_SOURCES",
     "budget_row",
     "budget_study",
     "choice_row",
@@ -110,6 +125,7 @@ __all__ = [
     "recon_choice_study",
     "recon_row",
     "rule_cost",
+    "unseen_study",
 ]
 
 #: Epochs per row, per generator (equal budget inside a generator's rows).
@@ -562,6 +578,85 @@ def linear_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
             "by_arm": by_arm, "tikhonov_val": base["val"]}
 
 
+#: The ideal generators of the unseen-window study (:func:`unseen_study`): name -> the rhythms
+#: of the unseen windows, as VAE-S (SR) and VAE-C (SR and AF alternately) generate them, and
+#: their pairing: ``"transfer"``, through the training torsos' transfer matrices as 05 pairs a
+#: generator's windows; ``"source"``, with the windows' own BSPMs, as the real pairs are made.
+UNSEEN_SOURCES: dict[str, tuple[tuple[str, ...], str]] = {
+    "unseen_sr": (("SR",), "transfer"),
+    "unseen_sr_af": (("SR", "AF"), "transfer"),
+    "unseen_sr_source": (("SR",), "source"),
+    "unseen_sr_af_source": (("SR", "AF"), "source"),
+}
+
+
+def unseen_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
+                 arms: Sequence[int] | None = None, ks: Sequence[int] | None = None,
+                 seeds: Sequence[int] | None = None, log: Any = None) -> dict[str, Any]:
+    """The learned linear correction (:func:`egmlib.augmentation.linear.run_correction`) of each
+    seed at each arm, without augmentation and with ``k`` unseen real windows of each source of
+    :data:`UNSEEN_SOURCES` (:func:`egmlib.augmentation.augment.unseen_indices`), and the gain
+    of each (arm, source, k, rhythm) over ``k = 0``, paired by seed
+    (:func:`egmlib.workflow.results.gain_row`), with Holm's correction over all rows.
+
+    Defaults from the profile (:class:`egmlib.core.params.SweepConfig`): ``arms``, the scarcest
+    non-zero arm of ``sweep_n_real_sims``; ``ks``, the smallest non-zero ``sweep_k`` and the
+    primary hypothesis's ``range_k``; ``seeds``, ``sweep_seeds``. Returns ``{"split", "snr_db",
+    "arms", "ks", "seeds", "sources", "rows", "gains"}`` (``split``: ``"val"``, what every
+    choice of a fit reads; the scores are on the test split, as 05's)."""
+    sweep = _params.SweepConfig.from_values(dict(values))
+    arms = [int(a) for a in (arms if arms is not None
+                             else sorted(a for a in sweep.sweep_n_real_sims if a)[:1])]
+    if ks is None:
+        ks = sorted({min(k for k in sweep.sweep_k if k), *sweep.range_k})
+    ks = [int(k) for k in ks]
+    seeds = [int(x) for x in (sweep.sweep_seeds if seeds is None else seeds)]
+    if not arms or 0 in arms:
+        raise ValueError(f"arms: got {arms}; allowed: a non-empty list of numbers of real "
+                         "training simulations >= 1 (0, every simulation, leaves none unseen)")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks: got {ks}; allowed: a non-empty list of integers >= 1")
+    snr_db = float(_params.validate("05_augment", values)["snr_db"])
+    base = cached_baselines(ds, snr_db, EVAL_NOISE_SEED, Path(run_dir) / "05_augment")
+    rows = []
+    for arm in arms:
+        for seed in seeds:
+            plan = [("none", 0)] + [(name, k) for name in UNSEEN_SOURCES for k in ks]
+            for name, k in plan:
+                t0 = time.perf_counter()
+                kw: dict[str, Any] = {}
+                if name != "none":
+                    rhythms, pairing = UNSEEN_SOURCES[name]
+                    picked = unseen_indices(ds, arm, seed, k, rhythms)
+                    kw = ({"synth_egm": np.asarray(ds.egm[picked], np.float32), "k": k}
+                          if pairing == "transfer" else {"extra_rows": picked})
+                row = linear.run_correction(ds, seed, arm, snr_db, base, **kw)
+                row.update(generator=name, k=k, seconds=time.perf_counter() - t0)
+                rows.append(row)
+                if log is not None:
+                    print(f"linear correction, {arm} real simulations per rhythm, {name}, k = "
+                          f"{k}, seed {seed}: test SR {row['test']['SR']['corr_mean']:.3f}, AF "
+                          f"{row['test']['AF']['corr_mean']:.3f}", file=log, flush=True)
+    gains = []
+    for arm in arms:
+        k0 = [r for r in rows if r["n_real_sims"] == arm and r["k"] == 0]
+        for name in UNSEEN_SOURCES:
+            for k in ks:
+                mine = [r for r in rows
+                        if r["n_real_sims"] == arm and r["generator"] == name and r["k"] == k]
+                for rhythm in LABELS:
+                    g = results.gain_row(k0 + mine, [k], rhythm)
+                    if g is not None:
+                        gains.append({"n_real_sims": arm, "generator": name, "k": k,
+                                      "rhythm": rhythm, **g})
+    for row, p in zip(gains, results.holm([g["p_t"] for g in gains])):
+        row["p_holm"] = float(p)
+    return {"split": "val", "snr_db": snr_db, "arms": arms, "ks": ks, "seeds": seeds,
+            "sources": {name: {"rhythms": list(rhythms), "pairing": pairing}
+                        for name, (rhythms, pairing) in UNSEEN_SOURCES.items()}, "rows": rows,
+            "gains": gains}
+
+
 #: The generation modes of the mode study (:func:`egmlib.generators.generate.generate`).
 GEN_MODES = ("prior", "guided")
 #: Windows each generator draws per rhythm and mode in the mode study.
@@ -642,13 +737,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
     ap.add_argument("--study", choices=("all", "generators", "recon", "budget", "precision",
                                         "recon_precision", "recon_speed", "gen_mode",
-                                        "linear"),
+                                        "linear", "unseen"),
                     default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
                          "precision study, the reconstruction network's speed study, the "
                          "generation-mode study of the trained generators, the learned linear "
-                         "correction of Tikhonov (these six are not part of all)")
+                         "correction of Tikhonov, and that correction augmented with unseen "
+                         "real windows (these seven are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only")
     ap.add_argument("--run-dir", default=None,
@@ -712,6 +808,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "no network is trained: closed-form linear algebra on the data set, whose numbers "
             "agree across processors within float rounding")}
         path = save_record("recon_linear", study, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "unseen":
+        study = unseen_study(ds, values, run, log=sys.stdout)
+        study["provenance"] = {**provenance(base), "kind_independent": (
+            "no network is trained: closed-form linear algebra on the data set, whose numbers "
+            "agree across processors within float rounding")}
+        path = save_record("recon_linear_unseen", study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
