@@ -17,12 +17,14 @@ solutions and performance analysis in bioelectric inverse problems", IEEE Trans 
 52(6):1009-1020, 2005), in a plain form; it needs neither a network nor a GPU.
 
 Everything is 05's (:mod:`egmlib.augmentation.augment`), so that the numbers compare with a run of
-the network: the training pairs are those of a ``k = 0`` run of the same seed and number of real
-training simulations (:func:`egmlib.augmentation.augment.build_training_set`), the Tikhonov
-lambda is the ``val`` baseline's (one relative lambda chosen on the validation simulations), the
-weighting and the ridge penalty are chosen on the validation pairs (validation simulations on the
-training torsos, by the mean per-site correlation, the experiment's headline metric), and the
-test scores come from exactly 05's test inputs (the held-out torsos, noise seed
+the network: the training pairs are those of a run of the same seed, number of real training
+simulations and ``k`` (:func:`egmlib.augmentation.augment.build_training_set`; ``k = 0`` in the
+linear study, unseen real windows in the unseen-window study of
+:mod:`egmlib.workflow.studies`), each inverted on its own torso (:func:`training_inputs`), the
+Tikhonov lambda is the ``val`` baseline's (one relative lambda chosen on the validation
+simulations), the weighting and the ridge penalty are chosen on the validation pairs (validation
+simulations on the training torsos, by the mean per-site correlation, the experiment's headline
+metric), and the test scores come from exactly 05's test inputs (the held-out torsos, noise seed
 :data:`egmlib.augmentation.augment.EVAL_NOISE_SEED`) through
 :func:`egmlib.augmentation.baselines.scores`. No test number is read by a choice.
 
@@ -218,8 +220,7 @@ def run_correction(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float =
     Returns ``{"seed", "n_real_sims", "k", "rel_lambda", "alpha", "weighting", "alphas",
     "val_corr": {weighting: [corr per alpha]}, "val_corr_chosen", "n_train_pairs" (all of them),
     "n_extra_pairs" (those of ``extra_rows``), "test": scores by rhythm and "all", and
-    "per_simulation"
-    (:func:`egmlib.augmentation.augment.per_simulation`)}``."""
+    "per_simulation" (:func:`egmlib.augmentation.augment.per_simulation`)}``."""
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
         raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number (dB)")
     augment.check_real_sims(ds, n_real_sims)
