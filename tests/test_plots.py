@@ -109,6 +109,39 @@ def test_savefig_refuses_a_breach_and_writes_nothing(tmp_path: Path):
     assert plots.savefig(fig, "good", tmp_path).is_file()
 
 
+def test_in_a_notebook_the_saved_png_is_the_output_and_the_figure_is_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Under the inline backend savefig shows the file it wrote (what the inline backend
+    would show: the figure's repr as plain text, its display width at figure.dpi) and closes
+    the figure, so the backend does not draw it again; elsewhere the figure stays open."""
+    import base64
+
+    import IPython.display
+
+    fig, ax = plt.subplots(figsize=(4, 2))
+    ax.plot([0, 1], [0, 1])
+    ax.set(xlabel="time (s)", ylabel="EGM (mV)")
+    shown = []
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda data, raw, metadata: shown.append((data, metadata)))
+    path = plots.savefig(fig, "kept_open", tmp_path)
+    assert shown == [] and plt.fignum_exists(fig.number)  # this test runs under Agg
+    monkeypatch.setattr(plots.mpl, "get_backend",
+                        lambda: "module://matplotlib_inline.backend_inline")
+    path = plots.savefig(fig, "shown", tmp_path)
+    assert not plt.fignum_exists(fig.number)
+    (data, metadata), = shown
+    assert base64.b64decode(data["image/png"]) == path.read_bytes()
+    assert data["text/plain"] == repr(fig) == "<Figure size 400x200 with 1 Axes>"
+    png_width = int.from_bytes(path.read_bytes()[16:20], "big")
+    assert metadata["image/png"]["width"] == png_width  # saved at the figure's dpi here
+    with matplotlib.rc_context({"savefig.dpi": 2 * fig.dpi}):  # twice the pixels, same width
+        twice = plots.savefig(fig, "twice", tmp_path)
+    assert int.from_bytes(twice.read_bytes()[16:20], "big") > 1.9 * png_width
+    assert len(shown) == 2 and shown[1][1]["image/png"]["width"] == pytest.approx(png_width,
+                                                                                  abs=2)
+
+
 # --- the figure functions of notebook 01 (small synthetic inputs) ---
 
 

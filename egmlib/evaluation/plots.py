@@ -30,6 +30,7 @@ __all__ = [
     "egm_examples_figure",
     "figure_problems",
     "filter_figure",
+    "inline_backend",
     "lambda_search_figure",
     "legend_right",
     "loss_curves",
@@ -40,6 +41,7 @@ __all__ = [
     "psd_df_figure",
     "reconstruction_gallery",
     "savefig",
+    "show_saved",
     "snapshots_figure",
     "torsos_figure",
     "training_curve_figure",
@@ -149,6 +151,11 @@ def savefig(fig: plt.Figure, name: str, folder: str | Path, check: bool = True) 
     :class:`FigureRuleError` names every problem and nothing is written. PNG metadata that
     changes between runs (software version) is left out, so a figure that did not change
     produces the same bytes.
+
+    In a notebook (matplotlib's inline backend) the saved PNG itself becomes the cell's figure
+    output and the figure is closed (:func:`show_saved`), so it is drawn once: the inline
+    backend would draw it again, with a tight bounding box that costs a second draw, at the end
+    of the cell.
     """
     if check:
         problems = figure_problems(fig)
@@ -158,7 +165,37 @@ def savefig(fig: plt.Figure, name: str, folder: str | Path, check: bool = True) 
     with atomic_path(path) as tmp:
         meta = {"Software": None} if path.suffix == ".png" else None
         fig.savefig(tmp, metadata=meta)
+    if path.suffix == ".png" and inline_backend():
+        show_saved(fig, path)
     return path
+
+
+def inline_backend() -> bool:
+    """True when matplotlib draws into a notebook (the inline backend of ``matplotlib_inline``),
+    where every figure left open is drawn as the cell's output when the cell ends."""
+    return "backend_inline" in mpl.get_backend()
+
+
+def show_saved(fig: plt.Figure, path: str | Path) -> None:
+    """Show the saved PNG ``path`` of ``fig`` as a notebook output and close ``fig``.
+
+    The output has what the inline backend would give: the PNG, the figure's ``repr`` as its
+    plain text (``<Figure size ... with N Axes>``, which nbval compares in marked cells) and
+    the display width of the inline backend's resolution (``figure.dpi`` instead of
+    ``savefig.dpi``), so only the pixels come from the file."""
+    import base64
+    import struct
+
+    from IPython.display import display
+
+    data = Path(path).read_bytes()
+    width_px = struct.unpack(">I", data[16:20])[0]  # the PNG header's IHDR width
+    saved_dpi = mpl.rcParams["savefig.dpi"]  # "figure": the figure's own
+    scale = float(mpl.rcParams["figure.dpi"]) / float(fig.dpi if saved_dpi == "figure"
+                                                      else saved_dpi)
+    display({"image/png": base64.b64encode(data).decode("ascii"), "text/plain": repr(fig)},
+            raw=True, metadata={"image/png": {"width": round(width_px * scale)}})
+    plt.close(fig)
 
 
 def mesh_axes(ax, vertices, faces, values=None, cmap="viridis", vmin=None, vmax=None,
