@@ -165,6 +165,7 @@ def real_subset(ds: Dataset, n_real_sims: int, seed: int) -> NDArray[np.int64]:
     simulations a scarce network sees.
     """
     check_real_sims(ds, n_real_sims)
+    check_int("seed", seed, 0)
     train = np.flatnonzero(ds.part("train"))
     if n_real_sims == 0:
         return train
