@@ -388,6 +388,10 @@ def test_unseen_study_pairs_each_source_and_k_with_the_k0_fit_of_its_seed(tmp_pa
         studies.unseen_study(ds, {"profile": "smoke"}, tmp_path, arms=[0], ks=[1], seeds=[0])
     with pytest.raises(ValueError, match="ks: got"):
         studies.unseen_study(ds, {"profile": "smoke"}, tmp_path, arms=[1], ks=[0], seeds=[0])
+    with pytest.raises(ValueError, match="k: got 99"):  # before any fit
+        studies.unseen_study(ds, {"profile": "smoke"}, tmp_path / "none", arms=[1], ks=[99],
+                             seeds=[0])
+    assert not (tmp_path / "none").exists()
 
 
 def test_cli_writes_the_unseen_window_record(smoke_run: Path):

@@ -616,6 +616,10 @@ def unseen_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
                          "training simulations >= 1 (0, every simulation, leaves none unseen)")
     if not ks or min(ks) < 1:
         raise ValueError(f"ks: got {ks}; allowed: a non-empty list of integers >= 1")
+    for arm in arms:  # every arm, seed and source has its windows before the first fit
+        for seed in seeds:
+            for rhythms, _ in UNSEEN_SOURCES.values():
+                unseen_indices(ds, arm, seed, max(ks), rhythms)
     snr_db = float(_params.validate("05_augment", values)["snr_db"])
     base = cached_baselines(ds, snr_db, EVAL_NOISE_SEED, Path(run_dir) / "05_augment")
     rows = []
