@@ -362,6 +362,7 @@ def test_unseen_study_pairs_each_source_and_k_with_the_k0_fit_of_its_seed(tmp_pa
     has as many test windows, so the per-simulation mean is the run's)."""
     from test_augment import fake_dataset
 
+    from egmlib.augmentation import augment
     from egmlib.workflow import results
 
     ds = fake_dataset(tmp_path, n_sims=9)
@@ -376,7 +377,8 @@ def test_unseen_study_pairs_each_source_and_k_with_the_k0_fit_of_its_seed(tmp_pa
     assert len(study["gains"]) == 4 * 2 * 2
     assert study["sources"]["unseen_sr_source"] == {"rhythms": ["SR"], "pairing": "source"}
     extra = {r["generator"]: r["n_extra_pairs"] for r in study["rows"] if r["k"] == 3}
-    assert extra["unseen_sr"] == 0 and extra["unseen_sr_af_source"] == 3 * 2  # 2 torsos
+    n_torsos = len(augment.train_torsos(ds))
+    assert extra["unseen_sr"] == 0 and extra["unseen_sr_af_source"] == 3 * n_torsos
     for g in study["gains"]:
         want = np.mean([corr[(g["generator"], g["k"], s)][g["rhythm"]]["corr_mean"]
                         - corr[("none", 0, s)][g["rhythm"]]["corr_mean"] for s in (0, 1, 2)])

@@ -616,10 +616,11 @@ def unseen_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
                          "training simulations >= 1 (0, every simulation, leaves none unseen)")
     if not ks or min(ks) < 1:
         raise ValueError(f"ks: got {ks}; allowed: a non-empty list of integers >= 1")
-    for arm in arms:  # every arm, seed and source has its windows before the first fit
-        for seed in seeds:
-            for rhythms, _ in UNSEEN_SOURCES.values():
-                unseen_indices(ds, arm, seed, max(ks), rhythms)
+    # every arm, seed and source has its windows before the first fit; a smaller k takes the
+    # first k of them (unseen_indices draws one order per seed and cuts it)
+    windows = {(arm, seed, name): unseen_indices(ds, arm, seed, max(ks), rhythms)
+               for arm in arms for seed in seeds
+               for name, (rhythms, _) in UNSEEN_SOURCES.items()}
     snr_db = float(_params.validate("05_augment", values)["snr_db"])
     base = cached_baselines(ds, snr_db, EVAL_NOISE_SEED, Path(run_dir) / "05_augment")
     rows = []
@@ -630,8 +631,8 @@ def unseen_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
                 t0 = time.perf_counter()
                 kw: dict[str, Any] = {}
                 if name != "none":
-                    rhythms, pairing = UNSEEN_SOURCES[name]
-                    picked = unseen_indices(ds, arm, seed, k, rhythms)
+                    pairing = UNSEEN_SOURCES[name][1]
+                    picked = windows[(arm, seed, name)][:k]
                     kw = ({"synth_egm": np.asarray(ds.egm[picked], np.float32), "k": k}
                           if pairing == "transfer" else {"extra_rows": picked})
                 row = linear.run_correction(ds, seed, arm, snr_db, base, **kw)
