@@ -49,8 +49,9 @@ from egmlib.core import metrics
 from egmlib.data import Dataset, noisy_bspm
 from egmlib.physics.forward import svd
 
-__all__ = ["ALPHAS", "WEIGHTINGS", "LinearCorrection", "fit_correction", "run_correction",
-           "tikhonov_inputs", "training_inputs", "window_weights"]
+__all__ = ["ALPHAS", "WEIGHTINGS", "CorrectionInputs", "LinearCorrection", "correction_inputs",
+           "fit_correction", "run_correction", "tikhonov_inputs", "training_inputs",
+           "window_weights"]
 
 #: Ridge penalties searched on the validation pairs, relative to the mean diagonal of the
 #: centred Gram matrix of the Tikhonov estimates (so that they do not depend on its scale).
@@ -201,26 +202,54 @@ def fit_correction(t_train: ArrayLike, e_train: ArrayLike, t_val: ArrayLike, e_v
                             weighting=weighting, val_corr=table)
 
 
-def run_correction(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float = 20.0,
-                   baseline: Mapping[str, Any] | None = None,
-                   alphas: Sequence[float] = ALPHAS,
-                   weightings: Sequence[str] = WEIGHTINGS,
-                   synth_egm: ArrayLike | None = None, k: int = 0,
-                   extra_rows: ArrayLike | None = None) -> dict[str, Any]:
-    """Fit the correction on the training pairs of a run of 05 with ``seed``, ``n_real_sims``
-    and ``k`` of the windows ``synth_egm`` (``k = 0``: the real pairs only; module docstring)
-    and score it on 05's test inputs.
+@dataclass
+class CorrectionInputs:
+    """What a correction of Tikhonov learns from and is scored on, for one run of 05
+    (:func:`correction_inputs`): Tikhonov estimates ``t_*`` and the EGMs ``e_*`` they pair with,
+    ``(n, T, n_rec)``, of the training pairs (real, then synthetic, then ``extra_rows``) and of
+    the validation pairs; the test inputs ``t_test`` of 05's test BSPMs on every held-out torso
+    in turn, with their truth ``e_test``, rhythm names ``labels``, simulations ``sim_id`` and the
+    truth's DFs ``df_truth``; the relative lambda ``rel`` and the counts of pairs."""
+
+    t_train: NDArray[np.float32]
+    e_train: NDArray[np.float32]
+    t_val: NDArray[np.float32]
+    e_val: NDArray[np.float32]
+    t_test: NDArray[np.float64]
+    e_test: NDArray[np.float64]
+    labels: NDArray
+    sim_id: NDArray
+    df_truth: NDArray[np.float64]
+    fs: float
+    rel: float
+    n_extra: int
+
+    def score(self, rec: ArrayLike) -> dict[str, Any]:
+        """05's test scores of the reconstructions ``rec`` of ``t_test``
+        (:func:`egmlib.augmentation.baselines.scores`: by rhythm and ``"all"``) and their
+        ``"per_simulation"`` scores (:func:`egmlib.augmentation.augment.per_simulation`)."""
+        r = np.asarray(rec)
+        if r.shape != self.e_test.shape:
+            raise ValueError(f"rec: expected {self.e_test.shape}; got {r.shape}")
+        test = baselines.scores(self.e_test, r, self.labels, self.fs, self.df_truth)
+        test["per_simulation"] = augment.per_simulation(self.e_test, r, self.sim_id,
+                                                        self.labels)
+        return test
+
+
+def correction_inputs(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float = 20.0,
+                      baseline: Mapping[str, Any] | None = None,
+                      synth_egm: ArrayLike | None = None, k: int = 0,
+                      extra_rows: ArrayLike | None = None) -> CorrectionInputs:
+    """The inputs of a correction of Tikhonov for the run of 05 with ``seed``, ``n_real_sims``
+    and ``k`` of the windows ``synth_egm`` (module docstring).
 
     ``baseline``: :func:`egmlib.augmentation.baselines.cached_baselines` of the data set at
     ``snr_db`` (its validation lambda and truth DFs are reused; computed when ``None``).
     ``synth_egm``, ``k``: as :func:`egmlib.augmentation.augment.build_training_set` takes them
     (the first ``k`` windows, paired through every training torso's transfer matrix with
     noise). ``extra_rows``: data set windows added as real pairs instead, with their own BSPMs
-    (:func:`egmlib.augmentation.augment.real_pairs`, noise from ``seed``).
-    Returns ``{"seed", "n_real_sims", "k", "rel_lambda", "alpha", "weighting", "alphas",
-    "val_corr": {weighting: [corr per alpha]}, "val_corr_chosen", "n_train_pairs" (all of them),
-    "n_extra_pairs" (those of ``extra_rows``), "test": scores by rhythm and "all", and
-    "per_simulation" (:func:`egmlib.augmentation.augment.per_simulation`)}``."""
+    (:func:`egmlib.augmentation.augment.real_pairs`, noise from ``seed``)."""
     if not (isinstance(snr_db, int | float) and math.isfinite(snr_db)):
         raise ValueError(f"snr_db: got {snr_db!r}; allowed: a finite number (dB)")
     augment.check_real_sims(ds, n_real_sims)
@@ -237,25 +266,44 @@ def run_correction(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float =
         t_train = np.concatenate([t_train, tikhonov_inputs(ds, b_extra, torsos, rel)])
         e_train = np.concatenate([e_train, e_extra])
         n_extra = len(e_extra)
-    fit = fit_correction(t_train, e_train, tikhonov_inputs(ds, tset.bspm_val, torsos, rel),
-                         tset.egm_val, alphas, weightings)
     idx = np.flatnonzero(ds.part("test"))
     test_t = augment.test_torsos(ds)
-    rec = np.concatenate([fit.apply(baselines.relative_tikhonov(
+    t_test = np.concatenate([baselines.relative_tikhonov(
         svd(ds.transfer[int(t)]), noisy_bspm(ds, idx, int(t), snr_db, augment.EVAL_NOISE_SEED),
-        rel)) for t in test_t])
+        rel) for t in test_t]).astype(np.float64)
     truth = np.asarray(ds.egm[idx], np.float64)
     labels = np.asarray(ds.label[idx])
     fs = float(ds.manifest["fs"])
     df_truth = (np.asarray(baseline["df_truth"], np.float64) if "df_truth" in baseline
                 else baselines.truth_df(truth, labels, fs))
     n = len(test_t)
-    truth_n, labels_n = np.concatenate([truth] * n), np.concatenate([labels] * n)
-    test = baselines.scores(truth_n, rec, labels_n, fs, np.concatenate([df_truth] * n))
-    test["per_simulation"] = augment.per_simulation(
-        truth_n, rec, np.concatenate([np.asarray(ds.sim_id)[idx]] * n), labels_n)
-    return {"seed": int(seed), "n_real_sims": int(n_real_sims), "k": int(k), "rel_lambda": rel,
-            "alpha": fit.alpha, "weighting": fit.weighting, "alphas": [float(x) for x in alphas],
+    return CorrectionInputs(
+        t_train=t_train, e_train=e_train, t_val=tikhonov_inputs(ds, tset.bspm_val, torsos, rel),
+        e_val=tset.egm_val, t_test=t_test, e_test=np.concatenate([truth] * n),
+        labels=np.concatenate([labels] * n),
+        sim_id=np.concatenate([np.asarray(ds.sim_id)[idx]] * n),
+        df_truth=np.concatenate([df_truth] * n), fs=fs, rel=rel, n_extra=n_extra)
+
+
+def run_correction(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float = 20.0,
+                   baseline: Mapping[str, Any] | None = None,
+                   alphas: Sequence[float] = ALPHAS,
+                   weightings: Sequence[str] = WEIGHTINGS,
+                   synth_egm: ArrayLike | None = None, k: int = 0,
+                   extra_rows: ArrayLike | None = None) -> dict[str, Any]:
+    """Fit the correction on the training pairs of a run of 05 with ``seed``, ``n_real_sims``
+    and ``k`` of the windows ``synth_egm`` (``k = 0``: the real pairs only; module docstring)
+    and score it on 05's test inputs (:func:`correction_inputs` takes every argument but
+    ``alphas`` and ``weightings``, which :func:`fit_correction` searches).
+    Returns ``{"seed", "n_real_sims", "k", "rel_lambda", "alpha", "weighting", "alphas",
+    "val_corr": {weighting: [corr per alpha]}, "val_corr_chosen", "n_train_pairs" (all of them),
+    "n_extra_pairs" (those of ``extra_rows``), "test": scores by rhythm and "all", and
+    "per_simulation" (:func:`egmlib.augmentation.augment.per_simulation`)}``."""
+    x = correction_inputs(ds, seed, n_real_sims, snr_db, baseline, synth_egm, k, extra_rows)
+    fit = fit_correction(x.t_train, x.e_train, x.t_val, x.e_val, alphas, weightings)
+    return {"seed": int(seed), "n_real_sims": int(n_real_sims), "k": int(k), "rel_lambda": x.rel,
+            "alpha": fit.alpha, "weighting": fit.weighting, "alphas": [float(a) for a in alphas],
             "val_corr": fit.val_corr,
             "val_corr_chosen": fit.val_corr[fit.weighting][list(alphas).index(fit.alpha)],
-            "n_train_pairs": len(e_train), "n_extra_pairs": n_extra, "test": test}
+            "n_train_pairs": len(x.e_train), "n_extra_pairs": x.n_extra,
+            "test": x.score(fit.apply(x.t_test))}
