@@ -41,7 +41,8 @@ Modules (the public API; each documents its own functions):
 - augmentation: :mod:`~egmlib.augmentation.recon` (the BSPM -> EGM network),
   :mod:`~egmlib.augmentation.augment` (one augmentation run, notebook 05),
   :mod:`~egmlib.augmentation.baselines` (Tikhonov and the floor on the same test BSPMs),
-  :mod:`~egmlib.augmentation.linear` (a learned linear correction of Tikhonov, no network)
+  :mod:`~egmlib.augmentation.linear` (a learned linear correction of Tikhonov, no network),
+  :mod:`~egmlib.augmentation.residual` (a residual network on that correction)
 - workflow: :mod:`~egmlib.workflow.pipeline` (the notebooks in order),
   :mod:`~egmlib.workflow.studies` (the choice studies of the generators and of the
   reconstruction network), :mod:`~egmlib.workflow.sweep` (05 over a grid),

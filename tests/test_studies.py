@@ -405,3 +405,71 @@ def test_cli_writes_the_unseen_window_record(smoke_run: Path):
     assert (record["arms"], record["ks"], record["seeds"]) == ([1], [2, 4], [0, 1])
     assert len(record["rows"]) == 2 * (1 + 4 * 2) and len(record["gains"]) == 4 * 2 * 2
     assert "kind_independent" in record["provenance"]
+
+
+def test_residual_study_chooses_its_rate_on_validation_and_pairs_every_fit_by_seed(
+        tmp_path: Path):
+    """On the small data set of test_augment: the learning rate with the best mean validation
+    correlation on the first seeds is used everywhere (its fits are those seeds' k = 0 rows);
+    the network is paired with the linear correction of the same fit, and each source's k
+    windows with the k = 0 fit of the same seed, for the network and the linear correction."""
+    from test_augment import fake_dataset
+
+    from egmlib.augmentation import residual
+    from egmlib.workflow import results
+
+    ds = fake_dataset(tmp_path, n_sims=9)
+    ds.manifest["files"] = {"egm.npy": {"sha256": "a"}}
+    cfg = residual.ResidualConfig(hidden=4, kernel=3, max_epochs=2)
+    study = studies.residual_study(ds, {"profile": "smoke"}, tmp_path, arm=1, k=3,
+                                   seeds=[0, 1, 2], lrs=(1e-4, 3e-2), config=cfg)
+    choice = study["lr_choice"]
+    means = {lr: np.mean(v) for lr, v in choice["val_corr"].items()}
+    assert choice["seeds"] == [0, 1] and f"{choice['chosen']:g}" == max(means, key=means.get)
+    assert study["config"]["lr"] == choice["chosen"] and study["config"]["max_epochs"] == 2
+    plan = [("none", 0)] + [(s, 3) for s in studies.RESIDUAL_SOURCES]
+    assert [(r["generator"], r["k"], r["seed"]) for r in study["rows"]] == [
+        (g, k, s) for s in (0, 1, 2) for g, k in plan]
+    assert all(r["config"]["lr"] == choice["chosen"] for r in study["rows"])
+    k0 = {r["seed"]: r for r in study["rows"] if r["k"] == 0}
+    assert [k0[s]["val_corr_chosen"] for s in (0, 1)] == choice["val_corr"][
+        f"{choice['chosen']:g}"]
+    for rhythm, row in study["residual_vs_linear"].items():
+        want = np.mean([k0[s]["test"][rhythm]["corr_mean"] - k0[s]["linear"][rhythm]["corr_mean"]
+                        for s in (0, 1, 2)])
+        assert row["mean_gain"] == pytest.approx(want, abs=1e-5) and row["n_seeds"] == 3
+    fits = {(r["generator"], r["seed"]): r for r in study["rows"]}
+    for key, family in (("test", study["gains"]), ("linear", study["linear_gains"])):
+        assert len(family) == len(studies.RESIDUAL_SOURCES) * 2
+        for g in family:
+            want = np.mean([fits[(g["generator"], s)][key][g["rhythm"]]["corr_mean"]
+                            - fits[("none", s)][key][g["rhythm"]]["corr_mean"] for s in (0, 1, 2)])
+            assert g["mean_gain"] == pytest.approx(want, abs=1e-5), (key, g)
+    np.testing.assert_allclose([g["p_holm"] for g in study["gains"]],
+                               results.holm([g["p_t"] for g in study["gains"]]))
+    assert study["rounding"]["dtype"] == "float64"
+    assert study["rounding"]["best_epoch"][0] == k0[0]["history"]["best_epoch"]
+    for kw, message in (({"arm": 0}, "arm: got 0"), ({"k": 0}, "k: got 0"),
+                        ({"lrs": ()}, "lrs: got"), ({"k": 99}, "k: got 99")):
+        args = {"arm": 1, "k": 3, "seeds": [0], "config": cfg, **kw}
+        with pytest.raises(ValueError, match=message):  # before any fit
+            studies.residual_study(ds, {"profile": "smoke"}, tmp_path / "none", **args)
+    assert not (tmp_path / "none").exists()
+
+
+def test_cli_writes_the_residual_record(smoke_run: Path):
+    """The smoke profile's residual study at its scarcest arm and largest range k, two seeds,
+    three epochs; its record says why any processor kind may read it, with the rounding it
+    measured."""
+    assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--study",
+                         "residual", "--epochs", "3"]) == 0
+    record = json.loads((smoke_run / "results" / "recon_residual.json").read_text())
+    assert (record["n_real_sims"], record["k"], record["seeds"]) == (1, 4, [0, 1])
+    assert len(record["rows"]) == 2 * (1 + len(studies.RESIDUAL_SOURCES))
+    assert record["config"]["max_epochs"] == 3
+    rounding = record["rounding"]
+    if (rounding["max_abs_test_corr"] <= studies.RESIDUAL_ROUNDING_TOLERANCE
+            and rounding["best_epoch"][0] == rounding["best_epoch"][1]):
+        assert f"{rounding['max_abs_test_corr']:.1e}" in record["provenance"]["kind_independent"]
+    else:
+        assert "kind_independent" not in record["provenance"]

@@ -5,4 +5,5 @@ of notebook 05, beside the classical Tikhonov solution. Imports the layers below
 - :mod:`egmlib.augmentation.augment`   one augmentation run: pairs, training, evaluation
 - :mod:`egmlib.augmentation.baselines` Tikhonov and the floor on the same test BSPMs
 - :mod:`egmlib.augmentation.linear`    a learned linear correction of Tikhonov (no network)
+- :mod:`egmlib.augmentation.residual`  a residual network on that correction
 """

@@ -67,6 +67,17 @@ the primary hypothesis's, and every seed of ``sweep_seeds``. It reports each gai
 (:func:`egmlib.workflow.results.gain_row`: t interval over seeds, two-level bootstrap over seeds
 and test simulations; Holm's correction over the rows). Also closed-form and
 ``kind_independent``.
+
+The residual study (:func:`residual_study`, ``--study residual``, record
+``results/<profile>/recon_residual.json``) asks the same of a network that starts from the
+physics: :mod:`egmlib.augmentation.residual` trains a small convolutional network on top of the
+linear correction (it starts exactly there, and the validation split may keep it there), at the
+scarcest arm, for the first :data:`RESIDUAL_SEEDS` seeds, without augmentation and with the
+largest ``range_k`` of unseen real windows added as VAE-S and VAE-C add theirs. Its learning
+rate is chosen on the validation pairs; it reports the network against the linear correction of
+the same fit and every gain over ``k = 0`` with the sweep's statistics. The network trains in
+float32; one fit made again in float64 measures how far rounding moves it, and the record is
+``kind_independent`` only when that is below :data:`RESIDUAL_ROUNDING_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -75,12 +86,13 @@ import argparse
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from egmlib.augmentation import linear
+from egmlib.augmentation import linear, residual
 from egmlib.augmentation.augment import EVAL_NOISE_SEED, build_training_set, unseen_indices
 from egmlib.augmentation.baselines import cached_baselines
 from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, train_recon
@@ -662,6 +674,119 @@ def unseen_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
             "gains": gains}
 
 
+#: Learning rates of the residual network (:mod:`egmlib.augmentation.residual`) that the
+#: residual study tries on the validation pairs of its first :data:`RESIDUAL_CHOICE_SEEDS` seeds.
+RESIDUAL_LRS: tuple[float, ...] = (3e-3, 1e-2)
+RESIDUAL_CHOICE_SEEDS = 2
+#: Seeds of the residual study (the first of ``sweep_seeds``): a fit takes about a minute on
+#: 2 cores at 2 real simulations per rhythm, three fits per seed.
+RESIDUAL_SEEDS = 10
+#: The residual study's record is marked ``kind_independent`` (readable on any processor kind)
+#: only when its float64 refit keeps the best epoch and moves no test correlation by more than
+#: this: half the last digit the README quotes.
+RESIDUAL_ROUNDING_TOLERANCE = 5e-4
+#: The ideal generators the residual study adds (paired as 05 pairs VAE-S's and VAE-C's).
+RESIDUAL_SOURCES = ("unseen_sr", "unseen_sr_af")
+
+
+def residual_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
+                   arm: int | None = None, k: int | None = None,
+                   seeds: Sequence[int] | None = None,
+                   lrs: Sequence[float] = RESIDUAL_LRS,
+                   config: residual.ResidualConfig | None = None,
+                   log: Any = None) -> dict[str, Any]:
+    """The residual network on the linear correction (:func:`egmlib.augmentation.residual.
+    run_residual`) at one arm, without augmentation and with ``k`` unseen real windows of each
+    source of :data:`RESIDUAL_SOURCES` (as :func:`unseen_study` adds them, through the transfer
+    matrices), for each seed.
+
+    First the learning rate: every one of ``lrs`` is fitted without augmentation on the first
+    :data:`RESIDUAL_CHOICE_SEEDS` seeds, and the one with the highest mean validation
+    correlation is used everywhere (its fits are kept as those seeds' ``k = 0`` rows). Then, paired
+    by seed (:func:`egmlib.workflow.results.gain_row`): the network against the linear
+    correction it starts from, without augmentation (``residual_vs_linear``), and the gain of
+    each source's ``k`` windows over ``k = 0``, for the network (``gains``, Holm's correction
+    over them) and for the linear correction refitted on the same pairs (``linear_gains``).
+    Last, :func:`egmlib.augmentation.residual.rounding_check` refits the first seed's ``k = 0``
+    run in float64 (``rounding``).
+
+    Defaults from the profile (:class:`egmlib.core.params.SweepConfig`): ``arm``, the scarcest
+    non-zero arm of ``sweep_n_real_sims``; ``k``, the largest ``k`` of the primary hypothesis's
+    ``range_k``; ``seeds``, the first :data:`RESIDUAL_SEEDS` of ``sweep_seeds``; ``config``, the
+    network's other settings (default :class:`egmlib.augmentation.residual.ResidualConfig`)."""
+    config = residual.ResidualConfig() if config is None else config
+    sweep = _params.SweepConfig.from_values(dict(values))
+    arm = int(arm if arm is not None else sorted(a for a in sweep.sweep_n_real_sims if a)[0])
+    k = int(k if k is not None else max(sweep.range_k))
+    seeds = [int(x) for x in (sweep.sweep_seeds[:RESIDUAL_SEEDS] if seeds is None else seeds)]
+    if arm < 1:
+        raise ValueError(f"arm: got {arm}; allowed: a number of real training simulations >= 1 "
+                         "(0, every simulation, leaves none unseen)")
+    if k < 1:
+        raise ValueError(f"k: got {k}; allowed: an integer >= 1")
+    if not seeds:
+        raise ValueError("seeds: got none; allowed: a non-empty list of integers")
+    if not lrs or any(not (isinstance(x, int | float) and x > 0) for x in lrs):
+        raise ValueError(f"lrs: got {list(lrs)!r}; allowed: a non-empty list of numbers > 0")
+    windows = {(seed, name): unseen_indices(ds, arm, seed, k, UNSEEN_SOURCES[name][0])
+               for seed in seeds for name in RESIDUAL_SOURCES}  # every seed's, before any fit
+    snr_db = float(_params.validate("05_augment", values)["snr_db"])
+    base = cached_baselines(ds, snr_db, EVAL_NOISE_SEED, Path(run_dir) / "05_augment")
+
+    def fit(seed: int, name: str, cfg: residual.ResidualConfig) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        kw: dict[str, Any] = {}
+        if name != "none":
+            kw = {"synth_egm": np.asarray(ds.egm[windows[(seed, name)]], np.float32), "k": k}
+        row = residual.run_residual(ds, seed, arm, snr_db, base, cfg, **kw)
+        row.update(generator=name, seconds=time.perf_counter() - t0)
+        if log is not None:
+            print(f"residual network, {arm} real simulations per rhythm, {name}, k = "
+                  f"{row['k']}, lr {cfg.lr:g}, seed {seed}: best epoch "
+                  f"{row['history']['best_epoch']}, test SR {row['test']['SR']['corr_mean']:.3f} "
+                  f"(linear {row['linear']['SR']['corr_mean']:.3f}), AF "
+                  f"{row['test']['AF']['corr_mean']:.3f} "
+                  f"(linear {row['linear']['AF']['corr_mean']:.3f})", file=log, flush=True)
+        return row
+
+    choice_seeds = seeds[:RESIDUAL_CHOICE_SEEDS]
+    tried = {(lr, seed): fit(seed, "none", replace(config, lr=float(lr)))
+             for lr in lrs for seed in choice_seeds}
+    val = {f"{lr:g}": [tried[(lr, s)]["val_corr_chosen"] for s in choice_seeds] for lr in lrs}
+    lr = max(lrs, key=lambda x: (float(np.mean(val[f"{x:g}"])), -list(lrs).index(x)))
+    chosen = replace(config, lr=float(lr))
+    rows = []
+    for seed in seeds:
+        rows.append(tried.get((lr, seed)) or fit(seed, "none", chosen))
+        rows.extend(fit(seed, name, chosen) for name in RESIDUAL_SOURCES)
+    k0 = [r for r in rows if r["k"] == 0]
+    versus = [{"k": 0, "seed": r["seed"], "test": r["linear"]} for r in k0] + [
+        {"k": 1, "seed": r["seed"], "test": r["test"]} for r in k0]
+    residual_vs_linear = {rhythm: results.gain_row(versus, [1], rhythm) for rhythm in LABELS}
+    gains, linear_gains = [], []
+    for name in RESIDUAL_SOURCES:
+        mine = [r for r in rows if r["generator"] == name]
+        for rhythm in LABELS:
+            g = results.gain_row(k0 + mine, [k], rhythm)
+            lin = results.gain_row([{**r, "test": r["linear"]} for r in k0 + mine], [k], rhythm)
+            if g is not None:
+                gains.append({"generator": name, "k": k, "rhythm": rhythm, **g})
+            if lin is not None:
+                linear_gains.append({"generator": name, "k": k, "rhythm": rhythm, **lin})
+    for row, p in zip(gains, results.holm([g["p_t"] for g in gains])):
+        row["p_holm"] = float(p)
+    first = next(r for r in k0 if r["seed"] == seeds[0])
+    rounding = residual.rounding_check(ds, first, snr_db, base)
+    return {"split": "val", "snr_db": snr_db, "n_real_sims": arm, "k": k, "seeds": seeds,
+            "sources": {name: {"rhythms": list(UNSEEN_SOURCES[name][0]),
+                               "pairing": UNSEEN_SOURCES[name][1]} for name in RESIDUAL_SOURCES},
+            "lr_choice": {"lrs": [float(x) for x in lrs], "seeds": choice_seeds,
+                          "val_corr": val, "chosen": float(lr)},
+            "config": asdict(chosen), "rows": rows, "residual_vs_linear": residual_vs_linear,
+            "gains": gains, "linear_gains": linear_gains, "rounding": rounding,
+            "tikhonov_val": base["val"]}
+
+
 #: The generation modes of the mode study (:func:`egmlib.generators.generate.generate`).
 GEN_MODES = ("prior", "guided")
 #: Windows each generator draws per rhythm and mode in the mode study.
@@ -742,14 +867,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
     ap.add_argument("--study", choices=("all", "generators", "recon", "budget", "precision",
                                         "recon_precision", "recon_speed", "gen_mode",
-                                        "linear", "unseen"),
+                                        "linear", "unseen", "residual"),
                     default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
                          "precision study, the reconstruction network's speed study, the "
                          "generation-mode study of the trained generators, the learned linear "
-                         "correction of Tikhonov, and that correction augmented with unseen "
-                         "real windows (these seven are not part of all)")
+                         "correction of Tikhonov, that correction augmented with unseen real "
+                         "windows, and a residual network on it, with and without them (these "
+                         "eight are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only")
     ap.add_argument("--run-dir", default=None,
@@ -757,7 +883,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None,
                     help="epochs per row for every generator and the reconstruction network "
                          "(default: STUDY_EPOCHS, RECON_STUDY_EPOCHS; the budget study: each "
-                         "row's own)")
+                         "row's own; the residual study: the most epochs of its network, "
+                         "default ResidualConfig.max_epochs)")
     a = ap.parse_args(argv)
     if a.epochs is not None and a.epochs < 1:
         ap.error(f"--epochs: got {a.epochs}; allowed: an integer >= 1")
@@ -818,6 +945,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "no network is trained: closed-form linear algebra on the data set, whose numbers "
             "agree across processors within float rounding")}
         path = save_record(name, study, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "residual":
+        config = residual.ResidualConfig(**({} if a.epochs is None else {"max_epochs": a.epochs}))
+        study = residual_study(ds, values, run, config=config, log=sys.stdout)
+        rounding = study["rounding"]
+        study["provenance"] = provenance(base)
+        if (rounding["max_abs_test_corr"] <= RESIDUAL_ROUNDING_TOLERANCE
+                and rounding["best_epoch"][0] == rounding["best_epoch"][1]):
+            study["provenance"]["kind_independent"] = (
+                "the network trains in float32, never in bfloat16; refitted in float64, its "
+                "first k = 0 run keeps its best epoch and moves its test correlation by "
+                f"{rounding['max_abs_test_corr']:.1e} at most (record key rounding), more "
+                "rounding than a change of processor makes")
+        path = save_record("recon_residual", study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
