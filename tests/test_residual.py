@@ -84,6 +84,8 @@ def test_a_known_nonlinear_map_is_learnt_and_the_best_epoch_is_kept():
     np.testing.assert_allclose(wide.history["val_corr"], h["val_corr"], atol=1e-3)
     with pytest.raises(ValueError, match="t_val, e_val"):
         residual.fit_residual(lin, x, e, xv[:, :, :3], ev, SMALL)
+    with pytest.raises(ValueError, match="val_labels: expected 8"):
+        residual.fit_residual(lin, x, e, xv, ev, SMALL, val_labels=["SR"] * 3)
 
 
 def test_a_run_on_the_small_data_set_is_scored_like_05_and_the_linear_fit(tmp_path):
@@ -98,6 +100,11 @@ def test_a_run_on_the_small_data_set_is_scored_like_05_and_the_linear_fit(tmp_pa
     assert set(run["test"]) == {"SR", "AF", "all", "per_simulation"}
     assert run["n_train_pairs"] == lin["n_train_pairs"] and run["config"]["max_epochs"] == 3
     assert run["val_corr_chosen"] == max(run["history"]["val_corr"])
+    for when in ("linear", "chosen"):  # each rhythm's validation windows apart, pooled between
+        by = run[f"val_by_rhythm_{when}"]
+        assert set(by) == {"SR", "AF"}
+        assert min(by.values()) - 1e-12 <= run[f"val_corr_{when}"] <= max(by.values()) + 1e-12
+    assert len(run["history"]["val_corr_by_rhythm"]["AF"]) == len(run["history"]["val_corr"])
     if run["history"]["best_epoch"] == 0:        # the network kept: the linear scores
         assert run["test"] == run["linear"]
     assert residual.run_residual(ds, 0, 0, 20.0, base, cfg) == run

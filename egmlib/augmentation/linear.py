@@ -46,7 +46,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from egmlib.augmentation import augment, baselines
 from egmlib.core import metrics
-from egmlib.data import Dataset, noisy_bspm
+from egmlib.data import LABELS, Dataset, noisy_bspm
 from egmlib.physics.forward import svd
 
 __all__ = ["ALPHAS", "WEIGHTINGS", "CorrectionInputs", "LinearCorrection", "correction_inputs",
@@ -207,7 +207,8 @@ class CorrectionInputs:
     """What a correction of Tikhonov learns from and is scored on, for one run of 05
     (:func:`correction_inputs`): Tikhonov estimates ``t_*`` and the EGMs ``e_*`` they pair with,
     ``(n, T, n_rec)``, of the training pairs (real, then synthetic, then ``extra_rows``) and of
-    the validation pairs; the test inputs ``t_test`` of 05's test BSPMs on every held-out torso
+    the validation pairs, with the rhythm names of the validation pairs ``val_labels``; the test
+    inputs ``t_test`` of 05's test BSPMs on every held-out torso
     in turn, with their truth ``e_test``, rhythm names ``labels``, simulations ``sim_id`` and the
     truth's DFs ``df_truth``; the relative lambda ``rel`` and the counts of pairs."""
 
@@ -215,6 +216,7 @@ class CorrectionInputs:
     e_train: NDArray[np.float32]
     t_val: NDArray[np.float32]
     e_val: NDArray[np.float32]
+    val_labels: NDArray[np.str_]
     t_test: NDArray[np.float64]
     e_test: NDArray[np.float64]
     labels: NDArray
@@ -277,9 +279,11 @@ def correction_inputs(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: floa
     df_truth = (np.asarray(baseline["df_truth"], np.float64) if "df_truth" in baseline
                 else baselines.truth_df(truth, labels, fs))
     n = len(test_t)
+    names = np.asarray(LABELS)[np.asarray(ds.label)[tset.val_windows]]
     return CorrectionInputs(
         t_train=t_train, e_train=e_train, t_val=tikhonov_inputs(ds, tset.bspm_val, torsos, rel),
-        e_val=tset.egm_val, t_test=t_test, e_test=np.concatenate([truth] * n),
+        e_val=tset.egm_val, val_labels=np.concatenate([names] * len(torsos)), t_test=t_test,
+        e_test=np.concatenate([truth] * n),
         labels=np.concatenate([labels] * n),
         sim_id=np.concatenate([np.asarray(ds.sim_id)[idx]] * n),
         df_truth=np.concatenate([df_truth] * n), fs=fs, rel=rel, n_extra=n_extra)

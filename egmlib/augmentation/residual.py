@@ -123,7 +123,8 @@ class ResidualFit:
     """A trained :class:`ResidualNet` on the linear correction ``lin``: ``scale`` is the
     standard deviation of the training ``y_lin`` the network sees its inputs divided by;
     ``history``: ``val_corr`` per epoch (epoch 0: the linear correction), ``train_loss`` per
-    epoch (from 1), ``best_epoch``, ``epochs_run``."""
+    epoch (from 1), ``best_epoch``, ``epochs_run`` and, given the validation rhythms,
+    ``val_corr_by_rhythm`` (rhythm -> per epoch)."""
 
     net: ResidualNet
     lin: linear.LinearCorrection
@@ -149,18 +150,25 @@ def _apply_net(net: ResidualNet, y: NDArray, scale: float, dtype: str, batch: in
     return out
 
 
-def _val_corr(e: NDArray, rec: NDArray) -> float:
-    return float(np.nanmean(metrics.pearson(e, rec)))
+def _val_corr(e: NDArray, rec: NDArray, labels: NDArray | None = None
+              ) -> tuple[float, dict[str, float]]:
+    """Mean per-site correlation of all windows, and of each rhythm's (``labels``) apart."""
+    c = np.nanmean(metrics.pearson(e, rec), axis=-1)
+    by = ({} if labels is None else
+          {str(r): float(np.mean(c[labels == r])) for r in LABELS if np.any(labels == r)})
+    return float(np.mean(c)), by
 
 
 def fit_residual(lin: linear.LinearCorrection, t_train: ArrayLike, e_train: ArrayLike,
                  t_val: ArrayLike, e_val: ArrayLike, config: ResidualConfig = ResidualConfig(),
-                 seed: int = 0) -> ResidualFit:
+                 seed: int = 0, val_labels: ArrayLike | None = None) -> ResidualFit:
     """Train a :class:`ResidualNet` on the linear correction ``lin`` of the training Tikhonov
     estimates ``t_train`` towards the EGMs ``e_train`` (``(n, T, n_rec)``), keep the epoch with
     the highest mean per-site correlation of the validation pairs (epoch 0, the linear
     correction, included; the first on ties) and stop ``config.patience`` epochs after it.
-    ``seed`` draws the initial weights and the minibatch order; same seed, same numbers."""
+    ``seed`` draws the initial weights and the minibatch order; same seed, same numbers.
+    ``val_labels`` (the rhythm name of each validation window): the history also follows each
+    rhythm's validation correlation (``val_corr_by_rhythm``); the choice reads the pooled one."""
     t_tr, e_tr = np.asarray(t_train), np.asarray(e_train)
     t_va, e_va = np.asarray(t_val), np.asarray(e_val)
     for name, (a, b) in (("train", (t_tr, e_tr)), ("val", (t_va, e_va))):
@@ -177,7 +185,17 @@ def fit_residual(lin: linear.LinearCorrection, t_train: ArrayLike, e_train: Arra
         torch.manual_seed(int(seed))
         net = ResidualNet(x.shape[1], config.hidden, config.kernel).to(dtype)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    val = [_val_corr(e_va, _apply_net(net, y_va, scale, config.dtype))]
+    labels = None if val_labels is None else np.asarray(val_labels).astype(str)
+    if labels is not None and labels.shape != (len(e_va),):
+        raise ValueError(f"val_labels: expected {len(e_va)} rhythm names; got {labels.shape}")
+    val, by_rhythm = [], []
+
+    def validate() -> None:
+        pooled, by = _val_corr(e_va, _apply_net(net, y_va, scale, config.dtype), labels)
+        val.append(pooled)
+        by_rhythm.append(by)
+
+    validate()
     best, best_state, losses = 0, {k: v.clone() for k, v in net.state_dict().items()}, []
     for epoch in range(1, config.max_epochs + 1):
         net.train()
@@ -193,7 +211,7 @@ def fit_residual(lin: linear.LinearCorrection, t_train: ArrayLike, e_train: Arra
             total += float(loss.detach()) * len(b)
         net.eval()
         losses.append(total / len(x))
-        val.append(_val_corr(e_va, _apply_net(net, y_va, scale, config.dtype)))
+        validate()
         if val[-1] > val[best]:
             best, best_state = epoch, {k: v.clone() for k, v in net.state_dict().items()}
         if epoch - best >= config.patience:
@@ -201,6 +219,8 @@ def fit_residual(lin: linear.LinearCorrection, t_train: ArrayLike, e_train: Arra
     net.load_state_dict(best_state)
     history = {"val_corr": val, "train_loss": losses, "best_epoch": best,
                "epochs_run": len(losses)}
+    if labels is not None:
+        history["val_corr_by_rhythm"] = {r: [b[r] for b in by_rhythm] for r in by_rhythm[0]}
     return ResidualFit(net=net, lin=lin, scale=scale, config=config, history=history)
 
 
@@ -213,18 +233,22 @@ def run_residual(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float = 2
     run of 05 with ``seed``, ``n_real_sims`` and ``k`` of ``synth_egm`` (or ``extra_rows``; as
     :func:`egmlib.augmentation.linear.correction_inputs` takes them) and scored on 05's test
     inputs. Returns ``{"seed", "n_real_sims", "k", "rel_lambda", "n_train_pairs",
-    "n_extra_pairs", "config", "history", "val_corr_linear", "val_corr_chosen", "linear": the
-    linear correction's test scores, "test": the residual network's}`` (both with
-    ``per_simulation``)."""
+    "n_extra_pairs", "config", "history", "val_corr_linear", "val_corr_chosen" (pooled over the
+    validation windows at epoch 0 and at the epoch kept), "val_by_rhythm_linear",
+    "val_by_rhythm_chosen" (the same per rhythm), "linear": the linear correction's test scores,
+    "test": the residual network's}`` (both with ``per_simulation``)."""
     x = linear.correction_inputs(ds, seed, n_real_sims, snr_db, baseline, synth_egm, k,
                                  extra_rows)
     lin = linear.fit_correction(x.t_train, x.e_train, x.t_val, x.e_val)
-    fit = fit_residual(lin, x.t_train, x.e_train, x.t_val, x.e_val, config, seed)
+    fit = fit_residual(lin, x.t_train, x.e_train, x.t_val, x.e_val, config, seed, x.val_labels)
     h = fit.history
+    by = h["val_corr_by_rhythm"]
     return {"seed": int(seed), "n_real_sims": int(n_real_sims), "k": int(k),
             "rel_lambda": x.rel, "n_train_pairs": len(x.e_train), "n_extra_pairs": x.n_extra,
             "config": asdict(config), "history": h, "val_corr_linear": h["val_corr"][0],
             "val_corr_chosen": h["val_corr"][h["best_epoch"]],
+            "val_by_rhythm_linear": {r: v[0] for r, v in by.items()},
+            "val_by_rhythm_chosen": {r: v[h["best_epoch"]] for r, v in by.items()},
             "linear": x.score(lin.apply(x.t_test)), "test": x.score(fit.apply(x.t_test))}
 
 
