@@ -49,9 +49,9 @@ from egmlib.core import metrics
 from egmlib.data import LABELS, Dataset, noisy_bspm
 from egmlib.physics.forward import svd
 
-__all__ = ["ALPHAS", "WEIGHTINGS", "CorrectionInputs", "LinearCorrection", "correction_inputs",
-           "fit_correction", "run_correction", "tikhonov_inputs", "training_inputs",
-           "window_weights"]
+__all__ = ["ALPHAS", "WEIGHTINGS", "CorrectionInputs", "LinearCorrection", "check_pairs",
+           "correction_inputs", "fit_correction", "run_correction", "tikhonov_inputs",
+           "training_inputs", "window_weights"]
 
 #: Ridge penalties searched on the validation pairs, relative to the mean diagonal of the
 #: centred Gram matrix of the Tikhonov estimates (so that they do not depend on its scale).
@@ -160,6 +160,19 @@ def _moments(t: NDArray, e: NDArray, w: NDArray[np.float64]
     return m_t, m_e, gram, cross
 
 
+def check_pairs(t_train: ArrayLike, e_train: ArrayLike, t_val: ArrayLike, e_val: ArrayLike
+                ) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    """The training and validation pairs of a correction as arrays, each pair of one shape
+    ``(n, T, n_rec)`` with ``n >= 1``; a ``ValueError`` naming the pair otherwise."""
+    t_tr, e_tr = np.asarray(t_train), np.asarray(e_train)
+    t_va, e_va = np.asarray(t_val), np.asarray(e_val)
+    for name, (a, b) in (("train", (t_tr, e_tr)), ("val", (t_va, e_va))):
+        if a.ndim != 3 or a.shape != b.shape or len(a) == 0:
+            raise ValueError(f"t_{name}, e_{name}: expected two non-empty (n, T, n_rec) arrays "
+                             f"of one shape; got {a.shape} and {b.shape}")
+    return t_tr, e_tr, t_va, e_va
+
+
 def fit_correction(t_train: ArrayLike, e_train: ArrayLike, t_val: ArrayLike, e_val: ArrayLike,
                    alphas: Sequence[float] = ALPHAS,
                    weightings: Sequence[str] = WEIGHTINGS) -> LinearCorrection:
@@ -169,12 +182,7 @@ def fit_correction(t_train: ArrayLike, e_train: ArrayLike, t_val: ArrayLike, e_v
     relative penalty of ``alphas`` (times the mean diagonal of the weighted centred Gram matrix),
     and the fit whose prediction of the validation windows has the highest mean per-site
     correlation (:func:`egmlib.core.metrics.pearson`; the first on ties)."""
-    t_tr, e_tr = np.asarray(t_train), np.asarray(e_train)
-    t_va, e_va = np.asarray(t_val), np.asarray(e_val)
-    for name, (a, b) in (("train", (t_tr, e_tr)), ("val", (t_va, e_va))):
-        if a.ndim != 3 or a.shape != b.shape or len(a) == 0:
-            raise ValueError(f"t_{name}, e_{name}: expected two non-empty (n, T, n_rec) arrays "
-                             f"of one shape; got {a.shape} and {b.shape}")
+    t_tr, e_tr, t_va, e_va = check_pairs(t_train, e_train, t_val, e_val)
     a = np.asarray(alphas, np.float64)
     if a.ndim != 1 or len(a) == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
         raise ValueError(f"alphas: got {list(alphas)!r}; allowed: finite numbers > 0")

@@ -22,10 +22,11 @@ Loss: ``1 - r + mse_weight * MSE`` on windows scaled by the standard deviation o
 ``y_lin`` (``r`` the mean per-site correlation over time, the experiment's headline metric; the
 MSE term keeps the amplitude). Adam; the epoch kept is the one with the highest mean per-site
 correlation on the validation pairs, and training stops ``patience`` epochs after it. Training
-is in float32 or float64 (:class:`ResidualConfig`), never in bfloat16, so that its numbers move
-between processors by float rounding only; :func:`rounding_check` measures how far (the
-residual study, :func:`egmlib.workflow.studies.residual_study`, refits one run in float64 and
-records the largest difference).
+is in float32 or float64 (:class:`ResidualConfig`), never in bfloat16, so that two processors
+differ only in float rounding (summation orders, fused multiply-adds), which training can grow;
+:func:`rounding_check` measures how far (the residual study,
+:func:`egmlib.workflow.studies.residual_study`, refits one run in float64 and records the
+largest difference).
 
 Residual learning on top of a physics-based estimate follows the model-based deep learning of
 inverse problems (for example Jin, McCann, Froustey and Unser, "Deep convolutional neural network
@@ -169,12 +170,7 @@ def fit_residual(lin: linear.LinearCorrection, t_train: ArrayLike, e_train: Arra
     ``seed`` draws the initial weights and the minibatch order; same seed, same numbers.
     ``val_labels`` (the rhythm name of each validation window): the history also follows each
     rhythm's validation correlation (``val_corr_by_rhythm``); the choice reads the pooled one."""
-    t_tr, e_tr = np.asarray(t_train), np.asarray(e_train)
-    t_va, e_va = np.asarray(t_val), np.asarray(e_val)
-    for name, (a, b) in (("train", (t_tr, e_tr)), ("val", (t_va, e_va))):
-        if a.ndim != 3 or a.shape != b.shape or len(a) == 0:
-            raise ValueError(f"t_{name}, e_{name}: expected two non-empty (n, T, n_rec) arrays "
-                             f"of one shape; got {a.shape} and {b.shape}")
+    t_tr, e_tr, t_va, e_va = linear.check_pairs(t_train, e_train, t_val, e_val)
     dtype = DTYPES[config.dtype]
     y_tr, y_va = lin.apply(t_tr), lin.apply(t_va)
     scale = float(y_tr.std()) or 1.0
@@ -256,8 +252,9 @@ def rounding_check(ds: Dataset, row: Mapping[str, Any], snr_db: float,
                    baseline: Mapping[str, Any] | None = None, dtype: str = "float64",
                    **inputs: Any) -> dict[str, Any]:
     """How far a fit of :func:`run_residual` (its ``row``) moves when it is made again in
-    ``dtype``: a larger rounding perturbation than a change of processor makes to float32
-    arithmetic. ``inputs``: the ``synth_egm``/``k``/``extra_rows`` the row was fitted with.
+    ``dtype``: float64 changes the rounding of every operation of a float32 fit, at least as
+    much as a change of processor does (other summation orders, fused multiply-adds).
+    ``inputs``: the ``synth_egm``/``k``/``extra_rows`` the row was fitted with.
     Returns the dtype, both best epochs and the largest absolute difference of the validation
     correlation and of each rhythm's test correlation."""
     config = replace(ResidualConfig(**row["config"]), dtype=dtype)

@@ -956,8 +956,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             study["provenance"]["kind_independent"] = (
                 "the network trains in float32, never in bfloat16; refitted in float64, its "
                 "first k = 0 run keeps its best epoch and moves its test correlation by "
-                f"{rounding['max_abs_test_corr']:.1e} at most (record key rounding), more "
-                "rounding than a change of processor makes")
+                f"{rounding['max_abs_test_corr']:.1e} at most (record key rounding); float64 "
+                "changes the rounding of every operation, at least as much as a change of "
+                "processor does")
         path = save_record("recon_residual", study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
