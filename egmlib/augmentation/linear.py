@@ -215,7 +215,9 @@ class CorrectionInputs:
     """What a correction of Tikhonov learns from and is scored on, for one run of 05
     (:func:`correction_inputs`): Tikhonov estimates ``t_*`` and the EGMs ``e_*`` they pair with,
     ``(n, T, n_rec)``, of the training pairs (real, then synthetic, then ``extra_rows``) and of
-    the validation pairs, with the rhythm names of the validation pairs ``val_labels``; the test
+    the validation pairs, with the rhythm names of the training pairs ``train_labels`` (``""``
+    for a synthetic pair, whose rhythm the inputs are not told) and of the validation pairs
+    ``val_labels``; the test
     inputs ``t_test`` of 05's test BSPMs on every held-out torso
     in turn, with their truth ``e_test``, rhythm names ``labels``, simulations ``sim_id`` and the
     truth's DFs ``df_truth``; the relative lambda ``rel`` and the counts of pairs."""
@@ -224,6 +226,7 @@ class CorrectionInputs:
     e_train: NDArray[np.float32]
     t_val: NDArray[np.float32]
     e_val: NDArray[np.float32]
+    train_labels: NDArray[np.str_]
     val_labels: NDArray[np.str_]
     t_test: NDArray[np.float64]
     e_test: NDArray[np.float64]
@@ -270,12 +273,17 @@ def correction_inputs(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: floa
     tset = augment.build_training_set(ds, synth_egm, k, snr_db, seed, n_real_sims)
     torsos = [int(t) for t in tset.torsos]
     t_train, e_train = training_inputs(ds, tset, rel)
+    names = np.asarray(LABELS)
+    train_labels = np.concatenate([np.tile(names[np.asarray(ds.label)[tset.train_windows]],
+                                           len(torsos)), np.full(tset.n_synth, "")])
     n_extra = 0
     if extra_rows is not None:
         b_extra, e_extra = augment.real_pairs(ds, extra_rows, snr_db, seed)
         t_train = np.concatenate([t_train, tikhonov_inputs(ds, b_extra, torsos, rel)])
         e_train = np.concatenate([e_train, e_extra])
         n_extra = len(e_extra)
+        train_labels = np.concatenate([train_labels, np.tile(
+            names[np.asarray(ds.label)[np.asarray(extra_rows)]], len(torsos))])
     idx = np.flatnonzero(ds.part("test"))
     test_t = augment.test_torsos(ds)
     t_test = np.concatenate([baselines.relative_tikhonov(
@@ -287,10 +295,11 @@ def correction_inputs(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: floa
     df_truth = (np.asarray(baseline["df_truth"], np.float64) if "df_truth" in baseline
                 else baselines.truth_df(truth, labels, fs))
     n = len(test_t)
-    names = np.asarray(LABELS)[np.asarray(ds.label)[tset.val_windows]]
     return CorrectionInputs(
         t_train=t_train, e_train=e_train, t_val=tikhonov_inputs(ds, tset.bspm_val, torsos, rel),
-        e_val=tset.egm_val, val_labels=np.concatenate([names] * len(torsos)), t_test=t_test,
+        e_val=tset.egm_val, train_labels=train_labels,
+        val_labels=np.tile(names[np.asarray(ds.label)[tset.val_windows]], len(torsos)),
+        t_test=t_test,
         e_test=np.concatenate([truth] * n),
         labels=np.concatenate([labels] * n),
         sim_id=np.concatenate([np.asarray(ds.sim_id)[idx]] * n),

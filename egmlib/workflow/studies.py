@@ -77,7 +77,11 @@ largest ``range_k`` of unseen real windows added as VAE-S and VAE-C add theirs. 
 rate is chosen on the validation pairs; it reports the network against the linear correction of
 the same fit and every gain over ``k = 0`` with the sweep's statistics. The network trains in
 float32; one fit made again in float64 measures how far rounding moves it, and the record is
-``kind_independent`` only when that is below :data:`RESIDUAL_ROUNDING_TOLERANCE`.
+``kind_independent`` only when that is below :data:`RESIDUAL_ROUNDING_TOLERANCE`. Each fit is
+also scored *routed* (each rhythm's best validation epoch, the rhythm estimated from the input;
+:mod:`egmlib.augmentation.residual`). The same network with every training simulation, without
+augmentation, is :func:`residual_full_study` (``--study residual_full``, record
+``results/<profile>/recon_residual_full.json``).
 """
 
 from __future__ import annotations
@@ -703,10 +707,12 @@ def residual_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
     First the learning rate: every one of ``lrs`` is fitted without augmentation on the first
     :data:`RESIDUAL_CHOICE_SEEDS` seeds, and the one with the highest mean validation
     correlation is used everywhere (its fits are kept as those seeds' ``k = 0`` rows). Then, paired
-    by seed (:func:`egmlib.workflow.results.gain_row`): the network against the linear
-    correction it starts from, without augmentation (``residual_vs_linear``), and the gain of
-    each source's ``k`` windows over ``k = 0``, for the network (``gains``, Holm's correction
-    over them) and for the linear correction refitted on the same pairs (``linear_gains``).
+    by seed (:func:`egmlib.workflow.results.gain_row`): the network and the routed network
+    against the linear correction they start from, without augmentation
+    (``residual_vs_linear``, ``routed_vs_linear``), and the gain of each source's ``k`` windows
+    over ``k = 0``, for the network (``gains``), the routed network (``routed_gains``; Holm's
+    correction within each of the two) and for the linear correction refitted on the same pairs
+    (``linear_gains``).
     Last, :func:`egmlib.augmentation.residual.rounding_check` refits the first seed's ``k = 0``
     run in float64 (``rounding``).
 
@@ -746,45 +752,123 @@ def residual_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
                   f"{row['history']['best_epoch']}, test SR {row['test']['SR']['corr_mean']:.3f} "
                   f"(linear {row['linear']['SR']['corr_mean']:.3f}), AF "
                   f"{row['test']['AF']['corr_mean']:.3f} "
-                  f"(linear {row['linear']['AF']['corr_mean']:.3f})", file=log, flush=True)
+                  f"(linear {row['linear']['AF']['corr_mean']:.3f}); routed: best epochs "
+                  f"{row['history']['best_epoch_by_rhythm']}, SR "
+                  f"{row['routed']['SR']['corr_mean']:.3f}, AF "
+                  f"{row['routed']['AF']['corr_mean']:.3f}", file=log, flush=True)
         return row
 
-    choice_seeds = seeds[:RESIDUAL_CHOICE_SEEDS]
-    tried = {(lr, seed): fit(seed, "none", replace(config, lr=float(lr)))
-             for lr in lrs for seed in choice_seeds}
-    val = {f"{lr:g}": [tried[(lr, s)]["val_corr_chosen"] for s in choice_seeds] for lr in lrs}
-    lr = max(lrs, key=lambda x: (float(np.mean(val[f"{x:g}"])), -list(lrs).index(x)))
-    chosen = replace(config, lr=float(lr))
+    chosen, lr_choice, tried = _choose_residual_lr(lambda seed, cfg: fit(seed, "none", cfg),
+                                                   seeds, lrs, config)
     rows = []
     for seed in seeds:
-        rows.append(tried.get((lr, seed)) or fit(seed, "none", chosen))
+        rows.append(tried.get((chosen.lr, seed)) or fit(seed, "none", chosen))
         rows.extend(fit(seed, name, chosen) for name in RESIDUAL_SOURCES)
     k0 = [r for r in rows if r["k"] == 0]
-    versus = [{"k": 0, "seed": r["seed"], "test": r["linear"]} for r in k0] + [
-        {"k": 1, "seed": r["seed"], "test": r["test"]} for r in k0]
-    residual_vs_linear = {rhythm: results.gain_row(versus, [1], rhythm) for rhythm in LABELS}
-    gains, linear_gains = [], []
+    residual_vs_linear = {rhythm: results.gain_row(_versus(k0, "linear", "test"), [1], rhythm)
+                          for rhythm in LABELS}
+    routed_vs_linear = {rhythm: results.gain_row(_versus(k0, "linear", "routed"), [1], rhythm)
+                        for rhythm in LABELS}
+    gains, linear_gains, routed_gains = [], [], []
     for name in RESIDUAL_SOURCES:
         mine = [r for r in rows if r["generator"] == name]
         for rhythm in LABELS:
-            g = results.gain_row(k0 + mine, [k], rhythm)
-            lin = results.gain_row([{**r, "test": r["linear"]} for r in k0 + mine], [k], rhythm)
-            if g is not None:
-                gains.append({"generator": name, "k": k, "rhythm": rhythm, **g})
-            if lin is not None:
-                linear_gains.append({"generator": name, "k": k, "rhythm": rhythm, **lin})
-    for row, p in zip(gains, results.holm([g["p_t"] for g in gains])):
-        row["p_holm"] = float(p)
+            for out, key in ((gains, "test"), (linear_gains, "linear"), (routed_gains, "routed")):
+                g = results.gain_row([{**r, "test": r[key]} for r in k0 + mine], [k], rhythm)
+                if g is not None:
+                    out.append({"generator": name, "k": k, "rhythm": rhythm, **g})
+    for family in (gains, routed_gains):
+        for row, p in zip(family, results.holm([g["p_t"] for g in family])):
+            row["p_holm"] = float(p)
     first = next(r for r in k0 if r["seed"] == seeds[0])
     rounding = residual.rounding_check(ds, first, snr_db, base)
     return {"split": "val", "snr_db": snr_db, "n_real_sims": arm, "k": k, "seeds": seeds,
             "sources": {name: {"rhythms": list(UNSEEN_SOURCES[name][0]),
                                "pairing": UNSEEN_SOURCES[name][1]} for name in RESIDUAL_SOURCES},
-            "lr_choice": {"lrs": [float(x) for x in lrs], "seeds": choice_seeds,
-                          "val_corr": val, "chosen": float(lr)},
+            "lr_choice": lr_choice,
             "config": asdict(chosen), "rows": rows, "residual_vs_linear": residual_vs_linear,
-            "gains": gains, "linear_gains": linear_gains, "rounding": rounding,
-            "tikhonov_val": base["val"]}
+            "routed_vs_linear": routed_vs_linear, "gains": gains, "linear_gains": linear_gains,
+            "routed_gains": routed_gains, "rounding": rounding, "tikhonov_val": base["val"]}
+
+
+def _versus(rows: Sequence[Mapping[str, Any]], before: str, after: str) -> list[dict[str, Any]]:
+    """Rows for :func:`egmlib.workflow.results.gain_row` that pair, seed by seed, each row's
+    ``after`` test scores (as ``k = 1``) with its ``before`` ones (as ``k = 0``)."""
+    return ([{"k": 0, "seed": r["seed"], "test": r[before]} for r in rows]
+            + [{"k": 1, "seed": r["seed"], "test": r[after]} for r in rows])
+
+
+def _choose_residual_lr(fit: Any, seeds: Sequence[int], lrs: Sequence[float],
+                        config: residual.ResidualConfig
+                        ) -> tuple[residual.ResidualConfig, dict[str, Any], dict]:
+    """Fit ``fit(seed, config)`` for every learning rate of ``lrs`` on the first
+    :data:`RESIDUAL_CHOICE_SEEDS` of ``seeds`` and keep the rate with the highest mean pooled
+    validation correlation (the first on ties). Returns the chosen config, the record's
+    ``lr_choice`` and the fits by ``(lr, seed)``."""
+    if not lrs or any(not (isinstance(x, int | float) and x > 0) for x in lrs):
+        raise ValueError(f"lrs: got {list(lrs)!r}; allowed: a non-empty list of numbers > 0")
+    choice_seeds = list(seeds[:RESIDUAL_CHOICE_SEEDS])
+    tried = {(lr, seed): fit(seed, replace(config, lr=float(lr)))
+             for lr in lrs for seed in choice_seeds}
+    val = {f"{lr:g}": [tried[(lr, s)]["val_corr_chosen"] for s in choice_seeds] for lr in lrs}
+    lr = max(lrs, key=lambda x: (float(np.mean(val[f"{x:g}"])), -list(lrs).index(x)))
+    return (replace(config, lr=float(lr)),
+            {"lrs": [float(x) for x in lrs], "seeds": choice_seeds, "val_corr": val,
+             "chosen": float(lr)}, {(float(a), s): r for (a, s), r in tried.items() if a == lr})
+
+
+#: Seeds of the residual study's arm with every training simulation (the first of
+#: ``sweep_seeds``): each fit there sees about 15 times the pairs of the scarcest arm.
+RESIDUAL_FULL_SEEDS = 3
+
+
+def residual_full_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
+                        seeds: Sequence[int] | None = None,
+                        lrs: Sequence[float] = RESIDUAL_LRS,
+                        config: residual.ResidualConfig | None = None,
+                        log: Any = None) -> dict[str, Any]:
+    """The residual network with every real training simulation (``n_real_sims = 0``) and no
+    augmentation (``--study residual_full``, record
+    ``results/<profile>/recon_residual_full.json``): where issue 16 asks a reconstruction network
+    to be competitive with Tikhonov on SR and better on AF. The learning rate is chosen on the
+    validation pairs as in :func:`residual_study`; per seed, the linear correction, the network
+    and the routed network on 05's test inputs, each paired with the linear correction
+    (``residual_vs_linear``, ``routed_vs_linear``); Tikhonov (validation lambda) on the same
+    inputs (``tikhonov_val``); the first seed refitted in float64 (``rounding``).
+    ``seeds``: default the first :data:`RESIDUAL_FULL_SEEDS` of the profile's ``sweep_seeds``."""
+    config = residual.ResidualConfig() if config is None else config
+    sweep = _params.SweepConfig.from_values(dict(values))
+    seeds = [int(x) for x in (sweep.sweep_seeds[:RESIDUAL_FULL_SEEDS] if seeds is None
+                              else seeds)]
+    if not seeds:
+        raise ValueError("seeds: got none; allowed: a non-empty list of integers")
+    snr_db = float(_params.validate("05_augment", values)["snr_db"])
+    base = cached_baselines(ds, snr_db, EVAL_NOISE_SEED, Path(run_dir) / "05_augment")
+
+    def fit(seed: int, cfg: residual.ResidualConfig) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        row = residual.run_residual(ds, seed, 0, snr_db, base, cfg)
+        row.update(generator="none", seconds=time.perf_counter() - t0)
+        if log is not None:
+            print(f"residual network, every training simulation, lr {cfg.lr:g}, seed {seed}: "
+                  f"best epoch {row['history']['best_epoch']} "
+                  f"{row['history']['best_epoch_by_rhythm']}, "
+                  + ", ".join(f"{r} {row['test'][r]['corr_mean']:.3f} routed "
+                              f"{row['routed'][r]['corr_mean']:.3f} linear "
+                              f"{row['linear'][r]['corr_mean']:.3f}" for r in LABELS),
+                  file=log, flush=True)
+        return row
+
+    chosen, lr_choice, tried = _choose_residual_lr(fit, seeds, lrs, config)
+    rows = [tried.get((chosen.lr, seed)) or fit(seed, chosen) for seed in seeds]
+    rounding = residual.rounding_check(ds, rows[0], snr_db, base)
+    return {"split": "val", "snr_db": snr_db, "n_real_sims": 0, "k": 0, "seeds": seeds,
+            "lr_choice": lr_choice, "config": asdict(chosen), "rows": rows,
+            "residual_vs_linear": {r: results.gain_row(_versus(rows, "linear", "test"), [1], r)
+                                   for r in LABELS},
+            "routed_vs_linear": {r: results.gain_row(_versus(rows, "linear", "routed"), [1], r)
+                                 for r in LABELS},
+            "rounding": rounding, "tikhonov_val": base["val"]}
 
 
 #: The generation modes of the mode study (:func:`egmlib.generators.generate.generate`).
@@ -867,15 +951,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
     ap.add_argument("--study", choices=("all", "generators", "recon", "budget", "precision",
                                         "recon_precision", "recon_speed", "gen_mode",
-                                        "linear", "unseen", "residual"),
+                                        "linear", "unseen", "residual", "residual_full"),
                     default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
                          "precision study, the reconstruction network's speed study, the "
                          "generation-mode study of the trained generators, the learned linear "
                          "correction of Tikhonov, that correction augmented with unseen real "
-                         "windows, and a residual network on it, with and without them (these "
-                         "eight are not part of all)")
+                         "windows, a residual network on it, with and without them, and that "
+                         "network with every training simulation (these nine are not part of "
+                         "all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only")
     ap.add_argument("--run-dir", default=None,
@@ -946,20 +1031,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             "agree across processors within float rounding")}
         path = save_record(name, study, base["profile"], run)
         print(f"wrote {shown(path)}")
-    if a.study == "residual":
+    if a.study in ("residual", "residual_full"):
         config = residual.ResidualConfig(**({} if a.epochs is None else {"max_epochs": a.epochs}))
-        study = residual_study(ds, values, run, config=config, log=sys.stdout)
+        run_study, name = ((residual_study, "recon_residual") if a.study == "residual"
+                           else (residual_full_study, "recon_residual_full"))
+        study = run_study(ds, values, run, config=config, log=sys.stdout)
         rounding = study["rounding"]
         study["provenance"] = provenance(base)
-        if (rounding["max_abs_test_corr"] <= RESIDUAL_ROUNDING_TOLERANCE
-                and rounding["best_epoch"][0] == rounding["best_epoch"][1]):
+        if residual.rounding_agrees(rounding, RESIDUAL_ROUNDING_TOLERANCE):
             study["provenance"]["kind_independent"] = (
                 "the network trains in float32, never in bfloat16; refitted in float64, its "
-                "first k = 0 run keeps its best epoch and moves its test correlation by "
-                f"{rounding['max_abs_test_corr']:.1e} at most (record key rounding); float64 "
-                "changes the rounding of every operation, at least as much as a change of "
-                "processor does")
-        path = save_record("recon_residual", study, base["profile"], run)
+                "first k = 0 run keeps its best epochs (pooled and per rhythm) and moves its "
+                f"test correlations by {rounding['max_abs_test_corr']:.1e} at most (record key "
+                "rounding); float64 changes the rounding of every operation, at least as much "
+                "as a change of processor does")
+        path = save_record(name, study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
