@@ -195,3 +195,23 @@ def test_unseen_windows_as_synthetic_or_as_real_pairs(tmp_path):
     assert weighted == pytest.approx(real["test"]["all"]["corr_mean"], abs=1e-6)
     with pytest.raises(ValueError, match="rows"):
         augment.real_pairs(ds, [], 20.0, 0)
+
+
+def test_the_inputs_name_the_rhythm_of_every_real_training_pair(tmp_path):
+    """Real pairs (torso by torso) and extra rows carry their windows' rhythms; synthetic pairs,
+    whose rhythm the inputs are not told, carry ""."""
+    ds = fake_dataset(tmp_path, n_sims=9)
+    base = bl.baselines(ds, 20.0, augment.EVAL_NOISE_SEED, "test", methods=("val",))
+    rows = augment.unseen_indices(ds, 1, 0, 4, ("SR", "AF"))
+    x = linear.correction_inputs(ds, 0, 1, 20.0, base, synth_egm=np.asarray(ds.egm[rows]),
+                                 k=3, extra_rows=rows[:2])
+    tset = augment.build_training_set(ds, np.asarray(ds.egm[rows]), 3, 20.0, 0, 1)
+    n_torsos = len(tset.torsos)
+    names = np.asarray(["SR", "AF"])
+    assert x.train_labels.shape == (len(x.e_train),)
+    np.testing.assert_array_equal(x.train_labels[:tset.n_real], np.tile(
+        names[np.asarray(ds.label)[tset.train_windows]], n_torsos))
+    assert set(x.train_labels[tset.n_real:tset.n_real + 3 * n_torsos]) == {""}
+    np.testing.assert_array_equal(x.train_labels[tset.n_real + 3 * n_torsos:],
+                                  np.tile(names[np.asarray(ds.label)[rows[:2]]], n_torsos))
+    assert set(x.train_labels[:tset.n_real]) == {"SR", "AF"}
