@@ -103,6 +103,9 @@ HOW_TESTED: dict[str, str] = {
     "python -m egmlib.workflow.studies --study residual":
         "tests/test_studies.py test_cli_writes_the_residual_record (the smoke run, the smoke "
         "sweep's scarcest arm, largest range k and seeds, three epochs)",
+    "python -m egmlib.workflow.studies --study residual_full":
+        "tests/test_studies.py test_cli_writes_the_residual_full_record (the smoke run, every "
+        "training simulation, the smoke sweep's seeds, two epochs)",
     "python -m egmlib.workflow.quoted README.md notebooks/*.ipynb":
         "tests/test_quoted.py test_the_committed_prose_agrees_with_the_committed_records (the "
         "same check per file, in-process; the CLI itself: test_cli_checks_and_writes_in_place)",
