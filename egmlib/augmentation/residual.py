@@ -33,8 +33,9 @@ the other: on the default data the network lifts SR far and lowers AF (record
 ``results/default/recon_residual.json``). So each fit also keeps, for each rhythm, the epoch with
 that rhythm's highest validation correlation (epoch 0 included, within the epochs the pooled
 rule runs), and the *routed* network applies to each window the epoch of the rhythm a
-:class:`RhythmRouter` calls it: a logistic regression on the relative power spectrum of the
-linear correction's output, fitted on the labelled (real) training pairs only, so that neither
+:class:`RhythmRouter` calls it: a logistic regression on the share of the linear correction's
+output power that lies between 3 and 12 Hz (:data:`ROUTER_BANDS_HZ`), fitted on the labelled
+(real) training pairs only, so that neither
 the routing nor the per-rhythm epochs read a test number. A rhythm whose validation correlation
 the network never raises is left at the linear correction. Knowing the rhythm at reconstruction
 time is the premise of a rhythm-conditioned generator (the paper's VAE-C) too; here it is
@@ -80,7 +81,7 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.flo
 #: the simulations (01_data). Chosen on the validation pairs of the residual study's scarcest
 #: arm (two simulations per rhythm), by the share of validation windows routed right, over a
 #: finer spectrum (the log share of each 0.5 Hz band from 0.5 to 15 Hz, which over-fitted the
-#: few training simulations and misrouted a third of one run's windows) and the log shares of
+#: few training simulations and misrouted over a third of one run's windows) and the log shares of
 #: these two bands (a few windows more misrouted than the plain share).
 ROUTER_BANDS_HZ: tuple[float, ...] = (0.5, 3.0, 12.0)
 
