@@ -81,7 +81,8 @@ float32; one fit made again in float64 measures how far rounding moves it, and t
 also scored *routed* (each rhythm's best validation epoch, the rhythm estimated from the input;
 :mod:`egmlib.augmentation.residual`). The same network with every training simulation, without
 augmentation, is :func:`residual_full_study` (``--study residual_full``, record
-``results/<profile>/recon_residual_full.json``).
+``results/<profile>/recon_residual_full.json``, ``kind_independent`` below
+:data:`RESIDUAL_FULL_ROUNDING_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -689,6 +690,11 @@ RESIDUAL_SEEDS = 10
 #: only when its float64 refit keeps the best epoch and moves no test correlation by more than
 #: this: half the last digit the README quotes.
 RESIDUAL_ROUNDING_TOLERANCE = 5e-4
+#: The same for the record of :func:`residual_full_study`, whose numbers the README quotes to
+#: two decimals: a fit there takes about 15 times the optimizer steps of one at the scarcest arm,
+#: and rounding moves it further (set after its first float64 refit moved a test correlation by
+#: 3.0e-3, on the same rule: half the last digit quoted).
+RESIDUAL_FULL_ROUNDING_TOLERANCE = 5e-3
 #: The ideal generators the residual study adds (paired as 05 pairs VAE-S's and VAE-C's).
 RESIDUAL_SOURCES = ("unseen_sr", "unseen_sr_af")
 
@@ -1033,18 +1039,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {shown(path)}")
     if a.study in ("residual", "residual_full"):
         config = residual.ResidualConfig(**({} if a.epochs is None else {"max_epochs": a.epochs}))
-        run_study, name = ((residual_study, "recon_residual") if a.study == "residual"
-                           else (residual_full_study, "recon_residual_full"))
+        run_study, name, tolerance = (
+            (residual_study, "recon_residual", RESIDUAL_ROUNDING_TOLERANCE)
+            if a.study == "residual" else
+            (residual_full_study, "recon_residual_full", RESIDUAL_FULL_ROUNDING_TOLERANCE))
         study = run_study(ds, values, run, config=config, log=sys.stdout)
         rounding = study["rounding"]
         study["provenance"] = provenance(base)
-        if residual.rounding_agrees(rounding, RESIDUAL_ROUNDING_TOLERANCE):
+        if residual.rounding_agrees(rounding, tolerance):
             study["provenance"]["kind_independent"] = (
                 "the network trains in float32, never in bfloat16; refitted in float64, its "
                 "first k = 0 run keeps its best epochs (pooled and per rhythm) and moves its "
                 f"test correlations by {rounding['max_abs_test_corr']:.1e} at most (record key "
-                "rounding); float64 changes the rounding of every operation, at least as much "
-                "as a change of processor does")
+                f"rounding; tolerance {tolerance:g}, half the last digit quoted); float64 "
+                "changes the rounding of every operation, at least as much as a change of "
+                "processor does")
         path = save_record(name, study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
