@@ -520,9 +520,10 @@ def test_residual_full_study_uses_every_training_simulation_and_pairs_by_seed(tm
     assert study["rounding"]["best_epoch"][0] == study["rows"][0]["history"]["best_epoch"]
     with pytest.raises(ValueError, match="seeds: got none"):
         studies.residual_full_study(ds, {"profile": "smoke"}, tmp_path, seeds=[], config=cfg)
-    with pytest.raises(ValueError, match="lrs: got"):
-        studies.residual_full_study(ds, {"profile": "smoke"}, tmp_path, seeds=[0], lrs=(),
-                                    config=cfg)
+    with pytest.raises(ValueError, match="lrs: got"):  # before anything is written
+        studies.residual_full_study(ds, {"profile": "smoke"}, tmp_path / "none", seeds=[0],
+                                    lrs=(), config=cfg)
+    assert not (tmp_path / "none").exists()
 
 
 def test_cli_writes_the_residual_full_record(smoke_run: Path):

@@ -738,8 +738,7 @@ def residual_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
         raise ValueError(f"k: got {k}; allowed: an integer >= 1")
     if not seeds:
         raise ValueError("seeds: got none; allowed: a non-empty list of integers")
-    if not lrs or any(not (isinstance(x, int | float) and x > 0) for x in lrs):
-        raise ValueError(f"lrs: got {list(lrs)!r}; allowed: a non-empty list of numbers > 0")
+    _check_lrs(lrs)
     windows = {(seed, name): unseen_indices(ds, arm, seed, k, UNSEEN_SOURCES[name][0])
                for seed in seeds for name in RESIDUAL_SOURCES}  # every seed's, before any fit
     snr_db = float(_params.validate("05_augment", values)["snr_db"])
@@ -797,6 +796,11 @@ def residual_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
             "routed_gains": routed_gains, "rounding": rounding, "tikhonov_val": base["val"]}
 
 
+def _check_lrs(lrs: Sequence[float]) -> None:
+    if not lrs or any(not (isinstance(x, int | float) and x > 0) for x in lrs):
+        raise ValueError(f"lrs: got {list(lrs)!r}; allowed: a non-empty list of numbers > 0")
+
+
 def _versus(rows: Sequence[Mapping[str, Any]], before: str, after: str) -> list[dict[str, Any]]:
     """Rows for :func:`egmlib.workflow.results.gain_row` that pair, seed by seed, each row's
     ``after`` test scores (as ``k = 1``) with its ``before`` ones (as ``k = 0``)."""
@@ -811,8 +815,7 @@ def _choose_residual_lr(fit: Any, seeds: Sequence[int], lrs: Sequence[float],
     :data:`RESIDUAL_CHOICE_SEEDS` of ``seeds`` and keep the rate with the highest mean pooled
     validation correlation (the first on ties). Returns the chosen config, the record's
     ``lr_choice`` and the fits by ``(lr, seed)``."""
-    if not lrs or any(not (isinstance(x, int | float) and x > 0) for x in lrs):
-        raise ValueError(f"lrs: got {list(lrs)!r}; allowed: a non-empty list of numbers > 0")
+    _check_lrs(lrs)
     choice_seeds = list(seeds[:RESIDUAL_CHOICE_SEEDS])
     tried = {(lr, seed): fit(seed, replace(config, lr=float(lr)))
              for lr in lrs for seed in choice_seeds}
@@ -848,6 +851,7 @@ def residual_full_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
                               else seeds)]
     if not seeds:
         raise ValueError("seeds: got none; allowed: a non-empty list of integers")
+    _check_lrs(lrs)
     snr_db = float(_params.validate("05_augment", values)["snr_db"])
     base = cached_baselines(ds, snr_db, EVAL_NOISE_SEED, Path(run_dir) / "05_augment")
 
