@@ -183,9 +183,16 @@ def test_a_run_on_the_small_data_set_is_scored_like_05_and_the_linear_fit(tmp_pa
         assert run["test"] == run["linear"]
     assert set(run["routed"]) == set(run["test"]) and set(run["val_by_rhythm_routed"]) == {
         "SR", "AF"}
-    assert 0.0 <= run["router"]["val_accuracy"] <= 1.0
-    assert 0.0 <= run["router"]["test_accuracy"] <= 1.0 and run["router"]["n_train"] == len(
-        augment.real_subset(ds, 0, 0)) * len(augment.train_torsos(ds))
+    # the router: fitted on the linear correction's output of the real training pairs only,
+    # scored against the validation and test rhythms
+    x = linear.correction_inputs(ds, 0, 0, 20.0, base)
+    fitted = linear.fit_correction(x.t_train, x.e_train, x.t_val, x.e_val)
+    router = residual.RhythmRouter.fit(fitted.apply(x.t_train), x.train_labels, x.fs)
+    assert run["router"] == {
+        "n_train": len(augment.real_subset(ds, 0, 0)) * len(augment.train_torsos(ds)),
+        "val_accuracy": float(np.mean(router.predict(fitted.apply(x.t_val)) == x.val_labels)),
+        "test_accuracy": float(np.mean(router.predict(fitted.apply(x.t_test))
+                                       == np.asarray(["SR", "AF"])[x.labels]))}
     if set(run["history"]["best_epoch_by_rhythm"].values()) == {0}:  # routed: linear everywhere
         assert run["routed"] == run["linear"]
     assert residual.run_residual(ds, 0, 0, 20.0, base, cfg) == run
