@@ -171,7 +171,12 @@ class ResidualFit:
         by the network of the pooled best epoch, or, given ``rhythms`` (one rhythm name per
         window, for example :meth:`RhythmRouter.predict`), each window by the network of its
         rhythm's best epoch."""
-        y = self.lin.apply(t)
+        return self.correct(self.lin.apply(t), rhythms, batch)
+
+    def correct(self, y: NDArray, rhythms: ArrayLike | None = None, batch: int = 64
+                ) -> NDArray[np.float64]:
+        """As :meth:`apply`, from the linear correction's output ``y`` (``lin.apply(t)``)
+        computed once by a caller that also needs it."""
         if rhythms is None:
             return _apply_net(self.net, y, self.scale, self.config.dtype, batch)
         names = np.asarray(rhythms).astype(str)
@@ -361,9 +366,10 @@ def run_residual(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float = 2
     by = h["val_corr_by_rhythm"]
     known = x.train_labels != ""
     router = RhythmRouter.fit(lin.apply(x.t_train[known]), x.train_labels[known], x.fs)
-    route_val, route_test = router.predict(lin.apply(x.t_val)), router.predict(lin.apply(x.t_test))
+    y_val, y_test = lin.apply(x.t_val), lin.apply(x.t_test)
+    route_val, route_test = router.predict(y_val), router.predict(y_test)
     test_names = np.asarray(LABELS)[np.asarray(x.labels)]
-    routed_val = _val_corr(x.e_val, fit.apply(x.t_val, route_val), x.val_labels)[1]
+    routed_val = _val_corr(x.e_val, fit.correct(y_val, route_val), x.val_labels)[1]
     return {"seed": int(seed), "n_real_sims": int(n_real_sims), "k": int(k),
             "rel_lambda": x.rel, "n_train_pairs": len(x.e_train), "n_extra_pairs": x.n_extra,
             "config": asdict(config), "history": h, "val_corr_linear": h["val_corr"][0],
@@ -374,8 +380,8 @@ def run_residual(ds: Dataset, seed: int, n_real_sims: int = 0, snr_db: float = 2
             "router": {"n_train": int(known.sum()),
                        "val_accuracy": float(np.mean(route_val == x.val_labels)),
                        "test_accuracy": float(np.mean(route_test == test_names))},
-            "linear": x.score(lin.apply(x.t_test)), "test": x.score(fit.apply(x.t_test)),
-            "routed": x.score(fit.apply(x.t_test, route_test))}
+            "linear": x.score(y_test), "test": x.score(fit.correct(y_test)),
+            "routed": x.score(fit.correct(y_test, route_test))}
 
 
 def rounding_check(ds: Dataset, row: Mapping[str, Any], snr_db: float,

@@ -814,8 +814,8 @@ def _choose_residual_lr(fit: Any, seeds: Sequence[int], lrs: Sequence[float],
     """Fit ``fit(seed, config)`` for every learning rate of ``lrs`` on the first
     :data:`RESIDUAL_CHOICE_SEEDS` of ``seeds`` and keep the rate with the highest mean pooled
     validation correlation (the first on ties). Returns the chosen config, the record's
-    ``lr_choice`` and the fits by ``(lr, seed)``."""
-    _check_lrs(lrs)
+    ``lr_choice`` and the fits by ``(lr, seed)``. ``lrs``: checked by the caller
+    (:func:`_check_lrs`) before it does any work."""
     choice_seeds = list(seeds[:RESIDUAL_CHOICE_SEEDS])
     tried = {(lr, seed): fit(seed, replace(config, lr=float(lr)))
              for lr in lrs for seed in choice_seeds}
@@ -838,8 +838,8 @@ def residual_full_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
                         log: Any = None) -> dict[str, Any]:
     """The residual network with every real training simulation (``n_real_sims = 0``) and no
     augmentation (``--study residual_full``, record
-    ``results/<profile>/recon_residual_full.json``): where issue 16 asks a reconstruction network
-    to be competitive with Tikhonov on SR and better on AF. The learning rate is chosen on the
+    ``results/<profile>/recon_residual_full.json``): the setting where a reconstruction network
+    should be competitive with Tikhonov on SR and better on AF. The learning rate is chosen on the
     validation pairs as in :func:`residual_study`; per seed, the linear correction, the network
     and the routed network on 05's test inputs, each paired with the linear correction
     (``residual_vs_linear``, ``routed_vs_linear``); Tikhonov (validation lambda) on the same
