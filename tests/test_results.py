@@ -477,8 +477,36 @@ def test_compare_studies_pairs_comparisons_and_seeds_by_hand(tmp_path, capsys):
     assert results.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out",
                          str(tmp_path / "c.json")]) == 0
     assert "vae_s SR k = 18, 8 real simulations per rhythm: +0.050 (+0.040 to +0.060) against " \
-           "+0.020 (+0.010 to +0.030)" in capsys.readouterr().out
+           "+0.020 (+0.010 to +0.030); paired by seed, b - a -0.050" in capsys.readouterr().out
     assert json.loads((tmp_path / "c.json").read_text())["runs"][0]["corr_across_seeds"] is None
     with pytest.raises(SystemExit):
         results.main([str(tmp_path / "a.json"), str(tmp_path / "absent.json")])
     assert "record_b: no file" in capsys.readouterr().err
+
+
+def test_compare_studies_gain_difference_paired_by_seed_by_hand():
+    """The difference of one comparison's gain between two records, per seed from the runs'
+    mean correlations: (k = 18 minus the arm's k = 0) in b minus the same in a, with its t
+    interval; k = 0 runs count whatever generator they are filed under, and a seed missing a run
+    in either record is left out."""
+    def record(base, k18):
+        runs = [{"generator": "none", "n_real_sims": 16, "k": 0, "seed": s, "corr": {"SR": c}}
+                for s, c in enumerate(base)]
+        runs += [{"generator": "vae_s", "n_real_sims": 16, "k": 18, "seed": s, "corr": {"SR": c}}
+                 for s, c in enumerate(k18) if c is not None]
+        return {"runs": runs, "primary": {"generator": "vae_s", "n_real_sims": 16, "ks": [18],
+                                          "rhythm": "SR", "decision": "no change",
+                                          "mean_gain": 0.0}}
+
+    a = record([0.30, 0.40, 0.50, 0.60], [0.35, 0.40, 0.55, None])   # gains .05 0 .05 -
+    b = record([0.30, 0.40, 0.50, 0.60], [0.40, 0.43, 0.56, 0.70])   # gains .10 .03 .06 .10
+    (c,) = results.compare_studies(a, b)["comparisons"]
+    d = np.array([0.05, 0.03, 0.01])
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    got = c["b_minus_a"]
+    assert got["n_seeds"] == 3 and got["mean"] == pytest.approx(0.03)
+    assert (got["t_lo"], got["t_hi"]) == pytest.approx((0.03 - half, 0.03 + half))
+    assert got["p_t"] == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    # the other way round, the opposite difference
+    assert results.compare_studies(b, a)["comparisons"][0]["b_minus_a"]["mean"] == \
+        pytest.approx(-0.03)

@@ -778,30 +778,61 @@ def _comparisons(record: Mapping[str, Any]) -> dict[tuple, dict[str, Any]]:
     return out
 
 
+def _seed_gains(cells: Mapping[tuple, Mapping[str, float]], key: tuple) -> dict[int, float]:
+    """Per seed, one comparison's gain (``key`` as in :func:`_comparisons`) from a record's
+    per-run mean test correlations: the mean over ``ks`` of the seed's runs minus its ``k = 0``
+    run of the same arm (whatever generator that run is filed under)."""
+    gen, arm, pool, ks, rhythm = key
+    base = {c[4]: v[rhythm] for c, v in cells.items()
+            if c[0] == arm and c[3] == 0 and rhythm in v}
+    out = {}
+    for seed, b in base.items():
+        cur = [cells.get((arm, pool, gen, k, seed), {}).get(rhythm) for k in ks]
+        if all(v is not None for v in cur):
+            out[seed] = float(np.mean(cur)) - b
+    return out
+
+
+def _gain_difference(ra: Mapping[tuple, Mapping[str, float]],
+                     rb: Mapping[tuple, Mapping[str, float]], key: tuple) -> dict[str, Any]:
+    """How much one comparison's gain differs between two records, paired by seed: the mean
+    over the seeds both hold of (gain in b - gain in a), its 95% t interval over seeds and the
+    paired t p-value. Seed-level only: a record made before the runs kept their per-simulation
+    scores cannot give the two-level interval."""
+    ga, gb = _seed_gains(ra, key), _seed_gains(rb, key)
+    seeds = sorted(set(ga) & set(gb))
+    d = np.array([gb[s] - ga[s] for s in seeds], float)
+    lo, hi = _t_interval(d)
+    return {"n_seeds": len(seeds), "mean": float(d.mean()) if len(d) else float("nan"),
+            "t_lo": lo, "t_hi": hi, "p_t": _t_p(d)}
+
+
 def compare_studies(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     """Two records of the same study (06's or 07's, made on two machines, say) side by side.
 
     ``comparisons``: every comparison (primary or secondary: generator, arm, filter, k and
     rhythm against ``k = 0``) that both records hold, with each one's mean gain, two-level
     interval, p-values and decision; the roles and Holm's adjustment are each record's own, as
-    their families may differ. ``runs``: for every cell (arm, filter, generator, k) and rhythm
+    their families may differ; and ``b_minus_a``, the difference of the two gains paired by seed
+    (:func:`_gain_difference`: does the other machine, or the other generator setting, change the
+    gain?). ``runs``: for every cell (arm, filter, generator, k) and rhythm
     with runs of the same seeds in both, the mean test correlation of each, the spread over
     seeds of each, the correlation across seeds between the two and the mean absolute
     difference of a seed's two runs: how much of a run's number is its seed (the same subsets,
     initial weights and batches) and how much the machine. ``machines``: each record's
     provenance."""
-    ca, cb = _comparisons(a), _comparisons(b)
-    comparisons = []
-    for key in sorted(set(ca) & set(cb), key=str):
-        gen, arm, pool, ks, rhythm = key
-        comparisons.append({"generator": gen, "n_real_sims": arm, "filter_pool": pool,
-                            "ks": list(ks), "rhythm": rhythm, "a": ca[key], "b": cb[key]})
-
     def cells(record: Mapping[str, Any]) -> dict[tuple, dict[str, float]]:
         return {(r["n_real_sims"], r.get("filter_pool", 0), r["generator"], r["k"], r["seed"]):
                 r["corr"] for r in record.get("runs", ())}
 
     ra, rb = cells(a), cells(b)
+    ca, cb = _comparisons(a), _comparisons(b)
+    comparisons = []
+    for key in sorted(set(ca) & set(cb), key=str):
+        gen, arm, pool, ks, rhythm = key
+        comparisons.append({"generator": gen, "n_real_sims": arm, "filter_pool": pool,
+                            "ks": list(ks), "rhythm": rhythm, "a": ca[key], "b": cb[key],
+                            "b_minus_a": _gain_difference(ra, rb, key)})
     by_cell: dict[tuple, list[tuple]] = {}
     for key in sorted(set(ra) & set(rb), key=str):   # runs of the same cell and seed in both
         by_cell.setdefault(key[:4], []).append(key)
@@ -849,7 +880,9 @@ def main(argv: Iterable[str] | None = None) -> int:
               f"simulations per rhythm: {c['a']['mean_gain']:+.3f} "
               f"({c['a']['boot_lo']:+.3f} to {c['a']['boot_hi']:+.3f}) against "
               f"{c['b']['mean_gain']:+.3f} ({c['b']['boot_lo']:+.3f} to "
-              f"{c['b']['boot_hi']:+.3f})")
+              f"{c['b']['boot_hi']:+.3f}); paired by seed, b - a "
+              f"{c['b_minus_a']['mean']:+.3f} ({c['b_minus_a']['t_lo']:+.3f} to "
+              f"{c['b_minus_a']['t_hi']:+.3f}, {c['b_minus_a']['n_seeds']} seeds)")
     if args.out:
         save_json(args.out, portable(out))
         print(f"wrote {args.out}")
