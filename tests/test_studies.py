@@ -476,6 +476,34 @@ def test_cli_writes_the_residual_record(smoke_run: Path):
     _kind_independent_only_if_rounding_agrees(record)
 
 
+def test_cli_residual_vae_reads_the_residual_studys_rate(smoke_run: Path, capsys):
+    """The smoke profile's generators through the residual network, at the learning rate the
+    residual study's record holds; without that record the command says what to run first."""
+    record_path = smoke_run / "results" / "recon_residual.json"
+    saved = record_path.read_text() if record_path.exists() else None
+    try:
+        if record_path.exists():
+            record_path.unlink()
+        with pytest.raises(SystemExit):
+            studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--study",
+                          "residual_vae", "--epochs", "2"])
+        assert "run --study residual first" in capsys.readouterr().err
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps({"lr_choice": {"chosen": 0.02}}))
+        assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--study",
+                             "residual_vae", "--epochs", "2"]) == 0
+        record = json.loads((smoke_run / "results" / "recon_residual_vae.json").read_text())
+        assert record["config"]["lr"] == 0.02 and record["config"]["max_epochs"] == 2
+        assert record["lr_from"].endswith("recon_residual.json")
+        assert len(record["rows"]) == len(record["seeds"]) * 3
+        assert "kind_independent" not in record["provenance"]   # trained generators' windows
+    finally:
+        if saved is None:
+            record_path.unlink(missing_ok=True)
+        else:
+            record_path.write_text(saved)
+
+
 def _kind_independent_only_if_rounding_agrees(
         record: dict, tolerance: float = studies.RESIDUAL_ROUNDING_TOLERANCE) -> None:
     from egmlib.augmentation import residual
@@ -489,6 +517,66 @@ def _kind_independent_only_if_rounding_agrees(
         assert f"{rounding['max_abs_test_corr']:.1e}" in record["provenance"]["kind_independent"]
     else:
         assert "kind_independent" not in record["provenance"]
+
+
+def test_residual_vae_study_adds_each_generators_kept_windows_at_the_given_rate(
+        tmp_path: Path):
+    """The trained generators' kept windows through the residual network, on the small data set
+    of test_augment with hand-made kept sets: per seed a k = 0 fit and one fit per generator,
+    each with the first k windows 05 would take (VAE-C's SR and AF alternately), all at the
+    learning rate given (nothing chosen); gains paired by seed, Holm within each family; the
+    windows named by digest; bad input refused before any fit."""
+    from dataclasses import replace
+
+    from test_augment import fake_dataset
+
+    from egmlib.augmentation import residual
+    from egmlib.generators import synthesis
+    from egmlib.workflow import records, results
+
+    ds = fake_dataset(tmp_path, n_sims=9)
+    ds.manifest["files"] = {"egm.npy": {"sha256": "a"}}
+    shape = ds.egm.shape[1:]
+    rng = np.random.default_rng(0)
+    kept = {(g, r): rng.standard_normal((4, *shape)).astype(np.float32)
+            for g, r in (("vae_s", "SR"), ("vae_c", "SR"), ("vae_c", "AF"))}
+    for (gen, rhythm), x in kept.items():
+        synthesis.save_synthetic(tmp_path, gen, rhythm, {"kept": x}, {})
+    cfg = residual.ResidualConfig(hidden=4, kernel=3, max_epochs=2)
+    study = studies.residual_vae_study(ds, {"profile": "smoke"}, tmp_path, 3e-2, arm=1, k=3,
+                                       seeds=[0, 1, 2], config=cfg)
+    assert [(r["generator"], r["k"], r["seed"]) for r in study["rows"]] == [
+        (g, k, s) for s in (0, 1, 2) for g, k in (("none", 0), ("vae_s", 3), ("vae_c", 3))]
+    assert all(r["config"]["lr"] == 3e-2 for r in study["rows"])
+    assert study["generator_windows"] == records.input_fingerprint(tmp_path, ["vae_s", "vae_c"])
+    # the fit with VAE-C's windows is the one run_residual makes with the first 3 of them
+    base = studies.cached_baselines(ds, study["snr_db"], studies.EVAL_NOISE_SEED,
+                                    tmp_path / "05_augment")
+    want = residual.run_residual(ds, 1, 1, study["snr_db"], base, replace(cfg, lr=3e-2),
+                                 synth_egm=np.stack([kept[("vae_c", "SR")][0],
+                                                     kept[("vae_c", "AF")][0],
+                                                     kept[("vae_c", "SR")][1]]), k=3)
+    got = next(r for r in study["rows"] if (r["generator"], r["seed"]) == ("vae_c", 1))
+    assert got["n_extra_pairs"] == want["n_extra_pairs"]
+    assert got["test"]["SR"]["corr_mean"] == pytest.approx(want["test"]["SR"]["corr_mean"],
+                                                           abs=1e-6)
+    fits = {(r["generator"], r["seed"]): r for r in study["rows"]}
+    for key, family in (("test", study["gains"]), ("linear", study["linear_gains"]),
+                        ("routed", study["routed_gains"])):
+        assert len(family) == 2 * 2
+        for g in family:
+            d = np.mean([fits[(g["generator"], s)][key][g["rhythm"]]["corr_mean"]
+                         - fits[("none", s)][key][g["rhythm"]]["corr_mean"] for s in (0, 1, 2)])
+            assert g["mean_gain"] == pytest.approx(d, abs=1e-5), (key, g)
+    for family in ("gains", "routed_gains"):
+        np.testing.assert_allclose([g["p_holm"] for g in study[family]],
+                                   results.holm([g["p_t"] for g in study[family]]))
+    for kw, message in (({"k": 5}, "k: got 5; allowed: at most 4"), ({"k": 0}, "k: got 0"),
+                        ({"seeds": []}, "seeds: got none"), ({"lr": 0}, "lrs: got"),
+                        ({"generators": ("gan",)}, "generators: got")):
+        args = {"lr": 3e-2, "arm": 1, "k": 3, "seeds": [0], "config": cfg, **kw}
+        with pytest.raises(ValueError, match=message):
+            studies.residual_vae_study(ds, {"profile": "smoke"}, tmp_path, **args)
 
 
 def test_residual_full_study_uses_every_training_simulation_and_pairs_by_seed(tmp_path: Path):

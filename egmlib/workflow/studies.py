@@ -104,12 +104,21 @@ from egmlib.augmentation.recon import DualBranchVAE, ReconConfig, train_recon
 from egmlib.core import metrics
 from egmlib.core import params as _params
 from egmlib.core.process import seeded_torch, setup_process
-from egmlib.core.runs import provenance, repo_root, resolve_run_dir, save_record, shown
+from egmlib.core.runs import (
+    load_json,
+    provenance,
+    repo_root,
+    resolve_run_dir,
+    results_dir,
+    save_record,
+    shown,
+)
 from egmlib.core.training import stopping_point
 from egmlib.data import LABELS, Dataset, load_dataset
 from egmlib.generators import synthesis
 from egmlib.generators.generate import encode_means, generate
 from egmlib.workflow import results
+from egmlib.workflow.records import input_fingerprint
 
 __all__ = [
     "BUDGET_ROWS",
@@ -881,6 +890,89 @@ def residual_full_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
             "rounding": rounding, "tikhonov_val": base["val"]}
 
 
+#: The trained generators whose kept windows :func:`residual_vae_study` adds.
+RESIDUAL_VAE_GENERATORS = ("vae_s", "vae_c")
+
+
+def residual_vae_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any, lr: float,
+                       arm: int | None = None, k: int | None = None,
+                       seeds: Sequence[int] | None = None,
+                       generators: Sequence[str] = RESIDUAL_VAE_GENERATORS,
+                       config: residual.ResidualConfig | None = None,
+                       log: Any = None) -> dict[str, Any]:
+    """The paper's question asked of the residual network (``--study residual_vae``, record
+    ``results/<profile>/recon_residual_vae.json``): at the residual study's arm, ``k`` and seeds,
+    the network fitted without augmentation and with the first ``k`` kept windows of each
+    trained generator (:func:`egmlib.generators.synthesis.kept_for_augmentation`, as 05 takes
+    them, paired as 05 pairs them), per seed. Gains over ``k = 0`` of the network
+    (``gains``), of the routed network (``routed_gains``; Holm's correction within each) and of
+    the linear correction refitted on the same pairs (``linear_gains``), with the sweep's
+    statistics (:func:`egmlib.workflow.results.gain_row`).
+
+    ``lr``: the learning rate :func:`residual_study` chose on the validation pairs (the CLI reads
+    it from that study's record); nothing is chosen here, so the test split decides nothing.
+    ``arm``, ``k``, ``seeds``: the residual study's defaults. The record names the generators'
+    windows by digest (``generator_windows``, :func:`egmlib.workflow.records.input_fingerprint`),
+    so it is tied to the generators that made them."""
+    config = residual.ResidualConfig() if config is None else config
+    sweep = _params.SweepConfig.from_values(dict(values))
+    arm = int(arm if arm is not None else sorted(a for a in sweep.sweep_n_real_sims if a)[0])
+    k = int(k if k is not None else max(sweep.range_k))
+    seeds = [int(x) for x in (sweep.sweep_seeds[:RESIDUAL_SEEDS] if seeds is None else seeds)]
+    if not seeds:
+        raise ValueError("seeds: got none; allowed: a non-empty list of integers")
+    _check_lrs([lr])
+    if k < 1:
+        raise ValueError(f"k: got {k}; allowed: an integer >= 1")
+    unknown = sorted(set(generators) - set(RESIDUAL_VAE_GENERATORS))
+    if not generators or unknown:
+        raise ValueError(f"generators: got {list(generators)!r}; allowed: a non-empty subset of "
+                         f"{list(RESIDUAL_VAE_GENERATORS)}")
+    synth = {}
+    for gen in generators:   # every generator's windows, before any fit
+        kept = synthesis.kept_for_augmentation(run_dir, gen)
+        if k > len(kept):
+            raise ValueError(f"k: got {k}; allowed: at most {len(kept)}, the windows {gen} kept")
+        synth[gen] = kept
+    snr_db = float(_params.validate("05_augment", values)["snr_db"])
+    base = cached_baselines(ds, snr_db, EVAL_NOISE_SEED, Path(run_dir) / "05_augment")
+    chosen = replace(config, lr=float(lr))
+
+    def fit(seed: int, gen: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        kw = {} if gen == "none" else {"synth_egm": synth[gen], "k": k}
+        row = residual.run_residual(ds, seed, arm, snr_db, base, chosen, **kw)
+        row.update(generator=gen, seconds=time.perf_counter() - t0)
+        if log is not None:
+            print(f"residual network, {arm} real simulations per rhythm, {gen}, k = "
+                  f"{row['k']}, seed {seed}: "
+                  + ", ".join(f"{r} {row['test'][r]['corr_mean']:.3f} routed "
+                              f"{row['routed'][r]['corr_mean']:.3f} linear "
+                              f"{row['linear'][r]['corr_mean']:.3f}" for r in LABELS),
+                  file=log, flush=True)
+        return row
+
+    rows = [fit(seed, gen) for seed in seeds for gen in ("none", *generators)]
+    k0 = [r for r in rows if r["k"] == 0]
+    gains, linear_gains, routed_gains = [], [], []
+    for gen in generators:
+        mine = [r for r in rows if r["generator"] == gen]
+        for rhythm in LABELS:
+            for out, key in ((gains, "test"), (linear_gains, "linear"), (routed_gains, "routed")):
+                g = results.gain_row([{**r, "test": r[key]} for r in k0 + mine], [k], rhythm)
+                if g is not None:
+                    out.append({"generator": gen, "k": k, "rhythm": rhythm, **g})
+    for family in (gains, routed_gains):
+        for row, p in zip(family, results.holm([g["p_t"] for g in family])):
+            row["p_holm"] = float(p)
+    return {"split": "val", "snr_db": snr_db, "n_real_sims": arm, "k": k, "seeds": seeds,
+            "generators": list(generators),
+            "generator_windows": input_fingerprint(run_dir, list(generators)),
+            "config": asdict(chosen), "rows": rows, "gains": gains,
+            "linear_gains": linear_gains, "routed_gains": routed_gains,
+            "tikhonov_val": base["val"]}
+
+
 #: The generation modes of the mode study (:func:`egmlib.generators.generate.generate`).
 GEN_MODES = ("prior", "guided")
 #: Windows each generator draws per rhythm and mode in the mode study.
@@ -961,16 +1053,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--profile", default="default", choices=_params.PROFILES)
     ap.add_argument("--study", choices=("all", "generators", "recon", "budget", "precision",
                                         "recon_precision", "recon_speed", "gen_mode",
-                                        "linear", "unseen", "residual", "residual_full"),
+                                        "linear", "unseen", "residual", "residual_full",
+                                        "residual_vae"),
                     default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
                          "precision study, the reconstruction network's speed study, the "
                          "generation-mode study of the trained generators, the learned linear "
                          "correction of Tikhonov, that correction augmented with unseen real "
-                         "windows, a residual network on it, with and without them, and that "
-                         "network with every training simulation (these nine are not part of "
-                         "all)")
+                         "windows, a residual network on it, with and without them, that "
+                         "network with every training simulation, and that network with the "
+                         "trained generators' windows (these ten are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only")
     ap.add_argument("--run-dir", default=None,
@@ -1059,6 +1152,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "changes the rounding of every operation, at least as much as a change of "
                 "processor does")
         path = save_record(name, study, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "residual_vae":
+        source = results_dir(base["profile"], run) / "recon_residual.json"
+        if not source.is_file():
+            ap.error(f"--study residual_vae reads the learning rate chosen on validation from "
+                     f"{shown(source)}; run --study residual first")
+        chosen_lr = load_json(source)["lr_choice"]["chosen"]
+        config = residual.ResidualConfig(**({} if a.epochs is None else {"max_epochs": a.epochs}))
+        study = residual_vae_study(ds, values, run, chosen_lr, config=config, log=sys.stdout)
+        study["lr_from"] = shown(source)
+        study["provenance"] = provenance(base)
+        path = save_record("recon_residual_vae", study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
