@@ -116,8 +116,15 @@ HOW_TESTED: dict[str, str] = {
     "python -m egmlib.workflow.results results/default/06_sweep.json "
     "results/cross_machine/amd_epyc_avx2/06_sweep.json --out "
     "results/cross_machine/06_sweep_comparison.json":
-        "test_cross_machine_study_comparison_is_remade_from_the_committed_records (verbatim, "
+        "test_study_comparison_is_remade_from_the_committed_records[cross_machine] (verbatim, "
         "into a temporary file, which must equal the committed one)",
+    "python -m egmlib.workflow.results results/default/06_sweep.json "
+    "results/guided_draws/06_sweep.json --out results/guided_draws/06_sweep_comparison.json":
+        "test_study_comparison_is_remade_from_the_committed_records[guided_draws] (verbatim, "
+        "into a temporary file, which must equal the committed one)",
+    "python -m egmlib.workflow.studies --study residual_vae":
+        "tests/test_studies.py test_cli_residual_vae_reads_the_residual_studys_rate (the smoke "
+        "run, the smoke generators, two epochs)",
 }
 
 _PREFIXES = ("make ", "papermill ", "python -m ", ".venv/bin/")
@@ -279,23 +286,27 @@ def test_cross_machine_comparison_is_remade_from_the_committed_records(
     assert "01_data: 59 of 89 numbers equal" in capsys.readouterr().out
 
 
-def test_cross_machine_study_comparison_is_remade_from_the_committed_records(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
-    """The README's numbers of the study on another processor come from
-    results/cross_machine/06_sweep_comparison.json, remade here from the two committed study
-    records; the primary decision of each is what the README says."""
+@pytest.mark.parametrize(("folder", "other", "line"), [
+    ("cross_machine", "results/cross_machine/amd_epyc_avx2/06_sweep.json",
+     "+0.025 (+0.011 to +0.039) against +0.016 (+0.001 to +0.030)"),
+    ("guided_draws", "results/guided_draws/06_sweep.json",
+     "+0.025 (+0.011 to +0.039) against +0.017 (+0.002 to +0.032)"),
+], ids=["cross_machine", "guided_draws"])
+def test_study_comparison_is_remade_from_the_committed_records(
+        folder: str, other: str, line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys):
+    """The README's numbers of the study on another processor, and with guided draws, come
+    from results/<folder>/06_sweep_comparison.json, remade here from the two committed study
+    records; the primary decision of each is what the README says (a gain in both)."""
     import json
 
     from egmlib.workflow import results
 
     monkeypatch.chdir(ROOT)
     out = tmp_path / "comparison.json"
-    assert results.main(["results/default/06_sweep.json",
-                         "results/cross_machine/amd_epyc_avx2/06_sweep.json",
-                         "--out", str(out)]) == 0
-    committed = json.loads((ROOT / "results/cross_machine/06_sweep_comparison.json").read_text())
+    assert results.main(["results/default/06_sweep.json", other, "--out", str(out)]) == 0
+    committed = json.loads((ROOT / "results" / folder / "06_sweep_comparison.json").read_text())
     assert json.loads(out.read_text()) == committed
-    assert "+0.025 (+0.011 to +0.039) against +0.016 (+0.001 to +0.030)" in \
-        capsys.readouterr().out
+    assert line in capsys.readouterr().out
     primary = [c for c in committed["comparisons"] if c["a"]["role"] == "primary"]
     assert [(c["a"]["decision"], c["b"]["decision"]) for c in primary] == [("gain", "gain")]
