@@ -477,8 +477,8 @@ def test_cli_writes_the_residual_record(smoke_run: Path):
 
 
 def test_cli_residual_vae_reads_the_residual_studys_rate(smoke_run: Path, capsys):
-    """The smoke profile's generators through the residual network, at the learning rate the
-    residual study's record holds; without that record the command says what to run first."""
+    """The smoke profile's VAE-S (``--only``) through the residual network, at the learning rate
+    the residual study's record holds; without that record the command says what to run first."""
     record_path = smoke_run / "results" / "recon_residual.json"
     saved = record_path.read_text() if record_path.exists() else None
     try:
@@ -491,11 +491,12 @@ def test_cli_residual_vae_reads_the_residual_studys_rate(smoke_run: Path, capsys
         record_path.parent.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps({"lr_choice": {"chosen": 0.02}}))
         assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--study",
-                             "residual_vae", "--epochs", "2"]) == 0
+                             "residual_vae", "--epochs", "2", "--only", "vae_s"]) == 0
         record = json.loads((smoke_run / "results" / "recon_residual_vae.json").read_text())
         assert record["config"]["lr"] == 0.02 and record["config"]["max_epochs"] == 2
         assert record["lr_from"].endswith("recon_residual.json")
-        assert len(record["rows"]) == len(record["seeds"]) * 3
+        assert record["generators"] == ["vae_s"]
+        assert [r["generator"] for r in record["rows"]] == ["none", "vae_s"] * len(record["seeds"])
         assert "kind_independent" not in record["provenance"]   # trained generators' windows
     finally:
         if saved is None:

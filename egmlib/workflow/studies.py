@@ -783,17 +783,7 @@ def residual_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
                           for rhythm in LABELS}
     routed_vs_linear = {rhythm: results.gain_row(_versus(k0, "linear", "routed"), [1], rhythm)
                         for rhythm in LABELS}
-    gains, linear_gains, routed_gains = [], [], []
-    for name in RESIDUAL_SOURCES:
-        mine = [r for r in rows if r["generator"] == name]
-        for rhythm in LABELS:
-            for out, key in ((gains, "test"), (linear_gains, "linear"), (routed_gains, "routed")):
-                g = results.gain_row([{**r, "test": r[key]} for r in k0 + mine], [k], rhythm)
-                if g is not None:
-                    out.append({"generator": name, "k": k, "rhythm": rhythm, **g})
-    for family in (gains, routed_gains):
-        for row, p in zip(family, results.holm([g["p_t"] for g in family])):
-            row["p_holm"] = float(p)
+    gains, linear_gains, routed_gains = _augmentation_gains(rows, RESIDUAL_SOURCES, k)
     first = next(r for r in k0 if r["seed"] == seeds[0])
     rounding = residual.rounding_check(ds, first, snr_db, base)
     return {"split": "val", "snr_db": snr_db, "n_real_sims": arm, "k": k, "seeds": seeds,
@@ -803,6 +793,38 @@ def residual_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
             "config": asdict(chosen), "rows": rows, "residual_vs_linear": residual_vs_linear,
             "routed_vs_linear": routed_vs_linear, "gains": gains, "linear_gains": linear_gains,
             "routed_gains": routed_gains, "rounding": rounding, "tikhonov_val": base["val"]}
+
+
+def _augmentation_gains(rows: Sequence[Mapping[str, Any]], names: Sequence[str], k: int
+                        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                   list[dict[str, Any]]]:
+    """The gain of each source's (``names``) fits with ``k`` windows over the ``k = 0`` fit of the
+    same seed, per rhythm (:func:`egmlib.workflow.results.gain_row`), for the residual network
+    (``test``), the linear correction of the same fit (``linear``) and the routed network
+    (``routed``); Holm's correction within the network's and the routed network's families
+    (``p_holm``)."""
+    k0 = [r for r in rows if r["k"] == 0]
+    gains: list[dict[str, Any]] = []
+    linear_gains: list[dict[str, Any]] = []
+    routed_gains: list[dict[str, Any]] = []
+    for name in names:
+        mine = [r for r in rows if r["generator"] == name]
+        for rhythm in LABELS:
+            for out, key in ((gains, "test"), (linear_gains, "linear"), (routed_gains, "routed")):
+                g = results.gain_row([{**r, "test": r[key]} for r in k0 + mine], [k], rhythm)
+                if g is not None:
+                    out.append({"generator": name, "k": k, "rhythm": rhythm, **g})
+    for family in (gains, routed_gains):
+        for row, p in zip(family, results.holm([g["p_t"] for g in family])):
+            row["p_holm"] = float(p)
+    return gains, linear_gains, routed_gains
+
+
+def _scores_text(row: Mapping[str, Any]) -> str:
+    """A residual fit's test correlations for a log line: network, routed, linear, per rhythm."""
+    return ", ".join(f"{r} {row['test'][r]['corr_mean']:.3f} routed "
+                     f"{row['routed'][r]['corr_mean']:.3f} linear "
+                     f"{row['linear'][r]['corr_mean']:.3f}" for r in LABELS)
 
 
 def _check_lrs(lrs: Sequence[float]) -> None:
@@ -872,9 +894,7 @@ def residual_full_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
             print(f"residual network, every training simulation, lr {cfg.lr:g}, seed {seed}: "
                   f"best epoch {row['history']['best_epoch']} "
                   f"{row['history']['best_epoch_by_rhythm']}, "
-                  + ", ".join(f"{r} {row['test'][r]['corr_mean']:.3f} routed "
-                              f"{row['routed'][r]['corr_mean']:.3f} linear "
-                              f"{row['linear'][r]['corr_mean']:.3f}" for r in LABELS),
+                  + _scores_text(row),
                   file=log, flush=True)
         return row
 
@@ -946,25 +966,12 @@ def residual_vae_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any, lr:
         if log is not None:
             print(f"residual network, {arm} real simulations per rhythm, {gen}, k = "
                   f"{row['k']}, seed {seed}: "
-                  + ", ".join(f"{r} {row['test'][r]['corr_mean']:.3f} routed "
-                              f"{row['routed'][r]['corr_mean']:.3f} linear "
-                              f"{row['linear'][r]['corr_mean']:.3f}" for r in LABELS),
+                  + _scores_text(row),
                   file=log, flush=True)
         return row
 
     rows = [fit(seed, gen) for seed in seeds for gen in ("none", *generators)]
-    k0 = [r for r in rows if r["k"] == 0]
-    gains, linear_gains, routed_gains = [], [], []
-    for gen in generators:
-        mine = [r for r in rows if r["generator"] == gen]
-        for rhythm in LABELS:
-            for out, key in ((gains, "test"), (linear_gains, "linear"), (routed_gains, "routed")):
-                g = results.gain_row([{**r, "test": r[key]} for r in k0 + mine], [k], rhythm)
-                if g is not None:
-                    out.append({"generator": gen, "k": k, "rhythm": rhythm, **g})
-    for family in (gains, routed_gains):
-        for row, p in zip(family, results.holm([g["p_t"] for g in family])):
-            row["p_holm"] = float(p)
+    gains, linear_gains, routed_gains = _augmentation_gains(rows, generators, k)
     return {"split": "val", "snr_db": snr_db, "n_real_sims": arm, "k": k, "seeds": seeds,
             "generators": list(generators),
             "generator_windows": input_fingerprint(run_dir, list(generators)),
@@ -1065,7 +1072,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "network with every training simulation, and that network with the "
                          "trained generators' windows (these ten are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
-                    help="run the rows of one generator only")
+                    help="run the rows of one generator only (the generators' studies and "
+                         "residual_vae)")
     ap.add_argument("--run-dir", default=None,
                     help="run directory holding the data set (default: the profile's)")
     ap.add_argument("--epochs", type=int, default=None,
@@ -1160,7 +1168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{shown(source)}; run --study residual first")
         chosen_lr = load_json(source)["lr_choice"]["chosen"]
         config = residual.ResidualConfig(**({} if a.epochs is None else {"max_epochs": a.epochs}))
-        study = residual_vae_study(ds, values, run, chosen_lr, config=config, log=sys.stdout)
+        generators = (a.only,) if a.only else RESIDUAL_VAE_GENERATORS
+        study = residual_vae_study(ds, values, run, chosen_lr, generators=generators,
+                                   config=config, log=sys.stdout)
         study["lr_from"] = shown(source)
         study["provenance"] = provenance(base)
         path = save_record("recon_residual_vae", study, base["profile"], run)
