@@ -122,7 +122,7 @@ HOW_TESTED: dict[str, str] = {
     "results/guided_draws/06_sweep.json --out results/guided_draws/06_sweep_comparison.json":
         "test_study_comparison_is_remade_from_the_committed_records[guided_draws] (verbatim, "
         "into a temporary file, which must equal the committed one)",
-    "python -m egmlib.workflow.studies --study residual_vae":
+    "python -m egmlib.workflow.studies --study residual_vae --only vae_s":
         "tests/test_studies.py test_cli_residual_vae_reads_the_residual_studys_rate (the smoke "
         "run, the smoke generators, two epochs)",
 }
