@@ -157,18 +157,27 @@ def summarise(results: list[Mapping[str, Any]], metric: str = "corr_mean",
     return out
 
 
-def _paired_gains(runs: list[Mapping[str, Any]], ks: Iterable[int], metric: str
-                  ) -> dict[str, np.ndarray]:
-    """Per rhythm, one number per seed that has k = 0 and every k in ``ks``: the mean over
-    ``ks`` of the seed's ``metric`` minus its k = 0 value (seeds in increasing order)."""
+def _gains_by_seed(runs: list[Mapping[str, Any]], ks: Iterable[int], metric: str
+                   ) -> dict[str, dict[int, float]]:
+    """Per rhythm, per seed that has k = 0 and every k in ``ks``: the mean over ``ks`` of the
+    seed's ``metric`` minus its k = 0 value."""
+    ks = list(ks)
     base = {r["seed"]: r for r in runs if r["k"] == 0}
     by_k = [{r["seed"]: r for r in runs if r["k"] == k} for k in ks]
     seeds = sorted(set(base).intersection(*by_k))
     if not seeds:
         return {}
-    return {rhythm: np.array([np.mean([cur[s]["network"][rhythm][metric] for cur in by_k])
-                              - base[s]["network"][rhythm][metric] for s in seeds])
+    return {rhythm: {s: float(np.mean([cur[s]["network"][rhythm][metric] for cur in by_k])
+                              - base[s]["network"][rhythm][metric]) for s in seeds}
             for rhythm in sorted(base[seeds[0]]["network"])}
+
+
+def _paired_gains(runs: list[Mapping[str, Any]], ks: Iterable[int], metric: str
+                  ) -> dict[str, np.ndarray]:
+    """Per rhythm, one number per seed that has k = 0 and every k in ``ks``: the mean over
+    ``ks`` of the seed's ``metric`` minus its k = 0 value (seeds in increasing order)."""
+    return {rhythm: np.array(list(by_seed.values()))
+            for rhythm, by_seed in _gains_by_seed(runs, ks, metric).items()}
 
 
 def _wilcoxon_p(d: np.ndarray) -> float:
@@ -470,10 +479,10 @@ def select(results_: Iterable[Mapping[str, Any]], n_real_sims: int = 0, filter_p
     """The runs of one arm of the study: those trained on ``n_real_sims`` real simulations per
     rhythm (0: all) whose synthetic windows came through the filter with ``filter_pool`` (0: the
     paper's), plus the ``k = 0`` runs of that ``n_real_sims`` (which add no synthetic window, so
-    they are every filter's baseline). Runs written before these parameters existed count as
-    ``0`` and ``0``."""
-    return [r for r in results_ if int(r.get("n_real_sims", 0)) == n_real_sims
-            and (r["k"] == 0 or int(r.get("filter_pool", 0)) == filter_pool)]
+    they are every filter's baseline). Runs written before these parameters existed (absent, or
+    ``None`` from :func:`runs_from_rows` of an older record) count as ``0`` and ``0``."""
+    return [r for r in results_ if int(r.get("n_real_sims") or 0) == n_real_sims
+            and (r["k"] == 0 or int(r.get("filter_pool") or 0) == filter_pool)]
 
 
 def arms(results_: Iterable[Mapping[str, Any]]) -> list[tuple[int, int]]:
@@ -778,28 +787,20 @@ def _comparisons(record: Mapping[str, Any]) -> dict[tuple, dict[str, Any]]:
     return out
 
 
-def _seed_gains(cells: Mapping[tuple, Mapping[str, float]], key: tuple) -> dict[int, float]:
-    """Per seed, one comparison's gain (``key`` as in :func:`_comparisons`) from a record's
-    per-run mean test correlations: the mean over ``ks`` of the seed's runs minus its ``k = 0``
-    run of the same arm (whatever generator that run is filed under)."""
+def _gain_difference(a: Mapping[str, Any], b: Mapping[str, Any], key: tuple) -> dict[str, Any]:
+    """How much one comparison's gain (``key`` as in :func:`_comparisons`) differs between two
+    study records, paired by seed: the mean over the seeds both hold of (gain in b - gain in a),
+    each gain from the runs' mean test correlations (:func:`select`, :func:`_gains_by_seed`),
+    its 95% t interval over seeds and the paired t p-value. Seed-level only: a record made
+    before the runs kept their per-simulation scores cannot give the two-level interval."""
     gen, arm, pool, ks, rhythm = key
-    base = {c[4]: v[rhythm] for c, v in cells.items()
-            if c[0] == arm and c[3] == 0 and rhythm in v}
-    out = {}
-    for seed, b in base.items():
-        cur = [cells.get((arm, pool, gen, k, seed), {}).get(rhythm) for k in ks]
-        if all(v is not None for v in cur):
-            out[seed] = float(np.mean(cur)) - b
-    return out
 
+    def gains(record: Mapping[str, Any]) -> dict[int, float]:
+        runs = [r for r in select(runs_from_rows(record.get("runs", ())), arm, pool)
+                if r["k"] == 0 or r["generator"] == gen]
+        return _gains_by_seed(runs, ks, "corr_mean").get(rhythm, {})
 
-def _gain_difference(ra: Mapping[tuple, Mapping[str, float]],
-                     rb: Mapping[tuple, Mapping[str, float]], key: tuple) -> dict[str, Any]:
-    """How much one comparison's gain differs between two records, paired by seed: the mean
-    over the seeds both hold of (gain in b - gain in a), its 95% t interval over seeds and the
-    paired t p-value. Seed-level only: a record made before the runs kept their per-simulation
-    scores cannot give the two-level interval."""
-    ga, gb = _seed_gains(ra, key), _seed_gains(rb, key)
+    ga, gb = gains(a), gains(b)
     seeds = sorted(set(ga) & set(gb))
     d = np.array([gb[s] - ga[s] for s in seeds], float)
     lo, hi = _t_interval(d)
@@ -832,7 +833,7 @@ def compare_studies(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any
         gen, arm, pool, ks, rhythm = key
         comparisons.append({"generator": gen, "n_real_sims": arm, "filter_pool": pool,
                             "ks": list(ks), "rhythm": rhythm, "a": ca[key], "b": cb[key],
-                            "b_minus_a": _gain_difference(ra, rb, key)})
+                            "b_minus_a": _gain_difference(a, b, key)})
     by_cell: dict[tuple, list[tuple]] = {}
     for key in sorted(set(ra) & set(rb), key=str):   # runs of the same cell and seed in both
         by_cell.setdefault(key[:4], []).append(key)
