@@ -113,14 +113,14 @@ HOW_TESTED: dict[str, str] = {
         "tests/test_quoted.py test_cli_checks_and_writes_in_place and "
         "test_cli_rewrites_a_notebooks_markdown (on copies; make reproduce and make sweep run "
         "it last: test_make_targets_run_the_documented_modules)",
-    "python -m egmlib.workflow.results results/default/06_sweep.json "
+    "python -m egmlib.workflow.results results/prior_draws/06_sweep.json "
     "results/cross_machine/amd_epyc_avx2/06_sweep.json --out "
     "results/cross_machine/06_sweep_comparison.json":
         "test_study_comparison_is_remade_from_the_committed_records[cross_machine] (verbatim, "
         "into a temporary file, which must equal the committed one)",
-    "python -m egmlib.workflow.results results/default/06_sweep.json "
-    "results/guided_draws/06_sweep.json --out results/guided_draws/06_sweep_comparison.json":
-        "test_study_comparison_is_remade_from_the_committed_records[guided_draws] (verbatim, "
+    "python -m egmlib.workflow.results results/prior_draws/06_sweep.json "
+    "results/default/06_sweep.json --out results/prior_draws/06_sweep_comparison.json":
+        "test_study_comparison_is_remade_from_the_committed_records[prior_draws] (verbatim, "
         "into a temporary file, which must equal the committed one)",
     "python -m egmlib.workflow.studies --study residual_vae --only vae_s":
         "tests/test_studies.py test_cli_residual_vae_reads_the_residual_studys_rate (the smoke "
@@ -289,22 +289,24 @@ def test_cross_machine_comparison_is_remade_from_the_committed_records(
 @pytest.mark.parametrize(("folder", "other", "line"), [
     ("cross_machine", "results/cross_machine/amd_epyc_avx2/06_sweep.json",
      "+0.025 (+0.011 to +0.039) against +0.016 (+0.001 to +0.030)"),
-    ("guided_draws", "results/guided_draws/06_sweep.json",
+    ("prior_draws", "results/default/06_sweep.json",
      "+0.025 (+0.011 to +0.039) against +0.017 (+0.002 to +0.032)"),
-], ids=["cross_machine", "guided_draws"])
+], ids=["cross_machine", "prior_draws"])
 def test_study_comparison_is_remade_from_the_committed_records(
         folder: str, other: str, line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys):
-    """The README's numbers of the study on another processor, and with guided draws, come
-    from results/<folder>/06_sweep_comparison.json, remade here from the two committed study
-    records; the primary decision of each is what the README says (a gain in both)."""
+    """The README's numbers of the study on another processor, and of the committed study
+    against its earlier record with the prior's windows, come from
+    results/<folder>/06_sweep_comparison.json, remade here from two committed study records,
+    each against the Intel study with the prior's windows (results/prior_draws/, the draw mode
+    of the AMD runs); the primary decision of each is what the README says (a gain in all)."""
     import json
 
     from egmlib.workflow import results
 
     monkeypatch.chdir(ROOT)
     out = tmp_path / "comparison.json"
-    assert results.main(["results/default/06_sweep.json", other, "--out", str(out)]) == 0
+    assert results.main(["results/prior_draws/06_sweep.json", other, "--out", str(out)]) == 0
     committed = json.loads((ROOT / "results" / folder / "06_sweep_comparison.json").read_text())
     assert json.loads(out.read_text()) == committed
     assert line in capsys.readouterr().out
