@@ -122,6 +122,10 @@ HOW_TESTED: dict[str, str] = {
     "results/default/06_sweep.json --out results/prior_draws/06_sweep_comparison.json":
         "test_study_comparison_is_remade_from_the_committed_records[prior_draws] (verbatim, "
         "into a temporary file, which must equal the committed one)",
+    "python -m egmlib.workflow.results results/prior_draws/07_filter.json "
+    "results/default/07_filter.json --out results/prior_draws/07_filter_comparison.json":
+        "test_filter_ablation_comparison_is_remade_from_the_committed_records (verbatim, into a "
+        "temporary file, which must equal the committed one)",
     "python -m egmlib.workflow.studies --study residual_vae --only vae_s":
         "tests/test_studies.py test_cli_residual_vae_reads_the_residual_studys_rate (the smoke "
         "run, the smoke generators, two epochs)",
@@ -312,3 +316,26 @@ def test_study_comparison_is_remade_from_the_committed_records(
     assert line in capsys.readouterr().out
     primary = [c for c in committed["comparisons"] if c["a"]["role"] == "primary"]
     assert [(c["a"]["decision"], c["b"]["decision"]) for c in primary] == [("gain", "gain")]
+
+
+def test_filter_ablation_comparison_is_remade_from_the_committed_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """The README's comparison of the filter ablation with the prior's windows and with the
+    guided ones comes from results/prior_draws/07_filter_comparison.json, remade here from the
+    two committed records: a line per filter, k and rhythm against k = 0 (12), the unfiltered
+    k = 6 line as the README reads it."""
+    import json
+
+    from egmlib.workflow import results
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "comparison.json"
+    assert results.main(["results/prior_draws/07_filter.json", "results/default/07_filter.json",
+                         "--out", str(out)]) == 0
+    committed = json.loads((ROOT / "results/prior_draws/07_filter_comparison.json").read_text())
+    assert json.loads(out.read_text()) == committed
+    assert len(committed["comparisons"]) == 12
+    assert {c["a"]["role"] for c in committed["comparisons"]} == {"filter"}
+    assert ("vae_s SR k = 6, 8 real simulations per rhythm, filter_pool 6: +0.009 (-0.015 to "
+            "+0.030) against +0.026 (+0.011 to +0.043); paired by seed, b - a +0.017"
+            in capsys.readouterr().out)

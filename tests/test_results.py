@@ -510,3 +510,37 @@ def test_compare_studies_gain_difference_paired_by_seed_by_hand():
     # the other way round, the opposite difference
     assert results.compare_studies(b, a)["comparisons"][0]["b_minus_a"]["mean"] == \
         pytest.approx(-0.03)
+
+
+def test_compare_studies_reads_the_filter_ablations_rows_by_hand(capsys, tmp_path):
+    """07's record: its rows against k = 0 are compared filter by filter (the gain difference
+    paired by seed from the runs of that filter and the shared k = 0 runs); its rows against no
+    filter are left out."""
+    import json
+
+    def record(k18_pool0, k18_pool18):
+        runs = [{"generator": "none", "n_real_sims": 8, "filter_pool": 0, "k": 0, "seed": s,
+                 "corr": {"SR": 0.2}} for s in range(3)]
+        runs += [{"generator": "vae_s", "n_real_sims": 8, "filter_pool": pool, "k": 18,
+                  "seed": s, "corr": {"SR": c}}
+                 for pool, corrs in ((0, k18_pool0), (18, k18_pool18))
+                 for s, c in enumerate(corrs)]
+        rows = [{"generator": "vae_s", "n_real_sims": 8, "k": 18, "filter_pool": pool,
+                 "reference": ref, "rhythm": "SR", "mean_gain": 0.1, "boot_lo": 0.0,
+                 "boot_hi": 0.2, "p_holm": 0.5}
+                for pool, ref in ((0, "k = 0"), (18, "k = 0"), (0, "no filter"))]
+        return {"runs": runs, "rows": rows}
+
+    a = record([0.30, 0.30, 0.30], [0.25, 0.25, 0.25])
+    b = record([0.31, 0.32, 0.33], [0.25, 0.24, 0.23])
+    comparisons = results.compare_studies(a, b)["comparisons"]
+    assert [(c["filter_pool"], c["a"]["role"]) for c in comparisons] == [(0, "filter"),
+                                                                         (18, "filter")]
+    by_pool = {c["filter_pool"]: c["b_minus_a"]["mean"] for c in comparisons}
+    assert by_pool[0] == pytest.approx(0.02) and by_pool[18] == pytest.approx(-0.01)
+    for name, rec in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rec))
+    assert results.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "8 real simulations per rhythm, filter_pool 18: +0.100" in out
+    assert "8 real simulations per rhythm: +0.100" in out   # the paper's filter, unnamed

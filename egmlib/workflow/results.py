@@ -772,8 +772,10 @@ _COMPARISON_KEYS = ("mean_gain", "boot_lo", "boot_hi", "p_t", "p_holm", "decisio
 
 
 def _comparisons(record: Mapping[str, Any]) -> dict[tuple, dict[str, Any]]:
-    """A study record's primary and secondary comparisons by (generator, n_real_sims,
-    filter_pool, ks, rhythm)."""
+    """A study record's comparisons against ``k = 0`` by (generator, n_real_sims, filter_pool,
+    ks, rhythm): 06's primary and secondary ones, and 07's ``rows`` with the reference ``k = 0``
+    (role ``"filter"``; its rows against no filter compare two filters, not k with k = 0, and
+    are left out)."""
     out = {}
     primary = record.get("primary") or {}
     if primary.get("decision") not in (None, "untestable"):
@@ -784,6 +786,11 @@ def _comparisons(record: Mapping[str, Any]) -> dict[tuple, dict[str, Any]]:
         key = (row["generator"], row["n_real_sims"], row.get("filter_pool", 0), (row["k"],),
                row["rhythm"])
         out[key] = {"role": "secondary"} | {k: row.get(k) for k in _COMPARISON_KEYS}
+    for row in record.get("rows") or ():
+        if row.get("reference") == "k = 0":
+            key = (row["generator"], row["n_real_sims"], row["filter_pool"], (row["k"],),
+                   row["rhythm"])
+            out[key] = {"role": "filter"} | {k: row.get(k) for k in _COMPARISON_KEYS}
     return out
 
 
@@ -877,8 +884,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     out = compare_studies(load_json(args.record_a), load_json(args.record_b))
     for c in out["comparisons"]:
         arm = "all" if c["n_real_sims"] == 0 else c["n_real_sims"]
+        pool = f", filter_pool {c['filter_pool']}" if c["filter_pool"] else ""
         print(f"{c['generator']} {c['rhythm']} k = {', '.join(map(str, c['ks']))}, {arm} real "
-              f"simulations per rhythm: {c['a']['mean_gain']:+.3f} "
+              f"simulations per rhythm{pool}: {c['a']['mean_gain']:+.3f} "
               f"({c['a']['boot_lo']:+.3f} to {c['a']['boot_hi']:+.3f}) against "
               f"{c['b']['mean_gain']:+.3f} ({c['b']['boot_lo']:+.3f} to "
               f"{c['b']['boot_hi']:+.3f}); paired by seed, b - a "
