@@ -126,7 +126,7 @@ HOW_TESTED: dict[str, str] = {
     "results/default/07_filter.json --out results/prior_draws/07_filter_comparison.json":
         "test_filter_ablation_comparison_is_remade_from_the_committed_records (verbatim, into a "
         "temporary file, which must equal the committed one)",
-    "python -m egmlib.workflow.studies --study residual_vae --only vae_s":
+    "python -m egmlib.workflow.studies --study residual_vae":
         "tests/test_studies.py test_cli_residual_vae_reads_the_residual_studys_rate (the smoke "
         "run, the smoke generators, two epochs)",
 }

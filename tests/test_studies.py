@@ -477,8 +477,9 @@ def test_cli_writes_the_residual_record(smoke_run: Path):
 
 
 def test_cli_residual_vae_reads_the_residual_studys_rate(smoke_run: Path, capsys):
-    """The smoke profile's VAE-S (``--only``) through the residual network, at the learning rate
-    the residual study's record holds; without that record the command says what to run first."""
+    """The smoke profile's generators through the residual network (both, as the README runs it;
+    then VAE-S alone with ``--only``), at the learning rate the residual study's record holds;
+    without that record the command says what to run first."""
     record_path = smoke_run / "results" / "recon_residual.json"
     saved = record_path.read_text() if record_path.exists() else None
     try:
@@ -490,6 +491,14 @@ def test_cli_residual_vae_reads_the_residual_studys_rate(smoke_run: Path, capsys
         assert "run --study residual first" in capsys.readouterr().err
         record_path.parent.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps({"lr_choice": {"chosen": 0.02}}))
+        assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--study",
+                             "residual_vae", "--epochs", "2"]) == 0
+        both = json.loads((smoke_run / "results" / "recon_residual_vae.json").read_text())
+        assert both["generators"] == ["vae_s", "vae_c"]
+        assert [r["generator"] for r in both["rows"]] == (["none", "vae_s", "vae_c"]
+                                                           * len(both["seeds"]))
+        assert [(g["generator"], g["rhythm"]) for g in both["gains"]] == [
+            ("vae_s", "SR"), ("vae_s", "AF"), ("vae_c", "SR"), ("vae_c", "AF")]
         assert studies.main(["--profile", "smoke", "--run-dir", str(smoke_run), "--study",
                              "residual_vae", "--epochs", "2", "--only", "vae_s"]) == 0
         record = json.loads((smoke_run / "results" / "recon_residual_vae.json").read_text())
