@@ -544,3 +544,42 @@ def test_compare_studies_reads_the_filter_ablations_rows_by_hand(capsys, tmp_pat
     out = capsys.readouterr().out
     assert "8 real simulations per rhythm, filter_pool 18: +0.100" in out
     assert "8 real simulations per rhythm: +0.100" in out   # the paper's filter, unnamed
+
+
+def test_compare_studies_two_level_interval_of_the_difference_by_hand(tmp_path, capsys):
+    """Records whose runs keep per-simulation scores: the difference also gets the two-level
+    interval, the bootstrap (:func:`results.bootstrap_interval`) of the per-seed,
+    per-simulation matrix (gain in b minus gain in a); a record without those scores gives the
+    seed-level interval only."""
+    def record(base, k18):   # base, k18: seeds x 2 test simulations of SR
+        def run(gen, k, s, sims):
+            return {"generator": gen, "n_real_sims": 8, "filter_pool": 0, "k": k, "seed": s,
+                    "corr": {"SR": float(np.mean(sims))},
+                    "per_simulation": {"sim_id": [40, 41], "rhythm": ["SR", "SR"],
+                                       "corr": list(sims)}}
+        runs = [run("none", 0, s, b) for s, b in enumerate(base)]
+        runs += [run("vae_s", 18, s, c) for s, c in enumerate(k18)]
+        return {"runs": runs, "secondary": [{"generator": "vae_s", "n_real_sims": 8,
+                                             "filter_pool": 0, "k": 18, "rhythm": "SR",
+                                             "mean_gain": 0.0, "boot_lo": 0.0,
+                                             "boot_hi": 0.0}]}
+
+    base = [(0.2, 0.4), (0.3, 0.5), (0.1, 0.3)]
+    a = record(base, [(0.25, 0.40), (0.30, 0.55), (0.10, 0.30)])
+    b = record(base, [(0.30, 0.45), (0.35, 0.55), (0.20, 0.30)])
+    (c,) = results.compare_studies(a, b)["comparisons"]
+    d = np.array([[0.05, 0.05], [0.05, 0.0], [0.10, 0.0]])   # (b - base) - (a - base)
+    want = results.bootstrap_interval(d)
+    got = c["b_minus_a"]
+    assert got["mean"] == pytest.approx(d.mean(axis=1).mean())
+    assert (got["boot_lo"], got["boot_hi"]) == pytest.approx((want["lo"], want["hi"]))
+    assert got["boot_lo"] >= 0 and got["boot_hi"] <= 0.1
+    import json
+    for name, rec in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rec))
+    assert results.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert (f"3 seeds; seeds and test simulations {want['lo']:+.3f} to {want['hi']:+.3f})"
+            in capsys.readouterr().out)
+    for run in a["runs"]:
+        del run["per_simulation"]
+    assert "boot_lo" not in results.compare_studies(a, b)["comparisons"][0]["b_minus_a"]

@@ -798,21 +798,34 @@ def _gain_difference(a: Mapping[str, Any], b: Mapping[str, Any], key: tuple) -> 
     """How much one comparison's gain (``key`` as in :func:`_comparisons`) differs between two
     study records, paired by seed: the mean over the seeds both hold of (gain in b - gain in a),
     each gain from the runs' mean test correlations (:func:`select`, :func:`_gains_by_seed`),
-    its 95% t interval over seeds and the paired t p-value. Seed-level only: a record made
-    before the runs kept their per-simulation scores cannot give the two-level interval."""
+    its 95% t interval over seeds and the paired t p-value. When both records keep their runs'
+    per-simulation scores (:func:`run_rows`) on the same test simulations, also ``boot_lo`` and
+    ``boot_hi``: the 95% two-level interval (:func:`bootstrap_interval` over seeds and test
+    simulations) of the per-seed, per-simulation difference (:func:`simulation_gains` in b minus
+    the same in a); a record made before the runs kept those scores gives the seed-level
+    interval only, and the keys are absent."""
     gen, arm, pool, ks, rhythm = key
 
-    def gains(record: Mapping[str, Any]) -> dict[int, float]:
-        runs = [r for r in select(runs_from_rows(record.get("runs", ())), arm, pool)
+    def arm_runs(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [r for r in select(runs_from_rows(record.get("runs", ())), arm, pool)
                 if r["k"] == 0 or r["generator"] == gen]
-        return _gains_by_seed(runs, ks, "corr_mean").get(rhythm, {})
 
-    ga, gb = gains(a), gains(b)
+    runs_a, runs_b = arm_runs(a), arm_runs(b)
+    ga = _gains_by_seed(runs_a, ks, "corr_mean").get(rhythm, {})
+    gb = _gains_by_seed(runs_b, ks, "corr_mean").get(rhythm, {})
     seeds = sorted(set(ga) & set(gb))
     d = np.array([gb[s] - ga[s] for s in seeds], float)
     lo, hi = _t_interval(d)
-    return {"n_seeds": len(seeds), "mean": float(d.mean()) if len(d) else float("nan"),
-            "t_lo": lo, "t_hi": hi, "p_t": _t_p(d)}
+    out = {"n_seeds": len(seeds), "mean": float(d.mean()) if len(d) else float("nan"),
+           "t_lo": lo, "t_hi": hi, "p_t": _t_p(d)}
+    seeds_a, sims_a, sim_a = simulation_gains(runs_a, ks, rhythm)
+    seeds_b, sims_b, sim_b = simulation_gains(runs_b, ks, rhythm)
+    both = sorted(set(seeds_a) & set(seeds_b))
+    if both and sims_a and sims_a == sims_b:
+        ia, ib = [seeds_a.index(s) for s in both], [seeds_b.index(s) for s in both]
+        boot = bootstrap_interval(sim_b[ib] - sim_a[ia])
+        out.update(boot_lo=boot["lo"], boot_hi=boot["hi"])
+    return out
 
 
 def compare_studies(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -891,7 +904,10 @@ def main(argv: Iterable[str] | None = None) -> int:
               f"{c['b']['mean_gain']:+.3f} ({c['b']['boot_lo']:+.3f} to "
               f"{c['b']['boot_hi']:+.3f}); paired by seed, b - a "
               f"{c['b_minus_a']['mean']:+.3f} ({c['b_minus_a']['t_lo']:+.3f} to "
-              f"{c['b_minus_a']['t_hi']:+.3f}, {c['b_minus_a']['n_seeds']} seeds)")
+              f"{c['b_minus_a']['t_hi']:+.3f}, {c['b_minus_a']['n_seeds']} seeds"
+              + (f"; seeds and test simulations {c['b_minus_a']['boot_lo']:+.3f} to "
+                 f"{c['b_minus_a']['boot_hi']:+.3f}" if "boot_lo" in c["b_minus_a"] else "")
+              + ")")
     if args.out:
         save_json(args.out, portable(out))
         print(f"wrote {args.out}")
