@@ -678,13 +678,15 @@ def format_primary(t: Mapping[str, Any]) -> str:
             f"{100 * t['power']:.0f}% power to find it at this spread over seeds.")
 
 
-def scarcity_table(results_: list[Mapping[str, Any]], metric: str = "corr", n_boot: int = 2000,
+def scarcity_table(results_: list[Mapping[str, Any]], metric: str = "corr", n_boot: int = 4000,
                    exclude: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every secondary comparison: per arm (:func:`arms`), generator, k > 0 and rhythm, the mean
     gain over the same seed's ``k = 0`` run with its t interval over seeds, the two-level
     bootstrap interval, the paired t p-value and Holm's adjusted p over all rows (the family of
     secondary comparisons). ``exclude``: the primary test (:func:`primary_test`), whose own
-    k values in its arm are left out of the family."""
+    k values in its arm are left out of the family. ``n_boot``: as the primary test and the
+    filter ablation, so that the same runs get the same interval in every record (records made
+    before 2026-12-07 used 2000 replicates here)."""
     rows = []
     for n_real, pool in arms(results_):
         for gen, runs in by_generator(select(results_, n_real, pool)).items():
