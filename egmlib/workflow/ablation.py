@@ -124,7 +124,7 @@ def _as_baseline(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def filter_table(results_: list[Mapping[str, Any]], generator: str, n_real_sims: int,
                  ks: Sequence[int], pools: Sequence[int], metric: str = "corr",
-                 n_boot: int = 4000) -> list[dict[str, Any]]:
+                 n_boot: int = results.N_BOOT) -> list[dict[str, Any]]:
     """The ablation's comparisons, one row per (k, pool, reference, rhythm), Holm-adjusted over
     all rows (``p_holm``).
 

@@ -39,6 +39,7 @@ from egmlib.workflow.records import (
 )
 
 __all__ = [
+    "N_BOOT",
     "PAPER",
     "PAPER_GAIN",
     "arms",
@@ -79,6 +80,10 @@ PAPER = {"corr_without": 0.160, "corr_with_vae_s": 0.214, "rhythm": "SR", "best_
 #: The paper's gain in SR test correlation from VAE-S augmentation (0.214 - 0.160): the effect
 #: size the study is powered to find.
 PAPER_GAIN = round(PAPER["corr_with_vae_s"] - PAPER["corr_without"], 3)
+#: Bootstrap replicates of every two-level interval of the studies (:func:`bootstrap_interval`):
+#: one value, so that the same runs get the same interval in every record (06's secondary rows
+#: used 2000 in records made before 2026-12-07).
+N_BOOT = 4000
 
 
 def collect(folders: Iterable[str | Path], marker: str | None = None,
@@ -547,7 +552,7 @@ def simulation_gains(runs: list[Mapping[str, Any]], ks: Iterable[int], rhythm: s
     return seeds, sims, np.asarray(rows, float)
 
 
-def bootstrap_interval(gains: ArrayLike, n_boot: int = 4000, level: float = 0.95,
+def bootstrap_interval(gains: ArrayLike, n_boot: int = N_BOOT, level: float = 0.95,
                        seed: int = 0) -> dict[str, float]:
     """Percentile interval of the mean of a seeds x test-simulations matrix of gains under a
     two-level (crossed) bootstrap: each replicate draws the seeds (rows) and, independently, the
@@ -610,7 +615,7 @@ def _t_p(d: np.ndarray) -> float:
 
 
 def gain_row(runs: list[Mapping[str, Any]], ks: list[int], rhythm: str, metric: str = "corr",
-             n_boot: int = 4000) -> dict[str, Any] | None:
+             n_boot: int = N_BOOT) -> dict[str, Any] | None:
     """One paired comparison: each seed's ``metric`` on ``rhythm``, averaged over ``ks``, minus
     its ``k = 0`` run's (:func:`simulation_gains`), as the mean gain over seeds, its t interval
     over seeds, the two-level bootstrap interval over seeds and test simulations
@@ -630,7 +635,7 @@ def gain_row(runs: list[Mapping[str, Any]], ks: list[int], rhythm: str, metric: 
 
 def primary_test(results_: list[Mapping[str, Any]], generator: str, rhythm: str,
                  ks: Iterable[int], n_real_sims: int | None, metric: str = "corr",
-                 alpha: float = 0.05, effect: float = PAPER_GAIN, n_boot: int = 4000
+                 alpha: float = 0.05, effect: float = PAPER_GAIN, n_boot: int = N_BOOT
                  ) -> dict[str, Any]:
     """The study's one pre-registered test: ``generator``'s synthetic windows, each seed's
     ``metric`` on ``rhythm`` averaged over ``ks``, against the same seed's ``k = 0`` run, in the
@@ -678,15 +683,13 @@ def format_primary(t: Mapping[str, Any]) -> str:
             f"{100 * t['power']:.0f}% power to find it at this spread over seeds.")
 
 
-def scarcity_table(results_: list[Mapping[str, Any]], metric: str = "corr", n_boot: int = 4000,
+def scarcity_table(results_: list[Mapping[str, Any]], metric: str = "corr", n_boot: int = N_BOOT,
                    exclude: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every secondary comparison: per arm (:func:`arms`), generator, k > 0 and rhythm, the mean
     gain over the same seed's ``k = 0`` run with its t interval over seeds, the two-level
     bootstrap interval, the paired t p-value and Holm's adjusted p over all rows (the family of
     secondary comparisons). ``exclude``: the primary test (:func:`primary_test`), whose own
-    k values in its arm are left out of the family. ``n_boot``: as the primary test and the
-    filter ablation, so that the same runs get the same interval in every record (records made
-    before 2026-12-07 used 2000 replicates here)."""
+    k values in its arm are left out of the family."""
     rows = []
     for n_real, pool in arms(results_):
         for gen, runs in by_generator(select(results_, n_real, pool)).items():
@@ -778,22 +781,18 @@ def _comparisons(record: Mapping[str, Any]) -> dict[tuple, dict[str, Any]]:
     ks, rhythm): 06's primary and secondary ones, and 07's ``rows`` with the reference ``k = 0``
     (role ``"filter"``; its rows against no filter compare two filters, not k with k = 0, and
     are left out)."""
-    out = {}
-    primary = record.get("primary") or {}
-    if primary.get("decision") not in (None, "untestable"):
-        key = (primary["generator"], primary["n_real_sims"], 0, tuple(primary["ks"]),
-               primary["rhythm"])
-        out[key] = {"role": "primary"} | {k: primary.get(k) for k in _COMPARISON_KEYS}
-    for row in record.get("secondary") or ():
-        key = (row["generator"], row["n_real_sims"], row.get("filter_pool", 0), (row["k"],),
+    def entry(role: str, row: Mapping[str, Any], ks: tuple[int, ...]) -> tuple[tuple, dict]:
+        key = (row["generator"], row["n_real_sims"], row.get("filter_pool", 0), ks,
                row["rhythm"])
-        out[key] = {"role": "secondary"} | {k: row.get(k) for k in _COMPARISON_KEYS}
-    for row in record.get("rows") or ():
-        if row.get("reference") == "k = 0":
-            key = (row["generator"], row["n_real_sims"], row["filter_pool"], (row["k"],),
-                   row["rhythm"])
-            out[key] = {"role": "filter"} | {k: row.get(k) for k in _COMPARISON_KEYS}
-    return out
+        return key, {"role": role} | {k: row.get(k) for k in _COMPARISON_KEYS}
+
+    primary = record.get("primary") or {}
+    found = ([entry("primary", primary, tuple(primary["ks"]))]
+             if primary.get("decision") not in (None, "untestable") else [])
+    found += [entry("secondary", row, (row["k"],)) for row in record.get("secondary") or ()]
+    found += [entry("filter", row, (row["k"],)) for row in record.get("rows") or ()
+              if row.get("reference") == "k = 0"]
+    return dict(found)
 
 
 def _gain_difference(a: Mapping[str, Any], b: Mapping[str, Any], key: tuple) -> dict[str, Any]:
