@@ -632,3 +632,52 @@ def test_cli_writes_the_residual_full_record(smoke_run: Path):
     assert record["n_real_sims"] == 0 and record["config"]["max_epochs"] == 2
     assert len(record["rows"]) == min(studies.RESIDUAL_FULL_SEEDS, len(record["seeds"]))
     _kind_independent_only_if_rounding_agrees(record, studies.RESIDUAL_FULL_ROUNDING_TOLERANCE)
+
+
+def test_confirmation_design_plans_new_seeds_from_the_exploratory_record_alone():
+    """The design of the confirmation by hand: a routed AF gain of 0.04 with spread 0.05 over
+    seeds 0-9, planned at three quarters (0.03, effect size 0.6): 24 new seeds (seeds 10-33)
+    give a two-sided paired t-test at 0.05 at least 80% power (23 do not); powers at the whole
+    and half gain bracket it; bad forms, rows and levels are refused."""
+    from egmlib.workflow import results
+
+    def gain(gen, rhythm, mean, sd=0.05):
+        return {"generator": gen, "rhythm": rhythm, "mean_gain": mean, "sd_seeds": sd,
+                "boot_lo": mean - 0.03, "boot_hi": mean + 0.03, "p_t": 0.03, "p_holm": 0.11}
+
+    record = {"seeds": list(range(10)), "n_real_sims": 2, "k": 18,
+              "routed_gains": [gain("vae_c", "SR", -0.02), gain("vae_c", "AF", 0.04)],
+              "gains": [], "linear_gains": []}
+    d = studies.confirmation_design(record)
+    assert (d["generator"], d["form"], d["rhythm"], d["n_real_sims"], d["k"]) == (
+        "vae_c", "routed", "AF", 2, 18)
+    assert d["planned_effect"] == pytest.approx(0.03)
+    assert d["seeds"] == list(range(10, 34))
+    assert results.paired_t_power(0.03, 0.05, 23) < 0.8 <= d["power"]["planned"]
+    assert d["power"]["half"] < d["power"]["planned"] < d["power"]["exploratory"]
+    assert d["exploratory"]["mean_gain"] == 0.04 and d["exploratory"]["n_comparisons"] == 2
+    with pytest.raises(ValueError, match="form: got 'best'"):
+        studies.confirmation_design(record, {"generator": "vae_c", "form": "best",
+                                             "rhythm": "AF"})
+    with pytest.raises(ValueError, match="no pooled row for vae_c, AF"):
+        studies.confirmation_design(record, {"generator": "vae_c", "form": "pooled",
+                                             "rhythm": "AF"})
+    with pytest.raises(ValueError, match="fraction, power, alpha"):
+        studies.confirmation_design(record, fraction=0)
+    with pytest.raises(ValueError, match="n_max: 20 seeds"):
+        studies.confirmation_design(record, n_max=20)
+
+
+def test_decide_needs_both_the_t_test_and_the_two_level_interval():
+    """The pre-registered decision on hand-made rows: p < alpha with an interval above zero is a
+    gain, below zero a loss; either condition alone is no change."""
+    from egmlib.workflow import results
+
+    def row(mean, p, lo, hi):
+        return {"mean_gain": mean, "p_t": p, "boot_lo": lo, "boot_hi": hi}
+
+    assert results.decide(row(0.03, 0.01, 0.01, 0.05)) == "gain"
+    assert results.decide(row(-0.03, 0.01, -0.05, -0.01)) == "loss"
+    assert results.decide(row(0.03, 0.01, -0.001, 0.05)) == "no change"
+    assert results.decide(row(0.03, 0.06, 0.01, 0.05)) == "no change"
+    assert results.decide(row(0.03, 0.04, 0.01, 0.05), alpha=0.01) == "no change"

@@ -49,6 +49,7 @@ __all__ = [
     "collapsed_runs",
     "collect",
     "compare_studies",
+    "decide",
     "format_collapsed",
     "format_pivot",
     "format_primary",
@@ -659,9 +660,17 @@ def primary_test(results_: list[Mapping[str, Any]], generator: str, rhythm: str,
         return {**out, "decision": "untestable", "reason": "no seed has k = 0 and every k"}
     out.update(row)
     out["power"] = paired_t_power(effect, row["sd_seeds"], row["n_seeds"], alpha)
-    sig = row["p_t"] < alpha and not row["boot_lo"] <= 0 <= row["boot_hi"]
-    out["decision"] = ("gain" if row["mean_gain"] > 0 else "loss") if sig else "no change"
+    out["decision"] = decide(row, alpha)
     return out
+
+
+def decide(row: Mapping[str, Any], alpha: float = 0.05) -> str:
+    """The decision rule of a pre-registered test on a :func:`gain_row`: ``"gain"`` or
+    ``"loss"`` (by the sign of the mean) when the two-sided paired t-test over seeds gives
+    ``p < alpha`` *and* the 95% two-level bootstrap interval excludes zero; else
+    ``"no change"``."""
+    sig = row["p_t"] < alpha and not row["boot_lo"] <= 0 <= row["boot_hi"]
+    return ("gain" if row["mean_gain"] > 0 else "loss") if sig else "no change"
 
 
 def format_primary(t: Mapping[str, Any]) -> str:

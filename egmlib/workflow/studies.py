@@ -123,6 +123,10 @@ from egmlib.workflow.records import input_fingerprint
 __all__ = [
     "BUDGET_ROWS",
     "CHOICES",
+    "CONFIRM_ALPHA",
+    "CONFIRM_FRACTION",
+    "CONFIRM_HYPOTHESIS",
+    "CONFIRM_POWER",
     "GEN_MODES",
     "MODE_STUDY_N",
     "PLATEAU_TOL",
@@ -133,6 +137,7 @@ __all__ = [
     "RECON_SPEED_ROWS",
     "RECON_STUDY_EPOCHS",
     "RECON_STUDY_SEEDS",
+    "RESIDUAL_FORMS",
     "SPEED_RULE",
     "STOPPING_RULES",
     "STUDY_EPOCHS",
@@ -144,12 +149,14 @@ __all__ = [
     "choose_mode",
     "choose_recon",
     "choose_speed",
+    "confirmation_design",
     "linear_study",
     "main",
     "mode_study",
     "plateau_gain",
     "recon_choice_study",
     "recon_row",
+    "residual_confirm_study",
     "rule_cost",
     "unseen_study",
 ]
@@ -980,6 +987,126 @@ def residual_vae_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any, lr:
             "tikhonov_val": base["val"]}
 
 
+#: The residual-network families of :func:`residual_vae_study`'s record: the form of the network
+#: (``pooled``: the network's test scores; ``routed``: each rhythm's best validation epoch; the
+#: linear correction refitted on the same pairs) -> (record key of its gains, row key of its
+#: scores).
+RESIDUAL_FORMS: dict[str, tuple[str, str]] = {
+    "pooled": ("gains", "test"), "routed": ("routed_gains", "routed"),
+    "linear": ("linear_gains", "linear")}
+#: The confirmatory test of :func:`residual_confirm_study`, fixed before any of its fits ran:
+#: the one exploratory hint of ``recon_residual_vae.json`` (seeds 0-9; not pre-registered, not
+#: significant after Holm's correction over its 4 comparisons): VAE-C's windows raise the
+#: routed residual network's AF test correlation at the residual study's arm and ``k``.
+CONFIRM_HYPOTHESIS = {"generator": "vae_c", "form": "routed", "rhythm": "AF"}
+#: The confirmation's size: the fewest new seeds with :data:`CONFIRM_POWER` power (two-sided
+#: paired t at :data:`CONFIRM_ALPHA`, the exploratory spread over seeds) to find
+#: :data:`CONFIRM_FRACTION` of the exploratory gain: an effect picked as the largest of several
+#: is biased upwards (the winner's curse), so the design plans for less than was seen.
+CONFIRM_FRACTION = 0.75
+CONFIRM_POWER = 0.8
+CONFIRM_ALPHA = 0.05
+
+
+def confirmation_design(exploratory: Mapping[str, Any],
+                        hypothesis: Mapping[str, str] = CONFIRM_HYPOTHESIS,
+                        fraction: float = CONFIRM_FRACTION, power: float = CONFIRM_POWER,
+                        alpha: float = CONFIRM_ALPHA, n_max: int = 200) -> dict[str, Any]:
+    """The design of a confirmatory replication of one row of a :func:`residual_vae_study`
+    record (``exploratory``), from that record alone: the row's gain and spread over seeds,
+    the effect planned for (``fraction`` of the gain), the fewest new seeds giving ``power`` to
+    find it (:func:`egmlib.workflow.results.paired_t_power`), those seeds (the integers after
+    the exploratory ones, so no seed is reused), the power at the whole and at half the
+    exploratory gain, and the decision rule (:func:`egmlib.workflow.results.decide`)."""
+    gen, form, rhythm = hypothesis["generator"], hypothesis["form"], hypothesis["rhythm"]
+    if form not in RESIDUAL_FORMS:
+        raise ValueError(f"form: got {form!r}; allowed: {', '.join(RESIDUAL_FORMS)}")
+    if not 0 < fraction <= 1 or not 0 < power < 1 or not 0 < alpha < 1:
+        raise ValueError(f"fraction, power, alpha: got {fraction}, {power}, {alpha}; allowed: "
+                         "0 < fraction <= 1, 0 < power < 1, 0 < alpha < 1")
+    family = exploratory[RESIDUAL_FORMS[form][0]]
+    row = next((g for g in family if (g["generator"], g["rhythm"]) == (gen, rhythm)), None)
+    if row is None:
+        raise ValueError(f"hypothesis: no {form} row for {gen}, {rhythm} in the exploratory "
+                         f"record; it has {[(g['generator'], g['rhythm']) for g in family]}")
+    effect, sd = float(row["mean_gain"]), float(row["sd_seeds"])
+    planned = fraction * effect
+    n = next((n for n in range(2, n_max + 1)
+              if results.paired_t_power(planned, sd, n, alpha) >= power), None)
+    if n is None:
+        raise ValueError(f"n_max: {n_max} seeds give less than {power:.0%} power for "
+                         f"{planned:+.3f} at a spread of {sd:.3f}")
+    first = max(int(x) for x in exploratory["seeds"]) + 1
+    return {**dict(hypothesis), "n_real_sims": int(exploratory["n_real_sims"]),
+            "k": int(exploratory["k"]),
+            "exploratory": {"seeds": list(exploratory["seeds"]), "mean_gain": effect,
+                            "sd_seeds": sd, "boot_lo": row["boot_lo"],
+                            "boot_hi": row["boot_hi"], "p_t": row["p_t"],
+                            "p_holm": row.get("p_holm"), "n_comparisons": len(family)},
+            "fraction": fraction, "planned_effect": planned, "alpha": alpha,
+            "power_target": power, "seeds": list(range(first, first + n)),
+            "power": {"planned": results.paired_t_power(planned, sd, n, alpha),
+                      "exploratory": results.paired_t_power(effect, sd, n, alpha),
+                      "half": results.paired_t_power(effect / 2, sd, n, alpha)},
+            "decision_rule": (f"a gain (or a loss) when the two-sided paired t-test over the "
+                              f"new seeds gives p < {alpha} and the 95% two-level bootstrap "
+                              "interval over seeds and test simulations excludes zero; the "
+                              "exploratory seeds take no part")}
+
+
+def residual_confirm_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
+                           exploratory: Mapping[str, Any],
+                           config: residual.ResidualConfig | None = None,
+                           log: Any = None) -> dict[str, Any]:
+    """The confirmatory replication of the exploratory hint of ``exploratory`` (the
+    :func:`residual_vae_study` record; ``--study residual_confirm``, record
+    ``results/<profile>/recon_residual_confirm.json``): :func:`confirmation_design` fixes the
+    hypothesis (:data:`CONFIRM_HYPOTHESIS`), the seeds and the rule from the exploratory
+    record alone; the same generator's kept windows (checked by digest against the record's
+    ``generator_windows``), arm, ``k`` and network settings (``config``: the record's unless
+    given) are then fitted on the new seeds only, ``k = 0`` and the generator's per seed.
+
+    ``primary``: the hypothesis's gain row with its decision
+    (:func:`egmlib.workflow.results.decide`) and the power the design had at the measured
+    spread; ``secondary``: every other form and rhythm of the same fits, Holm-corrected among
+    themselves; ``combined``: the hypothesis's row over the exploratory and the new seeds
+    together, a description (its first seeds chose the hypothesis), not a test."""
+    design = confirmation_design(exploratory)
+    gen, form, rhythm = design["generator"], design["form"], design["rhythm"]
+    windows = input_fingerprint(run_dir, [gen])
+    before = {k: v for k, v in exploratory["generator_windows"].items() if k in windows}
+    if windows != before:
+        raise ValueError(f"generator_windows: {gen}'s kept windows in {run_dir} differ from "
+                         f"those of the exploratory record ({before} against {windows}); a "
+                         "confirmation must read the same windows")
+    if config is None:
+        config = residual.ResidualConfig(**exploratory["config"])
+    study = residual_vae_study(ds, values, run_dir, float(exploratory["config"]["lr"]),
+                               arm=design["n_real_sims"], k=design["k"],
+                               seeds=design["seeds"], generators=(gen,), config=config,
+                               log=log)
+    rows = []
+    for name, (key, _) in RESIDUAL_FORMS.items():
+        rows += [{"form": name, **{k: v for k, v in g.items() if k != "p_holm"}}
+                 for g in study[key]]
+    primary = next(r for r in rows if (r["form"], r["generator"], r["rhythm"])
+                   == (form, gen, rhythm))
+    primary = {**primary, "decision": results.decide(primary, design["alpha"]),
+               "power_planned": results.paired_t_power(
+                   design["planned_effect"], primary["sd_seeds"], primary["n_seeds"],
+                   design["alpha"])}
+    secondary = [r for r in rows
+                 if (r["form"], r["generator"], r["rhythm"]) != (form, gen, rhythm)]
+    for r, p in zip(secondary, results.holm([r["p_t"] for r in secondary])):
+        r["p_holm"] = float(p)
+    score_key = RESIDUAL_FORMS[form][1]
+    both = [r for r in [*exploratory["rows"], *study["rows"]] if r["generator"] in ("none", gen)]
+    combined = results.gain_row([{**r, "test": r[score_key]} for r in both], [design["k"]],
+                                rhythm)
+    return {**study, "design": design, "primary": primary, "secondary": secondary,
+            "combined": {"seeds": sorted({int(r["seed"]) for r in both}), **(combined or {})}}
+
+
 #: The generation modes of the mode study (:func:`egmlib.generators.generate.generate`).
 GEN_MODES = ("prior", "guided")
 #: Windows each generator draws per rhythm and mode in the mode study.
@@ -1061,7 +1188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--study", choices=("all", "generators", "recon", "budget", "precision",
                                         "recon_precision", "recon_speed", "gen_mode",
                                         "linear", "unseen", "residual", "residual_full",
-                                        "residual_vae"),
+                                        "residual_vae", "residual_confirm"),
                     default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
@@ -1069,8 +1196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "generation-mode study of the trained generators, the learned linear "
                          "correction of Tikhonov, that correction augmented with unseen real "
                          "windows, a residual network on it, with and without them, that "
-                         "network with every training simulation, and that network with the "
-                         "trained generators' windows (these ten are not part of all)")
+                         "network with every training simulation, that network with the "
+                         "trained generators' windows, and the confirmation of that study's "
+                         "exploratory hint on new seeds (these eleven are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only (the generators' studies and "
                          "residual_vae)")
@@ -1174,6 +1302,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         study["lr_from"] = shown(source)
         study["provenance"] = provenance(base)
         path = save_record("recon_residual_vae", study, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "residual_confirm":
+        source = results_dir(base["profile"], run) / "recon_residual_vae.json"
+        if not source.is_file():
+            ap.error(f"--study residual_confirm replicates the exploratory record "
+                     f"{shown(source)}; run --study residual_vae first")
+        exploratory = load_json(source)
+        config = (None if a.epochs is None else
+                  residual.ResidualConfig(**{**exploratory["config"], "max_epochs": a.epochs}))
+        design = confirmation_design(exploratory)
+        print(f"confirmation of {design['generator']}, {design['form']}, {design['rhythm']} "
+              f"(exploratory {design['exploratory']['mean_gain']:+.3f}): seeds "
+              f"{design['seeds'][0]}-{design['seeds'][-1]}, power "
+              f"{design['power']['planned']:.0%} for {design['planned_effect']:+.3f}")
+        study = residual_confirm_study(ds, values, run, exploratory, config=config,
+                                       log=sys.stdout)
+        study["exploratory_from"] = shown(source)
+        study["provenance"] = provenance(base)
+        path = save_record("recon_residual_confirm", study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
