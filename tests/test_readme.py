@@ -129,6 +129,9 @@ HOW_TESTED: dict[str, str] = {
     "python -m egmlib.workflow.studies --study residual_vae":
         "tests/test_studies.py test_cli_residual_vae_reads_the_residual_studys_rate (the smoke "
         "run, the smoke generators, two epochs)",
+    "python -m egmlib.workflow.studies --study residual_confirm":
+        "tests/test_studies.py test_cli_residual_confirm_replicates_the_exploratory_record_on_"
+        "new_seeds (the smoke run, VAE-C's smoke windows, two epochs)",
 }
 
 _PREFIXES = ("make ", "papermill ", "python -m ", ".venv/bin/")
@@ -339,3 +342,34 @@ def test_filter_ablation_comparison_is_remade_from_the_committed_records(
     assert ("vae_s SR k = 6, 8 real simulations per rhythm, filter_pool 6: +0.009 (-0.015 to "
             "+0.030) against +0.026 (+0.011 to +0.043); paired by seed, b - a +0.017"
             in capsys.readouterr().out)
+
+
+def test_the_confirmation_is_remade_from_its_committed_rows_and_read_as_decided():
+    """results/default/recon_residual_confirm.json: its design is the one the committed
+    exploratory record (recon_residual_vae.json) gives; its primary row, decision and combined
+    row are recomputed here from the committed fits (bootstrap included, same seed); the
+    README's sentence on it names the decision the record holds."""
+    import json
+
+    from egmlib.workflow import results, studies
+
+    res = ROOT / "results" / "default"
+    record = json.loads((res / "recon_residual_confirm.json").read_text())
+    exploratory = json.loads((res / "recon_residual_vae.json").read_text())
+    assert record["design"] == studies.confirmation_design(exploratory)
+    design = record["design"]
+    key = studies.RESIDUAL_FORMS[design["form"]][1]
+    assert sorted({r["seed"] for r in record["rows"]}) == design["seeds"]
+    assert not set(design["seeds"]) & set(exploratory["seeds"])
+    primary = results.gain_row([{**r, "test": r[key]} for r in record["rows"]], [design["k"]],
+                               design["rhythm"])
+    assert {k: record["primary"][k] for k in primary} == primary
+    assert record["primary"]["decision"] == results.decide(primary, design["alpha"])
+    both = [r for r in exploratory["rows"] + record["rows"]
+            if r["generator"] in ("none", design["generator"])]
+    combined = results.gain_row([{**r, "test": r[key]} for r in both], [design["k"]],
+                                design["rhythm"])
+    assert {k: record["combined"][k] for k in combined} == combined
+    words = {"gain": "confirmed: a gain", "loss": "a loss",
+             "no change": "not confirmed: no change detected"}
+    assert f"Decision: {words[record['primary']['decision']]}" in README.read_text()

@@ -514,6 +514,66 @@ def test_cli_residual_vae_reads_the_residual_studys_rate(smoke_run: Path, capsys
             record_path.write_text(saved)
 
 
+def test_cli_residual_confirm_replicates_the_exploratory_record_on_new_seeds(
+        smoke_run: Path, capsys):
+    """The confirmation through the CLI on the smoke generators: without the exploratory record
+    it says what to run first; with one (the smoke residual_vae record, its VAE-C routed AF row
+    set to a gain of 1.0 with spread 0.5, so the design asks for few seeds) it fits k = 0 and
+    VAE-C on the new seeds only, decides the hypothesis by the pre-registered rule, Holm-corrects
+    the other five rows and describes all seeds together; other windows than the exploratory
+    record's are refused before any fit."""
+    from egmlib.workflow import results
+
+    res = smoke_run / "results"
+    paths = [res / "recon_residual.json", res / "recon_residual_vae.json"]
+    saved = {p: p.read_text() if p.exists() else None for p in paths}
+    base = ["--profile", "smoke", "--run-dir", str(smoke_run), "--epochs", "2"]
+    try:
+        paths[1].unlink(missing_ok=True)
+        with pytest.raises(SystemExit):
+            studies.main([*base, "--study", "residual_confirm"])
+        assert "run --study residual_vae first" in capsys.readouterr().err
+        res.mkdir(parents=True, exist_ok=True)
+        paths[0].write_text(json.dumps({"lr_choice": {"chosen": 0.02}}))
+        assert studies.main([*base, "--study", "residual_vae", "--only", "vae_c"]) == 0
+        exploratory = json.loads(paths[1].read_text())
+        row = next(g for g in exploratory["routed_gains"] if g["rhythm"] == "AF")
+        row.update(mean_gain=1.0, sd_seeds=0.5)
+        paths[1].write_text(json.dumps(exploratory))
+        design = studies.confirmation_design(exploratory)
+        assert design["seeds"][0] == max(exploratory["seeds"]) + 1 and len(design["seeds"]) < 10
+        assert studies.main([*base, "--study", "residual_confirm"]) == 0
+        record = json.loads((res / "recon_residual_confirm.json").read_text())
+        assert record["design"] == design and record["seeds"] == design["seeds"]
+        assert [(r["generator"], r["seed"]) for r in record["rows"]] == [
+            (g, s) for s in design["seeds"] for g in ("none", "vae_c")]
+        assert record["config"]["lr"] == 0.02 and record["config"]["max_epochs"] == 2
+        primary = record["primary"]
+        assert (primary["form"], primary["rhythm"]) == ("routed", "AF")
+        assert primary["decision"] == results.decide(primary)
+        assert primary["mean_gain"] == next(g for g in record["routed_gains"]
+                                            if g["rhythm"] == "AF")["mean_gain"]
+        assert sorted((r["form"], r["rhythm"]) for r in record["secondary"]) == [
+            ("linear", "AF"), ("linear", "SR"), ("pooled", "AF"), ("pooled", "SR"),
+            ("routed", "SR")]
+        np.testing.assert_allclose([r["p_holm"] for r in record["secondary"]],
+                                   results.holm([r["p_t"] for r in record["secondary"]]))
+        assert record["combined"]["seeds"] == sorted(exploratory["seeds"] + design["seeds"])
+        assert record["combined"]["n_seeds"] == len(record["combined"]["seeds"])
+        exploratory["generator_windows"] = {k: "0" * 16 for k in
+                                            exploratory["generator_windows"]}
+        paths[1].write_text(json.dumps(exploratory))
+        with pytest.raises(ValueError, match="generator_windows: vae_c's kept windows"):
+            studies.main([*base, "--study", "residual_confirm"])
+    finally:
+        for p, text in saved.items():
+            if text is None:
+                p.unlink(missing_ok=True)
+            else:
+                p.write_text(text)
+        (res / "recon_residual_confirm.json").unlink(missing_ok=True)
+
+
 def _kind_independent_only_if_rounding_agrees(
         record: dict, tolerance: float = studies.RESIDUAL_ROUNDING_TOLERANCE) -> None:
     from egmlib.augmentation import residual

@@ -82,7 +82,12 @@ also scored *routed* (each rhythm's best validation epoch, the rhythm estimated 
 :mod:`egmlib.augmentation.residual`). The same network with every training simulation, without
 augmentation, is :func:`residual_full_study` (``--study residual_full``, record
 ``results/<profile>/recon_residual_full.json``, ``kind_independent`` below
-:data:`RESIDUAL_FULL_ROUNDING_TOLERANCE`).
+:data:`RESIDUAL_FULL_ROUNDING_TOLERANCE`). The same network with the trained generators' own
+windows is :func:`residual_vae_study` (``--study residual_vae``); its one exploratory hint is
+tested again on new seeds by :func:`residual_confirm_study` (``--study residual_confirm``,
+record ``results/<profile>/recon_residual_confirm.json``), whose hypothesis, number of seeds
+and decision rule (:data:`CONFIRM_HYPOTHESIS`, :func:`confirmation_design`) come from the
+exploratory record alone and were committed before any of its fits ran.
 """
 
 from __future__ import annotations
