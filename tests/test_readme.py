@@ -132,6 +132,9 @@ HOW_TESTED: dict[str, str] = {
     "python -m egmlib.workflow.studies --study residual_confirm":
         "tests/test_studies.py test_cli_residual_confirm_replicates_the_exploratory_record_on_"
         "new_seeds (the smoke run, VAE-C's smoke windows, two epochs)",
+    "python -m egmlib.workflow.studies --study residual_ideal":
+        "tests/test_studies.py test_cli_residual_confirm_replicates_the_exploratory_record_on_"
+        "new_seeds (after the confirmation, on its smoke record, two epochs)",
 }
 
 _PREFIXES = ("make ", "papermill ", "python -m ", ".venv/bin/")

@@ -521,7 +521,9 @@ def test_cli_residual_confirm_replicates_the_exploratory_record_on_new_seeds(
     set to a gain of 1.0 with spread 0.5, so the design asks for few seeds) it fits k = 0 and
     VAE-C on the new seeds only, decides the hypothesis by the pre-registered rule, Holm-corrects
     the other five rows and describes all seeds together; other windows than the exploratory
-    record's are refused before any fit."""
+    record's are refused before any fit. Then the ideal windows on the confirmation's seeds
+    (``--study residual_ideal``), its fits reused (each gain checked by hand from the fits) and
+    refused when its first k = 0 fit is not made again exactly."""
     from egmlib.workflow import results
 
     res = smoke_run / "results"
@@ -560,6 +562,29 @@ def test_cli_residual_confirm_replicates_the_exploratory_record_on_new_seeds(
                                    results.holm([r["p_t"] for r in record["secondary"]]))
         assert record["combined"]["seeds"] == sorted(exploratory["seeds"] + design["seeds"])
         assert record["combined"]["n_seeds"] == len(record["combined"]["seeds"])
+        # the ideal windows on the confirmation's seeds, its own fits reused
+        assert studies.main([*base, "--study", "residual_ideal"]) == 0
+        ideal = json.loads((res / "recon_residual_ideal.json").read_text())
+        assert [(r["generator"], r["seed"], r["k"]) for r in ideal["rows"]] == [
+            (studies.IDEAL_SOURCE, s, exploratory["k"]) for s in design["seeds"]]
+        assert ideal["reuse_check"]["seed"] == design["seeds"][0]
+        fits = {(r["generator"], r["seed"]): r for r in record["rows"] + ideal["rows"]}
+        for family, (after, before) in (("gains", (studies.IDEAL_SOURCE, "none")),
+                                        ("generator_vs_ideal", ("vae_c", studies.IDEAL_SOURCE))):
+            assert sorted((g["form"], g["rhythm"]) for g in ideal[family]) == sorted(
+                (f, r) for f in studies.RESIDUAL_FORMS for r in ("SR", "AF"))
+            for g in ideal[family]:
+                key = studies.RESIDUAL_FORMS[g["form"]][1]
+                d = np.mean([fits[(after, s)][key][g["rhythm"]]["corr_mean"]
+                             - fits[(before, s)][key][g["rhythm"]]["corr_mean"]
+                             for s in design["seeds"]])
+                assert g["mean_gain"] == pytest.approx(d, abs=1e-5), (family, g)
+        confirm_path = res / "recon_residual_confirm.json"
+        tampered = json.loads(confirm_path.read_text())
+        tampered["rows"][0]["routed"]["AF"]["corr_mean"] += 1e-3
+        confirm_path.write_text(json.dumps(tampered))
+        with pytest.raises(ValueError, match="differs from the record's"):
+            studies.main([*base, "--study", "residual_ideal"])
         exploratory["generator_windows"] = {k: "0" * 16 for k in
                                             exploratory["generator_windows"]}
         paths[1].write_text(json.dumps(exploratory))
@@ -572,6 +597,7 @@ def test_cli_residual_confirm_replicates_the_exploratory_record_on_new_seeds(
             else:
                 p.write_text(text)
         (res / "recon_residual_confirm.json").unlink(missing_ok=True)
+        (res / "recon_residual_ideal.json").unlink(missing_ok=True)
 
 
 def _kind_independent_only_if_rounding_agrees(

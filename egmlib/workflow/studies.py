@@ -87,7 +87,9 @@ windows is :func:`residual_vae_study` (``--study residual_vae``); its one explor
 tested again on new seeds by :func:`residual_confirm_study` (``--study residual_confirm``,
 record ``results/<profile>/recon_residual_confirm.json``), whose hypothesis, number of seeds
 and decision rule (:data:`CONFIRM_HYPOTHESIS`, :func:`confirmation_design`) come from the
-exploratory record alone and were committed before any of its fits ran.
+exploratory record alone and were committed before any of its fits ran;
+:func:`residual_ideal_study` (``--study residual_ideal``) then fits ideal windows on the
+confirmation's seeds, reusing its fits, to describe where the confirmed gain comes from.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ __all__ = [
     "CONFIRM_HYPOTHESIS",
     "CONFIRM_POWER",
     "GEN_MODES",
+    "IDEAL_SOURCE",
     "MODE_STUDY_N",
     "PLATEAU_TOL",
     "PRECISION_ROWS",
@@ -162,6 +165,7 @@ __all__ = [
     "recon_choice_study",
     "recon_row",
     "residual_confirm_study",
+    "residual_ideal_study",
     "rule_cost",
     "unseen_study",
 ]
@@ -1112,6 +1116,78 @@ def residual_confirm_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
             "combined": {"seeds": sorted({int(r["seed"]) for r in both}), **(combined or {})}}
 
 
+#: The ideal source :func:`residual_ideal_study` fits beside the confirmation's generator: real
+#: windows of both rhythms, alternately, from training simulations the arm does not use, paired
+#: through the transfer matrices as VAE-C's windows are (:data:`UNSEEN_SOURCES`).
+IDEAL_SOURCE = "unseen_sr_af"
+
+
+def residual_ideal_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
+                         confirmation: Mapping[str, Any],
+                         config: residual.ResidualConfig | None = None,
+                         log: Any = None) -> dict[str, Any]:
+    """An exploratory follow-up of :func:`residual_confirm_study` (``--study residual_ideal``,
+    record ``results/<profile>/recon_residual_ideal.json``; not pre-registered): does an ideal
+    generator (:data:`IDEAL_SOURCE`) do what the confirmed generator's windows did? On the
+    confirmation's seeds, arm, ``k`` and network (``config``: the record's unless given), each
+    seed is fitted with ``k`` ideal windows; the ``k = 0`` and generator fits are the
+    confirmation record's own. They can be reused only on the machine kind that made them, so
+    the first seed's ``k = 0`` fit is made again here first and must give the record's test
+    scores exactly (``reuse_check``), else nothing more runs.
+
+    ``gains``: ideal windows against ``k = 0``, per form of the network (:data:`RESIDUAL_FORMS`)
+    and rhythm; ``generator_vs_ideal``: the generator's fits against the ideal ones, paired by
+    seed. Intervals and p-values as :func:`egmlib.workflow.results.gain_row` gives them, with no
+    multiplicity correction: a description of where the confirmed gain comes from, not a
+    test."""
+    design = confirmation["design"]
+    gen, arm, k, seeds = design["generator"], design["n_real_sims"], design["k"], design["seeds"]
+    cfg = residual.ResidualConfig(**confirmation["config"]) if config is None else config
+    windows = {seed: unseen_indices(ds, arm, seed, k, UNSEEN_SOURCES[IDEAL_SOURCE][0])
+               for seed in seeds}  # every seed's, before any fit
+    snr_db = float(confirmation["snr_db"])
+    base = cached_baselines(ds, snr_db, EVAL_NOISE_SEED, Path(run_dir) / "05_augment")
+    fits = {(r["generator"], r["seed"]): r for r in confirmation["rows"]}
+
+    def fit(seed: int, name: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        kw = ({} if name == "none" else
+              {"synth_egm": np.asarray(ds.egm[windows[seed]], np.float32), "k": k})
+        row = residual.run_residual(ds, seed, arm, snr_db, base, cfg, **kw)
+        row.update(generator=name, seconds=time.perf_counter() - t0)
+        if log is not None:
+            print(f"residual network, {arm} real simulations per rhythm, {name}, k = "
+                  f"{row['k']}, seed {seed}: " + _scores_text(row), file=log, flush=True)
+        return row
+
+    again = fit(seeds[0], "none")
+    recorded = fits[("none", seeds[0])]
+    check = {form: {r: [recorded[key][r]["corr_mean"], again[key][r]["corr_mean"]]
+                    for r in LABELS} for form, (_, key) in RESIDUAL_FORMS.items()}
+    if any(a != b for form in check.values() for a, b in form.values()):
+        raise ValueError(f"confirmation: seed {seeds[0]}'s k = 0 fit made again here differs "
+                         f"from the record's ({check}); its fits can be reused only on the "
+                         "machine kind that made them")
+    rows = [fit(seed, IDEAL_SOURCE) for seed in seeds]
+    gains, versus = [], []
+    for form, (_, key) in RESIDUAL_FORMS.items():
+        ideal = [{**r, "test": r[key]} for r in rows]
+        k0 = [{**fits[("none", s)], "test": fits[("none", s)][key]} for s in seeds]
+        mine = [{**fits[(gen, s)], "test": fits[(gen, s)][key]} for s in seeds]
+        for rhythm in LABELS:
+            g = results.gain_row(k0 + ideal, [k], rhythm)
+            v = results.gain_row([{**r, "k": k} for r in mine] + [{**r, "k": 0} for r in ideal],
+                                 [k], rhythm)
+            gains.append({"form": form, "rhythm": rhythm, **(g or {})})
+            versus.append({"form": form, "rhythm": rhythm, **(v or {})})
+    return {"split": "val", "snr_db": snr_db, "n_real_sims": arm, "k": k, "seeds": seeds,
+            "generator": gen, "source": {"name": IDEAL_SOURCE,
+                                         "rhythms": list(UNSEEN_SOURCES[IDEAL_SOURCE][0]),
+                                         "pairing": UNSEEN_SOURCES[IDEAL_SOURCE][1]},
+            "config": asdict(cfg), "reuse_check": {"seed": seeds[0], "corr_mean": check},
+            "rows": rows, "gains": gains, "generator_vs_ideal": versus}
+
+
 #: The generation modes of the mode study (:func:`egmlib.generators.generate.generate`).
 GEN_MODES = ("prior", "guided")
 #: Windows each generator draws per rhythm and mode in the mode study.
@@ -1193,7 +1269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--study", choices=("all", "generators", "recon", "budget", "precision",
                                         "recon_precision", "recon_speed", "gen_mode",
                                         "linear", "unseen", "residual", "residual_full",
-                                        "residual_vae", "residual_confirm"),
+                                        "residual_vae", "residual_confirm",
+                                        "residual_ideal"),
                     default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
@@ -1202,8 +1279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "correction of Tikhonov, that correction augmented with unseen real "
                          "windows, a residual network on it, with and without them, that "
                          "network with every training simulation, that network with the "
-                         "trained generators' windows, and the confirmation of that study's "
-                         "exploratory hint on new seeds (these eleven are not part of all)")
+                         "trained generators' windows, the confirmation of that study's "
+                         "exploratory hint on new seeds, and ideal windows on those seeds "
+                         "(these twelve are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only (the generators' studies and "
                          "residual_vae)")
@@ -1326,6 +1404,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         study["exploratory_from"] = shown(source)
         study["provenance"] = provenance(base)
         path = save_record("recon_residual_confirm", study, base["profile"], run)
+        print(f"wrote {shown(path)}")
+    if a.study == "residual_ideal":
+        source = results_dir(base["profile"], run) / "recon_residual_confirm.json"
+        if not source.is_file():
+            ap.error(f"--study residual_ideal reuses the fits of {shown(source)}; run --study "
+                     "residual_confirm first")
+        confirmation = load_json(source)
+        config = (None if a.epochs is None else residual.ResidualConfig(
+            **{**confirmation["config"], "max_epochs": a.epochs}))
+        study = residual_ideal_study(ds, values, run, confirmation, config=config,
+                                     log=sys.stdout)
+        study["confirmation_from"] = shown(source)
+        study["provenance"] = provenance(base)
+        path = save_record("recon_residual_ideal", study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
