@@ -376,3 +376,28 @@ def test_the_confirmation_is_remade_from_its_committed_rows_and_read_as_decided(
     words = {"gain": "confirmed: a gain", "loss": "a loss",
              "no change": "not confirmed: no change detected"}
     assert f"Decision: {words[record['primary']['decision']]}" in README.read_text()
+
+
+def test_the_ideal_windows_follow_up_is_remade_from_the_committed_fits():
+    """results/default/recon_residual_ideal.json: its seeds, arm and k are the confirmation's;
+    every gain of ideal windows over k = 0, and of VAE-C over ideal windows, is recomputed here
+    from the two committed records' fits (bootstrap included) and equals the record's."""
+    import json
+
+    from egmlib.workflow import results, studies
+
+    res = ROOT / "results" / "default"
+    ideal = json.loads((res / "recon_residual_ideal.json").read_text())
+    confirm = json.loads((res / "recon_residual_confirm.json").read_text())
+    assert (ideal["seeds"], ideal["n_real_sims"], ideal["k"]) == (
+        confirm["design"]["seeds"], confirm["design"]["n_real_sims"], confirm["design"]["k"])
+    assert ideal["config"] == confirm["config"]
+    fits = {(r["generator"], r["seed"]): r for r in confirm["rows"] + ideal["rows"]}
+    for family, (after, before) in (("gains", (studies.IDEAL_SOURCE, "none")),
+                                    ("generator_vs_ideal", ("vae_c", studies.IDEAL_SOURCE))):
+        for g in ideal[family]:
+            key = studies.RESIDUAL_FORMS[g["form"]][1]
+            runs = [{**fits[(name, s)], "k": k, "test": fits[(name, s)][key]}
+                    for s in ideal["seeds"] for name, k in ((before, 0), (after, ideal["k"]))]
+            want = results.gain_row(runs, [ideal["k"]], g["rhythm"])
+            assert {k: g[k] for k in want} == want, (family, g["form"], g["rhythm"])
