@@ -517,13 +517,14 @@ def test_cli_residual_vae_reads_the_residual_studys_rate(smoke_run: Path, capsys
 def test_cli_residual_confirm_replicates_the_exploratory_record_on_new_seeds(
         smoke_run: Path, capsys):
     """The confirmation through the CLI on the smoke generators: without the exploratory record
-    it says what to run first; with one (the smoke residual_vae record, its VAE-C routed AF row
-    set to a gain of 1.0 with spread 0.5, so the design asks for few seeds) it fits k = 0 and
-    VAE-C on the new seeds only, decides the hypothesis by the pre-registered rule, Holm-corrects
-    the other five rows and describes all seeds together; other windows than the exploratory
-    record's are refused before any fit. Then the ideal windows on the confirmation's seeds
-    (``--study residual_ideal``), its fits reused (each gain checked by hand from the fits) and
-    refused when its first k = 0 fit is not made again exactly."""
+    it says what to run first (so does the ideal-window study without the confirmation); with
+    one (the smoke residual_vae record, its VAE-C routed AF row set to a gain of 1.0 with spread
+    0.5, so the design asks for few seeds) it fits k = 0 and VAE-C on the new seeds only,
+    decides the hypothesis by the pre-registered rule, Holm-corrects the other five rows and
+    describes all seeds together; other windows than the exploratory record's are refused
+    before any fit. Then the ideal windows on the confirmation's seeds (``--study
+    residual_ideal``), its fits reused (each gain checked by hand from the fits) and refused
+    when its first k = 0 fit is not made again exactly."""
     from egmlib.workflow import results
 
     res = smoke_run / "results"
@@ -535,6 +536,10 @@ def test_cli_residual_confirm_replicates_the_exploratory_record_on_new_seeds(
         with pytest.raises(SystemExit):
             studies.main([*base, "--study", "residual_confirm"])
         assert "run --study residual_vae first" in capsys.readouterr().err
+        (res / "recon_residual_confirm.json").unlink(missing_ok=True)
+        with pytest.raises(SystemExit):
+            studies.main([*base, "--study", "residual_ideal"])
+        assert "run --study residual_confirm first" in capsys.readouterr().err
         res.mkdir(parents=True, exist_ok=True)
         paths[0].write_text(json.dumps({"lr_choice": {"chosen": 0.02}}))
         assert studies.main([*base, "--study", "residual_vae", "--only", "vae_c"]) == 0
