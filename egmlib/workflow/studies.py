@@ -836,6 +836,22 @@ def _augmentation_gains(rows: Sequence[Mapping[str, Any]], names: Sequence[str],
     return gains, linear_gains, routed_gains
 
 
+def _residual_fit(ds: Dataset, seed: int, arm: int, snr_db: float, base: Mapping[str, Any],
+                  cfg: residual.ResidualConfig, name: str, synth_egm: np.ndarray | None, k: int,
+                  log: Any = None) -> dict[str, Any]:
+    """One fit of :func:`egmlib.augmentation.residual.run_residual`, with the first ``k`` of
+    ``synth_egm`` added (``None``: ``k = 0``), as a record row named ``name`` with its wall
+    time, and a log line of its test scores."""
+    t0 = time.perf_counter()
+    kw = {} if synth_egm is None else {"synth_egm": synth_egm, "k": k}
+    row = residual.run_residual(ds, seed, arm, snr_db, base, cfg, **kw)
+    row.update(generator=name, seconds=time.perf_counter() - t0)
+    if log is not None:
+        print(f"residual network, {arm} real simulations per rhythm, {name}, k = {row['k']}, "
+              f"seed {seed}: " + _scores_text(row), file=log, flush=True)
+    return row
+
+
 def _scores_text(row: Mapping[str, Any]) -> str:
     """A residual fit's test correlations for a log line: network, routed, linear, per rhythm."""
     return ", ".join(f"{r} {row['test'][r]['corr_mean']:.3f} routed "
@@ -974,19 +990,8 @@ def residual_vae_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any, lr:
     base = cached_baselines(ds, snr_db, EVAL_NOISE_SEED, Path(run_dir) / "05_augment")
     chosen = replace(config, lr=float(lr))
 
-    def fit(seed: int, gen: str) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        kw = {} if gen == "none" else {"synth_egm": synth[gen], "k": k}
-        row = residual.run_residual(ds, seed, arm, snr_db, base, chosen, **kw)
-        row.update(generator=gen, seconds=time.perf_counter() - t0)
-        if log is not None:
-            print(f"residual network, {arm} real simulations per rhythm, {gen}, k = "
-                  f"{row['k']}, seed {seed}: "
-                  + _scores_text(row),
-                  file=log, flush=True)
-        return row
-
-    rows = [fit(seed, gen) for seed in seeds for gen in ("none", *generators)]
+    rows = [_residual_fit(ds, seed, arm, snr_db, base, chosen, gen, synth.get(gen), k, log)
+            for seed in seeds for gen in ("none", *generators)]
     gains, linear_gains, routed_gains = _augmentation_gains(rows, generators, k)
     return {"split": "val", "snr_db": snr_db, "n_real_sims": arm, "k": k, "seeds": seeds,
             "generators": list(generators),
@@ -1150,15 +1155,8 @@ def residual_ideal_study(ds: Dataset, values: Mapping[str, Any], run_dir: Any,
     fits = {(r["generator"], r["seed"]): r for r in confirmation["rows"]}
 
     def fit(seed: int, name: str) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        kw = ({} if name == "none" else
-              {"synth_egm": np.asarray(ds.egm[windows[seed]], np.float32), "k": k})
-        row = residual.run_residual(ds, seed, arm, snr_db, base, cfg, **kw)
-        row.update(generator=name, seconds=time.perf_counter() - t0)
-        if log is not None:
-            print(f"residual network, {arm} real simulations per rhythm, {name}, k = "
-                  f"{row['k']}, seed {seed}: " + _scores_text(row), file=log, flush=True)
-        return row
+        ideal = (None if name == "none" else np.asarray(ds.egm[windows[seed]], np.float32))
+        return _residual_fit(ds, seed, arm, snr_db, base, cfg, name, ideal, k, log)
 
     again = fit(seeds[0], "none")
     recorded = fits[("none", seeds[0])]
@@ -1372,12 +1370,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "processor does")
         path = save_record(name, study, base["profile"], run)
         print(f"wrote {shown(path)}")
-    if a.study == "residual_vae":
-        source = results_dir(base["profile"], run) / "recon_residual.json"
+    def earlier(record: str, study: str, needs: str) -> tuple[Path, dict[str, Any]]:
+        """The record ``--study a.study`` builds on, or the CLI's error naming ``study``."""
+        source = results_dir(base["profile"], run) / f"{record}.json"
         if not source.is_file():
-            ap.error(f"--study residual_vae reads the learning rate chosen on validation from "
-                     f"{shown(source)}; run --study residual first")
-        chosen_lr = load_json(source)["lr_choice"]["chosen"]
+            ap.error(f"--study {a.study} {needs} {shown(source)}; run --study {study} first")
+        return source, load_json(source)
+
+    def epochs_of(config: Mapping[str, Any]) -> residual.ResidualConfig | None:
+        """A record's network settings with ``--epochs``; None (the record's own) without."""
+        return (None if a.epochs is None else
+                residual.ResidualConfig(**{**config, "max_epochs": a.epochs}))
+
+    if a.study == "residual_vae":
+        source, chosen = earlier("recon_residual", "residual",
+                                 "reads the learning rate chosen on validation from")
+        chosen_lr = chosen["lr_choice"]["chosen"]
         config = residual.ResidualConfig(**({} if a.epochs is None else {"max_epochs": a.epochs}))
         generators = (a.only,) if a.only else RESIDUAL_VAE_GENERATORS
         study = residual_vae_study(ds, values, run, chosen_lr, generators=generators,
@@ -1387,13 +1395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = save_record("recon_residual_vae", study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study == "residual_confirm":
-        source = results_dir(base["profile"], run) / "recon_residual_vae.json"
-        if not source.is_file():
-            ap.error(f"--study residual_confirm replicates the exploratory record "
-                     f"{shown(source)}; run --study residual_vae first")
-        exploratory = load_json(source)
-        config = (None if a.epochs is None else
-                  residual.ResidualConfig(**{**exploratory["config"], "max_epochs": a.epochs}))
+        source, exploratory = earlier("recon_residual_vae", "residual_vae",
+                                      "replicates the exploratory record")
+        config = epochs_of(exploratory["config"])
         design = confirmation_design(exploratory)
         print(f"confirmation of {design['generator']}, {design['form']}, {design['rhythm']} "
               f"(exploratory {design['exploratory']['mean_gain']:+.3f}): seeds "
@@ -1406,13 +1410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = save_record("recon_residual_confirm", study, base["profile"], run)
         print(f"wrote {shown(path)}")
     if a.study == "residual_ideal":
-        source = results_dir(base["profile"], run) / "recon_residual_confirm.json"
-        if not source.is_file():
-            ap.error(f"--study residual_ideal reuses the fits of {shown(source)}; run --study "
-                     "residual_confirm first")
-        confirmation = load_json(source)
-        config = (None if a.epochs is None else residual.ResidualConfig(
-            **{**confirmation["config"], "max_epochs": a.epochs}))
+        source, confirmation = earlier("recon_residual_confirm", "residual_confirm",
+                                       "reuses the fits of")
+        config = epochs_of(confirmation["config"])
         study = residual_ideal_study(ds, values, run, confirmation, config=config,
                                      log=sys.stdout)
         study["confirmation_from"] = shown(source)
