@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from egmlib.core import metrics
 from egmlib.data import SPLIT_NAMES, Dataset
@@ -26,10 +27,12 @@ from egmlib.evaluation.evaluator import (
     Evaluator,
     RhythmNet,
     collapse_report,
+    decoder_periodicity,
     distribution_row,
     fit_evaluator,
     load_or_fit_evaluator,
     nearest_train_predictor,
+    periodicity_report,
     physiological_features,
     physiology_row,
     precision_recall,
@@ -381,3 +384,111 @@ def test_shared_variance_on_hand_made_sets() -> None:
     assert np.isnan(shared_variance(np.zeros((3, 10, 2))))
     with pytest.raises(ValueError, match="at least 2"):
         shared_variance(w)
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a generated rhythm comes from
+# ----------------------------------------------------------------------------------------------
+
+
+class _ZeroStuff(nn.Module):
+    """2x upsampling in time that puts a zero after every sample."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = h.new_zeros(h.shape[0], h.shape[1], 2 * h.shape[2], h.shape[3])
+        out[:, :, ::2] = h
+        return out
+
+
+def _decoder(period_cells: int, comb: bool = False) -> ConvVAE:
+    """A 4-second decoder (100 Hz) whose dense layer ignores z and lays out one map of 25 time
+    steps (16 samples each): a random motif that repeats every ``period_cells`` steps (none for
+    0) plus a random pattern of half its amplitude that does not repeat. Its convolution
+    blocks are replaced by 2x upsampling in time by inserting zeros, which adds no rhythm of its
+    own; with ``comb`` the last block adds each sample's neighbours 48 samples away on either
+    side (a ringing kernel: the convolutions make a 0.48 s period whatever the map)."""
+    torch.manual_seed(0)
+    model = ConvVAE(VAEConfig(T=400, C=8, latent=4)).eval()
+    cfg = model.config
+    t0, s0 = cfg.dec_map_shape
+    ch = cfg.dec_map_channels
+    assert (t0, cfg.T // t0) == (25, 16)
+    g = torch.Generator().manual_seed(1)
+    bias = torch.randn(ch, t0, s0, generator=g) * (0.5 if period_cells else 1.0)
+    if period_cells:
+        motif = torch.randn(ch, period_cells, s0, generator=g)
+        bias = bias + motif.repeat(1, -(-t0 // period_cells), 1)[:, :t0]
+    with torch.no_grad():
+        model.decoder_dense[0].weight.zero_()
+        model.decoder_dense[0].bias.copy_(bias.reshape(-1))
+    last: nn.Module = nn.Identity()
+    if comb:
+        last = nn.Conv2d(ch, ch, (97, 1), padding=(48, 0), groups=ch, bias=False)
+        with torch.no_grad():
+            last.weight.zero_()
+            last.weight[:, 0, [0, 48, 96], 0] = 1.0
+    blocks: list[nn.Module] = []
+    for i in range(4):
+        blocks += [_ZeroStuff(), last if i == 3 else nn.Identity(),
+                   nn.Identity(), nn.Identity()]
+    model.decoder_conv = nn.Sequential(*blocks)
+    return model
+
+
+def test_decoder_periodicity_tells_the_dense_layer_from_the_convolutions() -> None:
+    z = np.random.default_rng(0).normal(size=(6, 4))
+    for cells in (5, 6):
+        rep = decoder_periodicity(_decoder(cells), z, None, FS)
+        dense, out = rep["stages"][0], rep["stages"][-1]
+        assert dense["stage"] == "dense map" and dense["samples_per_step"] == 16
+        # most of the map's power repeats every `cells` steps: the autocorrelation peaks at
+        # that lag at every stage
+        assert dense["lag_samples"] == out["lag_samples"] == 16 * cells
+        assert dense["acf"] > 0.3 and out["acf"] > 0.3
+        assert [r["stage"] for r in rep["stages"]] == ["dense map"] + [
+            f"block {i}" for i in range(1, 5)]
+        assert [r["samples_per_step"] for r in rep["stages"]] == [16, 8, 4, 2, 1]
+        assert rep["first_stage"] == "dense map"
+        # shuffling the map's time steps takes the period away
+        assert rep["shuffled"]["acf_at_output_lag"] < 0.5 * out["acf"]
+        assert rep["laid_out_by_dense_layer"] is True
+        json.dumps(rep)
+    # a map without a period, a ringing last block: the period appears there and survives
+    rep = decoder_periodicity(_decoder(0, comb=True), z, None, FS)
+    assert rep["stages"][-1]["lag_samples"] == 48 and rep["first_stage"] == "block 4"
+    assert rep["stages"][-1]["acf"] == pytest.approx(2 / 3, abs=0.1)
+    assert rep["shuffled"]["acf_at_output_lag"] == pytest.approx(2 / 3, abs=0.1)
+    assert rep["laid_out_by_dense_layer"] is False
+    with pytest.raises(ValueError, match="z: expected"):
+        decoder_periodicity(_decoder(3), z[:, :3], None, FS)
+
+
+def test_periodicity_report_tells_a_sub_harmonic_from_a_slower_rhythm() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(400) / FS
+
+    def windows(alternate: bool, n: int = 12) -> np.ndarray:
+        out = np.empty((n, 400, 8))
+        for i in range(n):
+            for c in range(8):
+                ph = rng.uniform(0, 2 * np.pi)
+                tone = np.sin(2 * np.pi * 6.0 * t + ph)
+                gain = 1 + 0.6 * np.sign(np.sin(np.pi * 6.0 * t + ph / 2)) if alternate else 1
+                out[i, :, c] = tone * gain
+        return out
+
+    generated, real = windows(True), windows(False)
+    model = _decoder(3)
+    norm = Normalizer().fit(real.astype(np.float32))
+    rep = periodicity_report(model, norm, generated, real, None, FS)
+    # every generated site repeats after 2 of its 6 Hz cycles: a 3 Hz rhythm-blind DF, which
+    # the windows keep when their (small, random-phase) common template is removed
+    assert rep["df_hz"]["generated"] == pytest.approx(3.0, abs=0.05)
+    assert rep["df_hz"]["generated_without_template"] == pytest.approx(3.0, abs=0.05)
+    assert rep["df_hz"]["real"] == pytest.approx(6.0, abs=0.05)
+    assert rep["cycles_per_repeat"]["generated"] == {"median": pytest.approx(2.0, abs=0.02),
+                                                      "share_at_least": 1.0}
+    assert rep["cycles_per_repeat"]["real"] == {"median": pytest.approx(1.0, abs=0.02),
+                                                 "share_at_least": 0.0}
+    assert rep["decoder"]["stages"][0]["lag_samples"] == 48
+    json.dumps(rep)

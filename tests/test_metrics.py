@@ -379,3 +379,19 @@ def test_pair_metrics_by_blocks_equal_one_window_at_a_time(rng, monkeypatch):
         for j in range(5):
             np.testing.assert_array_equal(r[i, j], M.pearson(x[i, j], y[i, j]))
             np.testing.assert_array_equal(d[i, j], M.lsd(x[i, j], y[i, j]))
+
+
+def test_cycles_per_repeat_counts_the_cycles_a_site_takes_to_repeat():
+    fs = 100.0
+    t = np.arange(400) / fs
+    tone = np.sin(2 * np.pi * 6.0 * t)
+    # the same 6 Hz activity, every other cycle larger (repeats after 2 cycles), or every third
+    # cycle larger (repeats after 3): the AF-band DF stays 6 Hz, the rhythm-blind DF drops to
+    # a sub-harmonic, 3 Hz or 2 Hz
+    every_2nd = tone * (1 + 0.6 * np.sign(np.sin(np.pi * 6.0 * t)))
+    every_3rd = tone * (1 + 0.8 * (np.floor(6.0 * t) % 3 == 0))
+    x = np.stack([tone, every_2nd, every_3rd, np.zeros_like(t)], axis=-1)
+    got = M.cycles_per_repeat(x, fs)
+    assert got[:3] == pytest.approx([1.0, 2.0, 3.0], abs=0.02)
+    assert np.isnan(got[3])  # a constant channel has no DF
+    assert M.cycles_per_repeat(x[None].repeat(2, axis=0), fs).shape == (2, 4)

@@ -99,6 +99,16 @@ def test_generator_notebooks_results(smoke_run: Path, kind: str) -> None:
         for rhythm in data.LABELS:
             assert 0 <= result["collapse"][rhythm]["active_units"] <= p.latent
             assert -1.0 <= result["nearest_training_window"][rhythm]["corr_mean"] <= 1.0
+        # where generated AF's rate comes from: the stored report is the library's, remade from
+        # the stored windows and checkpoint
+        from egmlib.evaluation import evaluator
+
+        af = data.LABELS.index("AF")
+        again = evaluator.periodicity_report(
+            model, norm, synthesis.load_synthetic(smoke_run, kind, "AF")["generated"],
+            np.asarray(ds.egm[ds.part("test", "AF")]), af, float(ds.manifest["fs"]))
+        assert json.loads(json.dumps(again)) == result["af_periodicity"]
+        assert result["af_periodicity"]["decoder"]["stages"][0]["stage"] == "dense map"
 
 
 def test_04_fidelity_results(smoke_run: Path) -> None:

@@ -107,6 +107,7 @@ __all__ = [
     "compare",
     "coverage",
     "cycle_length_variability",
+    "cycles_per_repeat",
     "df_settings",
     "diversity",
     "dominant_frequency",
@@ -770,6 +771,28 @@ def organisation_index(
         out[sl] = np.where(np.isfinite(d), oi, np.nan)  # a NaN DF (constant channel) stays NaN
     out[flat | ~np.isfinite(out)] = np.nan
     return out.reshape(out_shape)
+
+
+def cycles_per_repeat(x: ArrayLike, fs: float) -> np.ndarray:
+    """How many of its own AF-band cycles a site's signal takes to repeat, per site.
+
+    The ratio of the AF-band DF (:data:`AF_DF`, the Welch peak in 3-12 Hz) to the rhythm-blind
+    DF (:data:`RHYTHM_BLIND_DF`, the highest autocorrelation peak at lags of 1/12 to 2 s). A site
+    whose cycles resemble one another repeats after one cycle (about 1); one whose alternate
+    cycles differ, or whose waveform recurs only every third cycle, has its highest
+    autocorrelation peak at two or three cycles (about 2 or 3), and its rhythm-blind DF is a
+    sub-harmonic of its activation rate rather than a slower rhythm. Meant for AF windows: an SR
+    site's AF-band peak is a harmonic of its beat, so the ratio is not a cycle count there.
+
+    Args:
+        x: signal ``(..., T, C)``; ``T`` must hold the 2 s lag (200 samples at 100 Hz).
+        fs: sampling rate (Hz).
+
+    Returns:
+        ``(..., C)`` ratios; NaN where either DF is undefined (a constant channel).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return AF_DF(x, fs) / RHYTHM_BLIND_DF(x, fs)
 
 
 def cycle_length_variability(
