@@ -36,7 +36,7 @@ from egmlib.core.runs import MissingInputError, atomic_path, provenance, require
 from egmlib.data import LABELS, Dataset
 from egmlib.generators.generate import encode_means, generate, select_best
 from egmlib.generators.models import ConvVAE, LossWeights, VAEConfig
-from egmlib.generators.train import Normalizer, load_checkpoint, train_vae
+from egmlib.generators.train import Normalizer, Recordings, load_checkpoint, train_vae
 
 __all__ = [
     "GENERATORS",
@@ -51,6 +51,7 @@ __all__ = [
     "save_synthetic",
     "synthesize",
     "train_generator",
+    "training_recordings",
     "training_windows",
 ]
 
@@ -79,18 +80,31 @@ def training_windows(ds: Dataset, kind: str, part: str = "train",
                      ) -> tuple[NDArray[np.float32], NDArray[np.int64] | None]:
     """Windows (and labels for VAE-C; ``None`` for VAE-S) of a split part for a generator;
     ``columns`` reorders the sites (:meth:`egmlib.data.Dataset.site_permutation`)."""
-    _kind(kind)
-    if kind == "vae_s":
-        x, y = np.asarray(ds.egm[ds.part(part, "SR")]), None
-    else:
-        mask = ds.part(part)
-        x, y = np.asarray(ds.egm[mask]), np.asarray(ds.label[mask], np.int64)
+    mask = _part_mask(ds, kind, part)
+    x = np.asarray(ds.egm[mask])
+    y = None if kind == "vae_s" else np.asarray(ds.label[mask], np.int64)
     return (x if columns is None else x[..., columns]), y
+
+
+def _part_mask(ds: Dataset, kind: str, part: str) -> NDArray[np.bool_]:
+    """The windows of a split part that a generator trains or is scored on (VAE-S: SR only)."""
+    _kind(kind)
+    return ds.part(part, "SR") if kind == "vae_s" else ds.part(part)
+
+
+def training_recordings(ds: Dataset, kind: str, columns: NDArray[np.int64] | None = None
+                        ) -> Recordings:
+    """The training simulations' recordings rebuilt from their windows
+    (:class:`egmlib.generators.train.Recordings`), in the order of :func:`training_windows`."""
+    mask = _part_mask(ds, kind, "train")
+    x, _ = training_windows(ds, kind, "train", columns)
+    start = np.rint(np.asarray(ds.start_s, np.float64)[mask] * float(ds.manifest["fs"]))
+    return Recordings.from_windows(x, np.asarray(ds.sim_id)[mask], start.astype(np.int64))
 
 
 def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str | Path | None,
                     show_progress: bool = True, *, columns: NDArray[np.int64] | None = None,
-                    init: str = "he", class_scales: bool = True
+                    init: str = "he", class_scales: bool = True, recut: bool = False
                     ) -> tuple[ConvVAE, Normalizer, dict[str, Any]]:
     """Build and train VAE-S or VAE-C with parameters ``p`` (notebook 02/03); the best model is
     checkpointed to ``<run_dir>/<kind>/checkpoint.pt`` (``run_dir=None``: not saved). Returns
@@ -99,7 +113,9 @@ def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str |
     The keywords exist for the choice study (:mod:`egmlib.workflow.studies`): ``columns``
     trains on the sites in another order, ``init="torch"`` uses torch's default initialisation
     (:class:`egmlib.generators.models.VAEConfig`), ``class_scales=False`` scales VAE-C's
-    rhythms by one number (:class:`egmlib.generators.train.Normalizer`)."""
+    rhythms by one number (:class:`egmlib.generators.train.Normalizer`), ``recut=True`` cuts
+    the training windows afresh every epoch at random offsets from each simulation's recording
+    (:func:`training_recordings`; the AF rate study of :mod:`egmlib.workflow.studies`)."""
     x_tr, y_tr = training_windows(ds, kind, "train", columns)
     x_va, y_va = training_windows(ds, kind, "val", columns)
     if len(x_tr) == 0 or len(x_va) == 0:
@@ -119,6 +135,7 @@ def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str |
                         seed=p["seed"], checkpoint_path=ckpt,
                         progress=show_progress, normalizer=norm,
                         weights=LossWeights(spec_avg=p.get("spec_avg", 0.0)),
+                        recut=training_recordings(ds, kind, columns) if recut else None,
                         extra={"params": dict(p), "seed": p["seed"], "kind": kind})
     return model, norm, history
 

@@ -51,6 +51,7 @@ from egmlib.generators.models import (
 
 __all__ = [
     "Normalizer",
+    "Recordings",
     "TrainingDivergedError",
     "load_checkpoint",
     "precision_context",
@@ -329,6 +330,72 @@ def _batches(X: np.ndarray, y: np.ndarray | None, order: np.ndarray, batch_size:
         yield _batch(X, y, idx, normalizer, device), len(idx)
 
 
+@dataclass(frozen=True)
+class Recordings:
+    """Each training simulation's recording, rebuilt from its overlapping windows, to cut fresh
+    windows from at random offsets every epoch (:func:`train_vae`'s ``recut``).
+
+    Why: the data set cuts each simulation into windows whose starts are a fixed hop apart
+    (0.5 s at the default profile), so every window of a simulation is a copy of its
+    neighbours shifted by a multiple of the hop. A decoder that cannot tell which of those
+    shifts a code stands for is rewarded for their average, which repeats every hop: VAE-C's
+    generated AF did (a 0.48 s period, laid out by its dense layer; notebook 03). Windows cut at
+    any offset present no such lattice of shifts. They are exact: every sample is one the
+    simulation recorded, and no window crosses a simulation's edges.
+
+    Attributes:
+        signals: one ``(n_samples, C)`` recording per simulation.
+        owner: per training window, the index of its simulation's recording.
+        T: window length in samples.
+    """
+
+    signals: tuple[np.ndarray, ...]
+    owner: NDArray[np.int64]
+    T: int
+
+    @classmethod
+    def from_windows(cls, X: ArrayLike, sim_id: ArrayLike, start: ArrayLike) -> Recordings:
+        """Rebuild the recordings from windows ``X`` ``(n, T, C)``, each window's simulation
+        ``sim_id`` and its first sample ``start`` (integers, on the recording's own clock).
+
+        Windows of one simulation must overlap or abut (no gap) and agree wherever they overlap;
+        otherwise a ``ValueError`` names the simulation."""
+        x = np.asarray(X)
+        sims = np.asarray(sim_id)
+        st = np.asarray(start)
+        if x.ndim != 3 or sims.shape != (len(x),) or st.shape != (len(x),):
+            raise ValueError(f"X, sim_id, start: expected (n, T, C), (n,), (n,); got {x.shape}, "
+                             f"{sims.shape}, {st.shape}")
+        if not np.issubdtype(st.dtype, np.integer):
+            raise ValueError(f"start: expected integer sample indices; got {st.dtype}")
+        T = x.shape[1]
+        signals, owner = [], np.empty(len(x), np.int64)
+        for k, s in enumerate(np.unique(sims)):
+            idx = np.flatnonzero(sims == s)
+            idx = idx[np.argsort(st[idx], kind="stable")]
+            first = st[idx] - st[idx[0]]
+            if np.any(np.diff(first) > T):
+                raise ValueError(f"sim_id: the windows of simulation {s} leave a gap; "
+                                 "recordings need windows that overlap or abut")
+            rec = np.empty((int(first[-1]) + T, x.shape[2]), x.dtype)
+            for i, o in zip(idx, first):
+                rec[o:o + T] = x[i]
+            for i, o in zip(idx, first):  # overlapping windows must agree sample for sample
+                if not np.array_equal(rec[o:o + T], x[i]):
+                    raise ValueError(f"X: the windows of simulation {s} disagree where they "
+                                     "overlap; they are not cut from one recording")
+            signals.append(rec)
+            owner[idx] = k
+        return cls(tuple(signals), owner, T)
+
+    def cut(self, rng: np.random.Generator) -> np.ndarray:
+        """One window per training window, from its simulation's recording at an offset drawn
+        uniformly from every possible start (``rng``); same order as the windows."""
+        room = np.array([len(sig) - self.T + 1 for sig in self.signals])[self.owner]
+        offs = rng.integers(0, room)
+        return np.stack([self.signals[k][o:o + self.T] for k, o in zip(self.owner, offs)])
+
+
 def _history(result: FitResult, betas: list[float], settings: dict[str, Any]) -> dict[str, Any]:
     """:func:`train_vae`'s history (plain values) from the loop's result so far."""
     return {
@@ -350,14 +417,18 @@ def train_vae(model: ConvVAE, X_train: ArrayLike, y_train: ArrayLike | None,
               checkpoint_path: str | Path | None = None, progress: bool = True,
               normalizer: Normalizer | None = None, weights: LossWeights | None = None,
               lr_decay: float = 0.95, clip_norm: float = 1.0, optimized: bool = True,
-              precision: str = "float32", extra: Mapping[str, Any] | None = None
-              ) -> dict[str, Any]:
+              precision: str = "float32", extra: Mapping[str, Any] | None = None,
+              recut: Recordings | None = None) -> dict[str, Any]:
     """Train ``model`` in place and return its history (plain, JSON-serialisable values).
 
     Data: ``X_*`` are windows ``(n, T, C)`` (numpy or memmap), already scaled to [-1, 1] unless a
     fitted ``normalizer`` is given (then they are in data units and scaled batch by batch; the
     normaliser is also stored in checkpoints). Train and validation windows must come from
-    different simulations. ``y_*``: integer labels for VAE-C, ``None`` for VAE-S.
+    different simulations. ``y_*``: integer labels for VAE-C, ``None`` for VAE-S. With
+    ``recut`` (:class:`Recordings` of the training windows, in their order), every epoch trains
+    on windows cut afresh from the recordings at random offsets (their own numpy ``Generator``,
+    seeded by ``seed``; the batch order is the same as without), one per training window with
+    its label; validation windows are used as they are.
 
     Schedule: Adam(``lr``); gradient norm clipped to ``clip_norm``; learning rate times
     ``lr_decay`` after every epoch (``ExponentialLR``); beta rises linearly from
@@ -398,19 +469,29 @@ def train_vae(model: ConvVAE, X_train: ArrayLike, y_train: ArrayLike | None,
     dev = torch_device(device)
     precision = resolve_precision(precision, dev)
     n = X_train.shape[0]
+    if recut is not None and (len(recut.owner) != n or recut.T != X_train.shape[1]
+                              or recut.signals[0].shape[1] != X_train.shape[2]):
+        raise ValueError(f"recut: recordings of {len(recut.owner)} windows of {recut.T} samples x "
+                         f"{recut.signals[0].shape[1]} sites; X_train holds {n} of "
+                         f"{X_train.shape[1]} x {X_train.shape[2]}")
     betas = [beta_max * min(1.0, (e + 1) / warmup_epochs) if warmup_epochs else beta_max
              for e in range(epochs)]
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "beta_max": beta_max,
                 "warmup_epochs": warmup_epochs, "patience": patience, "seed": seed,
                 "lr_decay": lr_decay, "clip_norm": clip_norm, "device": device,
                 "precision": precision,
-                "n_train": int(n), "n_val": int(X_val.shape[0])}
+                "n_train": int(n), "n_val": int(X_val.shape[0]), "recut": recut is not None}
 
     def checkpoint(result: FitResult) -> None:
         save_checkpoint(checkpoint_path, model, normalizer,  # type: ignore[arg-type]
                         _history(result, betas, settings), extra)
 
     rng = np.random.default_rng(seed)
+    cut_rng = np.random.default_rng([seed, 1])  # the offsets' own stream
+
+    def train_windows() -> np.ndarray:
+        return X_train if recut is None else recut.cut(cut_rng)
+
     where = (f"; the last good checkpoint {checkpoint_path} is kept"
              if checkpoint_path is not None else "")
     with torch_state(seed, device=dev):
@@ -419,7 +500,7 @@ def train_vae(model: ConvVAE, X_train: ArrayLike, y_train: ArrayLike | None,
         try:
             result = fit(
                 model, lambda b, e: _step_loss(model, *b, betas[e], weights, precision),
-                lambda e: _batches(X_train, y_train, rng.permutation(n), batch_size,
+                lambda e: _batches(train_windows(), y_train, rng.permutation(n), batch_size,
                                    normalizer, dev),
                 lambda e: _batches(X_val, y_val, np.arange(X_val.shape[0]), batch_size,
                                    normalizer, dev),

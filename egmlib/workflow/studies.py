@@ -32,6 +32,13 @@ The precision study (``--study precision``, record ``results/<profile>/generator
 trains VAE-C at its notebook's budget once per row of :data:`PRECISION_ROWS`, float32 against
 mixed bfloat16 precision, and scores each like a choice row (:func:`choice_row`).
 
+The AF rate study (``--study af_rate``, record ``results/<profile>/generator_af_rate.json``)
+trains VAE-C at its notebook's budget once per row of :data:`AF_RATE_ROWS`, on the data set's
+windows and on windows cut afresh every epoch at random offsets from each training
+simulation's recording, scores each like a choice row, adds the periodicity report of AF drawn
+the notebook's way against validation AF (:func:`egmlib.evaluation.evaluator.periodicity_report`)
+and reads the rows by :func:`choose_af_rate`, fixed before it ran.
+
 The reconstruction network's choice study (:func:`recon_choice_study`, record
 ``results/<profile>/recon_choices.json``) does the same for the BSPM -> EGM network of notebook
 05: each row of :data:`RECON_CHOICES` (loss weights, learning rate) trains the network on the
@@ -128,6 +135,9 @@ from egmlib.workflow import results
 from egmlib.workflow.records import input_fingerprint
 
 __all__ = [
+    "AF_RATE_MIN_GAIN_HZ",
+    "AF_RATE_ROWS",
+    "AF_RATE_TOLERANCE",
     "BUDGET_ROWS",
     "CHOICES",
     "CONFIRM_ALPHA",
@@ -154,6 +164,7 @@ __all__ = [
     "budget_study",
     "choice_row",
     "choice_study",
+    "choose_af_rate",
     "choose_mode",
     "choose_recon",
     "choose_speed",
@@ -272,11 +283,30 @@ PRECISION_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("vae_c", "auto precision", {"precision": "auto"}),
 )
 
+#: The AF rate study's rows (``--study af_rate``, record
+#: ``results/<profile>/generator_af_rate.json``; VAE-C at its notebook's budget, scored like a
+#: choice row on the validation split): the data set's windows, whose starts in a simulation are
+#: a fixed hop apart, against windows cut afresh every epoch at random offsets from each training
+#: simulation's recording (:class:`egmlib.generators.train.Recordings`). Why: VAE-C's generated
+#: AF repeats every 0.48 s, about the hop (0.5 s), a period its dense layer lays out (notebook
+#: 03), as a decoder does that averages copies of a simulation shifted by multiples of the hop.
+#: The rule that reads it (:func:`choose_af_rate`) was fixed before the study ran.
+AF_RATE_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("vae_c", "the data set's windows (03 now)", {}),
+    ("vae_c", "windows re-cut at random offsets every epoch", {"recut": True}),
+)
+#: The most validation correlation (SR and AF each) a row of the AF rate study may lose against
+#: the first row and still be chosen.
+AF_RATE_TOLERANCE = 0.02
+#: How much nearer the validation AF's rhythm-blind DF a row's generated AF must come than the
+#: first row's to be chosen (Hz; the generators' target for |dDF| itself).
+AF_RATE_MIN_GAIN_HZ = 0.5
+
 #: Largest relative gain of the validation curve's last quarter over the best before it that
 #: still counts as a plateau (:func:`plateau_gain`).
 PLATEAU_TOL = 0.01
 
-_MODEL_KEYS = ("site_order", "init", "class_scales")
+_MODEL_KEYS = ("site_order", "init", "class_scales", "recut")
 _N_GENERATED = 50
 
 
@@ -297,7 +327,7 @@ def choice_row(ds: Dataset, kind: str, base: Mapping[str, Any], changes: Mapping
                label: str = "", epochs: int | None = None) -> dict[str, Any]:
     """Train ``kind`` with ``base`` parameters changed by ``changes`` for ``epochs`` epochs
     (default :data:`STUDY_EPOCHS`) and score it on the validation split (module docstring)."""
-    from egmlib.evaluation.evaluator import collapse_report
+    from egmlib.evaluation.evaluator import collapse_report, periodicity_report
 
     _check_changes(changes)
     p = {**base, **{k: v for k, v in changes.items() if k not in _MODEL_KEYS},
@@ -308,7 +338,8 @@ def choice_row(ds: Dataset, kind: str, base: Mapping[str, Any], changes: Mapping
     t0 = time.perf_counter()
     model, norm, hist = synthesis.train_generator(
         ds, kind, p, None, show_progress=False, columns=columns,
-        init=changes.get("init", "he"), class_scales=changes.get("class_scales", True))
+        init=changes.get("init", "he"), class_scales=changes.get("class_scales", True),
+        recut=changes.get("recut", False))
     seconds = time.perf_counter() - t0
     geom_sites = ds.geometry()[1].electrodes[columns]
     row: dict[str, Any] = {
@@ -333,7 +364,46 @@ def choice_row(ds: Dataset, kind: str, base: Mapping[str, Any], changes: Mapping
         af = LABELS.index("AF")
         x_af = np.asarray(ds.egm[ds.part("val", "AF")])[..., columns]
         row["af_collapse"] = collapse_report(model, norm, x_af, np.full(len(x_af), af))
+        # AF drawn the notebook's way (p["gen_mode"]), against validation AF
+        x_tr, y_tr = synthesis.training_windows(ds, kind, "train", columns)
+        drawn = generate(model, norm, _N_GENERATED, label=af, seed=int(p["seed"]),
+                         mode=p["gen_mode"], train_latents=encode_means(model, norm, x_tr, y_tr),
+                         train_labels=y_tr)
+        row["af_periodicity"] = periodicity_report(model, norm, drawn, x_af, af, fs)
+        row["af_periodicity"]["gen_mode"] = p["gen_mode"]
     return row
+
+
+def choose_af_rate(rows: Sequence[Mapping[str, Any]], tolerance: float = AF_RATE_TOLERANCE,
+                   min_gain_hz: float = AF_RATE_MIN_GAIN_HZ) -> dict[str, Any]:
+    """The AF rate study's rule, fixed before it ran: against the first row (03 as it is), a row
+    qualifies when its generated AF's rhythm-blind DF (drawn the notebook's way) is at least
+    ``min_gain_hz`` nearer the validation AF's, and its validation correlation of SR and of AF
+    are each at least the first row's minus ``tolerance``; of those, the nearest DF wins.
+    ``chosen`` is that row's label, or the first row's when none qualifies.
+
+    Each row needs ``label``, ``val`` (``{rhythm: {"corr_mean": ...}}``) and ``af_periodicity``
+    (:func:`egmlib.evaluation.evaluator.periodicity_report`, whose ``df_hz`` holds the
+    generated and the real medians)."""
+    if not rows:
+        raise ValueError("rows: the AF rate study has no rows")
+
+    def gap(row: Mapping[str, Any]) -> float:
+        d = row["af_periodicity"]["df_hz"]
+        return abs(d["generated"] - d["real"])
+
+    base = rows[0]
+    verdicts = []
+    for row in rows[1:]:
+        lost = {r: base["val"][r]["corr_mean"] - row["val"][r]["corr_mean"] for r in LABELS}
+        verdicts.append({"label": row["label"], "df_gap_hz": gap(row),
+                         "corr_lost": lost,
+                         "qualifies": gap(row) <= gap(base) - min_gain_hz
+                         and all(v <= tolerance for v in lost.values())})
+    ok = [v for v in verdicts if v["qualifies"]]
+    chosen = min(ok, key=lambda v: v["df_gap_hz"])["label"] if ok else base["label"]
+    return {"chosen": chosen, "baseline": base["label"], "baseline_df_gap_hz": gap(base),
+            "tolerance": float(tolerance), "min_gain_hz": float(min_gain_hz), "rows": verdicts}
 
 
 def plateau_gain(curve: Sequence[float]) -> float:
@@ -1268,7 +1338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "recon_precision", "recon_speed", "gen_mode",
                                         "linear", "unseen", "residual", "residual_full",
                                         "residual_vae", "residual_confirm",
-                                        "residual_ideal"),
+                                        "residual_ideal", "af_rate"),
                     default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
@@ -1278,8 +1348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "windows, a residual network on it, with and without them, that "
                          "network with every training simulation, that network with the "
                          "trained generators' windows, the confirmation of that study's "
-                         "exploratory hint on new seeds, and ideal windows on those seeds "
-                         "(these twelve are not part of all)")
+                         "exploratory hint on new seeds, ideal windows on those seeds, and "
+                         "VAE-C trained on windows re-cut at random offsets (these thirteen are "
+                         "not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only (the generators' studies and "
                          "residual_vae)")
@@ -1321,6 +1392,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         study["provenance"] = provenance(base)
         path = save_record("generator_precision", study, base["profile"], run)
         print(f"wrote {shown(path)}")
+    if a.study == "af_rate":
+        epochs = {"vae_c": a.epochs or _base("vae_c", values)["epochs"]}
+        study = choice_study(ds, values, AF_RATE_ROWS, log=sys.stdout, epochs=epochs)
+        study["choice"] = choose_af_rate(study["rows"])
+        study["provenance"] = provenance(base)
+        path = save_record("generator_af_rate", study, base["profile"], run)
+        print(f"chosen: {study['choice']['chosen']}\nwrote {shown(path)}")
     if a.study == "recon_speed":
         speed = recon_choice_study(ds, values, RECON_SPEED_ROWS,
                                    epochs=a.epochs or RECON_STUDY_EPOCHS, log=sys.stdout,
