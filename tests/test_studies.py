@@ -772,3 +772,41 @@ def test_decide_needs_both_the_t_test_and_the_two_level_interval():
     assert results.decide(row(0.03, 0.01, -0.001, 0.05)) == "no change"
     assert results.decide(row(0.03, 0.06, 0.01, 0.05)) == "no change"
     assert results.decide(row(0.03, 0.04, 0.01, 0.05), alpha=0.01) == "no change"
+
+
+def _af_row(label: str, df_generated: float, sr: float, af: float) -> dict:
+    return {"label": label, "val": {"SR": {"corr_mean": sr}, "AF": {"corr_mean": af}},
+            "af_periodicity": {"df_hz": {"generated": df_generated, "real": 6.0}}}
+
+
+def test_choose_af_rate_hand_worked():
+    base = _af_row("base", 2.0, 0.50, 0.10)  # 4 Hz from validation AF
+    rows = [base,
+            _af_row("nearer but costs SR", 5.9, 0.47, 0.10),  # loses 0.03 > 0.02
+            _af_row("a little nearer", 2.4, 0.50, 0.10),  # 0.4 Hz nearer < 0.5
+            _af_row("nearer", 5.0, 0.49, 0.09),  # 1 Hz away, loses 0.01 each
+            _af_row("nearest", 6.8, 0.485, 0.12)]  # 0.8 Hz away (above), loses 0.015
+    got = studies.choose_af_rate(rows)
+    assert got["chosen"] == "nearest" and got["baseline_df_gap_hz"] == pytest.approx(4.0)
+    assert [v["qualifies"] for v in got["rows"]] == [False, False, True, True]
+    assert got["rows"][0]["corr_lost"]["SR"] == pytest.approx(0.03)
+    # exactly 0.5 Hz nearer still qualifies
+    edge = _af_row("edge", 2.5, 0.49, 0.09)
+    assert studies.choose_af_rate([base, edge])["chosen"] == "edge"
+    assert studies.choose_af_rate([base, rows[1], rows[2]])["chosen"] == "base"
+    assert studies.choose_af_rate([base])["chosen"] == "base"
+    with pytest.raises(ValueError, match="no rows"):
+        studies.choose_af_rate([])
+
+
+def test_cli_writes_the_af_rate_record(smoke_run: Path, monkeypatch: pytest.MonkeyPatch):
+    record = _guarded_cli_record(smoke_run, monkeypatch, "af_rate", 1, "generator_af_rate")
+    assert [(r["generator"], r["label"], r["changes"]) for r in record["rows"]] == [
+        (g, label, changes) for g, label, changes in studies.AF_RATE_ROWS]
+    assert record["split"] == "val" and record["epochs"] == {"vae_c": 1}
+    for row in record["rows"]:
+        rep = row["af_periodicity"]
+        assert rep["gen_mode"] == record["base"]["vae_c"]["gen_mode"]
+        assert rep["decoder"]["stages"][0]["stage"] == "dense map"
+    # the record's choice is the rule applied to its rows
+    assert record["choice"] == json.loads(json.dumps(studies.choose_af_rate(record["rows"])))

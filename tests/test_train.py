@@ -16,6 +16,7 @@ from egmlib.generators.models import ConvVAE, VAEConfig
 from egmlib.generators.train import (
     HISTORY_KEYS,
     Normalizer,
+    Recordings,
     TrainingDivergedError,
     load_checkpoint,
     resolve_precision,
@@ -315,3 +316,72 @@ def test_divergence_carries_the_history_of_the_epochs_before(monkeypatch, tmp_pa
     assert meta["history"]["epochs_run"] == 1
     for k, v in saved.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
+
+
+def _recorded(n_sims: int = 2, hop: int = 25, n_windows: int = 4, seed: int = 0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Windows of ``T`` samples cut every ``hop`` samples from ``n_sims`` random recordings:
+    (windows, their simulation, their first sample, the recordings)."""
+    rng = np.random.default_rng(seed)
+    recs = [rng.normal(size=(T + hop * (n_windows - 1), C)).astype(np.float32)
+            for _ in range(n_sims)]
+    x, sims, starts = [], [], []
+    for s, rec in enumerate(recs):
+        for w in range(n_windows):
+            x.append(rec[w * hop:w * hop + T])
+            sims.append(10 + s)
+            starts.append(1000 * s + w * hop)  # each recording on its own clock
+    return np.stack(x), np.array(sims), np.array(starts), recs
+
+
+def test_recordings_are_rebuilt_exactly_and_cut_at_every_offset():
+    x, sims, starts, recs = _recorded()
+    order = np.random.default_rng(1).permutation(len(x))  # the windows in any order
+    r = Recordings.from_windows(x[order], sims[order], starts[order])
+    assert r.T == T and len(r.signals) == 2
+    for k, rec in enumerate(recs):
+        np.testing.assert_array_equal(r.signals[k], rec)
+    np.testing.assert_array_equal(r.owner, (sims[order] - 10))
+    rng = np.random.default_rng(0)
+    offsets = set()
+    for _ in range(60):
+        cut = r.cut(rng)
+        assert cut.shape == x.shape
+        for i, w in enumerate(cut):  # every window is a slice of its own simulation's recording
+            rec = recs[r.owner[i]]
+            hits = [o for o in range(len(rec) - T + 1) if np.array_equal(rec[o:o + T], w)]
+            assert len(hits) == 1
+            offsets.add(hits[0])
+    # every start from 0 to the last possible one is drawn, not only multiples of the hop
+    assert offsets == set(range(len(recs[0]) - T + 1))
+
+
+def test_recordings_refuse_windows_that_are_not_one_recording():
+    x, sims, starts, _ = _recorded()
+    bad = x.copy()
+    bad[1, 0, 0] += 1.0  # window 1 disagrees with window 0 where they overlap
+    with pytest.raises(ValueError, match="simulation 10 disagree"):
+        Recordings.from_windows(bad, sims, starts)
+    gap = starts.copy()
+    gap[3] += T  # the last window of simulation 10 starts after the recording ends
+    with pytest.raises(ValueError, match="simulation 10 leave a gap"):
+        Recordings.from_windows(x, sims, gap)
+    with pytest.raises(ValueError, match="start: expected integer"):
+        Recordings.from_windows(x, sims, starts.astype(float))
+
+
+def test_train_vae_with_recut_windows_is_seeded_and_keeps_the_batch_order():
+    x, sims, starts, _ = _recorded(hop=10)
+    xv = smooth_windows(2, seed=6)
+    rec = Recordings.from_windows(x, sims, starts)
+
+    def run(recut):
+        return train_vae(small_model(), x, None, xv, None, epochs=2, batch_size=4,
+                         progress=False, recut=recut)
+
+    a, b, plain = run(rec), run(rec), run(None)
+    assert a["train"]["total"] == b["train"]["total"]  # same seed, same offsets
+    assert a["settings"]["recut"] is True and plain["settings"]["recut"] is False
+    assert a["train"]["total"] != plain["train"]["total"]  # it trained on other windows
+    with pytest.raises(ValueError, match="recut: recordings of 8 windows"):
+        train_vae(small_model(), x[:4], None, xv, None, epochs=1, progress=False, recut=rec)
