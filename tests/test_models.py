@@ -33,10 +33,11 @@ def smooth_windows(n: int, T: int, C: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(x.astype(np.float32))
 
 
+@pytest.mark.parametrize("upsample", ["transposed", "resize"])
 @pytest.mark.parametrize("T,C", [(100, 32), (100, 24), (37, 5), (400, 256)])
-def test_shapes_and_loss_parts(T, C):
+def test_shapes_and_loss_parts(T, C, upsample):
     torch.manual_seed(0)
-    cfg = VAEConfig(T=T, C=C, latent=8)
+    cfg = VAEConfig(T=T, C=C, latent=8, upsample=upsample)
     model = ConvVAE(cfg)
     x = smooth_windows(2, T, C)
     x_hat, mu, logvar = model(x)
@@ -202,8 +203,32 @@ def test_bad_inputs():
         vae_s.sample(0)
 
 
+def test_resize_decoder_has_no_grid_of_its_own():
+    """A first map that is the same at every time step: transposed convolutions turn it into a
+    pattern that repeats every 16 samples (their combined stride); resize-convolutions leave it
+    the same at every time, away from the window's edges."""
+    for upsample in ("transposed", "resize"):
+        torch.manual_seed(0)
+        model = ConvVAE(VAEConfig(T=400, C=8, latent=4, upsample=upsample)).eval()
+        t0, s0 = model.config.dec_map_shape
+        ch = model.config.dec_map_channels
+        flat = torch.randn(ch, 1, s0).repeat(1, t0, 1)
+        with torch.no_grad():
+            model.decoder_dense[0].weight.zero_()
+            model.decoder_dense[0].bias.copy_(flat.reshape(-1))
+            mid = model.decode(torch.zeros(1, 4))[0, 60:340]
+        assert mid.abs().mean() > 0.01  # not a dead decoder
+        torch.testing.assert_close(mid[16:], mid[:-16], rtol=0, atol=1e-6)  # period 16
+        if upsample == "transposed":
+            assert mid.std(dim=0).max() > 0.1  # a grid inside each period
+        else:
+            assert mid.std(dim=0).max() < 1e-6  # constant in time
+    with pytest.raises(ValueError, match=r"VAEConfig\.upsample: got 'bilinear'"):
+        VAEConfig(upsample="bilinear")
+
+
 def test_config_round_trip():
-    cfg = VAEConfig(T=100, C=24, latent=5, n_classes=2)
+    cfg = VAEConfig(T=100, C=24, latent=5, n_classes=2, upsample="resize")
     assert VAEConfig.from_dict(cfg.to_dict()) == cfg
     assert VAEConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="unknown field"):

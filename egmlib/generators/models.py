@@ -7,7 +7,9 @@ more):
   64 filters 5x15 stride 2x4, 10 filters 3x5 stride 2x2 -- each with LeakyReLU, then a dense layer
   (250 units) and two heads, the latent mean and log-variance;
 * decoder: dense to a small ``(channels, t0, s0)`` map, four transposed convolutions with strides
-  2x4, 2x4, 2x2, 2x4, each followed by a 5x1 temporal smoothing convolution; tanh output.
+  2x4, 2x4, 2x2, 2x4, each followed by a 5x1 temporal smoothing convolution; tanh output
+  (``VAEConfig.upsample="resize"``: each transposed convolution replaced by nearest-neighbour
+  upsampling and a convolution).
 * VAE-C (``n_classes > 0``): the one-hot rhythm label is joined after the encoder's dense layer
   and at the decoder input, and each class has a learned Gaussian prior (a learnable mean and
   log-variance per latent dimension); the KL term is taken to the class's prior.
@@ -52,6 +54,7 @@ from egmlib.core.checks import check_int
 
 __all__ = [
     "LOSS_PARTS",
+    "UPSAMPLINGS",
     "ConvVAE",
     "LossWeights",
     "TemporalSmooth",
@@ -66,6 +69,8 @@ __all__ = [
 LOSS_PARTS = ("mse", "deriv_l1", "spec_hf", "spec_spurious", "spec_avg", "kl", "corr")
 
 LOGVAR_CLIP = 10.0
+#: Values of :attr:`VAEConfig.upsample`.
+UPSAMPLINGS = ("transposed", "resize")
 
 
 def shrink_strides(strides: tuple[int, ...], n: int, min_size: int) -> tuple[int, ...]:
@@ -99,6 +104,13 @@ class VAEConfig:
             zero weights and this bias; see :meth:`ConvVAE.reset_parameters`).
         init: ``"he"`` (:meth:`ConvVAE.reset_parameters`) or ``"torch"`` (torch's default
             initialisation, as before; kept for the comparison).
+        upsample: how each decoder block enlarges its map: ``"transposed"`` (the authors'
+            transposed convolutions) or ``"resize"`` (nearest-neighbour upsampling by the
+            stride, then a convolution of kernel ``2 * stride + 1`` per axis, 3 where the
+            stride is 1: the resize-convolution of Odena, Dumoulin & Olah, "Deconvolution and
+            checkerboard artifacts", Distill 2016, whose output has no grid of the stride's
+            period built in). The AF decoder study of :mod:`egmlib.workflow.studies` compares
+            them.
     """
 
     T: int = 400
@@ -120,6 +132,7 @@ class VAEConfig:
     min_sites: int = 4
     logvar_bias: float = -4.0
     init: str = "he"
+    upsample: str = "transposed"
 
     def __post_init__(self) -> None:
         for name in ("T", "C", "latent", "dense", "dec_map_channels", "smooth_kernel"):
@@ -139,6 +152,9 @@ class VAEConfig:
                              "decoder layer")
         if self.init not in ("he", "torch"):
             raise ValueError(f"VAEConfig.init: got {self.init!r}; allowed: 'he' or 'torch'")
+        if self.upsample not in UPSAMPLINGS:
+            raise ValueError(f"VAEConfig.upsample: got {self.upsample!r}; allowed: "
+                             f"{', '.join(map(repr, UPSAMPLINGS))}")
         if self.dec_filters[-1] != 1:
             raise ValueError("VAEConfig.dec_filters: the last decoder layer must have 1 filter")
 
@@ -214,6 +230,14 @@ class TemporalSmooth(nn.Conv2d):
         return out + self.bias.view(1, 1, 1, 1)
 
 
+def _resize_conv(c_in: int, c_out: int, s_t: int, s_s: int) -> nn.Sequential:
+    """Nearest-neighbour upsampling by ``(s_t, s_s)``, then a same-size convolution of kernel
+    ``2 s + 1`` per axis (3 where ``s`` is 1)."""
+    k_t, k_s = (2 * s + 1 if s > 1 else 3 for s in (s_t, s_s))
+    return nn.Sequential(nn.Upsample(scale_factor=(s_t, s_s), mode="nearest"),
+                         nn.Conv2d(c_in, c_out, (k_t, k_s), padding=(k_t // 2, k_s // 2)))
+
+
 def _tconv_geometry(stride: int) -> tuple[int, int]:
     """(kernel, padding) of a transposed convolution that maps n to exactly n * stride."""
     pad = max(1, stride // 2)
@@ -252,8 +276,9 @@ class ConvVAE(nn.Module):
         for i, (f, s_t, s_s) in enumerate(zip(cfg.dec_filters, dt, ds)):
             (k_t, p_t), (k_s, p_s) = _tconv_geometry(s_t), _tconv_geometry(s_s)
             last = i == n_dec - 1
-            blocks += [nn.ConvTranspose2d(c_in, f, (k_t, k_s), stride=(s_t, s_s),
-                                          padding=(p_t, p_s)),
+            up = (nn.ConvTranspose2d(c_in, f, (k_t, k_s), stride=(s_t, s_s), padding=(p_t, p_s))
+                  if cfg.upsample == "transposed" else _resize_conv(c_in, f, s_t, s_s))
+            blocks += [up,
                        nn.Identity() if last else nn.LeakyReLU(act),
                        TemporalSmooth(f, cfg.smooth_kernel),
                        nn.Identity() if last else nn.LeakyReLU(act)]

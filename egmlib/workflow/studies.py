@@ -37,7 +37,10 @@ trains VAE-C at its notebook's budget once per row of :data:`AF_RATE_ROWS`, on t
 windows and on windows cut afresh every epoch at random offsets from each training
 simulation's recording, scores each like a choice row, adds the periodicity report of AF drawn
 the notebook's way against validation AF (:func:`egmlib.evaluation.evaluator.periodicity_report`)
-and reads the rows by :func:`choose_af_rate`, fixed before it ran.
+and reads the rows by :func:`choose_af_rate`, fixed before it ran. The AF decoder study
+(``--study af_decoder``, record ``results/<profile>/generator_af_decoder.json``) does the same
+for the rows of :data:`AF_DECODER_ROWS`: a decoder of resize-convolutions, on the data set's
+windows and on re-cut ones, against 03 as it is.
 
 The reconstruction network's choice study (:func:`recon_choice_study`, record
 ``results/<profile>/recon_choices.json``) does the same for the BSPM -> EGM network of notebook
@@ -135,6 +138,7 @@ from egmlib.workflow import results
 from egmlib.workflow.records import input_fingerprint
 
 __all__ = [
+    "AF_DECODER_ROWS",
     "AF_RATE_MIN_GAIN_HZ",
     "AF_RATE_ROWS",
     "AF_RATE_TOLERANCE",
@@ -295,6 +299,18 @@ AF_RATE_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("vae_c", "the data set's windows (03 now)", {}),
     ("vae_c", "windows re-cut at random offsets every epoch", {"recut": True}),
 )
+#: The AF decoder study's rows (``--study af_decoder``, record
+#: ``results/<profile>/generator_af_decoder.json``; like the AF rate study, read by the same
+#: rule): with the data set's windows gone, VAE-C's AF kept a 0.32 s period, two steps of the
+#: dense map, that its transposed convolutions make (the AF rate study). A decoder of
+#: resize-convolutions (:class:`egmlib.generators.models.VAEConfig`, ``upsample="resize"``) has
+#: no such grid built in; it is trained on the data set's windows and on re-cut ones.
+AF_DECODER_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    AF_RATE_ROWS[0],
+    ("vae_c", "resize-convolution decoder", {"upsample": "resize"}),
+    ("vae_c", "resize-convolution decoder, windows re-cut every epoch",
+     {"upsample": "resize", "recut": True}),
+)
 #: The most validation correlation (SR and AF each) a row of the AF rate study may lose against
 #: the first row and still be chosen.
 AF_RATE_TOLERANCE = 0.02
@@ -306,7 +322,7 @@ AF_RATE_MIN_GAIN_HZ = 0.5
 #: still counts as a plateau (:func:`plateau_gain`).
 PLATEAU_TOL = 0.01
 
-_MODEL_KEYS = ("site_order", "init", "class_scales", "recut")
+_MODEL_KEYS = ("site_order", "init", "class_scales", "recut", "upsample")
 _N_GENERATED = 50
 
 
@@ -339,7 +355,7 @@ def choice_row(ds: Dataset, kind: str, base: Mapping[str, Any], changes: Mapping
     model, norm, hist = synthesis.train_generator(
         ds, kind, p, None, show_progress=False, columns=columns,
         init=changes.get("init", "he"), class_scales=changes.get("class_scales", True),
-        recut=changes.get("recut", False))
+        recut=changes.get("recut", False), upsample=changes.get("upsample", "transposed"))
     seconds = time.perf_counter() - t0
     geom_sites = ds.geometry()[1].electrodes[columns]
     row: dict[str, Any] = {
@@ -1338,7 +1354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "recon_precision", "recon_speed", "gen_mode",
                                         "linear", "unseen", "residual", "residual_full",
                                         "residual_vae", "residual_confirm",
-                                        "residual_ideal", "af_rate"),
+                                        "residual_ideal", "af_rate", "af_decoder"),
                     default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
@@ -1348,9 +1364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "windows, a residual network on it, with and without them, that "
                          "network with every training simulation, that network with the "
                          "trained generators' windows, the confirmation of that study's "
-                         "exploratory hint on new seeds, ideal windows on those seeds, and "
-                         "VAE-C trained on windows re-cut at random offsets (these thirteen are "
-                         "not part of all)")
+                         "exploratory hint on new seeds, ideal windows on those seeds, "
+                         "VAE-C trained on windows re-cut at random offsets, and VAE-C with a "
+                         "resize-convolution decoder (these fourteen are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only (the generators' studies and "
                          "residual_vae)")
@@ -1392,12 +1408,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         study["provenance"] = provenance(base)
         path = save_record("generator_precision", study, base["profile"], run)
         print(f"wrote {shown(path)}")
-    if a.study == "af_rate":
+    if a.study in ("af_rate", "af_decoder"):
         epochs = {"vae_c": a.epochs or _base("vae_c", values)["epochs"]}
-        study = choice_study(ds, values, AF_RATE_ROWS, log=sys.stdout, epochs=epochs)
+        rows = AF_RATE_ROWS if a.study == "af_rate" else AF_DECODER_ROWS
+        study = choice_study(ds, values, rows, log=sys.stdout, epochs=epochs)
         study["choice"] = choose_af_rate(study["rows"])
         study["provenance"] = provenance(base)
-        path = save_record("generator_af_rate", study, base["profile"], run)
+        path = save_record(f"generator_{a.study}", study, base["profile"], run)
         print(f"chosen: {study['choice']['chosen']}\nwrote {shown(path)}")
     if a.study == "recon_speed":
         speed = recon_choice_study(ds, values, RECON_SPEED_ROWS,
