@@ -49,6 +49,9 @@ HOW_TESTED: dict[str, str] = {
         "tests/test_studies.py test_cli_writes_the_precision_record (smoke run, one epoch a row)",
     "python -m egmlib.workflow.studies --study af_rate":
         "tests/test_studies.py test_cli_writes_the_af_rate_record (smoke run, one epoch a row)",
+    "python -m egmlib.workflow.studies --study af_decoder":
+        "tests/test_studies.py test_cli_writes_the_af_rate_record[af_decoder-...] (smoke run, "
+        "one epoch a row)",
     "python -m egmlib.workflow.studies --study recon_speed":
         "tests/test_studies.py test_cli_writes_the_recon_speed_record (smoke run, the rows "
         "shrunk to two epochs and to all and 2 real simulations per rhythm)",

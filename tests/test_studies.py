@@ -799,10 +799,13 @@ def test_choose_af_rate_hand_worked():
         studies.choose_af_rate([])
 
 
-def test_cli_writes_the_af_rate_record(smoke_run: Path, monkeypatch: pytest.MonkeyPatch):
-    record = _guarded_cli_record(smoke_run, monkeypatch, "af_rate", 1, "generator_af_rate")
+@pytest.mark.parametrize("study,rows", [("af_rate", studies.AF_RATE_ROWS),
+                                        ("af_decoder", studies.AF_DECODER_ROWS)])
+def test_cli_writes_the_af_rate_record(smoke_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                       study: str, rows: tuple) -> None:
+    record = _guarded_cli_record(smoke_run, monkeypatch, study, 1, f"generator_{study}")
     assert [(r["generator"], r["label"], r["changes"]) for r in record["rows"]] == [
-        (g, label, changes) for g, label, changes in studies.AF_RATE_ROWS]
+        (g, label, changes) for g, label, changes in rows]
     assert record["split"] == "val" and record["epochs"] == {"vae_c": 1}
     for row in record["rows"]:
         rep = row["af_periodicity"]
