@@ -304,7 +304,10 @@ AF_RATE_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 #: rule): with the data set's windows gone, VAE-C's AF kept a 0.32 s period, two steps of the
 #: dense map, that its transposed convolutions make (the AF rate study). A decoder of
 #: resize-convolutions (:class:`egmlib.generators.models.VAEConfig`, ``upsample="resize"``) has
-#: no such grid built in; it is trained on the data set's windows and on re-cut ones.
+#: no such grid built in; it is trained on the data set's windows and on re-cut ones. Measured
+#: (the default record): the rule picks the resize decoder on the data set's windows (generated
+#: AF nearer AF's rate at equal validation correlation, still far from it); 03 does not use it
+#: yet, for the reasons the README's "VAE-C's AF rate and the window hop" gives.
 AF_DECODER_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     AF_RATE_ROWS[0],
     ("vae_c", "resize-convolution decoder", {"upsample": "resize"}),
