@@ -318,7 +318,7 @@ AF_DECODER_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 #: the first row and still be chosen.
 AF_RATE_TOLERANCE = 0.02
 #: How much nearer the validation AF's rhythm-blind DF a row's generated AF must come than the
-#: first row's to be chosen (Hz; the generators' target for |dDF| itself).
+#: first row's to be chosen (Hz; the generators' target for ``|dDF|`` itself).
 AF_RATE_MIN_GAIN_HZ = 0.5
 
 #: Largest relative gain of the validation curve's last quarter over the best before it that
