@@ -773,7 +773,7 @@ def organisation_index(
     return out.reshape(out_shape)
 
 
-def cycles_per_repeat(x: ArrayLike, fs: float) -> np.ndarray:
+def cycles_per_repeat(x: ArrayLike, fs: float, blind_df: ArrayLike | None = None) -> np.ndarray:
     """How many of its own AF-band cycles a site's signal takes to repeat, per site.
 
     The ratio of the AF-band DF (:data:`AF_DF`, the Welch peak in 3-12 Hz) to the rhythm-blind
@@ -787,12 +787,14 @@ def cycles_per_repeat(x: ArrayLike, fs: float) -> np.ndarray:
     Args:
         x: signal ``(..., T, C)``; ``T`` must hold the 2 s lag (200 samples at 100 Hz).
         fs: sampling rate (Hz).
+        blind_df: ``RHYTHM_BLIND_DF(x, fs)`` where the caller has it already (``(..., C)``).
 
     Returns:
         ``(..., C)`` ratios; NaN where either DF is undefined (a constant channel).
     """
+    blind = RHYTHM_BLIND_DF(x, fs) if blind_df is None else np.asarray(blind_df)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return AF_DF(x, fs) / RHYTHM_BLIND_DF(x, fs)
+        return AF_DF(x, fs) / blind
 
 
 def cycle_length_variability(

@@ -1045,22 +1045,25 @@ def periodicity_report(model: ConvVAE, norm: Normalizer, generated: ArrayLike, r
     gen = np.asarray(_windows(generated, "generated"), np.float64)
     ref = np.asarray(_windows(real, "real"), np.float64)
 
-    def df_median(x: np.ndarray) -> float:
-        return float(np.nanmedian(np.nanmedian(metrics.RHYTHM_BLIND_DF(x, fs), axis=-1)))
+    def df_median(blind: np.ndarray) -> float:
+        return float(np.nanmedian(np.nanmedian(blind, axis=-1)))
 
     centred = gen - gen.mean(axis=1, keepdims=True)
+    blind = {name: metrics.RHYTHM_BLIND_DF(x, fs) for name, x in (("generated", gen),
+                                                                   ("real", ref))}
     cycles = {}
     for name, x in (("generated", gen), ("real", ref)):
-        c = metrics.cycles_per_repeat(x, fs)
+        c = metrics.cycles_per_repeat(x, fs, blind[name])
         c = c[np.isfinite(c)]
         cycles[name] = {"median": float(np.median(c)),
                         "share_at_least": float(np.mean(c >= min_cycles))}
     m = check_int("max_windows", max_windows, 2)
     lab = None if label is None else np.full(min(m, len(ref)), int(label))
     z = encode_means(model, norm, ref[:m].astype(np.float32), lab)
-    return {"df_hz": {"generated": df_median(gen),
-                      "generated_without_template": df_median(centred - centred.mean(axis=0)),
-                      "real": df_median(ref)},
+    without = metrics.RHYTHM_BLIND_DF(centred - centred.mean(axis=0), fs)
+    return {"df_hz": {"generated": df_median(blind["generated"]),
+                      "generated_without_template": df_median(without),
+                      "real": df_median(blind["real"])},
             "cycles_per_repeat": cycles, "min_cycles": float(min_cycles),
             "decoder": decoder_periodicity(model, z, lab, fs)}
 

@@ -40,6 +40,7 @@ from egmlib.generators.train import Normalizer, Recordings, load_checkpoint, tra
 
 __all__ = [
     "GENERATORS",
+    "draw",
     "example_windows",
     "filtered",
     "generator_dir",
@@ -183,6 +184,20 @@ def reconstruct(model: ConvVAE, norm: Normalizer, x: NDArray, y: NDArray | None 
     return norm.inverse(out.cpu().numpy(), scale_by).astype(np.float32)
 
 
+def draw(model: ConvVAE, norm: Normalizer, ds: Dataset, kind: str, rhythm: str, n: int,
+         seed: int, mode: str = "prior", columns: NDArray[np.int64] | None = None
+         ) -> NDArray[np.float32]:
+    """``n`` windows of ``rhythm`` drawn in ``mode``
+    (:func:`egmlib.generators.generate.generate`; ``"guided"`` fits its Gaussian to the encoder
+    means of this generator's training windows, sites in ``columns`` order)."""
+    label = None if kind == "vae_s" else LABELS.index(rhythm)
+    kw: dict[str, Any] = {}
+    if mode == "guided":
+        x_tr, y_tr = training_windows(ds, kind, "train", columns)
+        kw = {"train_latents": encode_means(model, norm, x_tr, y_tr), "train_labels": y_tr}
+    return generate(model, norm, n, label=label, seed=seed, mode=mode, **kw)
+
+
 def synthesize(model: ConvVAE, norm: Normalizer, ds: Dataset, kind: str, rhythm: str,
                n_generate: int, n_keep: int, seed: int, mode: str = "prior"
                ) -> dict[str, NDArray]:
@@ -194,13 +209,8 @@ def synthesize(model: ConvVAE, norm: Normalizer, ds: Dataset, kind: str, rhythm:
     if not 1 <= n_keep <= n_generate:
         raise ValueError(f"n_keep: got {n_keep}; allowed: 1 <= n_keep <= n_generate = "
                          f"{n_generate}")
-    label = None if kind == "vae_s" else LABELS.index(rhythm)
     ref = np.asarray(ds.egm[ds.part("train", rhythm)])
-    kw: dict[str, Any] = {}
-    if mode == "guided":
-        x_tr, y_tr = training_windows(ds, kind, "train")
-        kw = {"train_latents": encode_means(model, norm, x_tr, y_tr), "train_labels": y_tr}
-    gen = generate(model, norm, n_generate, label=label, seed=seed, mode=mode, **kw)
+    gen = draw(model, norm, ds, kind, rhythm, n_generate, seed, mode)
     kept, all_scores, idx = select_best(gen, ref, n_keep)
     return {"kept": kept.astype(np.float32), "scores": all_scores[idx], "all_scores": all_scores,
             "idx": idx, "generated": gen}

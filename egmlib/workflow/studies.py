@@ -384,10 +384,8 @@ def choice_row(ds: Dataset, kind: str, base: Mapping[str, Any], changes: Mapping
         x_af = np.asarray(ds.egm[ds.part("val", "AF")])[..., columns]
         row["af_collapse"] = collapse_report(model, norm, x_af, np.full(len(x_af), af))
         # AF drawn the notebook's way (p["gen_mode"]), against validation AF
-        x_tr, y_tr = synthesis.training_windows(ds, kind, "train", columns)
-        drawn = generate(model, norm, _N_GENERATED, label=af, seed=int(p["seed"]),
-                         mode=p["gen_mode"], train_latents=encode_means(model, norm, x_tr, y_tr),
-                         train_labels=y_tr)
+        drawn = synthesis.draw(model, norm, ds, kind, "AF", _N_GENERATED, int(p["seed"]),
+                               p["gen_mode"], columns)
         row["af_periodicity"] = periodicity_report(model, norm, drawn, x_af, af, fs)
         row["af_periodicity"]["gen_mode"] = p["gen_mode"]
     return row
@@ -1392,51 +1390,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_process(base["seed"])
     run = resolve_run_dir(base["profile"], base["run_dir"])
     ds = load_dataset(run)
+
+    def write(name: str, study: dict[str, Any], **facts: str) -> None:
+        """Stamp ``study`` with its provenance (and ``facts``), save it as record ``name``."""
+        study["provenance"] = {**provenance(base), **facts}
+        print(f"wrote {shown(save_record(name, study, base['profile'], run))}")
+
     if a.study in ("all", "generators"):
         rows = [r for r in CHOICES if a.only is None or r[0] == a.only]
         epochs = None if a.epochs is None else dict.fromkeys(synthesis.GENERATORS, a.epochs)
         study = choice_study(ds, values, rows, log=sys.stdout, epochs=epochs)
-        study["provenance"] = provenance(base)
-        path = save_record("generator_choices", study, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write("generator_choices", study)
     if a.study == "budget":
         budget = budget_study(ds, values, log=sys.stdout, epochs=a.epochs)
-        budget["provenance"] = provenance(base)
-        path = save_record("generator_budget", budget, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write("generator_budget", budget)
     if a.study == "precision":
         kinds = sorted({r[0] for r in PRECISION_ROWS})
         epochs = {k: a.epochs or _base(k, values)["epochs"] for k in kinds}
         study = choice_study(ds, values, PRECISION_ROWS, log=sys.stdout, epochs=epochs)
-        study["provenance"] = provenance(base)
-        path = save_record("generator_precision", study, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write("generator_precision", study)
     if a.study in ("af_rate", "af_decoder"):
         epochs = {"vae_c": a.epochs or _base("vae_c", values)["epochs"]}
         rows = AF_RATE_ROWS if a.study == "af_rate" else AF_DECODER_ROWS
         study = choice_study(ds, values, rows, log=sys.stdout, epochs=epochs)
         study["choice"] = choose_af_rate(study["rows"])
-        study["provenance"] = provenance(base)
-        path = save_record(f"generator_{a.study}", study, base["profile"], run)
-        print(f"chosen: {study['choice']['chosen']}\nwrote {shown(path)}")
+        print(f"chosen: {study['choice']['chosen']}")
+        write(f"generator_{a.study}", study)
     if a.study == "recon_speed":
         speed = recon_choice_study(ds, values, RECON_SPEED_ROWS,
                                    epochs=a.epochs or RECON_STUDY_EPOCHS, log=sys.stdout,
                                    choose=choose_speed)
-        speed["provenance"] = provenance(base)
-        path = save_record("recon_speed", speed, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write("recon_speed", speed)
     if a.study == "recon_precision":
         recon = recon_choice_study(ds, values, RECON_PRECISION_ROWS,
                                    epochs=a.epochs or RECON_STUDY_EPOCHS, log=sys.stdout)
-        recon["provenance"] = provenance(base)
-        path = save_record("recon_precision", recon, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write("recon_precision", recon)
     if a.study == "gen_mode":
         modes = mode_study(ds, run, n=MODE_STUDY_N, seed=int(base["seed"]), log=sys.stdout)
-        modes["provenance"] = provenance(base)
-        path = save_record("generator_modes", modes, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write("generator_modes", modes)
     # the closed-form studies train no network: their records say any processor kind may read
     # them (egmlib.workflow.records.machine_differences checks their package versions only)
     closed_form = {"linear": ("recon_linear", linear_study),
@@ -1444,11 +1435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.study in closed_form:
         name, run_study = closed_form[a.study]
         study = run_study(ds, values, run, log=sys.stdout)
-        study["provenance"] = {**provenance(base), "kind_independent": (
+        write(name, study, kind_independent=(
             "no network is trained: closed-form linear algebra on the data set, whose numbers "
-            "agree across processors within float rounding")}
-        path = save_record(name, study, base["profile"], run)
-        print(f"wrote {shown(path)}")
+            "agree across processors within float rounding"))
     if a.study in ("residual", "residual_full"):
         config = residual.ResidualConfig(**({} if a.epochs is None else {"max_epochs": a.epochs}))
         run_study, name, tolerance = (
@@ -1457,17 +1446,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             (residual_full_study, "recon_residual_full", RESIDUAL_FULL_ROUNDING_TOLERANCE))
         study = run_study(ds, values, run, config=config, log=sys.stdout)
         rounding = study["rounding"]
-        study["provenance"] = provenance(base)
+        facts = {}
         if residual.rounding_agrees(rounding, tolerance):
-            study["provenance"]["kind_independent"] = (
+            facts["kind_independent"] = (
                 "the network trains in float32, never in bfloat16; refitted in float64, its "
                 "first k = 0 run keeps its best epochs (pooled and per rhythm) and moves its "
                 f"test correlations by {rounding['max_abs_test_corr']:.1e} at most (record key "
                 f"rounding; tolerance {tolerance:g}, half the last digit quoted); float64 "
                 "changes the rounding of every operation, at least as much as a change of "
                 "processor does")
-        path = save_record(name, study, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write(name, study, **facts)
     def earlier(record: str, study: str, needs: str) -> tuple[Path, dict[str, Any]]:
         """The record ``--study a.study`` builds on, or the CLI's error naming ``study``."""
         source = results_dir(base["profile"], run) / f"{record}.json"
@@ -1489,9 +1477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = residual_vae_study(ds, values, run, chosen_lr, generators=generators,
                                    config=config, log=sys.stdout)
         study["lr_from"] = shown(source)
-        study["provenance"] = provenance(base)
-        path = save_record("recon_residual_vae", study, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write("recon_residual_vae", study)
     if a.study == "residual_confirm":
         source, exploratory = earlier("recon_residual_vae", "residual_vae",
                                       "replicates the exploratory record")
@@ -1504,9 +1490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = residual_confirm_study(ds, values, run, exploratory, config=config,
                                        log=sys.stdout)
         study["exploratory_from"] = shown(source)
-        study["provenance"] = provenance(base)
-        path = save_record("recon_residual_confirm", study, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write("recon_residual_confirm", study)
     if a.study == "residual_ideal":
         source, confirmation = earlier("recon_residual_confirm", "residual_confirm",
                                        "reuses the fits of")
@@ -1514,15 +1498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = residual_ideal_study(ds, values, run, confirmation, config=config,
                                      log=sys.stdout)
         study["confirmation_from"] = shown(source)
-        study["provenance"] = provenance(base)
-        path = save_record("recon_residual_ideal", study, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write("recon_residual_ideal", study)
     if a.study in ("all", "recon"):
         recon = recon_choice_study(ds, values, epochs=a.epochs or RECON_STUDY_EPOCHS,
                                    log=sys.stdout)
-        recon["provenance"] = provenance(base)
-        path = save_record("recon_choices", recon, base["profile"], run)
-        print(f"wrote {shown(path)}")
+        write("recon_choices", recon)
     return 0
 
 
