@@ -800,7 +800,8 @@ def test_choose_af_rate_hand_worked():
 
 
 @pytest.mark.parametrize("study,rows", [("af_rate", studies.AF_RATE_ROWS),
-                                        ("af_decoder", studies.AF_DECODER_ROWS)])
+                                        ("af_decoder", studies.AF_DECODER_ROWS),
+                                        ("af_latent", studies.AF_LATENT_ROWS)])
 def test_cli_writes_the_af_rate_record(smoke_run: Path, monkeypatch: pytest.MonkeyPatch,
                                        study: str, rows: tuple) -> None:
     record = _guarded_cli_record(smoke_run, monkeypatch, study, 1, f"generator_{study}")
@@ -810,6 +811,8 @@ def test_cli_writes_the_af_rate_record(smoke_run: Path, monkeypatch: pytest.Monk
     for row in record["rows"]:
         rep = row["af_periodicity"]
         assert rep["gen_mode"] == record["base"]["vae_c"]["gen_mode"]
-        assert rep["decoder"]["stages"][0]["stage"] == "dense map"
+        layout = row["changes"].get("latent_layout", "vector")
+        assert rep["decoder"]["stages"][0]["stage"] == {"vector": "dense map",
+                                                        "sequence": "sequence map"}[layout]
     # the record's choice is the rule applied to its rows
     assert record["choice"] == json.loads(json.dumps(studies.choose_af_rate(record["rows"])))

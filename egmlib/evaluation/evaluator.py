@@ -949,7 +949,9 @@ def decoder_periodicity(model: ConvVAE, z: ArrayLike, y: ArrayLike | None, fs: f
     """At which stage of the decoder a repeating time pattern appears.
 
     The latents ``z`` ``(n, latent)`` (with their class labels ``y`` for VAE-C) are decoded
-    once; after the dense layer (the first map) and after each transposed-convolution block,
+    once; after the dense layer (the first map; in the sequence layout of
+    :class:`egmlib.generators.models.VAEConfig`, the convolution over the latent sequence,
+    stage ``"sequence map"``) and after each transposed-convolution block,
     :func:`_time_autocorr` of the feature maps along time is searched for its highest peak at
     the lags of :data:`egmlib.core.metrics.RHYTHM_BLIND_DF` (1/12 to 2 s), in output samples
     (a map step covers ``T / map length`` samples). A period that the dense layer already
@@ -971,21 +973,18 @@ def decoder_periodicity(model: ConvVAE, z: ArrayLike, y: ArrayLike | None, fs: f
     lo_hz, hi_hz = metrics.RHYTHM_BLIND_DF.band_hz
     cfg = model.config
     zt = torch.as_tensor(np.asarray(z, np.float32))
-    if zt.ndim != 2 or zt.shape[1] != cfg.latent:
-        raise ValueError(f"z: expected (n, latent={cfg.latent}); got {tuple(zt.shape)}")
-    onehot = model._onehot(None if y is None else torch.as_tensor(np.asarray(y)),
-                           zt.shape[0], zt.device)
-    if onehot is not None:
-        zt = torch.cat([zt, onehot], dim=1)
+    if zt.ndim != 2 or zt.shape[1] != cfg.code_size:
+        raise ValueError(f"z: expected (n, code_size={cfg.code_size}); got {tuple(zt.shape)}")
+    yt = None if y is None else torch.as_tensor(np.asarray(y))
     blocks = list(model.decoder_conv)
     if len(blocks) % 4:
         raise ValueError("model: expected decoder blocks of (transposed conv, activation, "
                          "smoothing, activation)")
-    t0, s0 = cfg.dec_map_shape
+    t0 = cfg.dec_map_shape[0]
     model.eval()
     with torch.no_grad():
-        h = model.decoder_dense(zt).view(zt.shape[0], cfg.dec_map_channels, t0, s0)
-        maps = [("dense map", h)]
+        h = model.decoder_map(zt, yt)
+        maps = [("dense map" if cfg.latent_layout == "vector" else "sequence map", h)]
         for i in range(0, len(blocks), 4):
             for layer in blocks[i:i + 4]:
                 h = layer(h)

@@ -144,7 +144,7 @@ def generate(model: ConvVAE, normalizer: Normalizer | None, n: int,
     cfg = model.config
     y = _labels("label", label, int(n), model)
     rng = np.random.default_rng(seed)
-    eps = rng.standard_normal((n, cfg.latent))
+    eps = rng.standard_normal((n, cfg.code_size))
     if mode == "prior":
         prior = model.prior(None if y is None else torch.from_numpy(y), batch=n)
         if prior is None:
@@ -157,10 +157,10 @@ def generate(model: ConvVAE, normalizer: Normalizer | None, n: int,
             raise ValueError("train_latents: mode='guided' needs the training windows' encoder "
                              "means (see encode_means)")
         Z = np.asarray(train_latents, dtype=np.float64)
-        if Z.ndim != 2 or Z.shape[1] != cfg.latent:
-            raise ValueError(f"train_latents: expected (n_train, latent={cfg.latent}); got "
+        if Z.ndim != 2 or Z.shape[1] != cfg.code_size:
+            raise ValueError(f"train_latents: expected (n_train, code_size={cfg.code_size}); got "
                              f"{Z.shape}")
-        z = np.empty((n, cfg.latent))
+        z = np.empty((n, cfg.code_size))
         if y is None:
             groups = {None: np.arange(n)}
             members = {None: np.arange(Z.shape[0])}

@@ -10,6 +10,19 @@ more):
   2x4, 2x4, 2x2, 2x4, each followed by a 5x1 temporal smoothing convolution; tanh output
   (``VAEConfig.upsample="resize"``: each transposed convolution replaced by nearest-neighbour
   upsampling and a convolution).
+* ``VAEConfig.latent_layout="sequence"`` (not in the paper): the latent code is a short sequence
+  in time instead of one vector. The encoder's dense layer becomes a convolution over its last
+  map (all its sites, ``seq_kernel`` steps), averaged down to the decoder's first map length
+  ``t0``; the heads give ``latent`` channels per step; the decoder's dense layer becomes a
+  convolution of ``seq_kernel`` steps over that sequence. Nothing in the model then knows where
+  in the window it is: a shift of the input by one step (``T / t0`` samples) shifts the code by
+  one step and the output by one step, away from the edges. The vector layout's dense layers
+  place every feature at a fixed time of the window, which lets a decoder lay out a period it
+  learned from how the windows were cut (notebook 03 measures one). The code is still handed
+  around flattened, ``(batch, code_size)`` with ``code_size = latent * t0``, channel-major
+  (index ``channel * t0 + step``), so
+  sampling, fitting and the KL see ordinary vectors; VAE-C's class priors are shared by the
+  steps of a channel.
 * VAE-C (``n_classes > 0``): the one-hot rhythm label is joined after the encoder's dense layer
   and at the decoder input, and each class has a learned Gaussian prior (a learnable mean and
   log-variance per latent dimension); the KL term is taken to the class's prior.
@@ -53,6 +66,7 @@ from torch import Tensor, nn
 from egmlib.core.checks import check_int
 
 __all__ = [
+    "LATENT_LAYOUTS",
     "LOSS_PARTS",
     "UPSAMPLINGS",
     "ConvVAE",
@@ -71,6 +85,8 @@ LOSS_PARTS = ("mse", "deriv_l1", "spec_hf", "spec_spurious", "spec_avg", "kl", "
 LOGVAR_CLIP = 10.0
 #: Values of :attr:`VAEConfig.upsample`.
 UPSAMPLINGS = ("transposed", "resize")
+#: Values of :attr:`VAEConfig.latent_layout`.
+LATENT_LAYOUTS = ("vector", "sequence")
 
 
 def shrink_strides(strides: tuple[int, ...], n: int, min_size: int) -> tuple[int, ...]:
@@ -90,7 +106,8 @@ class VAEConfig:
 
     Attributes:
         T, C: window length in samples and number of recording sites (paper: 400 x 2048).
-        latent: latent dimension (paper: 250; the default profile uses fewer).
+        latent: latent dimension (paper: 250; the default profile uses fewer); in the sequence
+            layout, the latent channels per time step (the code has :attr:`code_size` values).
         n_classes: 0 for VAE-S (unconditional), 2 for VAE-C (0 = SR, 1 = AF).
         filters, kernels, enc_time_strides, enc_site_strides: the encoder's three convolutions.
         dense: width of the encoder's dense layer (paper 250).
@@ -111,6 +128,11 @@ class VAEConfig:
             checkerboard artifacts", Distill 2016, whose output has no grid of the stride's
             period built in). The AF decoder study of :mod:`egmlib.workflow.studies` compares
             them.
+        latent_layout: ``"vector"`` (the authors' dense layers) or ``"sequence"`` (a latent
+            sequence of ``latent`` channels over the decoder's first map length ``t0``; see the
+            module doc). The AF latent study of :mod:`egmlib.workflow.studies` compares them.
+        seq_kernel: steps of the two convolutions that replace the dense layers in the sequence
+            layout (odd; unused by the vector layout).
     """
 
     T: int = 400
@@ -133,9 +155,12 @@ class VAEConfig:
     logvar_bias: float = -4.0
     init: str = "he"
     upsample: str = "transposed"
+    latent_layout: str = "vector"
+    seq_kernel: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("T", "C", "latent", "dense", "dec_map_channels", "smooth_kernel"):
+        for name in ("T", "C", "latent", "dense", "dec_map_channels", "smooth_kernel",
+                     "seq_kernel"):
             value = getattr(self, name)
             check_int(f"VAEConfig.{name}", value, 1)
         if self.n_classes not in (0, *range(2, 65)):
@@ -145,8 +170,10 @@ class VAEConfig:
                 self.enc_time_strides) or len(self.filters) != len(self.enc_site_strides):
             raise ValueError("VAEConfig: filters, kernels and encoder strides must have one entry "
                              "per encoder layer")
-        if any(k % 2 == 0 for kk in self.kernels for k in kk) or self.smooth_kernel % 2 == 0:
-            raise ValueError("VAEConfig.kernels / smooth_kernel: kernel sizes must be odd")
+        if (any(k % 2 == 0 for kk in self.kernels for k in kk) or self.smooth_kernel % 2 == 0
+                or self.seq_kernel % 2 == 0):
+            raise ValueError("VAEConfig.kernels / smooth_kernel / seq_kernel: kernel sizes must "
+                             "be odd")
         if not (len(self.dec_filters) == len(self.dec_time_strides) == len(self.dec_site_strides)):
             raise ValueError("VAEConfig: dec_filters and decoder strides must have one entry per "
                              "decoder layer")
@@ -157,6 +184,9 @@ class VAEConfig:
                              f"{', '.join(map(repr, UPSAMPLINGS))}")
         if self.dec_filters[-1] != 1:
             raise ValueError("VAEConfig.dec_filters: the last decoder layer must have 1 filter")
+        if self.latent_layout not in LATENT_LAYOUTS:
+            raise ValueError(f"VAEConfig.latent_layout: got {self.latent_layout!r}; allowed: "
+                             f"{', '.join(map(repr, LATENT_LAYOUTS))}")
 
     # -- derived geometry ---------------------------------------------------------------------
     @property
@@ -190,6 +220,19 @@ class VAEConfig:
         """(time, sites) of the decoder's first map."""
         st, ss = self.dec_strides
         return math.ceil(self.T / math.prod(st)), math.ceil(self.C / math.prod(ss))
+
+    @property
+    def latent_steps(self) -> int:
+        """Time steps of the latent code: the decoder's first map length in the sequence
+        layout, 1 in the vector layout."""
+        return self.dec_map_shape[0] if self.latent_layout == "sequence" else 1
+
+    @property
+    def code_size(self) -> int:
+        """Values in one window's latent code, ``latent * latent_steps`` (``latent`` in the
+        vector layout): the length of the flattened codes that :meth:`ConvVAE.encode` returns
+        and :meth:`ConvVAE.decode` takes."""
+        return self.latent * self.latent_steps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -260,15 +303,25 @@ class ConvVAE(nn.Module):
             c_in = f
         self.encoder_conv = nn.Sequential(*layers)
         te, se = cfg.enc_map_shape
-        self.encoder_dense = nn.Sequential(nn.Flatten(), nn.Linear(c_in * te * se, cfg.dense),
-                                           nn.LeakyReLU(act))
-        self.fc_mu = nn.Linear(cfg.dense + cfg.n_classes, cfg.latent)
-        self.fc_logvar = nn.Linear(cfg.dense + cfg.n_classes, cfg.latent)
-
         t0, s0 = cfg.dec_map_shape
-        self.decoder_dense = nn.Sequential(
-            nn.Linear(cfg.latent + cfg.n_classes, cfg.dec_map_channels * t0 * s0),
-            nn.LeakyReLU(act))
+        k = cfg.seq_kernel
+        if cfg.latent_layout == "vector":
+            self.encoder_dense = nn.Sequential(
+                nn.Flatten(), nn.Linear(c_in * te * se, cfg.dense), nn.LeakyReLU(act))
+            self.fc_mu = nn.Linear(cfg.dense + cfg.n_classes, cfg.latent)
+            self.fc_logvar = nn.Linear(cfg.dense + cfg.n_classes, cfg.latent)
+            self.decoder_dense = nn.Sequential(
+                nn.Linear(cfg.latent + cfg.n_classes, cfg.dec_map_channels * t0 * s0),
+                nn.LeakyReLU(act))
+        else:  # the same roles, as convolutions along time (module doc)
+            d = cfg.latent
+            self.encoder_dense = nn.Sequential(
+                nn.Conv2d(c_in, cfg.dense, (k, se), padding=(k // 2, 0)), nn.LeakyReLU(act))
+            self.fc_mu = nn.Conv1d(cfg.dense + cfg.n_classes, d, 1)
+            self.fc_logvar = nn.Conv1d(cfg.dense + cfg.n_classes, d, 1)
+            self.decoder_dense = nn.Sequential(
+                nn.Conv1d(d + cfg.n_classes, cfg.dec_map_channels * s0, k, padding=k // 2),
+                nn.LeakyReLU(act))
         dt, ds = cfg.dec_strides
         blocks: list[nn.Module] = []
         c_in = cfg.dec_map_channels
@@ -290,9 +343,11 @@ class ConvVAE(nn.Module):
         if cfg.n_classes:
             # Learned Gaussian prior per class. Means start slightly apart so the classes do not
             # start from one symmetric point; log-variances start at 0 (unit variance).
+            # In the sequence layout the steps of a channel share its prior.
             g = torch.Generator().manual_seed(1234)
-            self.prior_mu = nn.Parameter(0.1 * torch.randn(cfg.n_classes, cfg.latent, generator=g))
-            self.prior_logvar = nn.Parameter(torch.zeros(cfg.n_classes, cfg.latent))
+            d = cfg.latent
+            self.prior_mu = nn.Parameter(0.1 * torch.randn(cfg.n_classes, d, generator=g))
+            self.prior_logvar = nn.Parameter(torch.zeros(cfg.n_classes, d))
         else:
             self.register_parameter("prior_mu", None)
             self.register_parameter("prior_logvar", None)
@@ -322,7 +377,7 @@ class ConvVAE(nn.Module):
                 continue
             if isinstance(m, nn.ConvTranspose2d):
                 fan_in = m.in_channels * math.prod(m.kernel_size) / math.prod(m.stride)
-            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 fan_in = m.weight[0].numel()
             else:
                 continue
@@ -370,28 +425,51 @@ class ConvVAE(nn.Module):
 
     # -- the model ------------------------------------------------------------------------------
     def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Latent mean and log-variance (clipped to [-10, 10]) of windows ``(B, T, C)``."""
+        """Latent mean and log-variance (clipped to [-10, 10]) of windows ``(B, T, C)``, each
+        ``(B, code_size)``."""
         x = self._check_x(x)
         cfg = self.config
         onehot = self._onehot(y, x.shape[0], x.device)
         tp, cp = cfg.padded_shape
         h = F.pad(x.unsqueeze(1), (0, cp - cfg.C, 0, tp - cfg.T))
         h = self.encoder_dense(self.encoder_conv(h))
+        if cfg.latent_layout == "sequence":  # (B, dense, te, 1) -> (B, dense, t0)
+            h = F.adaptive_avg_pool1d(h.squeeze(3), cfg.latent_steps)
+            if onehot is not None:
+                h = torch.cat([h, onehot.to(h.dtype)[:, :, None].expand(-1, -1, h.shape[2])],
+                              dim=1)
+            return (self.fc_mu(h).flatten(1),
+                    self.fc_logvar(h).flatten(1).clamp(-LOGVAR_CLIP, LOGVAR_CLIP))
         if onehot is not None:
             h = torch.cat([h, onehot.to(h.dtype)], dim=1)
         return self.fc_mu(h), self.fc_logvar(h).clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
 
-    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """Windows ``(B, T, C)`` in [-1, 1] from latents ``(B, latent)``."""
+    def decoder_map(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """The decoder's first map ``(B, dec_map_channels, t0, s0)`` from latents
+        ``(B, code_size)``: the dense layer's output (vector layout) or the convolution's over the
+        latent sequence (sequence layout)."""
         cfg = self.config
-        if z.ndim != 2 or z.shape[1] != cfg.latent:
-            raise ValueError(f"z: expected (batch, latent={cfg.latent}); got {tuple(z.shape)}")
+        if z.ndim != 2 or z.shape[1] != cfg.code_size:
+            raise ValueError(f"z: expected (batch, code_size={cfg.code_size}); got "
+                             f"{tuple(z.shape)}")
         onehot = self._onehot(y, z.shape[0], z.device)
+        t0, s0 = cfg.dec_map_shape
+        b = z.shape[0]
+        if cfg.latent_layout == "sequence":
+            h = z.view(b, cfg.latent, t0)
+            if onehot is not None:
+                h = torch.cat([h, onehot.to(z.dtype)[:, :, None].expand(-1, -1, t0)], dim=1)
+            # channel index c * s0 + s of the convolution's output -> (B, ch, t0, s0)
+            return (self.decoder_dense(h).view(b, cfg.dec_map_channels, s0, t0)
+                    .transpose(2, 3))
         if onehot is not None:
             z = torch.cat([z, onehot.to(z.dtype)], dim=1)
-        t0, s0 = cfg.dec_map_shape
-        h = self.decoder_dense(z).view(z.shape[0], cfg.dec_map_channels, t0, s0)
-        h = self.decoder_conv(h)
+        return self.decoder_dense(z).view(b, cfg.dec_map_channels, t0, s0)
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Windows ``(B, T, C)`` in [-1, 1] from latents ``(B, code_size)``."""
+        cfg = self.config
+        h = self.decoder_conv(self.decoder_map(z, y))
         return torch.tanh(h[:, 0, : cfg.T, : cfg.C])
 
     def reparameterize(self, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -418,7 +496,9 @@ class ConvVAE(nn.Module):
                                              if torch.as_tensor(y).ndim else 1)
         onehot = self._onehot(y, n, self.prior_mu.device)
         logvar = (onehot @ self.prior_logvar).clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
-        return onehot @ self.prior_mu, logvar
+        steps = self.config.latent_steps  # the sequence layout: each channel's steps share it
+        return ((onehot @ self.prior_mu).repeat_interleave(steps, dim=1),
+                logvar.repeat_interleave(steps, dim=1))
 
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | int | None = None,
@@ -427,7 +507,7 @@ class ConvVAE(nn.Module):
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n: got {n!r}; allowed: an int >= 1")
         device = next(self.parameters()).device
-        eps = torch.randn(n, self.config.latent, generator=generator,
+        eps = torch.randn(n, self.config.code_size, generator=generator,
                           device=generator.device if generator is not None else device).to(device)
         prior = self.prior(y, batch=n)
         z = eps if prior is None else prior[0] + torch.exp(0.5 * prior[1]) * eps
@@ -535,7 +615,7 @@ def _interior_frames(T: int, n_fft: int, hop: int, n_frames: int) -> slice:
 
 def kl_divergence(mu: Tensor, logvar: Tensor,
                   prior: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """KL(N(mu, exp(logvar)) || prior) per window and latent dimension, ``(B, latent)``.
+    """KL(N(mu, exp(logvar)) || prior) per window and latent dimension, ``(B, code_size)``.
     ``prior`` is ``(mean, log-variance)`` rows; ``None`` is the standard normal."""
     logvar = logvar.clamp(-LOGVAR_CLIP, LOGVAR_CLIP)
     if prior is None:

@@ -40,7 +40,9 @@ the notebook's way against validation AF (:func:`egmlib.evaluation.evaluator.per
 and reads the rows by :func:`choose_af_rate`, fixed before it ran. The AF decoder study
 (``--study af_decoder``, record ``results/<profile>/generator_af_decoder.json``) does the same
 for the rows of :data:`AF_DECODER_ROWS`: a decoder of resize-convolutions, on the data set's
-windows and on re-cut ones, against 03 as it is.
+windows and on re-cut ones, against 03 as it is; the AF latent study (``--study af_latent``,
+record ``results/<profile>/generator_af_latent.json``) for those of :data:`AF_LATENT_ROWS`: a
+latent code that is a sequence in time, with no layer tied to a time of the window.
 
 The reconstruction network's choice study (:func:`recon_choice_study`, record
 ``results/<profile>/recon_choices.json``) does the same for the BSPM -> EGM network of notebook
@@ -139,6 +141,7 @@ from egmlib.workflow.records import input_fingerprint
 
 __all__ = [
     "AF_DECODER_ROWS",
+    "AF_LATENT_ROWS",
     "AF_RATE_MIN_GAIN_HZ",
     "AF_RATE_ROWS",
     "AF_RATE_TOLERANCE",
@@ -189,7 +192,8 @@ __all__ = [
 STUDY_EPOCHS: dict[str, int] = {"vae_s": 12, "vae_c": 8}
 
 #: The rows: (generator, label, changes against the defaults). Keys of ``changes``: parameters of
-#: :class:`egmlib.core.params.GeneratorConfig`, or ``site_order``, ``init``, ``class_scales``.
+#: :class:`egmlib.core.params.GeneratorConfig`, or one of ``_MODEL_KEYS`` (``site_order``, ``init``,
+#: ``class_scales``, ``recut``, ``upsample``, ``latent_layout``).
 CHOICES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("vae_s", "defaults (chain order, He init, batch 4, lr 2e-3, x0.98)", {}),
     ("vae_s", "site order: farthest-point sampling (before)", {"site_order": "fps"}),
@@ -314,6 +318,24 @@ AF_DECODER_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("vae_c", "resize-convolution decoder, windows re-cut every epoch",
      {"upsample": "resize", "recut": True}),
 )
+#: The AF latent study's rows (``--study af_latent``, record
+#: ``results/<profile>/generator_af_latent.json``; like the AF rate study, read by the same rule,
+#: :func:`choose_af_rate`, against the first row): with resize-convolutions, VAE-C's generated AF
+#: still repeats every 0.5 s, the window hop, a period its dense layer lays out (the AF decoder
+#: study). In the sequence layout of :class:`egmlib.generators.models.VAEConfig` no layer knows
+#: where in the window it is, so none can lay out a period tied to the window; the latent code is a
+#: sequence of 3 (75 values at the default size, about the vector's 64) or 6 values per step of the
+#: decoder's first map (16 samples). Both use resize-convolutions: at 100 Hz the transposed
+#: convolutions' 16-sample grid beats at 6.25 Hz, inside the AF band, and could pass for AF's rate.
+#: Fixed before the study ran: the row the rule chooses, if any, becomes VAE-C's setting in notebook
+#: 03, and everything that reads VAE-C's windows is remade from it.
+AF_LATENT_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    AF_RATE_ROWS[0],
+    ("vae_c", "latent sequence, 3 per step, resize decoder",
+     {"latent_layout": "sequence", "latent": 3, "upsample": "resize"}),
+    ("vae_c", "latent sequence, 6 per step, resize decoder",
+     {"latent_layout": "sequence", "latent": 6, "upsample": "resize"}),
+)
 #: The most validation correlation (SR and AF each) a row of the AF rate study may lose against
 #: the first row and still be chosen.
 AF_RATE_TOLERANCE = 0.02
@@ -325,7 +347,7 @@ AF_RATE_MIN_GAIN_HZ = 0.5
 #: still counts as a plateau (:func:`plateau_gain`).
 PLATEAU_TOL = 0.01
 
-_MODEL_KEYS = ("site_order", "init", "class_scales", "recut", "upsample")
+_MODEL_KEYS = ("site_order", "init", "class_scales", "recut", "upsample", "latent_layout")
 _N_GENERATED = 50
 
 
@@ -358,7 +380,8 @@ def choice_row(ds: Dataset, kind: str, base: Mapping[str, Any], changes: Mapping
     model, norm, hist = synthesis.train_generator(
         ds, kind, p, None, show_progress=False, columns=columns,
         init=changes.get("init", "he"), class_scales=changes.get("class_scales", True),
-        recut=changes.get("recut", False), upsample=changes.get("upsample", "transposed"))
+        recut=changes.get("recut", False), upsample=changes.get("upsample", "transposed"),
+        latent_layout=changes.get("latent_layout", "vector"))
     seconds = time.perf_counter() - t0
     geom_sites = ds.geometry()[1].electrodes[columns]
     row: dict[str, Any] = {
@@ -1355,7 +1378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "recon_precision", "recon_speed", "gen_mode",
                                         "linear", "unseen", "residual", "residual_full",
                                         "residual_vae", "residual_confirm",
-                                        "residual_ideal", "af_rate", "af_decoder"),
+                                        "residual_ideal", "af_rate", "af_decoder",
+                                        "af_latent"),
                     default="all",
                     help="which study: the generators', the reconstruction network's, both "
                          "(all), VAE-S's budget study, VAE-C's or the reconstruction network's "
@@ -1366,8 +1390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "network with every training simulation, that network with the "
                          "trained generators' windows, the confirmation of that study's "
                          "exploratory hint on new seeds, ideal windows on those seeds, "
-                         "VAE-C trained on windows re-cut at random offsets, and VAE-C with a "
-                         "resize-convolution decoder (these fourteen are not part of all)")
+                         "VAE-C trained on windows re-cut at random offsets, VAE-C with a "
+                         "resize-convolution decoder, and VAE-C with a latent sequence "
+                         "(these fifteen are not part of all)")
     ap.add_argument("--only", choices=tuple(synthesis.GENERATORS), default=None,
                     help="run the rows of one generator only (the generators' studies and "
                          "residual_vae)")
@@ -1409,9 +1434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs = {k: a.epochs or _base(k, values)["epochs"] for k in kinds}
         study = choice_study(ds, values, PRECISION_ROWS, log=sys.stdout, epochs=epochs)
         write("generator_precision", study)
-    if a.study in ("af_rate", "af_decoder"):
+    if a.study in ("af_rate", "af_decoder", "af_latent"):
         epochs = {"vae_c": a.epochs or _base("vae_c", values)["epochs"]}
-        rows = AF_RATE_ROWS if a.study == "af_rate" else AF_DECODER_ROWS
+        rows = {"af_rate": AF_RATE_ROWS, "af_decoder": AF_DECODER_ROWS,
+                "af_latent": AF_LATENT_ROWS}[a.study]
         study = choice_study(ds, values, rows, log=sys.stdout, epochs=epochs)
         study["choice"] = choose_af_rate(study["rows"])
         print(f"chosen: {study['choice']['chosen']}")
