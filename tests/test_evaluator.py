@@ -463,6 +463,26 @@ def test_decoder_periodicity_tells_the_dense_layer_from_the_convolutions() -> No
         decoder_periodicity(_decoder(3), z[:, :3], None, FS)
 
 
+def test_decoder_periodicity_follows_a_latent_sequence() -> None:
+    """In the sequence layout the first map is a convolution of the code along time: a code that
+    repeats every 5 or 6 steps gives every stage that period, and shuffling the map removes it
+    (the code, not the convolutions, holds it)."""
+    torch.manual_seed(0)
+    model = ConvVAE(VAEConfig(T=400, C=8, latent=4, latent_layout="sequence")).eval()
+    rng = np.random.default_rng(0)
+    for cells in (5, 6):
+        motif = rng.normal(size=(6, 4, cells))
+        z = np.tile(motif, (1, 1, -(-25 // cells)))[..., :25].reshape(6, 100)
+        rep = decoder_periodicity(model, z, None, FS)
+        assert [r["stage"] for r in rep["stages"]] == ["sequence map"] + [
+            f"block {i}" for i in range(1, 5)]
+        assert {r["lag_samples"] for r in rep["stages"]} == {16 * cells}
+        assert min(r["acf"] for r in rep["stages"]) > 0.5
+        assert rep["first_stage"] == "sequence map" and rep["laid_out_by_dense_layer"] is True
+    with pytest.raises(ValueError, match="z: expected"):
+        decoder_periodicity(model, z[:, :4], None, FS)
+
+
 def test_periodicity_report_tells_a_sub_harmonic_from_a_slower_rhythm() -> None:
     rng = np.random.default_rng(0)
     t = np.arange(400) / FS

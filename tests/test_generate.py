@@ -116,6 +116,23 @@ def test_vae_s_generate_prior_and_guided():
     assert np.allclose(mean, lat.mean(0)) and np.all(np.linalg.eigvalsh(cov) > 0)
 
 
+def test_generate_with_a_latent_sequence():
+    """The sequence layout's codes are flattened vectors of ``latent x steps`` values (4 x 7 at
+    T = 100); prior and guided draws, and the encoder means they are fitted to, have that size."""
+    seed_everything(0)
+    model = ConvVAE(VAEConfig(T=100, C=32, latent=4, latent_layout="sequence"))
+    assert model.config.code_size == 28
+    norm = Normalizer(scale=2.0)
+    x = np.random.default_rng(1).normal(size=(12, 100, 32)).astype(np.float32)
+    lat = encode_means(model, norm, x)
+    assert lat.shape == (12, 28)
+    for mode in ("prior", "guided"):
+        out = generate(model, norm, 3, seed=0, mode=mode, train_latents=lat)
+        assert out.shape == (3, 100, 32) and np.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"train_latents: expected \(n_train, code_size=28\)"):
+        generate(model, norm, 3, mode="guided", train_latents=lat[:, :4])
+
+
 def test_nearest_rmse_matches_hand_computation():
     rng = np.random.default_rng(0)
     cand = rng.normal(size=(7, 20, 3)).astype(np.float32)

@@ -33,15 +33,19 @@ def smooth_windows(n: int, T: int, C: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(x.astype(np.float32))
 
 
+@pytest.mark.parametrize("layout", ["vector", "sequence"])
 @pytest.mark.parametrize("upsample", ["transposed", "resize"])
 @pytest.mark.parametrize("T,C", [(100, 32), (100, 24), (37, 5), (400, 256)])
-def test_shapes_and_loss_parts(T, C, upsample):
+def test_shapes_and_loss_parts(T, C, upsample, layout):
     torch.manual_seed(0)
-    cfg = VAEConfig(T=T, C=C, latent=8, upsample=upsample)
+    cfg = VAEConfig(T=T, C=C, latent=8, upsample=upsample, latent_layout=layout)
     model = ConvVAE(cfg)
     x = smooth_windows(2, T, C)
     x_hat, mu, logvar = model(x)
-    assert x_hat.shape == (2, T, C) and mu.shape == (2, 8) and logvar.shape == (2, 8)
+    # the sequence layout: 8 values per step of the decoder's first map
+    steps = cfg.dec_map_shape[0] if layout == "sequence" else 1
+    assert cfg.code_size == 8 * steps
+    assert x_hat.shape == (2, T, C) and mu.shape == (2, 8 * steps) == logvar.shape
     assert x_hat.abs().max() <= 1.0
     parts = vae_loss(x, x_hat, mu, logvar, beta=0.1)
     for k, v in parts.items():
@@ -227,8 +231,58 @@ def test_resize_decoder_has_no_grid_of_its_own():
         VAEConfig(upsample="bilinear")
 
 
+def test_sequence_layout_is_shift_equivariant():
+    """In the sequence layout no layer knows where in the window it is: shifting the input by
+    one step of the code (16 samples) shifts the code by one step, and shifting the code by one
+    step shifts the output by 16 samples, exactly, away from the edges (6 steps, the reach of
+    the zero padding)."""
+    y = torch.tensor([1])
+    for upsample in ("transposed", "resize"):
+        torch.manual_seed(0)
+        cfg = VAEConfig(T=512, C=16, latent=3, n_classes=2, latent_layout="sequence",
+                        upsample=upsample)
+        model = ConvVAE(cfg).eval()
+        assert cfg.latent_steps == 32 and cfg.code_size == 96
+        x = smooth_windows(1, 512 + 16, 16)
+        z = torch.randn(1, 3, 33)
+        with torch.no_grad():
+            mu_a, _ = model.encode(x[:, 16:], y)
+            mu_b, _ = model.encode(x[:, :-16], y)
+            out_a = model.decode(z[..., 1:].reshape(1, -1), y)
+            out_b = model.decode(z[..., :-1].reshape(1, -1), y)
+        mu_a, mu_b = mu_a.view(1, 3, 32), mu_b.view(1, 3, 32)
+        assert mu_a.abs().mean() > 1e-2
+        torch.testing.assert_close(mu_a[..., 6:25], mu_b[..., 7:26], rtol=0, atol=1e-6)
+        assert (mu_a[..., 6:25] - mu_a[..., 7:26]).abs().max() > 1e-2  # not constant in time
+        assert out_a.abs().mean() > 1e-2
+        torch.testing.assert_close(out_a[:, 96:400], out_b[:, 112:416], rtol=0, atol=1e-6)
+
+
+def test_sequence_layout_prior_is_shared_by_the_steps():
+    model = ConvVAE(VAEConfig(T=400, C=8, latent=3, n_classes=2, latent_layout="sequence"))
+    assert model.prior_mu.shape == (2, 3) == model.prior_logvar.shape
+    with torch.no_grad():
+        model.prior_logvar.copy_(torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]))
+    pm, plv = model.prior(torch.tensor([1, 0]))
+    assert pm.shape == (2, 75) == plv.shape
+    # channel-major: values c * 25 .. c * 25 + 24 belong to channel c
+    torch.testing.assert_close(plv[0].view(3, 25), torch.tensor([0.4, 0.5, 0.6])[:, None]
+                               .expand(3, 25))
+    torch.testing.assert_close(pm[1].view(3, 25), model.prior_mu[0][:, None].expand(3, 25))
+    # the KL of a posterior equal to the prior is zero, and samples have the code's size
+    assert kl_divergence(pm, plv, (pm, plv)).abs().max() < 1e-6
+    assert model.sample(2, 1, generator=torch.Generator().manual_seed(0)).shape == (2, 400, 8)
+    with pytest.raises(ValueError, match=r"z: expected \(batch, code_size=75\)"):
+        model.decode(torch.zeros(1, 3), torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"VAEConfig\.latent_layout: got 'grid'"):
+        VAEConfig(latent_layout="grid")
+    with pytest.raises(ValueError, match="seq_kernel"):
+        VAEConfig(seq_kernel=4)
+
+
 def test_config_round_trip():
-    cfg = VAEConfig(T=100, C=24, latent=5, n_classes=2, upsample="resize")
+    cfg = VAEConfig(T=100, C=24, latent=5, n_classes=2, upsample="resize",
+                    latent_layout="sequence")
     assert VAEConfig.from_dict(cfg.to_dict()) == cfg
     assert VAEConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="unknown field"):

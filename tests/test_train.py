@@ -72,12 +72,15 @@ def test_normalizer_fit_transform_inverse():
         Normalizer().fit(X[0])
 
 
-@pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=needs_bf16)])
-def test_overfit_tiny_set(precision):
+@pytest.mark.parametrize("precision,layout", [
+    ("float32", "vector"), pytest.param("bfloat16", "vector", marks=needs_bf16),
+    ("float32", "sequence")])
+def test_overfit_tiny_set(precision, layout):
     """A few smooth windows are reconstructed with correlation > 0.9 after 80 steps, in float32
-    and in mixed bfloat16 precision (evaluated here in float32)."""
+    and in mixed bfloat16 precision (evaluated here in float32), and with a latent sequence
+    (:class:`egmlib.generators.models.VAEConfig`, ``latent_layout``)."""
     X = smooth_windows(8)
-    model = small_model()
+    model = small_model(latent_layout=layout)
     hist = train_vae(model, X, None, X, None, epochs=80, batch_size=8, lr=5e-3,
                      beta_max=1e-4, warmup_epochs=0, patience=80, lr_decay=1.0,
                      progress=False, precision=precision)
