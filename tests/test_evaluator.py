@@ -479,6 +479,7 @@ def test_decoder_periodicity_follows_a_latent_sequence() -> None:
         assert {r["lag_samples"] for r in rep["stages"]} == {16 * cells}
         assert min(r["acf"] for r in rep["stages"]) > 0.5
         assert rep["first_stage"] == "sequence map" and rep["laid_out_by_dense_layer"] is True
+        assert rep["shuffled"]["stage"] == "output, sequence map shuffled in time"
     with pytest.raises(ValueError, match="z: expected"):
         decoder_periodicity(model, z[:, :4], None, FS)
 

@@ -74,7 +74,8 @@ def test_generator_notebooks_results(smoke_run: Path, kind: str) -> None:
     from egmlib.generators import synthesis
 
     result = json.loads((smoke_run / kind / "result.json").read_text())
-    p = params.validate("02_vae_s", params.load_profile(ROOT / "params" / "smoke.yaml"))
+    p = params.validate(synthesis.GENERATORS[kind][0],
+                        params.load_profile(ROOT / "params" / "smoke.yaml"))
     rhythms = synthesis.GENERATORS[kind][1]
     assert set(result["reconstruction"]) == set(rhythms)
     for rhythm in rhythms:
@@ -97,7 +98,7 @@ def test_generator_notebooks_results(smoke_run: Path, kind: str) -> None:
                                   synthesis.load_synthetic(smoke_run, kind, rhythms[0])["kept"])
     if kind == "vae_c":  # the collapse detector and the memorising reference, per rhythm
         for rhythm in data.LABELS:
-            assert 0 <= result["collapse"][rhythm]["active_units"] <= p.latent
+            assert 0 <= result["collapse"][rhythm]["active_units"] <= model.config.code_size
             assert -1.0 <= result["nearest_training_window"][rhythm]["corr_mean"] <= 1.0
         # where generated AF's rate comes from: the stored report is the library's, remade from
         # the stored windows and checkpoint
@@ -108,7 +109,10 @@ def test_generator_notebooks_results(smoke_run: Path, kind: str) -> None:
             model, norm, synthesis.load_synthetic(smoke_run, kind, "AF")["generated"],
             np.asarray(ds.egm[ds.part("test", "AF")]), af, float(ds.manifest["fs"]))
         assert json.loads(json.dumps(again)) == result["af_periodicity"]
-        assert result["af_periodicity"]["decoder"]["stages"][0]["stage"] == "dense map"
+        first_map = {"vector": "dense map", "sequence": "sequence map"}
+        assert model.config.latent_layout == p.latent_layout == "sequence"  # 03's default
+        assert (result["af_periodicity"]["decoder"]["stages"][0]["stage"]
+                == first_map[model.config.latent_layout])
 
 
 def test_04_fidelity_results(smoke_run: Path) -> None:

@@ -811,7 +811,7 @@ def test_cli_writes_the_af_rate_record(smoke_run: Path, monkeypatch: pytest.Monk
     for row in record["rows"]:
         rep = row["af_periodicity"]
         assert rep["gen_mode"] == record["base"]["vae_c"]["gen_mode"]
-        layout = row["changes"].get("latent_layout", "vector")
+        layout = {**record["base"]["vae_c"], **row["changes"]}["latent_layout"]
         assert rep["decoder"]["stages"][0]["stage"] == {"vector": "dense map",
                                                         "sequence": "sequence map"}[layout]
     # the record's choice is the rule applied to its rows

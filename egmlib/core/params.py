@@ -43,12 +43,14 @@ import yaml
 __all__ = [
     "ANATOMY_NAMES",
     "GENERATORS",
+    "LATENT_LAYOUTS",
     "NOTEBOOKS",
     "NOTEBOOK_DEFAULTS",
     "NOTEBOOK_STAGES",
     "PROFILES",
     "SPECS",
     "STAGES",
+    "UPSAMPLINGS",
     "AugmentConfig",
     "DataConfig",
     "FidelityConfig",
@@ -158,6 +160,11 @@ GENERATORS = ("vae_s", "vae_c")
 #: Column orders of the recording sites (:func:`egmlib.physics.geometry.order_sites`; kept here
 #: so that parameters are checked without importing the physics layer).
 SITE_ORDERS = ("chain", "spectral", "fps")
+#: The generators' latent layouts and decoder upsamplings
+#: (:data:`egmlib.generators.models.LATENT_LAYOUTS`, :data:`~egmlib.generators.models.UPSAMPLINGS`;
+#: kept here so that parameters are checked without importing torch).
+LATENT_LAYOUTS = ("vector", "sequence")
+UPSAMPLINGS = ("transposed", "resize")
 #: The built-in anatomies (egmlib.physics.anatomy); anything else names surface files.
 ANATOMY_NAMES = ("idealised", "ct_biatrial")
 
@@ -332,10 +339,25 @@ class GeneratorConfig(Stage):
     110 epochs and the precision by the budget study (``--study budget``, record
     ``results/default/generator_budget.json``): of the rows that fit 5 minutes on 2 cores, the
     best validation correlation (0.647, against 0.602 for 60 epochs in float32 in about the same
-    time). The paper profile restores latent 250.
+    time). VAE-C's latent code is a sequence in time, 3 values per step of 16 samples, decoded
+    by resize-convolutions (``latent_layout="sequence"``, ``upsample="resize"``;
+    :class:`egmlib.generators.models.VAEConfig`), chosen on the validation split by the AF latent
+    study (``--study af_latent``, record ``results/default/generator_af_latent.json``, rule
+    fixed before it ran): its generated AF no longer repeats at the data set's window hop. The
+    paper profile restores latent 250 and the authors' layout (one vector, transposed
+    convolutions) for both generators.
     """
 
-    latent: int = param(64, int, 2, 1024, help="latent dimension (paper: 250)")
+    latent: int = param(64, int, 2, 1024,
+                        help="latent dimension (paper: 250); latent_layout 'sequence': values "
+                             "per time step")
+    latent_layout: str = param("vector", str, choices=LATENT_LAYOUTS,
+                               help="the latent code: one vector per window (the paper) or a "
+                                    "sequence in time (chosen for VAE-C on validation by the AF "
+                                    "latent study)")
+    upsample: str = param("transposed", str, choices=UPSAMPLINGS,
+                          help="the decoder's upsampling: transposed convolutions (the paper) "
+                               "or resize-convolutions")
     epochs: int = param(110, int, 1, 10_000, help="maximum training epochs")
     batch_size: int = param(4, int, 1, 1024, help="training batch size")
     lr: float = param(2e-3, float, 1e-6, 1.0, help="Adam learning rate")
@@ -551,7 +573,8 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
 #: against 1.56) at about the same correlation (SR 0.29 against 0.31); 0.5 halves SR's
 #: correlation (0.15). No weight moved the generated AF windows' dominant frequency.
 NOTEBOOK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "03_vae_c": {"epochs": 40, "spec_avg": 0.15, "precision": "float32"}}
+    "03_vae_c": {"latent": 3, "latent_layout": "sequence", "upsample": "resize", "epochs": 40,
+                 "spec_avg": 0.15, "precision": "float32"}}
 
 
 def default_value(notebook: str, name: str) -> Any:

@@ -984,7 +984,8 @@ def decoder_periodicity(model: ConvVAE, z: ArrayLike, y: ArrayLike | None, fs: f
     model.eval()
     with torch.no_grad():
         h = model.decoder_map(zt, yt)
-        maps = [("dense map" if cfg.latent_layout == "vector" else "sequence map", h)]
+        first_map = "dense map" if cfg.latent_layout == "vector" else "sequence map"
+        maps = [(first_map, h)]
         for i in range(0, len(blocks), 4):
             for layer in blocks[i:i + 4]:
                 h = layer(h)
@@ -1005,7 +1006,7 @@ def decoder_periodicity(model: ConvVAE, z: ArrayLike, y: ArrayLike | None, fs: f
                 "lag_s": float(k * step / fs), "acf": float(acf[k])}, acf
 
     found = [p for stage, m in maps if (p := peak(stage, m)) is not None]
-    after = peak("output, dense map shuffled in time", shuffled)
+    after = peak(f"output, {first_map} shuffled in time", shuffled)
     if not found or found[-1][0]["stage"] != maps[-1][0] or after is None:
         raise ValueError("model: the decoder's output is constant in time or too short for the "
                          "rhythm-blind lags")

@@ -387,7 +387,7 @@ def fidelity_table(ds: Dataset, run_dir: str | Path, n_eval: int, seed: int,
     for kind in _MODELS:
         model, norm = models[kind]
         recon[kind] = {**synthesis.reconstruction_metrics(model, norm, ds, kind),
-                       "latent": model.config.latent, "collapse": {}}
+                       "latent": model.config.code_size, "collapse": {}}
         for rhythm in synthesis.GENERATORS[kind][1]:
             x = _part(ds, "test", rhythm, at_least=2)
             y = None if kind == "vae_s" else np.full(len(x), LABELS.index(rhythm))

@@ -105,8 +105,7 @@ def training_recordings(ds: Dataset, kind: str, columns: NDArray[np.int64] | Non
 
 def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str | Path | None,
                     show_progress: bool = True, *, columns: NDArray[np.int64] | None = None,
-                    init: str = "he", class_scales: bool = True, recut: bool = False,
-                    upsample: str = "transposed", latent_layout: str = "vector"
+                    init: str = "he", class_scales: bool = True, recut: bool = False
                     ) -> tuple[ConvVAE, Normalizer, dict[str, Any]]:
     """Build and train VAE-S or VAE-C with parameters ``p`` (notebook 02/03); the best model is
     checkpointed to ``<run_dir>/<kind>/checkpoint.pt`` (``run_dir=None``: not saved). Returns
@@ -117,10 +116,9 @@ def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str |
     (:class:`egmlib.generators.models.VAEConfig`), ``class_scales=False`` scales VAE-C's
     rhythms by one number (:class:`egmlib.generators.train.Normalizer`), ``recut=True`` cuts
     the training windows afresh every epoch at random offsets from each simulation's recording
-    (:func:`training_recordings`; the AF rate study of :mod:`egmlib.workflow.studies`) and
-    ``upsample="resize"`` builds the decoder from resize-convolutions and
-    ``latent_layout="sequence"`` makes the latent code a sequence in time
-    (:class:`egmlib.generators.models.VAEConfig`; the AF decoder and AF latent studies)."""
+    (:func:`training_recordings`; the AF rate study of :mod:`egmlib.workflow.studies`). The
+    model's layout comes from ``p`` (``latent``, ``latent_layout``, ``upsample``;
+    :class:`egmlib.generators.models.VAEConfig`)."""
     x_tr, y_tr = training_windows(ds, kind, "train", columns)
     x_va, y_va = training_windows(ds, kind, "val", columns)
     if len(x_tr) == 0 or len(x_va) == 0:
@@ -129,8 +127,9 @@ def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str |
     n_classes = 0 if kind == "vae_s" else len(LABELS)
     with seeded_torch(p["seed"], p["device"]):  # the initial weights; no process state changed
         model = ConvVAE(VAEConfig(T=x_tr.shape[1], C=x_tr.shape[2], latent=p["latent"],
-                                  n_classes=n_classes, init=init, upsample=upsample,
-                                  latent_layout=latent_layout))
+                                  n_classes=n_classes, init=init,
+                                  upsample=p.get("upsample", "transposed"),
+                                  latent_layout=p.get("latent_layout", "vector")))
     norm = Normalizer().fit(x_tr, y_tr if class_scales else None)  # VAE-C: a scale per rhythm
     ckpt = None if run_dir is None else generator_dir(run_dir, kind) / "checkpoint.pt"
     history = train_vae(model, x_tr, y_tr, x_va, y_va, epochs=p["epochs"],

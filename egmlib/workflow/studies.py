@@ -167,6 +167,7 @@ __all__ = [
     "STOPPING_RULES",
     "STUDY_EPOCHS",
     "UNSEEN_SOURCES",
+    "VECTOR_VAE_C",
     "budget_row",
     "budget_study",
     "choice_row",
@@ -193,7 +194,7 @@ STUDY_EPOCHS: dict[str, int] = {"vae_s": 12, "vae_c": 8}
 
 #: The rows: (generator, label, changes against the defaults). Keys of ``changes``: parameters of
 #: :class:`egmlib.core.params.GeneratorConfig`, or one of ``_MODEL_KEYS`` (``site_order``, ``init``,
-#: ``class_scales``, ``recut``, ``upsample``, ``latent_layout``).
+#: ``class_scales``, ``recut``).
 CHOICES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("vae_s", "defaults (chain order, He init, batch 4, lr 2e-3, x0.98)", {}),
     ("vae_s", "site order: farthest-point sampling (before)", {"site_order": "fps"}),
@@ -291,6 +292,11 @@ PRECISION_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("vae_c", "auto precision", {"precision": "auto"}),
 )
 
+#: VAE-C's code before the AF latent study, which the AF studies' rows name explicitly so that
+#: they repeat their records now that notebook 03 uses a latent sequence: one vector of 64, decoded
+#: by transposed convolutions.
+VECTOR_VAE_C: dict[str, Any] = {"latent": 64, "latent_layout": "vector", "upsample": "transposed"}
+
 #: The AF rate study's rows (``--study af_rate``, record
 #: ``results/<profile>/generator_af_rate.json``; VAE-C at its notebook's budget, scored like a
 #: choice row on the validation split): the data set's windows, whose starts in a simulation are
@@ -300,8 +306,8 @@ PRECISION_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 #: 03), as a decoder does that averages copies of a simulation shifted by multiples of the hop.
 #: The rule that reads it (:func:`choose_af_rate`) was fixed before the study ran.
 AF_RATE_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("vae_c", "the data set's windows (03 now)", {}),
-    ("vae_c", "windows re-cut at random offsets every epoch", {"recut": True}),
+    ("vae_c", "the data set's windows (03's vector code)", VECTOR_VAE_C),
+    ("vae_c", "windows re-cut at random offsets every epoch", {**VECTOR_VAE_C, "recut": True}),
 )
 #: The AF decoder study's rows (``--study af_decoder``, record
 #: ``results/<profile>/generator_af_decoder.json``; like the AF rate study, read by the same
@@ -310,13 +316,13 @@ AF_RATE_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 #: resize-convolutions (:class:`egmlib.generators.models.VAEConfig`, ``upsample="resize"``) has
 #: no such grid built in; it is trained on the data set's windows and on re-cut ones. Measured
 #: (the default record): the rule picks the resize decoder on the data set's windows (generated
-#: AF nearer AF's rate at equal validation correlation, still far from it); 03 does not use it
-#: yet, for the reasons the README's "VAE-C's AF rate and the window hop" gives.
+#: AF nearer AF's rate at equal validation correlation, still far from it); 03 did not adopt it,
+#: for the reasons the README's "VAE-C's AF rate and the window hop" gives.
 AF_DECODER_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     AF_RATE_ROWS[0],
-    ("vae_c", "resize-convolution decoder", {"upsample": "resize"}),
+    ("vae_c", "resize-convolution decoder", {**VECTOR_VAE_C, "upsample": "resize"}),
     ("vae_c", "resize-convolution decoder, windows re-cut every epoch",
-     {"upsample": "resize", "recut": True}),
+     {**VECTOR_VAE_C, "upsample": "resize", "recut": True}),
 )
 #: The AF latent study's rows (``--study af_latent``, record
 #: ``results/<profile>/generator_af_latent.json``; like the AF rate study, read by the same rule,
@@ -328,7 +334,9 @@ AF_DECODER_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 #: decoder's first map (16 samples). Both use resize-convolutions: at 100 Hz the transposed
 #: convolutions' 16-sample grid beats at 6.25 Hz, inside the AF band, and could pass for AF's rate.
 #: Fixed before the study ran: the row the rule chooses, if any, becomes VAE-C's setting in notebook
-#: 03, and everything that reads VAE-C's windows is remade from it.
+#: 03, and everything that reads VAE-C's windows is remade from it. Measured (the default record):
+#: the rule picks 3 per step, now notebook 03's default
+#: (:data:`egmlib.core.params.NOTEBOOK_DEFAULTS`).
 AF_LATENT_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     AF_RATE_ROWS[0],
     ("vae_c", "latent sequence, 3 per step, resize decoder",
@@ -347,7 +355,7 @@ AF_RATE_MIN_GAIN_HZ = 0.5
 #: still counts as a plateau (:func:`plateau_gain`).
 PLATEAU_TOL = 0.01
 
-_MODEL_KEYS = ("site_order", "init", "class_scales", "recut", "upsample", "latent_layout")
+_MODEL_KEYS = ("site_order", "init", "class_scales", "recut")
 _N_GENERATED = 50
 
 
@@ -380,8 +388,7 @@ def choice_row(ds: Dataset, kind: str, base: Mapping[str, Any], changes: Mapping
     model, norm, hist = synthesis.train_generator(
         ds, kind, p, None, show_progress=False, columns=columns,
         init=changes.get("init", "he"), class_scales=changes.get("class_scales", True),
-        recut=changes.get("recut", False), upsample=changes.get("upsample", "transposed"),
-        latent_layout=changes.get("latent_layout", "vector"))
+        recut=changes.get("recut", False))
     seconds = time.perf_counter() - t0
     geom_sites = ds.geometry()[1].electrodes[columns]
     row: dict[str, Any] = {
