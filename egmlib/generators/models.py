@@ -18,14 +18,16 @@ more):
   in the window it is: a shift of the input by one step (``T / t0`` samples) shifts the code by
   one step and the output by one step, away from the edges. The vector layout's dense layers
   place every feature at a fixed time of the window, which lets a decoder lay out a period it
-  learned from how the windows were cut (notebook 03 measures one). The code is still handed
+  learned from how the windows were cut (VAE-C's vector code laid out the data set's 0.5 s window
+  hop: the AF studies of :mod:`egmlib.workflow.studies`). The code is still handed
   around flattened, ``(batch, code_size)`` with ``code_size = latent * t0``, channel-major
-  (index ``channel * t0 + step``), so
-  sampling, fitting and the KL see ordinary vectors; VAE-C's class priors are shared by the
-  steps of a channel.
+  (index ``channel * t0 + step``), so sampling, fitting and the KL see ordinary vectors; VAE-C's
+  class priors are shared by the steps of a channel. Notebook 03's VAE-C uses it (3 values per
+  step, resize-convolutions), chosen by the AF latent study of :mod:`egmlib.workflow.studies`.
 * VAE-C (``n_classes > 0``): the one-hot rhythm label is joined after the encoder's dense layer
-  and at the decoder input, and each class has a learned Gaussian prior (a learnable mean and
-  log-variance per latent dimension); the KL term is taken to the class's prior.
+  (at every step, in the sequence layout) and at the decoder input, and each class has a learned
+  Gaussian prior (a learnable mean and log-variance per latent dimension); the KL term is taken
+  to the class's prior.
 
 Arbitrary window sizes (the rule). One code path serves ``T x C`` = 100 x 32 (smoke), 400 x 256
 (default) and 400 x 2048 (paper):
