@@ -412,7 +412,7 @@ class AugmentConfig(Stage):
     the processor has bfloat16 arithmetic (``recon_precision="auto"``): in the reconstruction
     precision study (``--study recon_precision``, record ``results/default/recon_precision.json``,
     the same seeds and 40 epochs) its validation correlation under every stopping rule was within
-    0.01 of float32's (the rule fixed before the study), in 114 s against 128 s for both seeds.
+    0.01 of float32's (the rule fixed before the study), in 114 s against 129 s for both seeds.
     """
 
     k: int = param(18, int, 0, 100_000, help="synthetic EGM windows added to the training set")
