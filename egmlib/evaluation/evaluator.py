@@ -948,7 +948,7 @@ def decoder_periodicity(model: ConvVAE, z: ArrayLike, y: ArrayLike | None, fs: f
                         seed: int = 0) -> dict[str, Any]:
     """At which stage of the decoder a repeating time pattern appears.
 
-    The latents ``z`` ``(n, latent)`` (with their class labels ``y`` for VAE-C) are decoded
+    The latents ``z`` ``(n, code_size)`` (with their class labels ``y`` for VAE-C) are decoded
     once; after the dense layer (the first map; in the sequence layout of
     :class:`egmlib.generators.models.VAEConfig`, the convolution over the latent sequence,
     stage ``"sequence map"``) and after each transposed-convolution block,

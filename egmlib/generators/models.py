@@ -283,6 +283,15 @@ def _resize_conv(c_in: int, c_out: int, s_t: int, s_s: int) -> nn.Sequential:
                          nn.Conv2d(c_in, c_out, (k_t, k_s), padding=(k_t // 2, k_s // 2)))
 
 
+def _label_channels(h: Tensor, onehot: Tensor | None) -> Tensor:
+    """A sequence ``(B, channels, steps)`` with the one-hot label rows ``(B, n_classes)`` joined
+    as constant channels at every step (the sequence layout's way of conditioning); ``h`` itself
+    when there is no label (VAE-S)."""
+    if onehot is None:
+        return h
+    return torch.cat([h, onehot.to(h.dtype)[:, :, None].expand(-1, -1, h.shape[2])], dim=1)
+
+
 def _tconv_geometry(stride: int) -> tuple[int, int]:
     """(kernel, padding) of a transposed convolution that maps n to exactly n * stride."""
     pad = max(1, stride // 2)
@@ -436,10 +445,7 @@ class ConvVAE(nn.Module):
         h = F.pad(x.unsqueeze(1), (0, cp - cfg.C, 0, tp - cfg.T))
         h = self.encoder_dense(self.encoder_conv(h))
         if cfg.latent_layout == "sequence":  # (B, dense, te, 1) -> (B, dense, t0)
-            h = F.adaptive_avg_pool1d(h.squeeze(3), cfg.latent_steps)
-            if onehot is not None:
-                h = torch.cat([h, onehot.to(h.dtype)[:, :, None].expand(-1, -1, h.shape[2])],
-                              dim=1)
+            h = _label_channels(F.adaptive_avg_pool1d(h.squeeze(3), cfg.latent_steps), onehot)
             return (self.fc_mu(h).flatten(1),
                     self.fc_logvar(h).flatten(1).clamp(-LOGVAR_CLIP, LOGVAR_CLIP))
         if onehot is not None:
@@ -458,9 +464,7 @@ class ConvVAE(nn.Module):
         t0, s0 = cfg.dec_map_shape
         b = z.shape[0]
         if cfg.latent_layout == "sequence":
-            h = z.view(b, cfg.latent, t0)
-            if onehot is not None:
-                h = torch.cat([h, onehot.to(z.dtype)[:, :, None].expand(-1, -1, t0)], dim=1)
+            h = _label_channels(z.view(b, cfg.latent, t0), onehot)
             # channel index c * s0 + s of the convolution's output -> (B, ch, t0, s0)
             return (self.decoder_dense(h).view(b, cfg.dec_map_channels, s0, t0)
                     .transpose(2, 3))

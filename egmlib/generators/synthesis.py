@@ -128,8 +128,7 @@ def train_generator(ds: Dataset, kind: str, p: Mapping[str, Any], run_dir: str |
     with seeded_torch(p["seed"], p["device"]):  # the initial weights; no process state changed
         model = ConvVAE(VAEConfig(T=x_tr.shape[1], C=x_tr.shape[2], latent=p["latent"],
                                   n_classes=n_classes, init=init,
-                                  upsample=p.get("upsample", "transposed"),
-                                  latent_layout=p.get("latent_layout", "vector")))
+                                  upsample=p["upsample"], latent_layout=p["latent_layout"]))
     norm = Normalizer().fit(x_tr, y_tr if class_scales else None)  # VAE-C: a scale per rhythm
     ckpt = None if run_dir is None else generator_dir(run_dir, kind) / "checkpoint.pt"
     history = train_vae(model, x_tr, y_tr, x_va, y_va, epochs=p["epochs"],
